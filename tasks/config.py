@@ -1,0 +1,122 @@
+"""Check a composed run config before anything trains (or is submitted), and build its parts.
+
+Every error names the config key at fault and, where the set is closed, the allowed values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import optim
+from tasks.metrics import SpikeConfig
+from tasks.schedule import validate_schedule
+
+PRECISIONS = ("fp32", "bf16")
+LOGGERS = ("none", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot run; the message names the key."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
+    value = OmegaConf.select(cfg, key)
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{key} must be an integer >= {minimum}, got {value!r}",
+    )
+
+
+def optimizer_kwargs(optim_cfg: DictConfig) -> DictConfig:
+    """The optimizer's constructor config: everything but our own `name` label."""
+    return OmegaConf.create(
+        {k: v for k, v in OmegaConf.to_container(optim_cfg, resolve=True).items() if k != "name"}
+    )
+
+
+def validate_optim(optim_cfg: DictConfig) -> None:
+    _require("name" in optim_cfg and "_target_" in optim_cfg,
+             "optim must have `name` and `_target_` (see conf/optim/*.yaml)")
+    lr = optim_cfg.get("lr")
+    _require(isinstance(lr, (int, float)) and lr > 0, f"optim.lr must be > 0, got {lr!r}")
+    wd = optim_cfg.get("weight_decay", 0.0)
+    _require(isinstance(wd, (int, float)) and wd >= 0,
+             f"optim.weight_decay must be >= 0, got {wd!r}")
+    for key in ("betas",):
+        for i, beta in enumerate(optim_cfg.get(key) or []):
+            _require(0.0 <= beta < 1.0, f"optim.{key}[{i}] must be in [0, 1), got {beta!r}")
+    for key in ("beta", "beta1", "beta2", "momentum"):
+        value = optim_cfg.get(key)
+        if value is not None:
+            _require(0.0 <= value < 1.0, f"optim.{key} must be in [0, 1), got {value!r}")
+    # The constructor's own checks, run on throw-away parameters so that every
+    # hyperparameter error surfaces here, before any data is read or job submitted.
+    dummy = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    try:
+        factory = instantiate(optimizer_kwargs(optim_cfg))
+        factory(optim.param_groups(dummy, optim.is_matrix_optimizer(factory)))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optim ({optim_cfg.name}): {e}") from e
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first key that cannot run."""
+    for key in ("steps", "grad_accum", "eval_every", "log_every"):
+        _positive_int(cfg, key)
+    _positive_int(cfg, "checkpoint_every", minimum=0)
+    _require(cfg.grad_clip is None or cfg.grad_clip > 0,
+             f"grad_clip must be null or > 0, got {cfg.grad_clip!r}")
+    _require(cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
+             f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    try:
+        validate_schedule(cfg.schedule, cfg.steps)
+        SpikeConfig(**cfg.metrics)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from e
+    _require(cfg.precision.name in PRECISIONS,
+             f"precision.name must be one of {list(PRECISIONS)}, got {cfg.precision.name!r}")
+    _require(cfg.logger.name in LOGGERS,
+             f"logger.name must be one of {list(LOGGERS)}, got {cfg.logger.name!r}")
+    if cfg.logger.name == "wandb":
+        _require(cfg.logger.mode in WANDB_MODES,
+                 f"logger.mode must be one of {list(WANDB_MODES)}, got {cfg.logger.mode!r}")
+    validate_optim(cfg.optim)
+
+
+# ---------------------------------------------------------------- building a run's parts
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def build_task(cfg: DictConfig, device: torch.device):
+    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    return instantiate(task_cfg, seed=cfg.seed, device=device, data_root=cfg.data_root)
+
+
+def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    factory = instantiate(optimizer_kwargs(optim_cfg))
+    return factory(optim.param_groups(model, optim.is_matrix_optimizer(factory)))
+
+
+def autocast(precision_cfg: DictConfig, device: torch.device):
+    """The forward pass's precision context (bf16 autocast or none)."""
+    if precision_cfg.name == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,224 @@
+"""The task-agnostic training loop: forward/backward (with accumulation) → clip → step → log.
+
+Losses stay on the device between log steps (no per-step host sync); at each flush they are fed,
+in order, to the LossTracker, which spots spikes and divergence. Evals, checkpoints and
+preemption are handled at step boundaries, always after a flush, so a checkpoint never holds a
+diverged state and every counter in it matches the steps it has taken.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tasks import store
+from tasks.metrics import LossTracker
+
+
+class Preempted(Exception):
+    """Raised after a checkpoint was written in answer to SIGTERM/SIGUSR1."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} after checkpointing")
+        self.signum = signum
+
+
+class PreemptionFlag:
+    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between steps."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. an in-process debug launcher)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class LoopState:
+    """Everything besides model/optimizer/scheduler that a checkpoint must restore."""
+
+    step: int = 0  # optimizer steps completed
+    evals: list = field(default_factory=list)  # [(step, {metric: value})]
+    elapsed_s: float = 0.0  # training wall time summed over all attempts
+    diverged_at: int | None = None
+    diverged_reason: str = ""
+
+
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, cfg, task, optimizer, scheduler, tracker: LossTracker, metrics_log,
+                 mirror, ckpt_path, autocast):
+        self.cfg = cfg
+        self.task = task
+        self.model = task.model
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.tracker = tracker
+        self.metrics_log = metrics_log
+        self.mirror = mirror
+        self.ckpt_path = ckpt_path
+        self.autocast = autocast
+        self.state = LoopState()
+        self.pending: list[torch.Tensor] = []  # per-step losses not yet fed to the tracker
+
+    # ------------------------------------------------------------ checkpoint
+
+    def save_checkpoint(self) -> None:
+        store.save_torch(self.ckpt_path, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "loop": vars(self.state),
+            "rng": rng_state(),
+        })
+
+    def load_checkpoint(self) -> None:
+        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.tracker.load_state_dict(ckpt["tracker"])
+        self.state = LoopState(**ckpt["loop"])
+        set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------ one step
+
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        accum = self.cfg.grad_accum
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.params[0].device)
+        for micro in range(accum):
+            batch = self.task.train_batch(step, micro)
+            with self.autocast:
+                loss = self.task.loss(self.model, batch)
+            (loss / accum).backward()
+            loss_sum += loss.detach().float()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss_sum / accum, grad_norm
+
+    def update_stats(self, before: list[torch.Tensor]) -> dict:
+        """RMS and max |θ_new − θ_old| over all parameters (lr and weight decay included)."""
+        deltas = torch._foreach_sub([p.detach().float() for p in self.params], before)
+        sq = sum(float(d.pow(2).sum()) for d in deltas)
+        n = sum(d.numel() for d in deltas)
+        return {"update_rms": math.sqrt(sq / n), "update_max": max(float(d.abs().max())
+                                                                    for d in deltas)}
+
+    def flush(self, first_step: int) -> bool:
+        """Feed pending losses (steps first_step, first_step+1, ...) to the tracker.
+        Returns False once the run has diverged."""
+        losses = torch.stack(self.pending).tolist() if self.pending else []
+        self.pending.clear()
+        for offset, loss in enumerate(losses):
+            verdict = self.tracker.update(first_step + offset, loss)
+            if verdict.diverged:
+                self.state.diverged_at = first_step + offset
+                self.state.diverged_reason = verdict.reason
+                return False
+        return True
+
+    # ------------------------------------------------------------ the loop
+
+    def train(self, preempt: PreemptionFlag) -> LoopState:
+        cfg = self.cfg
+        total = cfg.steps
+        self.model.train()
+        bar = tqdm(total=total, initial=self.state.step, desc="train", dynamic_ncols=True,
+                   disable=not cfg.progress, mininterval=1.0)
+        tokens_per_step = self.task.tokens_per_batch * cfg.grad_accum
+        window_start, window_t0 = self.state.step, time.perf_counter()
+        first_pending = self.state.step + 1
+        while self.state.step < total:
+            step_start = time.perf_counter()
+            index = self.state.step  # 0-based index of the step being taken
+            done = index + 1  # steps completed after it; the name used in logs
+            log_now = done % cfg.log_every == 0 or done == total
+            eval_now = done % cfg.eval_every == 0 or done == total
+            ckpt_now = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+            before = ([p.detach().float().clone() for p in self.params]
+                      if (log_now or eval_now) else None)
+            loss, grad_norm = self.train_step(index)
+            self.pending.append(loss)
+            self.state.step = done
+            self.state.elapsed_s += time.perf_counter() - step_start
+            bar.update(1)
+            if not (log_now or eval_now or ckpt_now or preempt.signum):
+                continue
+            if not self.flush(first_pending):
+                break
+            first_pending = done + 1
+            row = {"step": done, "tokens": done * tokens_per_step}
+            if log_now or eval_now:
+                elapsed = time.perf_counter() - window_t0
+                row.update(
+                    loss=self.tracker.last_loss,
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    grad_norm=float(grad_norm),
+                    tokens_per_s=(done - window_start) * tokens_per_step / max(elapsed, 1e-9),
+                    **self.update_stats(before),
+                )
+                window_start, window_t0 = done, time.perf_counter()
+                bar.set_postfix(loss=f"{row['loss']:.4f}",
+                                tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
+            if eval_now:
+                self.model.eval()
+                with self.autocast:
+                    evals = self.task.evaluate(self.model)
+                self.model.train()
+                self.state.evals.append((done, evals))
+                row.update(evals)
+            if len(row) > 2:
+                self.metrics_log.append(row)
+                self.mirror.log(row, step=done)
+            if ckpt_now or preempt.signum:
+                self.save_checkpoint()
+            if preempt.signum:
+                bar.close()
+                raise Preempted(preempt.signum)
+        bar.close()
+        return self.state

@@ -1,0 +1,152 @@
+"""One run, start to finish: validate → find the run dir → resume or start → train → summary.
+
+    summary.json is written last; status is one of
+      completed   all steps done
+      diverged    loss went non-finite or past the cap; the step is recorded (a result, not an error)
+      failed      an exception; its traceback is in error.txt, and a re-launch runs it again
+A run whose summary says completed or diverged is not run again.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tasks import config as run_config
+from tasks import store
+from tasks.loop import Preempted, PreemptionFlag, Trainer
+from tasks.metrics import LossTracker, SpikeConfig, first_at_target
+from tasks.schedule import build_scheduler
+from tasks.wandb_mirror import start_mirror
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "host": platform.node()}
+
+
+def build_summary(cfg, key, rdir, task, trainer, status, error=None) -> dict:
+    state, tracker, target = trainer.state, trainer.tracker, task.target
+    metric_curve = [(s, ev[target.metric]) for s, ev in state.evals if target.metric in ev]
+    steps_to_target = first_at_target(metric_curve, target.value, target.mode)
+    tokens_per_step = task.tokens_per_batch * cfg.grad_accum
+    best_eval = None
+    if metric_curve:
+        pick = min if target.mode == "min" else max
+        best_eval = pick(v for _, v in metric_curve)
+    return {
+        "status": status,
+        "run_key": key,
+        "run_dir": str(rdir),
+        "task": cfg.task.name,
+        "optim": cfg.optim.name,
+        "sweep": cfg.get("sweep"),
+        "steps": cfg.steps,
+        "steps_done": state.step,
+        "tokens_done": state.step * tokens_per_step,
+        "diverged_at": state.diverged_at,
+        "diverged_reason": state.diverged_reason or None,
+        "error": error,
+        "final": {"train_loss": tracker.last_loss,
+                  **(state.evals[-1][1] if state.evals else {})},
+        "best": {"train_loss": tracker.summary()["best_train_loss"],
+                 f"{target.metric}": best_eval},
+        "spikes": {k: v for k, v in tracker.summary().items()
+                   if k.startswith(("spike", "max_spike", "sigma"))},
+        "convergence": {
+            "auc_log_loss": tracker.summary()["auc_log_loss"],
+            "target": {"metric": target.metric, "value": target.value, "mode": target.mode},
+            "steps_to_target": steps_to_target,
+            "tokens_to_target": (steps_to_target * tokens_per_step
+                                 if steps_to_target is not None else None),
+        },
+        "evals": [{"step": s, **ev} for s, ev in state.evals],
+        "wall_time_s": state.elapsed_s,
+        "task_info": task.describe(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train one run described by `cfg` (a composed conf/train.yaml); return its summary."""
+    run_config.validate(cfg)
+    key = store.run_key(cfg)
+    rdir = store.run_dir(cfg)
+    previous = store.read_summary(rdir)
+    if previous is not None and previous.get("status") in store.FINISHED_STATUSES:
+        print(f"[optbench] {rdir} already {previous['status']}; nothing to do")
+        return previous
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    device = run_config.resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    task = run_config.build_task(cfg, device)
+    optimizer = run_config.build_optimizer(cfg.optim, task.model)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
+    metrics_log = store.MetricsLog(rdir / "metrics.jsonl")
+    trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
+                      metrics_log, None, rdir / "ckpt.pt",
+                      run_config.autocast(cfg.precision, device))
+    if trainer.ckpt_path.exists():
+        trainer.load_checkpoint()
+        print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+    metrics_log.truncate_after(trainer.state.step)
+
+    trainer.mirror = start_mirror(
+        cfg.logger, run_key=key, run_dir=rdir, config=resolved,
+        group=cfg.get("sweep") or f"{cfg.task.name}/{cfg.optim.name}",
+        name=f"{cfg.optim.name}-{key}",
+    )
+    print(f"[optbench] run {key}: {cfg.task.name} × {cfg.optim.name} on {device} → {rdir}")
+    t0 = time.perf_counter()
+    try:
+        with PreemptionFlag() as preempt:
+            state = trainer.train(preempt)
+    except Preempted:  # no summary: the checkpoint is the state; a re-launch resumes it
+        trainer.mirror.finish(exit_code=1)
+        raise
+    except Exception as e:
+        (rdir / "error.txt").write_text(traceback.format_exc())
+        summary = build_summary(cfg, key, rdir, task, trainer, "failed",
+                                error=f"{type(e).__name__}: {e}")
+        store.write_json(rdir / "summary.json", summary)
+        trainer.mirror.finish(exit_code=1)
+        raise
+    status = "diverged" if state.diverged_at is not None else "completed"
+    if status == "completed":
+        trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
+    summary = build_summary(cfg, key, rdir, task, trainer, status)
+    trainer.mirror.summary({"status": status, "final_train_loss": summary["final"]["train_loss"],
+                            **{f"final_{k}": v for k, v in summary["final"].items()
+                               if k != "train_loss"},
+                            **summary["spikes"], **summary["convergence"]})
+    trainer.mirror.finish(exit_code=0)
+    store.write_json(rdir / "summary.json", summary)
+    print(f"[optbench] {status} in {time.perf_counter() - t0:.1f}s: final train loss "
+          f"{summary['final']['train_loss']:.4f}; summary at {rdir / 'summary.json'}")
+    return summary

@@ -1,0 +1,131 @@
+"""Run identity and the on-disk results store.
+
+A run's key is a short hash of its resolved config minus the keys that do not change what is
+computed (where it logs, where it runs, where files go). The run dir is derived from the key,
+never from a timestamp, so a requeued or re-launched job finds its own checkpoint.
+
+    <runs_root>/<task>/<optim>/<key>/
+        config.yaml     resolved config (written at start)
+        metrics.jsonl   one JSON object per log step
+        summary.json    written last; its presence means the run finished
+        ckpt.pt         model + optimizer + scheduler + step + tracker + RNG states
+        error.txt       traceback of a failed run
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+# Top-level keys that never change the numbers a run computes.
+# - launcher/logger/hydra: where and how it runs and is mirrored;
+# - runs_root/data_root: where files go;
+# - sweep: the name used to group runs (W&B group), not part of what is trained;
+# - checkpoint_every/progress: resume is exact, so checkpoint cadence cannot change results.
+NON_IDENTITY_KEYS = (
+    "launcher", "logger", "hydra", "runs_root", "data_root", "sweep", "checkpoint_every",
+    "progress",
+)
+
+FINISHED_STATUSES = ("completed", "diverged")
+
+
+def identity_dict(cfg: DictConfig | dict) -> dict:
+    resolved = (
+        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    )
+    return {k: v for k, v in resolved.items() if k not in NON_IDENTITY_KEYS}
+
+
+def run_key(cfg: DictConfig | dict, length: int = 10) -> str:
+    blob = json.dumps(identity_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:length]
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    root = Path(cfg.runs_root).expanduser().absolute()
+    return root / str(cfg.task.name) / str(cfg.optim.name) / run_key(cfg)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _atomic_replace(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_replace(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    _atomic_replace(Path(path), lambda f: torch.save(obj, f))
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_summary(rdir: Path) -> dict | None:
+    return read_json(Path(rdir) / "summary.json")
+
+
+def is_finished(rdir: Path) -> bool:
+    summary = read_summary(rdir)
+    return summary is not None and summary.get("status") in FINISHED_STATUSES
+
+
+# ---------------------------------------------------------------- metrics log
+
+
+class MetricsLog:
+    """Append-only `metrics.jsonl`, truncated back to the checkpoint step on resume."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (written after the checkpoint we resume from)."""
+        rows = [r for r in self.read() if r.get("step", -1) <= step]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line from a hard kill
+                continue
+        return rows
