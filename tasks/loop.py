@@ -182,6 +182,7 @@ class Trainer:
             ckpt_now = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
             before = ([p.detach().float().clone() for p in self.params]
                       if (log_now or eval_now) else None)
+            lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
             loss, grad_norm = self.train_step(index)
             self.pending.append(loss)
             self.state.step = done
@@ -197,7 +198,7 @@ class Trainer:
                 elapsed = time.perf_counter() - window_t0
                 row.update(
                     loss=self.tracker.last_loss,
-                    lr=self.optimizer.param_groups[0]["lr"],
+                    lr=lr,
                     grad_norm=float(grad_norm),
                     tokens_per_s=(done - window_start) * tokens_per_step / max(elapsed, 1e-9),
                     **self.update_stats(before),
@@ -207,7 +208,7 @@ class Trainer:
                                 tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
             if eval_now:
                 self.model.eval()
-                with self.autocast:
+                with torch.no_grad(), self.autocast:
                     evals = self.task.evaluate(self.model)
                 self.model.train()
                 self.state.evals.append((done, evals))

@@ -68,6 +68,7 @@ def build_summary(cfg, key, rdir, task, trainer, status, error=None) -> dict:
         "diverged_at": state.diverged_at,
         "diverged_reason": state.diverged_reason or None,
         "error": error,
+        "initial": {"train_loss": tracker.initial_loss},
         "final": {"train_loss": tracker.last_loss,
                   **(state.evals[-1][1] if state.evals else {})},
         "best": {"train_loss": tracker.summary()["best_train_loss"],

@@ -1,0 +1,43 @@
+"""Shared fixtures: composing conf/train.yaml the way scripts/train.py does."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = str(ROOT / "conf")
+
+# A model small enough that a run of a few dozen steps takes about a second on 2 cores.
+TINY = [
+    "task.model.n_layer=1", "task.model.n_embd=32", "task.model.n_head=2",
+    "task.model.block_size=32", "task.batch_size=4", "task.eval_batches=2",
+    "task.prepare.max_bytes=200000", "schedule.warmup_steps=2", "progress=false",
+    "metrics.warmup=5",
+]
+
+
+def compose_cfg(overrides=(), runs_root=None, data_root=None):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    with open_dict(cfg):
+        if runs_root is not None:
+            cfg.runs_root = str(runs_root)
+        if data_root is not None:
+            cfg.data_root = str(data_root)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """One prepared copy of the embedded corpus for the whole session."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, data_root):
+    def make(*overrides, runs_root=None):
+        return compose_cfg([*TINY, *overrides], runs_root=runs_root or tmp_path / "runs",
+                           data_root=data_root)
+    return make
