@@ -2,7 +2,7 @@
 
     summary.json is written last; status is one of
       completed   all steps done
-      diverged    loss went non-finite or past the cap; the step is recorded (a result, not an error)
+      diverged    loss non-finite or past the cap; the step is recorded (a result, not an error)
       failed      an exception; its traceback is in error.txt, and a re-launch runs it again
 A run whose summary says completed or diverged is not run again.
 """

@@ -46,12 +46,24 @@ def lr_multiplier(
     return min_lr_ratio + (1.0 - min_lr_ratio) * shape
 
 
+def warmup_steps(cfg, total_steps: int) -> int:
+    """`warmup_steps` when set, else `warmup_fraction` of the run (so short runs still work)."""
+    if cfg.get("warmup_steps") is not None:
+        return int(cfg.warmup_steps)
+    return int(round(float(cfg.get("warmup_fraction", 0.0)) * total_steps))
+
+
 def validate_schedule(cfg, total_steps: int) -> None:
     if cfg.name not in SCHEDULES:
         raise ValueError(f"schedule.name must be one of {list(SCHEDULES)}, got {cfg.name!r}")
-    if not 0 <= cfg.warmup_steps < max(total_steps, 1):
+    if not 0.0 <= cfg.get("warmup_fraction", 0.0) < 1.0:
         raise ValueError(
-            f"schedule.warmup_steps must be in [0, steps={total_steps}), got {cfg.warmup_steps}"
+            f"schedule.warmup_fraction must be in [0, 1), got {cfg.get('warmup_fraction')}"
+        )
+    warmup = warmup_steps(cfg, total_steps)
+    if not 0 <= warmup < max(total_steps, 1):
+        raise ValueError(
+            f"schedule.warmup_steps must be in [0, steps={total_steps}), got {warmup}"
         )
     if not 0.0 <= cfg.min_lr_ratio <= 1.0:
         raise ValueError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
@@ -67,7 +79,7 @@ def build_scheduler(optimizer, cfg, total_steps: int) -> LambdaLR:
         lr_multiplier,
         name=cfg.name,
         total_steps=total_steps,
-        warmup_steps=int(cfg.warmup_steps),
+        warmup_steps=warmup_steps(cfg, total_steps),
         min_lr_ratio=float(cfg.min_lr_ratio),
         decay_fraction=float(cfg.get("decay_fraction", 0.2)),
     )

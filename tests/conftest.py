@@ -13,7 +13,7 @@ CONF = str(ROOT / "conf")
 TINY = [
     "task.model.n_layer=1", "task.model.n_embd=32", "task.model.n_head=2",
     "task.model.block_size=32", "task.batch_size=4", "task.eval_batches=2",
-    "task.prepare.max_bytes=200000", "schedule.warmup_steps=2", "progress=false",
+    "task.prepare.max_bytes=200000", "progress=false",
     "metrics.warmup=5",
 ]
 

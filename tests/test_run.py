@@ -13,7 +13,7 @@ from tests.conftest import compose_cfg
 
 def quadratic_cfg(tmp_path, **task_kwargs):
     cfg = compose_cfg(["steps=40", "eval_every=10", "log_every=5", "checkpoint_every=10",
-                       "progress=false", "metrics.warmup=5", "schedule.warmup_steps=2",
+                       "progress=false", "metrics.warmup=5",
                        "optim.lr=0.01", "grad_clip=null"],
                       runs_root=tmp_path / "runs", data_root=tmp_path / "data")
     with open_dict(cfg):

@@ -67,7 +67,8 @@ class NanoGPTTask:
         gen = torch.Generator().manual_seed(10_000 + self.seed)
         total = 0.0
         for _ in range(self.eval_batches):
-            x, y = data.sample_windows(self.splits["val"], self.eval_batch_size, self.block_size, gen)
+            x, y = data.sample_windows(self.splits["val"], self.eval_batch_size,
+                                       self.block_size, gen)
             total += self.loss(model, self._to_device(x, y)).item()
         return {"val_loss": total / self.eval_batches}
 

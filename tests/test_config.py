@@ -1,0 +1,52 @@
+"""The config tree composes for every choice, and Hydra's own errors stay helpful."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from tasks import config as run_config
+from tasks.schedule import lr_multiplier
+from tests.conftest import ROOT, compose_cfg
+
+GROUPS = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml"))
+          for g in ("optim", "task", "schedule", "precision", "logger")}
+
+
+@pytest.mark.parametrize("group,choice", [(g, c) for g, cs in GROUPS.items() for c in cs])
+def test_every_choice_composes_and_validates(group, choice):
+    cfg = compose_cfg([f"{group}={choice}"])
+    run_config.validate(cfg)
+
+
+def test_unknown_choice_lists_the_valid_ones():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["optim=adamx"])
+    assert "adamw" in str(err.value)
+
+
+def test_cli_bad_lr_fails_fast_naming_the_key(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "optim=adamw",
+                          "optim.lr=-1", f"runs_root={tmp_path}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "optim.lr must be > 0, got -1" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "wsd", "constant"])
+def test_schedule_shapes(name):
+    kw = dict(name=name, total_steps=100, warmup_steps=10, min_lr_ratio=0.1, decay_fraction=0.2)
+    assert lr_multiplier(0, **kw) == pytest.approx(0.1)  # warm-up starts at 1/warmup
+    assert lr_multiplier(9, **kw) == pytest.approx(1.0)
+    assert lr_multiplier(10, **kw) == pytest.approx(1.0)
+    end = lr_multiplier(100, **kw)
+    assert end == pytest.approx(1.0 if name == "constant" else 0.1)
+    mid = lr_multiplier(55, **kw)
+    expected = {"cosine": 0.1 + 0.9 * 0.5, "linear": 0.1 + 0.9 * 0.5, "wsd": 1.0,
+                "constant": 1.0}[name]
+    assert mid == pytest.approx(expected)
+    if name == "wsd":  # decay over the last 20 steps
+        assert lr_multiplier(79, **kw) == 1.0
+        assert lr_multiplier(90, **kw) == pytest.approx(0.1 + 0.9 * 0.5)
