@@ -112,7 +112,10 @@ def build_task(cfg: DictConfig, device: torch.device):
 
 def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     factory = instantiate(optimizer_kwargs(optim_cfg))
-    return factory(optim.param_groups(model, optim.is_matrix_optimizer(factory)))
+    optimizer = factory(optim.param_groups(model, optim.is_matrix_optimizer(factory)))
+    if hasattr(optimizer, "attach"):  # optimizers that read activations (SMuon)
+        optimizer.attach(model)
+    return optimizer
 
 
 def autocast(precision_cfg: DictConfig, device: torch.device):

@@ -85,6 +85,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def optimizer_dynamics(optimizer) -> dict:
+    """Optimizer-specific numbers worth a curve: SMuon's p per layer, Soft*'s temperature."""
+    row = {}
+    if hasattr(optimizer, "p_per_layer"):
+        row.update({f"p/{name}": p for name, p in optimizer.p_per_layer().items()})
+    if hasattr(optimizer, "current_temperature"):
+        row.update({f"tau/group{i}": t for i, t in enumerate(optimizer.current_temperature())
+                    if t is not None})
+    return row
+
+
 class Trainer:
     def __init__(self, cfg, task, optimizer, scheduler, tracker: LossTracker, metrics_log,
                  mirror, ckpt_path, autocast):
@@ -202,6 +213,7 @@ class Trainer:
                     grad_norm=float(grad_norm),
                     tokens_per_s=(done - window_start) * tokens_per_step / max(elapsed, 1e-9),
                     **self.update_stats(before),
+                    **optimizer_dynamics(self.optimizer),
                 )
                 window_start, window_t0 = done, time.perf_counter()
                 bar.set_postfix(loss=f"{row['loss']:.4f}",

@@ -1,0 +1,161 @@
+"""Pieces every optimizer here shares: argument checks, fp32 working tensors for low-precision
+parameters, and the auxiliary AdamW that matrix optimizers use for non-matrix parameters."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.adam import adam as torch_adam
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def require(ok: bool, name: str, value, rule: str) -> None:
+    """Raise ValueError naming the argument, its value and the rule it breaks."""
+    if not ok:
+        raise ValueError(f"Invalid {name}: {value!r} (must be {rule})")
+
+
+def check_lr_wd(lr, weight_decay) -> None:
+    require(isinstance(lr, (int, float)) and lr >= 0, "lr", lr, ">= 0")
+    require(weight_decay >= 0, "weight_decay", weight_decay, ">= 0")
+
+
+def check_beta(name: str, beta) -> None:
+    require(0.0 <= beta < 1.0, name, beta, "in [0, 1)")
+
+
+def state_dtype(p: torch.Tensor) -> torch.dtype:
+    """Optimizer state is fp32 for bf16/fp16 parameters (the math must not run in bf16)."""
+    return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+
+
+class Batch:
+    """A group's parameters that have gradients, as fp32 working tensors.
+
+    `params` are the tensors to update (fp32 copies for low-precision parameters), `grads` their
+    fp32 gradients; `commit()` writes the copies back. Buffers named in `buffers` are created
+    zero-filled (in the working dtype) in each parameter's state on first use.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, group: dict, buffers=()):
+        self.originals = [p for p in group["params"] if p.grad is not None]
+        for p in self.originals:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
+        self.low = [p.dtype in LOW_PRECISION for p in self.originals]
+        self.params = [p.detach().float() if low else p.detach()
+                       for p, low in zip(self.originals, self.low)]
+        self.grads = [p.grad.float() if low else p.grad
+                      for p, low in zip(self.originals, self.low)]
+        self.states = [optimizer.state[p] for p in self.originals]
+        for p, st in zip(self.params, self.states):
+            if "step" not in st:
+                st["step"] = 0
+                for name in buffers:
+                    st[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["step"] += 1
+        self.buffers = {name: [st[name] for st in self.states] for name in buffers}
+
+    def __len__(self):
+        return len(self.params)
+
+    def decay(self, lr: float, weight_decay: float) -> None:
+        """Decoupled weight decay: θ ← θ·(1 − lr·λ)."""
+        if weight_decay and self.params:
+            torch._foreach_mul_(self.params, 1.0 - lr * weight_decay)
+
+    def commit(self) -> None:
+        for orig, work, low in zip(self.originals, self.params, self.low):
+            if low:
+                orig.detach().copy_(work)
+
+
+def closure_loss(closure):
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+# ---------------------------------------------------------------- auxiliary AdamW
+
+AUX_DEFAULTS = {"aux_lr": 3e-4, "aux_betas": (0.9, 0.95), "aux_eps": 1e-10,
+                "aux_weight_decay": 0.0}
+
+
+def split_matrix_groups(params, aux: dict) -> list[dict]:
+    """Turn params / param groups into matrix groups and aux groups (`use_matrix`).
+
+    Groups that say `use_matrix` (as optim.param_groups makes them) keep it; others are split:
+    tensors of two or more dimensions are matrices, the rest go to the aux AdamW. Aux groups get
+    the aux hyperparameters unless they set their own lr/betas/eps/weight_decay.
+    """
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    out = []
+    for group in groups:
+        group = dict(group)
+        group["params"] = list(group["params"])
+        if "use_matrix" not in group:
+            matrices = [p for p in group["params"] if p.ndim >= 2]
+            others = [p for p in group["params"] if p.ndim < 2]
+            if matrices:
+                out.append({**group, "params": matrices, "use_matrix": True})
+            if others:
+                out.append({**group, "params": others, "use_matrix": False})
+            continue
+        out.append(group)
+    for group in out:
+        if not group["use_matrix"]:
+            group.setdefault("lr", aux["aux_lr"])
+            group.setdefault("betas", tuple(aux["aux_betas"]))
+            group.setdefault("eps", aux["aux_eps"])
+            group.setdefault("weight_decay", aux["aux_weight_decay"])
+        else:
+            for p in group["params"]:
+                require(p.ndim >= 2, "params", tuple(p.shape),
+                        "matrices (ndim >= 2) in a use_matrix group")
+    return out
+
+
+def check_aux(aux: dict) -> None:
+    require(aux["aux_lr"] >= 0, "aux_lr", aux["aux_lr"], ">= 0")
+    for i, b in enumerate(aux["aux_betas"]):
+        check_beta(f"aux_betas[{i}]", b)
+    require(aux["aux_eps"] >= 0, "aux_eps", aux["aux_eps"], ">= 0")
+    require(aux["aux_weight_decay"] >= 0, "aux_weight_decay", aux["aux_weight_decay"], ">= 0")
+
+
+def aux_adamw_step(optimizer: torch.optim.Optimizer, group: dict) -> None:
+    """torch's own AdamW math (foreach) on an aux group; state kept like torch.optim.AdamW."""
+    params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        st = optimizer.state[p]
+        if "aux_step" not in st:
+            st["aux_step"] = torch.tensor(0.0)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        params.append(p)
+        grads.append(p.grad)
+        exp_avgs.append(st["exp_avg"])
+        exp_avg_sqs.append(st["exp_avg_sq"])
+        steps.append(st["aux_step"])
+    if not params:
+        return
+    beta1, beta2 = group["betas"]
+    torch_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=None,
+               decoupled_weight_decay=True, amsgrad=False, beta1=beta1, beta2=beta2,
+               lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+               maximize=False)
+
+
+def muon_scale(shape) -> float:
+    """Muon's rectangular correction sqrt(max(1, rows/cols)) of the flattened 2-D shape."""
+    rows = shape[0]
+    cols = math.prod(shape[1:])
+    return math.sqrt(max(1.0, rows / cols))

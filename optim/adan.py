@@ -1,0 +1,62 @@
+"""Adan (Xie et al. 2022), S3's baseline; not in torch. Decoupled weight decay as in the
+paper's no-proximal variant.
+
+    d = g_k − g_{k−1}  (0 at the first step)
+    m ← β1·m + (1−β1)·g
+    v ← β2·v + (1−β2)·d
+    n ← β3·n + (1−β3)·(g + β2·d)²
+    θ ← θ·(1 − lr·λ) − lr · (m/(1−β1^k) + β2·v/(1−β2^k)) / (sqrt(n/(1−β3^k)) + ε)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+
+
+class Adan(Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.98, 0.92, 0.99), eps: float = 1e-8,
+                 weight_decay: float = 0.02):
+        check_lr_wd(lr, weight_decay)
+        require(len(betas) == 3, "betas", betas, "three values (β1, β2, β3)")
+        for i, beta in enumerate(betas):
+            check_beta(f"betas[{i}]", beta)
+        require(eps >= 0, "eps", eps, ">= 0")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            b = Batch(self, group, buffers=("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"))
+            if not len(b):
+                continue
+            beta1, beta2, beta3 = group["betas"]
+            m, v, n = (b.buffers[k] for k in ("exp_avg", "exp_avg_diff", "exp_avg_sq"))
+            prev = b.buffers["prev_grad"]
+            for st, g, pg in zip(b.states, b.grads, prev):
+                if st["step"] == 1:  # no previous gradient: the difference starts at 0
+                    pg.copy_(g)
+            diff = torch._foreach_sub(b.grads, prev)
+            torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
+            torch._foreach_lerp_(v, diff, 1.0 - beta2)
+            corrected = torch._foreach_add(b.grads, diff, alpha=beta2)
+            torch._foreach_mul_(corrected, corrected)
+            torch._foreach_lerp_(n, corrected, 1.0 - beta3)
+            torch._foreach_copy_(prev, b.grads)
+            steps = [st["step"] for st in b.states]  # per tensor: a tensor may skip steps
+            bc1, bc2, bc3 = ([1.0 - beta**k for k in steps] for beta in (beta1, beta2, beta3))
+            update = torch._foreach_div(m, bc1)
+            torch._foreach_add_(update, torch._foreach_div(v, bc2), alpha=beta2)
+            denom = torch._foreach_sqrt(n)
+            torch._foreach_div_(denom, [math.sqrt(x) for x in bc3])
+            torch._foreach_add_(denom, group["eps"])
+            b.decay(group["lr"], group["weight_decay"])
+            torch._foreach_addcdiv_(b.params, update, denom, value=-group["lr"])
+            b.commit()
+        return loss

@@ -1,0 +1,192 @@
+"""Muon, MuAdam and SoftMuon: orthogonalized-momentum optimizers for hidden matrices, with an
+auxiliary AdamW for every other parameter (groups with `use_matrix=False`, see optim.routing).
+
+Muon (baselines.md):      m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nesterov else m
+                          θ ← θ·(1 − lr·λ) − lr·NS5(u)·sqrt(max(1, rows/cols))
+MuAdam (smuon.md):        v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
+                          θ ← θ·(1 − lr·λ) − lr·D ⊙ NS5(D ⊙ n)·sqrt(max(1, rows/cols))
+SoftMuon (softsign.md):   Muon for the first ⌊α_sign·T⌋ steps, then the exact spectral soft sign
+                          (U·Uᵀ + τ_j⁻²·I)^(−1/2)·U, τ_j from the folded-Cauchy schedule fitted
+                          to the singular values of the raw gradients of the group's matrices.
+Momentum is never written into p.grad: later gradient logging sees the real gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim import Optimizer
+
+from optim._common import (
+    AUX_DEFAULTS,
+    Batch,
+    aux_adamw_step,
+    check_aux,
+    check_beta,
+    check_lr_wd,
+    closure_loss,
+    muon_scale,
+    require,
+    split_matrix_groups,
+)
+from optim.softsign import temperature_schedule
+from optim.spectral import (
+    as_matrix,
+    newton_schulz5,
+    ns_dtype_for,
+    singular_values,
+    soft_sign_matrix,
+)
+
+
+class MatrixOptimizer(Optimizer):
+    """Routes `use_matrix` groups to `_matrix_step` and the rest to torch's AdamW math."""
+
+    matrix_optimizer = True  # optim.param_groups splits matrices from aux params for us
+
+    def __init__(self, params, defaults: dict, aux: dict):
+        aux = {**AUX_DEFAULTS, **{k: v for k, v in aux.items() if v is not None}}
+        check_aux(aux)
+        super().__init__(split_matrix_groups(params, aux), defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            if group["use_matrix"]:
+                self._matrix_step(group)
+            else:
+                aux_adamw_step(self, group)
+        return loss
+
+    def _matrix_step(self, group) -> None:
+        raise NotImplementedError
+
+
+def _check_ns(ns_steps, ns_dtype):
+    require(isinstance(ns_steps, int) and 1 <= ns_steps < 100, "ns_steps", ns_steps,
+            "an integer in [1, 100)")
+    require(ns_dtype in ("auto", "bf16", "fp32"), "ns_dtype", ns_dtype,
+            "one of ['auto', 'bf16', 'fp32']")
+
+
+class Muon(MatrixOptimizer):
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
+                 weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
+                 aux_lr=None, aux_betas=None, aux_eps=None, aux_weight_decay=None):
+        check_lr_wd(lr, weight_decay)
+        check_beta("momentum", momentum)
+        _check_ns(ns_steps, ns_dtype)
+        defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov,
+                    "weight_decay": weight_decay, "ns_steps": ns_steps, "ns_dtype": ns_dtype}
+        super().__init__(params, defaults, {"aux_lr": aux_lr, "aux_betas": aux_betas,
+                                            "aux_eps": aux_eps,
+                                            "aux_weight_decay": aux_weight_decay})
+
+    def _momentum_direction(self, group, b: Batch) -> list[torch.Tensor]:
+        beta = group["momentum"]
+        m = b.buffers["momentum_buffer"]
+        torch._foreach_lerp_(m, b.grads, 1.0 - beta)
+        return torch._foreach_lerp(b.grads, m, beta) if group["nesterov"] else m
+
+    def _orthogonalize(self, group, u: torch.Tensor) -> torch.Tensor:
+        dtype = ns_dtype_for(u.device, group["ns_dtype"])
+        out = newton_schulz5(as_matrix(u), group["ns_steps"], dtype=dtype)
+        return out.view_as(u).to(u.dtype) * muon_scale(u.shape)
+
+    def _matrix_step(self, group) -> None:
+        b = Batch(self, group, buffers=("momentum_buffer",))
+        if not len(b):
+            return
+        updates = [self._orthogonalize(group, u) for u in self._momentum_direction(group, b)]
+        b.decay(group["lr"], group["weight_decay"])
+        torch._foreach_add_(b.params, updates, alpha=-group["lr"])
+        b.commit()
+
+
+class MuAdam(Muon):
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0, ns_steps: int = 5,
+                 ns_dtype: str = "auto", aux_lr=None, aux_betas=None, aux_eps=None,
+                 aux_weight_decay=None):
+        check_beta("beta2", beta2)
+        require(eps > 0, "eps", eps, "> 0")
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=True,
+                         weight_decay=weight_decay, ns_steps=ns_steps, ns_dtype=ns_dtype,
+                         aux_lr=aux_lr, aux_betas=aux_betas, aux_eps=aux_eps,
+                         aux_weight_decay=aux_weight_decay)
+        for group in self.param_groups:
+            group.setdefault("beta2", beta2)
+            group.setdefault("eps", eps)
+        self.defaults.update(beta2=beta2, eps=eps)
+
+    def _matrix_step(self, group) -> None:
+        b = Batch(self, group, buffers=("exp_avg", "exp_avg_sq"))
+        if not len(b):
+            return
+        beta1, beta2 = group["momentum"], group["beta2"]
+        m, v = b.buffers["exp_avg"], b.buffers["exp_avg_sq"]
+        torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
+        torch._foreach_lerp_(v, torch._foreach_mul(b.grads, b.grads), 1.0 - beta2)
+        updates = []
+        for st, g, m_i, v_i in zip(b.states, b.grads, m, v):
+            t = st["step"]
+            n = (m_i / (1.0 - beta1**t)).lerp_(g, 1.0 - beta1)  # bias-corrected Nesterov
+            d = (v_i / (1.0 - beta2**t)).add_(group["eps"]).pow_(-0.25)
+            updates.append(d * self._orthogonalize(group, d * n))
+        b.decay(group["lr"], group["weight_decay"])
+        torch._foreach_add_(b.params, updates, alpha=-group["lr"])
+        b.commit()
+
+
+class SoftMuon(Muon):
+    def __init__(self, params, lr: float = 0.02, total_steps: int | None = None,
+                 sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
+                 newton_steps: int = 10, momentum: float = 0.95, nesterov: bool = True,
+                 weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
+                 aux_lr=None, aux_betas=None, aux_eps=None, aux_weight_decay=None):
+        require(isinstance(total_steps, int) and total_steps > 0, "total_steps", total_steps,
+                "a positive integer (set it from the run's steps)")
+        require(0.0 <= sign_fraction <= 1.0, "sign_fraction", sign_fraction, "in [0, 1]")
+        require(0.0 < eps < 1.0, "eps", eps, "in (0, 1)")
+        require(tau_max >= 1.0, "tau_max", tau_max, ">= 1")
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay, ns_steps=ns_steps, ns_dtype=ns_dtype,
+                         aux_lr=aux_lr, aux_betas=aux_betas, aux_eps=aux_eps,
+                         aux_weight_decay=aux_weight_decay)
+        extra = {"total_steps": total_steps, "sign_fraction": sign_fraction, "eps": eps,
+                 "tau_max": tau_max, "newton_steps": newton_steps, "step": 0,
+                 "tau_schedule": None}
+        for group in self.param_groups:
+            if group["use_matrix"]:
+                for k, v in extra.items():
+                    group.setdefault(k, v)
+        self.defaults.update(extra)
+
+    @staticmethod
+    def switch_step(group) -> int:
+        return int(group["sign_fraction"] * group["total_steps"])
+
+    def _matrix_step(self, group) -> None:
+        b = Batch(self, group, buffers=("momentum_buffer",))
+        if not len(b):
+            return
+        k, switch = group["step"], self.switch_step(group)
+        u = self._momentum_direction(group, b)
+        if k < switch:
+            updates = [self._orthogonalize(group, x) for x in u]
+        else:
+            if group["tau_schedule"] is None:
+                eps = group["eps"]
+                saturation = (1.0 - eps) / (1.0 - (1.0 - eps) ** 2) ** 0.5  # ≈ 70.7 at 1e-4
+                pooled = torch.cat([singular_values(g) for g in b.grads])
+                group["tau_schedule"] = temperature_schedule(
+                    pooled, max(group["total_steps"] - switch, 1), saturation, group["tau_max"],
+                    group["newton_steps"])
+            sched = group["tau_schedule"]
+            tau = sched[min(k - switch, len(sched) - 1)]
+            updates = [soft_sign_matrix(as_matrix(x).float(), tau).view_as(x).to(x.dtype)
+                       * muon_scale(x.shape) for x in u]
+        b.decay(group["lr"], group["weight_decay"])
+        torch._foreach_add_(b.params, updates, alpha=-group["lr"])
+        b.commit()
+        group["step"] = k + 1

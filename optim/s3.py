@@ -1,0 +1,75 @@
+"""S3 — SoftSignSGD (Peng et al. 2025; shared/papers/s3.md).
+
+    m ← β·m + (1−β)·g
+    r ← β2·r + (1−β2)·|g|^p                    β2 = β unless set (the ablation)
+    nesterov:  n = β·m + (1−β)·g,  b = (β2·r + (1−β2)·|g|^p)^(1/p)
+    otherwise: n = m,              b = r^(1/p)
+    θ ← θ·(1 − lr·λ) − lr · n / (b + ε)
+
+With β2 = β every coordinate of n/b lies in [−1, 1] (Hölder), so no coordinate moves by more
+than lr per step. No bias correction: the first step's small size is the method's own warm-up.
+All math is fp32, also for bf16 parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim import Optimizer
+
+from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+
+
+def _abs_pow(xs, p: float):
+    absx = torch._foreach_abs(xs)
+    if p == 1:
+        return absx
+    if p == 2:
+        return torch._foreach_mul(absx, absx)
+    return torch._foreach_pow(absx, p)
+
+
+def _root_(xs, p: float) -> None:
+    if p == 2:
+        torch._foreach_sqrt_(xs)
+    elif p != 1:
+        torch._foreach_pow_(xs, 1.0 / p)
+
+
+class S3(Optimizer):
+    def __init__(self, params, lr: float = 1e-3, beta: float = 0.95, p: float = 3.0,
+                 nesterov: bool = True, eps: float = 1e-8, weight_decay: float = 0.0,
+                 beta2: float | None = None):
+        check_lr_wd(lr, weight_decay)
+        check_beta("beta", beta)
+        if beta2 is not None:
+            check_beta("beta2", beta2)
+        require(p >= 1, "p", p, ">= 1")
+        require(eps >= 0, "eps", eps, ">= 0")
+        super().__init__(params, {"lr": lr, "beta": beta, "p": float(p), "nesterov": nesterov,
+                                  "eps": eps, "weight_decay": weight_decay, "beta2": beta2})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            b = Batch(self, group, buffers=("exp_avg", "exp_avg_p"))
+            if not len(b):
+                continue
+            beta, p = group["beta"], group["p"]
+            beta2 = beta if group["beta2"] is None else group["beta2"]
+            m, r = b.buffers["exp_avg"], b.buffers["exp_avg_p"]
+            g_p = _abs_pow(b.grads, p)
+            torch._foreach_lerp_(m, b.grads, 1.0 - beta)
+            torch._foreach_lerp_(r, g_p, 1.0 - beta2)
+            if group["nesterov"]:
+                numer = torch._foreach_lerp(m, b.grads, 1.0 - beta)
+                denom = torch._foreach_lerp(r, g_p, 1.0 - beta2)
+            else:
+                numer = m
+                denom = torch._foreach_mul(r, 1.0)
+            _root_(denom, p)
+            torch._foreach_add_(denom, group["eps"])
+            b.decay(group["lr"], group["weight_decay"])
+            torch._foreach_addcdiv_(b.params, numer, denom, value=-group["lr"])
+            b.commit()
+        return loss

@@ -1,0 +1,154 @@
+"""SoftSignum and HardSwitchSign (Feoktistov et al., ICML 2026; shared/papers/softsign.md).
+
+Momentum, torch-SGD style: buf ← g at the first step, then buf ← β·buf + (1 − dampening)·g;
+u = g + β·buf with nesterov, else buf.
+
+    first S = ⌊α_sign·T⌋ steps:  θ ← θ·(1 − lr·λ) − lr·sign(u)               (Signum)
+    then, soft step j = 0, 1, …:  θ ← θ·(1 − lr·λ) − lr·tanh(τ_j·u)           (SoftSignum)
+                                  θ ← θ·(1 − lr·λ) − lr·u                     (HardSwitchSign)
+
+The temperatures τ_j are computed once, at the first soft step, for each param group: the
+pooled momentum entries are modelled as a folded Cauchy(μ = median, s = MAD), q_j is its
+ρ_j = j/N quantile, and τ_j = atanh(1 − ε)/q_j clamped to [1, τ_max] — so a share ρ_j of the
+coordinates is magnitude-sensitive at soft step j and the rest saturated. Past step T the last τ
+is kept. T (`total_steps`) comes from the run config (conf/optim/*.yaml: `${steps}`).
+The schedule lives in the param group, so it round-trips through state_dict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+
+
+def folded_cauchy_quantiles(values: torch.Tensor, n: int, newton_steps: int = 10) -> torch.Tensor:
+    """q_j with P(|X| ≤ q_j) = j/n, j = 0..n−1, for X ~ Cauchy(median(values), MAD(values)).
+
+    Newton's method on F(q) = C((q−μ)/s) − C((−q−μ)/s), C(x) = 1/2 + atan(x)/π, from
+    q = s·tan(πρ/2) + |μ|, clamped at ≥ 0. Computed in float64 on the CPU (n numbers).
+    """
+    values = values.detach().flatten().float()
+    mu = values.median().double().cpu()
+    s = (values - mu.to(values)).abs().median().double().cpu().clamp(min=1e-30)
+    rho = torch.arange(n, dtype=torch.float64) / n
+    q = s * torch.tan(math.pi * rho / 2) + mu.abs()
+    for _ in range(newton_steps):
+        hi, lo = (q - mu) / s, (-q - mu) / s
+        f = (torch.atan(hi) - torch.atan(lo)) / math.pi - rho
+        df = (1.0 / (1.0 + hi * hi) + 1.0 / (1.0 + lo * lo)) / (math.pi * s)
+        q = (q - f / df).clamp(min=0.0)
+    return q
+
+
+def temperature_schedule(values: torch.Tensor, n: int, saturation: float, tau_max: float,
+                         newton_steps: int = 10) -> list[float]:
+    """τ_j = saturation / q_j clamped to [1, τ_max]: |values| above q_j saturate at step j."""
+    q = folded_cauchy_quantiles(values, n, newton_steps)
+    tau = torch.where(q > 0, saturation / q.clamp(min=1e-300), torch.tensor(math.inf))
+    return tau.clamp(min=1.0, max=tau_max).tolist()
+
+
+class _SwitchedSign(Optimizer):
+    """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then `_after_switch`."""
+
+    def __init__(self, params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
+                 weight_decay, **extra):
+        check_lr_wd(lr, weight_decay)
+        require(isinstance(total_steps, int) and total_steps > 0, "total_steps", total_steps,
+                "a positive integer (set it from the run's steps)")
+        require(0.0 <= sign_fraction <= 1.0, "sign_fraction", sign_fraction, "in [0, 1]")
+        check_beta("momentum", momentum)
+        require(0.0 <= dampening < 1.0, "dampening", dampening, "in [0, 1)")
+        require(not (nesterov and (momentum == 0 or dampening != 0)), "nesterov", nesterov,
+                "used with momentum > 0 and dampening = 0")
+        defaults = {"lr": lr, "total_steps": total_steps, "sign_fraction": sign_fraction,
+                    "momentum": momentum, "nesterov": nesterov, "dampening": dampening,
+                    "weight_decay": weight_decay, "step": 0, **extra}
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def switch_step(group) -> int:
+        return int(group["sign_fraction"] * group["total_steps"])
+
+    def _direction_buffers(self, group, b: Batch) -> list[torch.Tensor]:
+        beta, damp = group["momentum"], group["dampening"]
+        bufs = b.buffers["momentum_buffer"]
+        for st, buf, g in zip(b.states, bufs, b.grads):
+            if st["step"] == 1:
+                buf.copy_(g)
+            else:
+                buf.mul_(beta).add_(g, alpha=1.0 - damp)
+        if group["nesterov"]:
+            return torch._foreach_add(b.grads, bufs, alpha=beta)
+        return bufs
+
+    def _after_switch(self, group, u: list[torch.Tensor], soft_step: int):
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            b = Batch(self, group, buffers=("momentum_buffer",))
+            if not len(b):
+                continue
+            u = self._direction_buffers(group, b)
+            k, switch = group["step"], self.switch_step(group)
+            direction = (torch._foreach_sign(u) if k < switch
+                         else self._after_switch(group, u, k - switch))
+            b.decay(group["lr"], group["weight_decay"])
+            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
+            b.commit()
+            group["step"] = k + 1
+        return loss
+
+
+class SoftSignum(_SwitchedSign):
+    def __init__(self, params, lr: float = 1e-3, total_steps: int | None = None,
+                 sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
+                 newton_steps: int = 10, momentum: float = 0.9, nesterov: bool = False,
+                 dampening: float = 0.0, weight_decay: float = 0.0):
+        require(0.0 < eps < 1.0, "eps", eps, "in (0, 1)")
+        require(tau_max >= 1.0, "tau_max", tau_max, ">= 1")
+        require(isinstance(newton_steps, int) and newton_steps >= 1, "newton_steps",
+                newton_steps, "a positive integer")
+        super().__init__(params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
+                         weight_decay, eps=eps, tau_max=tau_max, newton_steps=newton_steps,
+                         tau_schedule=None)
+
+    def _after_switch(self, group, u, soft_step):
+        if group["tau_schedule"] is None:
+            n = max(group["total_steps"] - self.switch_step(group), 1)
+            pooled = torch.cat([x.flatten() for x in u])
+            group["tau_schedule"] = temperature_schedule(
+                pooled, n, math.atanh(1.0 - group["eps"]), group["tau_max"],
+                group["newton_steps"])
+        schedule = group["tau_schedule"]
+        tau = schedule[min(soft_step, len(schedule) - 1)]
+        return torch._foreach_tanh(torch._foreach_mul(u, tau))
+
+    def current_temperature(self) -> list[float | None]:
+        """τ about to be used by each group (None while still in the sign phase)."""
+        out = []
+        for group in self.param_groups:
+            j = group["step"] - self.switch_step(group)
+            sched = group["tau_schedule"]
+            out.append(sched[min(j, len(sched) - 1)] if sched is not None and j >= 0 else None)
+        return out
+
+
+class HardSwitchSign(_SwitchedSign):
+    """Signum until the switch, then plain momentum SGD on the same momentum."""
+
+    def __init__(self, params, lr: float = 1e-3, total_steps: int | None = None,
+                 sign_fraction: float = 0.9, momentum: float = 0.9, nesterov: bool = False,
+                 dampening: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
+                         weight_decay)
+
+    def _after_switch(self, group, u, soft_step):
+        return u
