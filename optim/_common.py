@@ -130,28 +130,17 @@ def check_aux(aux: dict) -> None:
 
 
 def aux_adamw_step(optimizer: torch.optim.Optimizer, group: dict) -> None:
-    """torch's own AdamW math (foreach) on an aux group; state kept like torch.optim.AdamW."""
-    params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        st = optimizer.state[p]
-        if "aux_step" not in st:
-            st["aux_step"] = torch.tensor(0.0)
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        params.append(p)
-        grads.append(p.grad)
-        exp_avgs.append(st["exp_avg"])
-        exp_avg_sqs.append(st["exp_avg_sq"])
-        steps.append(st["aux_step"])
-    if not params:
+    """torch's own AdamW math (foreach) on an aux group, on fp32 working tensors."""
+    b = Batch(optimizer, group, buffers=("exp_avg", "exp_avg_sq"))
+    if not len(b):
         return
+    steps = [st.setdefault("aux_step", torch.tensor(0.0)) for st in b.states]
     beta1, beta2 = group["betas"]
-    torch_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=None,
-               decoupled_weight_decay=True, amsgrad=False, beta1=beta1, beta2=beta2,
-               lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-               maximize=False)
+    torch_adam(b.params, b.grads, b.buffers["exp_avg"], b.buffers["exp_avg_sq"], [], steps,
+               foreach=None, decoupled_weight_decay=True, amsgrad=False, beta1=beta1,
+               beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+               eps=group["eps"], maximize=False)
+    b.commit()
 
 
 def muon_scale(shape) -> float:

@@ -31,7 +31,9 @@ def folded_cauchy_quantiles(values: torch.Tensor, n: int, newton_steps: int = 10
     Newton's method on F(q) = C((q−μ)/s) − C((−q−μ)/s), C(x) = 1/2 + atan(x)/π, from
     q = s·tan(πρ/2) + |μ|, clamped at ≥ 0. Computed in float64 on the CPU (n numbers).
     """
-    values = values.detach().flatten().float()
+    values = values.detach().flatten()
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()
     mu = values.median().double().cpu()
     s = (values - mu.to(values)).abs().median().double().cpu().clamp(min=1e-30)
     rho = torch.arange(n, dtype=torch.float64) / n

@@ -1,0 +1,448 @@
+"""Each update against an independent reference written from shared/papers, over many steps,
+or against torch.optim where an equivalent exists."""
+
+import math
+
+import pytest
+import torch
+from torch.optim._muon import _zeropower_via_newtonschulz as torch_ns
+
+import optim
+from optim.softsign import folded_cauchy_quantiles
+from optim.spectral import schatten_power, soft_sign_matrix
+
+F64 = torch.float64  # references in fp64: differences are the method's own
+
+
+def grad_stream(shape, steps, seed=0, heavy=False):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        if heavy:  # Cauchy-like: ratio of normals
+            x = x / torch.randn(shape, generator=g, dtype=torch.float64).abs().clamp(min=1e-3)
+        yield x
+
+
+def run_optimizer(opt_cls, shape, steps, data_seed=0, heavy=False, init=None, **kw):
+    p = torch.nn.Parameter(init.clone() if init is not None else torch.zeros(shape, dtype=F64))
+    opt = opt_cls([p], **kw)
+    for g in grad_stream(shape, steps, data_seed, heavy):
+        p.grad = g.clone()
+        opt.step()
+    return p.detach()
+
+
+def run_reference(update, shape, steps, seed=0, heavy=False, init=None):
+    """`update(theta, g, state, t)` returns the new theta; t counts from 1."""
+    theta = init.clone() if init is not None else torch.zeros(shape, dtype=F64)
+    state = {}
+    for t, g in enumerate(grad_stream(shape, steps, seed, heavy), start=1):
+        theta = update(theta, g, state, t)
+    return theta
+
+
+SHAPE = (7, 5)
+INIT = torch.linspace(-1, 1, 35, dtype=F64).reshape(SHAPE)
+
+
+# ---------------------------------------------------------------- S3
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 4.5])
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("beta2", [None, 0.99])
+def test_s3_matches_reference(p, nesterov, beta2):
+    lr, beta, eps, wd = 0.01, 0.9, 1e-8, 0.1
+    b2 = beta if beta2 is None else beta2
+
+    def ref(theta, g, s, t):
+        s["m"] = beta * s.get("m", 0) + (1 - beta) * g
+        s["r"] = b2 * s.get("r", 0) + (1 - b2) * g.abs() ** p
+        if nesterov:
+            n = beta * s["m"] + (1 - beta) * g
+            b = (b2 * s["r"] + (1 - b2) * g.abs() ** p) ** (1 / p)
+        else:
+            n, b = s["m"], s["r"] ** (1 / p)
+        return theta * (1 - lr * wd) - lr * n / (b + eps)
+
+    got = run_optimizer(optim.S3, SHAPE, 60, init=INIT, lr=lr, beta=beta, p=p,
+                        nesterov=nesterov, eps=eps, weight_decay=wd, beta2=beta2)
+    torch.testing.assert_close(got, run_reference(ref, SHAPE, 60, init=INIT))
+
+
+def test_s3_p2_without_nesterov_is_adam_with_equal_betas_and_no_bias_correction():
+    """Adam(β, β) = S3(p=2) with lr_t = lr/sqrt(1 − β^t) when ε = 0: torch's Adam bias-corrects,
+    so the S3 side gets that factor through a torch LR scheduler (which also tests schedulers)."""
+    beta, lr = 0.9, 0.01
+    pa = torch.nn.Parameter(INIT.clone())
+    ps = torch.nn.Parameter(INIT.clone())
+    adam = torch.optim.Adam([pa], lr=lr, betas=(beta, beta), eps=0.0)
+    s3 = optim.S3([ps], lr=lr, beta=beta, p=2, nesterov=False, eps=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(s3, lambda k: 1 / math.sqrt(1 - beta ** (k + 1)))
+    for g in grad_stream(SHAPE, 50):
+        pa.grad, ps.grad = g.clone(), g.clone()
+        adam.step()
+        s3.step()
+        sched.step()
+    torch.testing.assert_close(ps.detach(), pa.detach())
+
+
+def test_s3_update_is_bounded_by_lr_on_heavy_tailed_gradients():
+    p = torch.nn.Parameter(torch.zeros(2000, dtype=F64))
+    opt = optim.S3([p], lr=0.1, beta=0.95, p=3, nesterov=True, eps=0.0)
+    worst = 0.0
+    for g in grad_stream((2000,), 200, heavy=True):
+        before = p.detach().clone()
+        p.grad = g
+        opt.step()
+        worst = max(worst, float((p.detach() - before).abs().max()))
+    assert worst <= 0.1 * (1 + 1e-12)
+    assert worst > 0.04  # large steps happen: the bound is not met by making every step tiny
+
+
+def test_s3_first_step_is_the_built_in_warmup():
+    p = torch.nn.Parameter(torch.zeros(10, dtype=F64))
+    opt = optim.S3([p], lr=1.0, beta=0.95, p=3, eps=0.0)
+    p.grad = torch.ones(10, dtype=F64)
+    opt.step()
+    torch.testing.assert_close(-p.detach(),
+                               torch.full((10,), (1 - 0.95**2) ** (1 - 1 / 3), dtype=F64))
+
+
+# ---------------------------------------------------------------- sign family, Adan
+
+
+def test_signum_with_zero_beta_is_signsgd():
+    a = run_optimizer(optim.Signum, SHAPE, 40, init=INIT, lr=0.01, beta=0.0, weight_decay=0.1)
+    b = run_optimizer(optim.SignSGD, SHAPE, 40, init=INIT, lr=0.01, weight_decay=0.1)
+    torch.testing.assert_close(a, b)
+
+
+def test_signum_and_lion_match_reference():
+    lr, wd = 0.01, 0.1
+
+    def signum(theta, g, s, t):
+        s["m"] = 0.9 * s.get("m", 0) + 0.1 * g
+        return theta * (1 - lr * wd) - lr * torch.sign(s["m"])
+
+    def lion(theta, g, s, t):
+        m = s.get("m", torch.zeros_like(g))
+        c = 0.9 * m + 0.1 * g
+        s["m"] = 0.99 * m + 0.01 * g
+        return theta * (1 - lr * wd) - lr * torch.sign(c)
+
+    torch.testing.assert_close(
+        run_optimizer(optim.Signum, SHAPE, 40, init=INIT, lr=lr, beta=0.9, weight_decay=wd),
+        run_reference(signum, SHAPE, 40, init=INIT))
+    torch.testing.assert_close(
+        run_optimizer(optim.Lion, SHAPE, 40, init=INIT, lr=lr, betas=(0.9, 0.99),
+                      weight_decay=wd),
+        run_reference(lion, SHAPE, 40, init=INIT))
+
+
+def test_adan_matches_reference():
+    lr, (b1, b2, b3), eps, wd = 0.01, (0.98, 0.92, 0.99), 1e-8, 0.02
+
+    def ref(theta, g, s, t):
+        prev = s.get("prev", g)
+        d = g - prev
+        s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+        s["v"] = b2 * s.get("v", 0) + (1 - b2) * d
+        s["n"] = b3 * s.get("n", 0) + (1 - b3) * (g + b2 * d) ** 2
+        s["prev"] = g
+        upd = (s["m"] / (1 - b1**t) + b2 * s["v"] / (1 - b2**t)) / (
+            (s["n"] / (1 - b3**t)).sqrt() + eps)
+        return theta * (1 - lr * wd) - lr * upd
+
+    got = run_optimizer(optim.Adan, SHAPE, 50, init=INIT, lr=lr, betas=(b1, b2, b3), eps=eps,
+                        weight_decay=wd)
+    torch.testing.assert_close(got, run_reference(ref, SHAPE, 50, init=INIT))
+
+
+# ---------------------------------------------------------------- StoSignSGD and the framework
+
+
+@pytest.mark.parametrize("base", ["sgd", "momentum", "adam"])
+def test_deterministic_conversion_is_sign_of_the_base_direction(base):
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+
+    def ref(theta, g, s, t):
+        if base == "sgd":
+            d = g
+        else:
+            s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+            d = s["m"]
+            if base == "adam":
+                s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+                d = (s["m"] / (1 - b1**t)) / ((s["v"] / (1 - b2**t)).sqrt() + eps)
+        return theta - lr * torch.sign(d)
+
+    for envelope in ("max", "current"):
+        got = run_optimizer(optim.StochasticSign, SHAPE, 30, init=INIT, lr=lr, base=base,
+                            envelope=envelope, stochastic=False, beta1=b1, beta2=b2, eps=eps)
+        torch.testing.assert_close(got, run_reference(ref, SHAPE, 30, init=INIT))
+
+
+def test_current_envelope_makes_the_stochastic_sign_deterministic():
+    a = run_optimizer(optim.StochasticSign, SHAPE, 30, init=INIT, envelope="current",
+                      stochastic=True, seed=1)
+    b = run_optimizer(optim.Signum, SHAPE, 30, init=INIT, beta=0.9)
+    torch.testing.assert_close(a, b)
+
+
+def test_stosignsgd_mean_update_is_lr_m_over_G():
+    """Many rows share one gradient history, so one step gives that many independent draws."""
+    rows, d, lr = 40_000, 6, 0.1
+    history = list(grad_stream((1, d), 8, seed=3))
+    p = torch.nn.Parameter(torch.zeros(rows, d, dtype=F64))
+    opt = optim.StoSignSGD([p], lr=lr, beta1=0.9, seed=0)
+    m = torch.zeros(1, d, dtype=F64)
+    G = torch.zeros(1, d, dtype=F64)
+    for g in history:
+        m = 0.9 * m + 0.1 * g
+        G = torch.maximum(G, m.abs())
+        before = p.detach().clone()
+        p.grad = g.expand(rows, d).clone()
+        opt.step()
+    mean_step = (p.detach() - before).mean(0)
+    expected = -lr * (m / G).squeeze(0)
+    assert (m.abs() < G).any(), "the test needs coordinates strictly inside the envelope"
+    tolerance = 5 * lr / math.sqrt(rows)
+    assert (mean_step - expected).abs().max() < tolerance, (mean_step, expected)
+    st = opt.state[p]
+    torch.testing.assert_close(st["exp_avg"][0], m[0])
+    torch.testing.assert_close(st["envelope"][0], G[0])
+
+
+def test_stosignsgd_zero_envelope_does_not_move():
+    p = torch.nn.Parameter(torch.ones(100, dtype=F64))
+    opt = optim.StoSignSGD([p], lr=0.1)
+    p.grad = torch.zeros(100, dtype=F64)
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(100, dtype=F64))
+
+
+def test_stosignsgd_same_seed_same_noise_other_seed_other_noise():
+    a = run_optimizer(optim.StoSignSGD, (50,), 20, seed=0, lr=0.1)
+    b = run_optimizer(optim.StoSignSGD, (50,), 20, seed=0, lr=0.1)
+    c = run_optimizer(optim.StoSignSGD, (50,), 20, seed=1, lr=0.1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+# ---------------------------------------------------------------- SoftSignum / HardSwitchSign
+
+
+def cauchy_quantile_by_bisection(mu, s, rho):
+    def F(q):
+        return (math.atan((q - mu) / s) - math.atan((-q - mu) / s)) / math.pi
+
+    lo, hi = 0.0, 1.0
+    while F(hi) < rho:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if F(mid) < rho else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_folded_cauchy_quantiles_solve_the_cdf():
+    values = torch.distributions.Cauchy(0.3, 0.05).sample((20001,))
+    mu = float(values.median())
+    s = float((values - mu).abs().median())
+    q = folded_cauchy_quantiles(values, 50)
+    for j in range(1, 50):
+        assert q[j].item() == pytest.approx(cauchy_quantile_by_bisection(mu, s, j / 50), rel=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_softsignum_matches_reference_across_the_switch(nesterov):
+    T, frac, lr, beta, eps, tau_max, wd = 40, 0.5, 0.01, 0.9, 1e-4, 1e9, 0.01
+    S, N = int(frac * T), T - int(frac * T)
+
+    def ref(theta, g, s, t):
+        k = t - 1
+        s["buf"] = g.clone() if k == 0 else beta * s["buf"] + g
+        u = g + beta * s["buf"] if nesterov else s["buf"]
+        theta = theta * (1 - lr * wd)
+        if k < S:
+            return theta - lr * torch.sign(u)
+        if "tau" not in s:
+            mu = float(u.flatten().median())
+            sc = float((u.flatten() - mu).abs().median())
+            s["tau"] = []
+            for j in range(N):
+                q = cauchy_quantile_by_bisection(mu, sc, j / N) if j else 0.0
+                tau = math.atanh(1 - eps) / q if q > 0 else math.inf
+                s["tau"].append(min(max(tau, 1.0), tau_max))
+        return theta - lr * torch.tanh(s["tau"][min(k - S, N - 1)] * u)
+
+    got = run_optimizer(optim.SoftSignum, SHAPE, T + 5, init=INIT, lr=lr, total_steps=T,
+                        sign_fraction=frac, eps=eps, momentum=beta, nesterov=nesterov,
+                        weight_decay=wd)
+    torch.testing.assert_close(got, run_reference(ref, SHAPE, T + 5, init=INIT),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_softsignum_saturated_share_tracks_one_minus_rho():
+    """u = g (no momentum) with Cauchy entries: under the model a share 1 − ρ_j saturates."""
+    T, frac, n = 100, 0.5, 200_000
+    g = torch.distributions.Cauchy(0.0, 1e-3).sample((n,)).double()
+    p = torch.nn.Parameter(torch.zeros(n, dtype=F64))
+    opt = optim.SoftSignum([p], lr=1.0, total_steps=T, sign_fraction=frac, momentum=0.0)
+    N = T - int(frac * T)
+    for k in range(T):
+        before = p.detach().clone()
+        p.grad = g.clone()
+        opt.step()
+        j = k - int(frac * T)
+        if j >= 1:
+            step = (before - p.detach()).abs()
+            saturated = (step >= 1 - 1e-4).double().mean().item()
+            assert saturated == pytest.approx(1 - j / N, abs=0.01), (j, saturated)
+
+
+def test_hardswitchsign_is_signum_then_momentum_sgd():
+    T, lr = 20, 0.01
+
+    def ref(theta, g, s, t):
+        s["buf"] = g.clone() if t == 1 else 0.9 * s["buf"] + g
+        return theta - lr * (torch.sign(s["buf"]) if t <= 10 else s["buf"])
+
+    got = run_optimizer(optim.HardSwitchSign, SHAPE, T, init=INIT, lr=lr, total_steps=T,
+                        sign_fraction=0.5, momentum=0.9)
+    torch.testing.assert_close(got, run_reference(ref, SHAPE, T, init=INIT))
+
+
+# ---------------------------------------------------------------- Muon family
+
+
+def svd_map(x, f):
+    u, s, vh = torch.linalg.svd(x.double(), full_matrices=False)
+    return (u * f(s)) @ vh
+
+
+@pytest.mark.parametrize("shape", [(16, 40), (40, 16), (24, 24)])
+def test_spectral_maps_match_an_exact_svd(shape):
+    x = torch.randn(shape, dtype=torch.float32)
+    for tau in (0.3, 3.0, 1e3):
+        want = svd_map(x, lambda s: tau * s / torch.sqrt(1 + tau**2 * s**2))
+        got = soft_sign_matrix(x, tau).double()
+        assert (got - want).norm() / want.norm() < 1e-2 * 1e-3
+    for p in (1.0, 1.5, 3.0, 10.0, math.inf):
+        want = svd_map(x, lambda s: s ** (1 / p) if math.isfinite(p) else torch.ones_like(s))
+        got = schatten_power(x, p).double()
+        assert (got - want).norm() / want.norm() < 1e-2 * 1e-3
+
+
+def test_muon_matches_torch_optim_muon():
+    torch.manual_seed(0)
+    w0 = torch.randn(32, 48, dtype=torch.float32)
+    ours = torch.nn.Parameter(w0.clone())
+    theirs = torch.nn.Parameter(w0.clone())
+    a = optim.Muon([ours], lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.01,
+                   ns_dtype="bf16")
+    b = torch.optim.Muon([theirs], lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.01)
+    for _ in range(30):
+        g = torch.randn(32, 48, dtype=torch.float32)
+        ours.grad, theirs.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    # torch's momentum is undampened (B ← μB + g): the same direction after normalization, up
+    # to bf16 rounding of inputs at a different scale
+    rel = (ours.detach() - theirs.detach()).norm() / (w0 - theirs.detach()).norm()
+    assert rel < 2e-2
+
+
+def test_muon_flattens_conv_kernels_and_scales_by_flattened_shape():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(64, 4, 3, 3, dtype=torch.float32))  # 2-D: (64, 36)
+    opt = optim.Muon([w], lr=1.0, momentum=0.0, nesterov=False, ns_dtype="fp32")
+    g = torch.randn(64, 4, 3, 3, dtype=torch.float32)
+    w.grad = g
+    opt.step()
+    want = -torch_ns(g.reshape(64, 36), (3.4445, -4.7750, 2.0315), 5, 1e-7).float() \
+        * math.sqrt(64 / 36)
+    # torch's reference runs in bf16, ours in fp32 here: agree to bf16 precision
+    assert (w.detach().reshape(64, 36) - want).norm() / want.norm() < 2e-2
+
+
+def test_muadam_matches_reference():
+    torch.manual_seed(1)
+    w0 = torch.randn(12, 20, dtype=torch.float32)
+    lr, b1, b2, eps = 0.02, 0.9, 0.999, 1e-8
+    w = torch.nn.Parameter(w0.clone())
+    opt = optim.MuAdam([w], lr=lr, momentum=b1, beta2=b2, eps=eps, ns_dtype="bf16")
+    theta, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
+    for t in range(1, 21):
+        g = torch.randn(12, 20, dtype=torch.float32)
+        w.grad = g.clone()
+        opt.step()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        n = (m / (1 - b1**t)) * b1 + (1 - b1) * g
+        D = (v / (1 - b2**t) + eps) ** -0.25
+        theta = theta - lr * D * torch_ns(D * n, (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
+    assert (w.detach() - theta).norm() / (theta - w0).norm() < 1e-2
+
+
+def smuon_direction(moment_type, p, g_seq, **kw):
+    """Minus the first update of SMuon with a fixed p (lr = 1)."""
+    w = torch.nn.Parameter(torch.zeros(g_seq[0].shape, dtype=torch.float32))
+    opt = optim.SMuon([w], lr=1.0, moment_type=moment_type, fixed_p=p, **kw)
+    for g in g_seq:
+        before = w.detach().clone()
+        w.grad = g.clone()
+        opt.step()
+    return before - w.detach()
+
+
+def cosine(a, b):
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_smuon_special_cases():
+    torch.manual_seed(2)
+    gs = [torch.randn(10, 16, dtype=torch.float32) for _ in range(5)]
+    b1, b2, eps = 0.95, 0.999, 1e-8
+    m = torch.zeros(10, 16)
+    v = torch.zeros(10, 16)
+    for t, g in enumerate(gs, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+    n = (m / (1 - b1**5)).lerp(gs[-1], 1 - b1)
+    v_hat = v / (1 - b2**5)
+    polar = svd_map(n, torch.ones_like).float()
+    # none, p = 1: normalized momentum SGD (norm pinned to Muon's sqrt(min(rows, cols)))
+    got = smuon_direction("none", 1.0, gs)
+    torch.testing.assert_close(got, n * math.sqrt(10) / n.norm(), rtol=1e-4, atol=1e-6)
+    # none, p = inf: Muon with an exact polar factor
+    torch.testing.assert_close(smuon_direction("none", math.inf, gs), polar,
+                               rtol=1e-4, atol=1e-5)
+    # padam, p = 1: Adam's direction
+    adam = n / (v_hat + eps).sqrt()
+    got = smuon_direction("padam", 1.0, gs)
+    torch.testing.assert_close(got, adam, rtol=1e-4, atol=1e-5)
+    # adam (e = -1/4), p = inf: MuAdam's D ⊙ polar(D ⊙ n)
+    D = (v_hat + eps) ** -0.25
+    want = D * svd_map(D * n, torch.ones_like).float()
+    torch.testing.assert_close(smuon_direction("adam", math.inf, gs), want, rtol=1e-4,
+                               atol=1e-4)
+    assert cosine(smuon_direction("adam", math.inf, gs), want) > 0.9999
+
+
+def test_smuon_tightness_picks_the_p_that_maximizes_J():
+    from optim.smuon import tightness
+
+    sigma = torch.tensor([1.0, 0.5, 0.1, 0.01], dtype=torch.float64)
+    C = sigma.clone()  # G = M
+    B = torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    grid = torch.linspace(1.02, 10, 2000)
+    best = max(grid.tolist(), key=lambda p: tightness(p, C, sigma, B))
+    w = torch.nn.Parameter(torch.zeros(4, 4, dtype=torch.float32))
+    opt = optim.SMuon([w], first_select=1, stat_ema=0.0)
+    u, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float32))
+    g = (u * sigma.float()) @ u.T  # one step: m̂ = g, so C_i = σ_i and B_i = 1 (no hooks)
+    w.grad = g
+    opt.step()
+    assert opt.state[w]["p"] == pytest.approx(best, abs=0.02)
