@@ -446,3 +446,30 @@ def test_smuon_tightness_picks_the_p_that_maximizes_J():
     w.grad = g
     opt.step()
     assert opt.state[w]["p"] == pytest.approx(best, abs=0.02)
+
+
+@pytest.mark.parametrize("moment_type", ["none", "adam", "padam"])
+def test_smuon_matches_reference_at_intermediate_p(moment_type):
+    torch.manual_seed(4)
+    p, b1, b2, eps, lr, wd = 3.0, 0.95, 0.999, 1e-8, 0.05, 0.1
+    w0 = torch.randn(9, 14, dtype=torch.float32)
+    w = torch.nn.Parameter(w0.clone())
+    opt = optim.SMuon([w], lr=lr, moment_type=moment_type, fixed_p=p, weight_decay=wd)
+    theta, m, v = w0.double(), torch.zeros(9, 14, dtype=F64), torch.zeros(9, 14, dtype=F64)
+    for t in range(1, 8):
+        g = torch.randn(9, 14, dtype=torch.float32)
+        w.grad = g.clone()
+        opt.step()
+        g = g.double()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        n = (m / (1 - b1**t)) * b1 + (1 - b1) * g
+        if moment_type == "none":
+            o = svd_map(n, lambda s: s ** (1 / p))
+            o = o * math.sqrt(9) / o.norm()
+        else:
+            e = -0.25 if moment_type == "adam" else -1 / (2 * (p + 1))
+            D = (v / (1 - b2**t) + eps) ** e
+            o = D * svd_map(D * n, lambda s: s ** (1 / p))
+        theta = theta * (1 - lr * wd) - lr * o
+    torch.testing.assert_close(w.detach().double(), theta, rtol=1e-4, atol=1e-5)
