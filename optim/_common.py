@@ -40,6 +40,7 @@ class Batch:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, group: dict, buffers=()):
+        self.optimizer = optimizer
         self.originals = [p for p in group["params"] if p.grad is not None]
         for p in self.originals:
             if p.grad.is_sparse:
@@ -60,6 +61,32 @@ class Batch:
 
     def __len__(self):
         return len(self.params)
+
+    def scratch(self, slot: int = 0) -> list[torch.Tensor]:
+        """Temporary tensors shaped like the working params, for in-place foreach math.
+
+        On CPU they persist in the optimizer (not in its state_dict): freshly allocated
+        parameter-sized tensors cost a page fault per 4 KiB there, which made out-of-place
+        foreach updates ~5x slower than in-place ones. On accelerators the caching allocator
+        makes fresh tensors free, so nothing extra is kept.
+        """
+        cache = self.optimizer.__dict__.setdefault("_scratch", {})
+        out = []
+        for orig, work in zip(self.originals, self.params):
+            if work.device.type != "cpu":
+                out.append(torch.empty_like(work))
+                continue
+            buffers = cache.setdefault(orig, [])
+            while len(buffers) <= slot:
+                buffers.append(torch.empty_like(work))
+            out.append(buffers[slot])
+        return out
+
+    def copy_into(self, slot: int, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """scratch(slot) filled with a copy of `tensors`."""
+        out = self.scratch(slot)
+        torch._foreach_copy_(out, tensors)
+        return out
 
     def decay(self, lr: float, weight_decay: float) -> None:
         """Decoupled weight decay: θ ← θ·(1 − lr·λ)."""

@@ -42,18 +42,26 @@ class Adan(Optimizer):
             for st, g, pg in zip(b.states, b.grads, prev):
                 if st["step"] == 1:  # no previous gradient: the difference starts at 0
                     pg.copy_(g)
-            diff = torch._foreach_sub(b.grads, prev)
+            diff = prev  # g_k − g_{k−1}, computed in place of the previous gradient
+            torch._foreach_sub_(diff, b.grads)
+            torch._foreach_neg_(diff)
             torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
             torch._foreach_lerp_(v, diff, 1.0 - beta2)
-            corrected = torch._foreach_add(b.grads, diff, alpha=beta2)
+            corrected = b.copy_into(0, b.grads)
+            torch._foreach_add_(corrected, diff, alpha=beta2)
             torch._foreach_mul_(corrected, corrected)
             torch._foreach_lerp_(n, corrected, 1.0 - beta3)
             torch._foreach_copy_(prev, b.grads)
             steps = [st["step"] for st in b.states]  # per tensor: a tensor may skip steps
             bc1, bc2, bc3 = ([1.0 - beta**k for k in steps] for beta in (beta1, beta2, beta3))
-            update = torch._foreach_div(m, bc1)
-            torch._foreach_add_(update, torch._foreach_div(v, bc2), alpha=beta2)
-            denom = torch._foreach_sqrt(n)
+            update = b.copy_into(0, m)
+            torch._foreach_div_(update, bc1)
+            if len(set(bc2)) == 1:  # the usual case: every tensor at the same step
+                torch._foreach_add_(update, v, alpha=beta2 / bc2[0])
+            else:
+                torch._foreach_add_(update, torch._foreach_div(v, bc2), alpha=beta2)
+            denom = b.copy_into(1, n)
+            torch._foreach_sqrt_(denom)
             torch._foreach_div_(denom, [math.sqrt(x) for x in bc3])
             torch._foreach_add_(denom, group["eps"])
             b.decay(group["lr"], group["weight_decay"])

@@ -19,13 +19,13 @@ from torch.optim import Optimizer
 from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
 
 
-def _abs_pow(xs, p: float):
-    absx = torch._foreach_abs(xs)
-    if p == 1:
-        return absx
+def _abs_pow_(xs, p: float) -> None:
+    """xs ← |xs|^p in place."""
+    torch._foreach_abs_(xs)
     if p == 2:
-        return torch._foreach_mul(absx, absx)
-    return torch._foreach_pow(absx, p)
+        torch._foreach_mul_(xs, xs)
+    elif p != 1:
+        torch._foreach_pow_(xs, p)
 
 
 def _root_(xs, p: float) -> None:
@@ -58,15 +58,18 @@ class S3(Optimizer):
             beta, p = group["beta"], group["p"]
             beta2 = beta if group["beta2"] is None else group["beta2"]
             m, r = b.buffers["exp_avg"], b.buffers["exp_avg_p"]
-            g_p = _abs_pow(b.grads, p)
+            g_p = b.copy_into(0, b.grads)
+            _abs_pow_(g_p, p)
             torch._foreach_lerp_(m, b.grads, 1.0 - beta)
             torch._foreach_lerp_(r, g_p, 1.0 - beta2)
             if group["nesterov"]:
-                numer = torch._foreach_lerp(m, b.grads, 1.0 - beta)
-                denom = torch._foreach_lerp(r, g_p, 1.0 - beta2)
+                numer = b.copy_into(1, m)
+                torch._foreach_lerp_(numer, b.grads, 1.0 - beta)
+                denom = g_p  # β2·r + (1−β2)·|g|^p, computed in place of |g|^p
+                torch._foreach_lerp_(denom, r, beta2)
             else:
                 numer = m
-                denom = torch._foreach_mul(r, 1.0)
+                denom = b.copy_into(1, r)
             _root_(denom, p)
             torch._foreach_add_(denom, group["eps"])
             b.decay(group["lr"], group["weight_decay"])

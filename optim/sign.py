@@ -23,7 +23,9 @@ class SignSGD(Optimizer):
             if not len(b):
                 continue
             b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, torch._foreach_sign(b.grads), alpha=-group["lr"])
+            direction = b.copy_into(0, b.grads)
+            torch._foreach_sign_(direction)
+            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
             b.commit()
         return loss
 
@@ -45,8 +47,10 @@ class Signum(Optimizer):
                 continue
             m = b.buffers["exp_avg"]
             torch._foreach_lerp_(m, b.grads, 1.0 - group["beta"])
+            direction = b.copy_into(0, m)
+            torch._foreach_sign_(direction)
             b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, torch._foreach_sign(m), alpha=-group["lr"])
+            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
             b.commit()
         return loss
 
@@ -69,9 +73,11 @@ class Lion(Optimizer):
                 continue
             beta1, beta2 = group["betas"]
             m = b.buffers["exp_avg"]
-            c = torch._foreach_lerp(m, b.grads, 1.0 - beta1)
+            c = b.copy_into(0, m)
+            torch._foreach_lerp_(c, b.grads, 1.0 - beta1)
+            torch._foreach_sign_(c)
             b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, torch._foreach_sign(c), alpha=-group["lr"])
+            torch._foreach_add_(b.params, c, alpha=-group["lr"])
             torch._foreach_lerp_(m, b.grads, 1.0 - beta2)
             b.commit()
         return loss

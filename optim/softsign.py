@@ -84,11 +84,14 @@ class _SwitchedSign(Optimizer):
                 buf.copy_(g)
             else:
                 buf.mul_(beta).add_(g, alpha=1.0 - damp)
+        u = b.copy_into(0, bufs)  # the direction; later turned into the step in place
         if group["nesterov"]:
-            return torch._foreach_add(b.grads, bufs, alpha=beta)
-        return bufs
+            torch._foreach_mul_(u, beta)
+            torch._foreach_add_(u, b.grads)
+        return u
 
     def _after_switch(self, group, u: list[torch.Tensor], soft_step: int):
+        """The step direction after the switch; may overwrite `u` (a scratch copy)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -100,8 +103,11 @@ class _SwitchedSign(Optimizer):
                 continue
             u = self._direction_buffers(group, b)
             k, switch = group["step"], self.switch_step(group)
-            direction = (torch._foreach_sign(u) if k < switch
-                         else self._after_switch(group, u, k - switch))
+            if k < switch:
+                torch._foreach_sign_(u)
+                direction = u
+            else:
+                direction = self._after_switch(group, u, k - switch)
             b.decay(group["lr"], group["weight_decay"])
             torch._foreach_add_(b.params, direction, alpha=-group["lr"])
             b.commit()
@@ -131,7 +137,9 @@ class SoftSignum(_SwitchedSign):
                 group["newton_steps"])
         schedule = group["tau_schedule"]
         tau = schedule[min(soft_step, len(schedule) - 1)]
-        return torch._foreach_tanh(torch._foreach_mul(u, tau))
+        torch._foreach_mul_(u, tau)
+        torch._foreach_tanh_(u)
+        return u
 
     def current_temperature(self) -> list[float | None]:
         """τ about to be used by each group (None while still in the sign phase)."""

@@ -60,10 +60,20 @@ class StochasticSign(Optimizer):
         """u ~ U[−1, 1] for every tensor, from ONE draw per device (one kernel, fixed order)."""
         device = tensors[0].device
         total = sum(t.numel() for t in tensors)
-        flat = torch.rand(total, generator=self._generator(device), device=device,
-                          dtype=torch.float32).mul_(2.0).sub_(1.0)
+        flat = self._noise_buffer(device, total)
+        torch.rand(total, generator=self._generator(device), out=flat)
+        flat.mul_(2.0).sub_(1.0)
         return [chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in tensors]),
                                                      tensors)]
+
+    def _noise_buffer(self, device: torch.device, total: int) -> torch.Tensor:
+        """A flat fp32 buffer for the noise, kept between steps on CPU (see Batch.scratch)."""
+        if device.type != "cpu":
+            return torch.empty(total, device=device, dtype=torch.float32)
+        buffers = self.__dict__.setdefault("_noise", {})
+        if str(device) not in buffers or buffers[str(device)].numel() < total:
+            buffers[str(device)] = torch.empty(total, device=device, dtype=torch.float32)
+        return buffers[str(device)][:total]
 
     def state_dict(self):
         sd = super().state_dict()
@@ -93,11 +103,14 @@ class StochasticSign(Optimizer):
         torch._foreach_mul_(v, group["beta2"])
         torch._foreach_addcmul_(v, b.grads, b.grads, value=1.0 - group["beta2"])
         steps = [st["step"] for st in b.states]
-        m_hat = torch._foreach_div(m, [1.0 - group["beta1"] ** k for k in steps])
-        denom = torch._foreach_div(v, [1.0 - group["beta2"] ** k for k in steps])
+        direction = b.copy_into(0, m)  # becomes m̂ / (sqrt(v̂) + ε)
+        torch._foreach_div_(direction, [1.0 - group["beta1"] ** k for k in steps])
+        denom = b.copy_into(1, v)
+        torch._foreach_div_(denom, [1.0 - group["beta2"] ** k for k in steps])
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, group["eps"])
-        return torch._foreach_div(m_hat, denom)
+        torch._foreach_div_(direction, denom)
+        return direction
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -111,16 +124,16 @@ class StochasticSign(Optimizer):
             if not len(b):
                 continue
             d = self._direction(group, b)
+            abs_d = b.copy_into(1, d)
+            torch._foreach_abs_(abs_d)
+            direction = b.copy_into(2, d)  # becomes the sign step, in place
             if group["stochastic"]:
+                env = abs_d
                 if group["envelope"] == "max":
                     env = b.buffers["envelope"]
-                    torch._foreach_maximum_(env, torch._foreach_abs(d))
-                else:
-                    env = torch._foreach_abs(d)
-                noisy = torch._foreach_addcmul(d, env, self._uniform_like(b.params))
-                direction = torch._foreach_sign(noisy)
-            else:
-                direction = torch._foreach_sign(d)
+                    torch._foreach_maximum_(env, abs_d)
+                torch._foreach_addcmul_(direction, env, self._uniform_like(b.params))
+            torch._foreach_sign_(direction)
             b.decay(group["lr"], group["weight_decay"])
             torch._foreach_add_(b.params, direction, alpha=-group["lr"])
             b.commit()

@@ -1,0 +1,243 @@
+"""Time one optimizer step of every optimizer against references measured in the same run.
+
+    python scripts/bench_optim.py [--device cpu|cuda] [--blocks 12] [--width 768]
+                                  [--matrix-width W] [--reps 5] [--out results/bench]
+
+Elementwise optimizers run on GPT-2-small-shaped parameters (12 blocks of width 768, ~85M
+parameters) and are reported as
+- `vs_fused_adamw`: step time / torch's fused AdamW step time;
+- `vs_bound`: step time / (bytes the update must read and write / measured bandwidth), the
+  bandwidth being that of a large tensor add timed in the same run.
+Matrix optimizers (Muon family) run on the same block shapes at `--matrix-width` (default: the
+full width on CUDA; 256 on CPU, where Newton–Schulz at width 768 takes tens of seconds a step)
+and are reported against torch.optim.Muon; SMuon's cost is amortized over `--select-every`
+steps (one p selection per period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import optim  # noqa: E402
+
+# fp32 bytes per parameter element each update must move at the least: reads + writes of the
+# parameter, its gradient (read only) and every state buffer.
+BYTES_PER_ELEMENT = {
+    "adamw_fused": 28, "s3": 28, "signum": 20, "signsgd": 12, "lion": 20, "adan": 44,
+    "stosignsgd": 28, "softsignum_sign_phase": 20, "softsignum_soft_phase": 20,
+    "hardswitchsign": 20, "stochastic_sign_adam": 36,
+}
+
+
+def block_shapes(blocks: int, width: int) -> list[tuple[int, ...]]:
+    shapes = []
+    for _ in range(blocks):
+        shapes += [(width,), (width,), (3 * width, width), (width, width),
+                   (width,), (width,), (4 * width, width), (width, 4 * width)]
+    return shapes
+
+
+def make_params(shapes, device, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    params = []
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.randn(shape, generator=g).mul_(0.02).to(device))
+        p.grad = torch.randn(shape, generator=g).to(device)
+        params.append(p)
+    return params
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, device, reps: int, warmup: int = 2) -> float:
+    """Median seconds of `step()` over `reps` calls after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bandwidth(device, reps: int) -> float:
+    """Bytes/s of c = a + b on 64M floats (12 bytes per element)."""
+    n = 64 * 2**20
+    a, b = torch.randn(n, device=device), torch.randn(n, device=device)
+    c = torch.empty_like(a)
+    t = time_steps(lambda: torch.add(a, b, out=c), device, reps)
+    return 12 * n / t
+
+
+def elementwise_cases(total_steps_for_soft: int):
+    soft = dict(total_steps=total_steps_for_soft, sign_fraction=0.5)
+    return {
+        "adamw_fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
+        "adamw_foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
+        "s3": lambda ps: optim.S3(ps, lr=1e-3),
+        "signum": lambda ps: optim.Signum(ps, lr=1e-3),
+        "signsgd": lambda ps: optim.SignSGD(ps, lr=1e-3),
+        "lion": lambda ps: optim.Lion(ps, lr=1e-4),
+        "adan": lambda ps: optim.Adan(ps, lr=1e-3),
+        "stosignsgd": lambda ps: optim.StoSignSGD(ps, lr=1e-3),
+        "stochastic_sign_adam": lambda ps: optim.StochasticSign(ps, base="adam"),
+        "softsignum_sign_phase": lambda ps: optim.SoftSignum(ps, **soft),
+        "softsignum_soft_phase": lambda ps: optim.SoftSignum(ps, **soft),
+        "hardswitchsign": lambda ps: optim.HardSwitchSign(ps, **soft),
+    }
+
+
+def bench_elementwise(args, device, bw):
+    shapes = block_shapes(args.blocks, args.width)
+    n = sum(torch.Size(s).numel() for s in shapes)
+    rows = {}
+    soft_steps = 1000
+    for name, build in elementwise_cases(soft_steps).items():
+        params = make_params(shapes, device)
+        opt = build(params)
+        if name == "softsignum_soft_phase":  # jump past the switch (the schedule fit included)
+            for group in opt.param_groups:
+                group["step"] = soft_steps // 2
+            opt.step()
+        rows[name] = time_steps(opt.step, device, args.reps)
+        del opt, params
+        print(f"  {name:24s} {rows[name] * 1e3:9.2f} ms", flush=True)
+    ref = rows["adamw_fused"]
+    return {
+        "params": n,
+        "results": {
+            name: {
+                "ms": t * 1e3,
+                "vs_fused_adamw": t / ref,
+                **({"vs_bound": t / (BYTES_PER_ELEMENT[name] * n / bw)}
+                   if name in BYTES_PER_ELEMENT else {}),
+            }
+            for name, t in rows.items()
+        },
+    }
+
+
+def bench_matrix(args, device):
+    width = args.matrix_width or (args.width if device.type == "cuda" else 256)
+    shapes = [s for s in block_shapes(args.blocks, width) if len(s) == 2]
+    rows = {}
+
+    def run(name, build, steps_per_call=1):
+        params = make_params(shapes, device)
+        opt = build(params)
+        rows[name] = time_steps(opt.step, device, args.reps)
+        print(f"  {name:24s} {rows[name] * 1e3:9.2f} ms", flush=True)
+        return opt, params
+
+    run("torch_muon", lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0))
+    run("muon_bf16", lambda ps: optim.Muon(ps, ns_dtype="bf16"))
+    run("muon_auto", lambda ps: optim.Muon(ps, ns_dtype="auto"))
+    run("muadam", lambda ps: optim.MuAdam(ps))
+    run("softmuon_soft_phase", lambda ps: _soft_phase(optim.SoftMuon(ps, total_steps=1000)))
+    # SMuon: a plain step, and a p-selection step (hooks absent: identity Gram)
+    opt, _ = run("smuon_step", lambda ps: optim.SMuon(ps, select_every=10**9, first_select=-1))
+    params = make_params(shapes, device)
+    sel = optim.SMuon(params, select_every=1, first_select=1)
+    rows["smuon_select_step"] = time_steps(sel.step, device, max(2, args.reps // 2))
+    print(f"  {'smuon_select_step':24s} {rows['smuon_select_step'] * 1e3:9.2f} ms", flush=True)
+    k = args.select_every
+    rows["smuon_amortized"] = ((k - 1) * rows["smuon_step"] + rows["smuon_select_step"]) / k
+    ref = rows["torch_muon"]
+    return {
+        "width": width,
+        "params": sum(torch.Size(s).numel() for s in shapes),
+        "select_every": k,
+        "results": {name: {"ms": t * 1e3, "vs_torch_muon": t / ref,
+                           "vs_muon_auto": t / rows["muon_auto"]} for name, t in rows.items()},
+    }
+
+
+def _soft_phase(opt):
+    for group in opt.param_groups:
+        if group["use_matrix"]:
+            group["step"] = 900
+    return opt
+
+
+def provenance(args) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = None
+    device = (torch.cuda.get_device_name() if args.device == "cuda"
+              else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    return {"command": "python " + " ".join(sys.argv), "commit": commit, "device": device,
+            "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat()}
+
+
+def to_markdown(report) -> str:
+    lines = ["# Optimizer step benchmark", ""]
+    lines += [f"- {k}: `{v}`" for k, v in report["provenance"].items()]
+    ew = report["elementwise"]
+    lines += ["", f"## Elementwise, {ew['params'] / 1e6:.1f}M parameters "
+              "(GPT-2-small block shapes)", "",
+              "| optimizer | ms/step | × fused AdamW | × memory bound |", "|---|---|---|---|"]
+    for name, r in ew["results"].items():
+        bound = f"{r['vs_bound']:.2f}" if "vs_bound" in r else "–"
+        lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_fused_adamw']:.2f} | {bound} |")
+    mx = report["matrix"]
+    lines += ["", f"## Matrix optimizers, width {mx['width']} ({mx['params'] / 1e6:.1f}M "
+              f"matrix parameters), SMuon p re-selected every {mx['select_every']} steps", "",
+              "| optimizer | ms/step | × torch.optim.Muon | × our Muon (auto) |", "|---|---|---|---|"]
+    for name, r in mx["results"].items():
+        lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} | "
+                     f"{r['vs_muon_auto']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--blocks", type=int, default=12)
+    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--matrix-width", type=int, default=None)
+    parser.add_argument("--select-every", type=int, default=100)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", default="results/bench")
+    parser.add_argument("--skip-matrix", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"bandwidth (tensor add) on {device} ...", flush=True)
+    bw = bandwidth(device, args.reps)
+    print(f"  {bw / 1e9:.1f} GB/s\nelementwise optimizers:", flush=True)
+    report = {"provenance": provenance(args), "bandwidth_GBps": bw / 1e9,
+              "elementwise": bench_elementwise(args, device, bw)}
+    if not args.skip_matrix:
+        print("matrix optimizers:", flush=True)
+        report["matrix"] = bench_matrix(args, device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"optim_step_{device.type}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    if "matrix" in report:
+        (out / f"{stem}.md").write_text(to_markdown(report))
+    print(f"wrote {out / stem}.json/.md")
+
+
+if __name__ == "__main__":
+    main()
