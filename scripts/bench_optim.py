@@ -9,7 +9,8 @@ parameters) and are reported as
 - `vs_bound`: step time / (bytes the update must read and write / measured bandwidth), the
   bandwidth being that of a large tensor add timed in the same run.
 Matrix optimizers (Muon family) run on the same block shapes at `--matrix-width` (default: the
-full width on CUDA; 256 on CPU, where Newton–Schulz at width 768 takes tens of seconds a step)
+full width on CUDA; 128 on CPU, where torch.optim.Muon's bf16 Newton–Schulz takes ~25 s a step at
+width 256)
 and are reported against torch.optim.Muon; SMuon's cost is amortized over `--select-every`
 steps (one p selection per period).
 """
@@ -136,7 +137,7 @@ def bench_elementwise(args, device, bw):
 
 
 def bench_matrix(args, device):
-    width = args.matrix_width or (args.width if device.type == "cuda" else 256)
+    width = args.matrix_width or (args.width if device.type == "cuda" else 128)
     shapes = [s for s in block_shapes(args.blocks, width) if len(s) == 2]
     rows = {}
 

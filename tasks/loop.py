@@ -8,6 +8,7 @@ diverged state and every counter in it matches the steps it has taken.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tasks import store
+from tasks import distributed, store
 from tasks.metrics import LossTracker
 
 
@@ -31,9 +32,11 @@ class Preempted(Exception):
 
 
 class PreemptionFlag:
-    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
+    (SLURM sends the signal asked for with --signal before the time limit; submitit asks for
+    USR2 by default.)"""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self):
         self.signum: int | None = None
@@ -49,6 +52,13 @@ class PreemptionFlag:
 
     def _handle(self, signum, frame):
         self.signum = signum
+
+    def forward(self) -> None:
+        """Hand the signal to whoever handled it before us, once our checkpoint is written:
+        under submitit that handler requeues the job and exits."""
+        previous = self._previous.get(self.signum)
+        if callable(previous):
+            previous(self.signum, None)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -98,10 +108,13 @@ def optimizer_dynamics(optimizer) -> dict:
 
 class Trainer:
     def __init__(self, cfg, task, optimizer, scheduler, tracker: LossTracker, metrics_log,
-                 mirror, ckpt_path, autocast):
+                 mirror, ckpt_path, autocast, ctx: distributed.Context = distributed.Context(),
+                 train_model=None):
         self.cfg = cfg
         self.task = task
         self.model = task.model
+        self.ctx = ctx
+        self.train_model = train_model or task.model  # the DDP wrapper when data-parallel
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -116,6 +129,9 @@ class Trainer:
     # ------------------------------------------------------------ checkpoint
 
     def save_checkpoint(self) -> None:
+        if not self.ctx.is_main:
+            distributed.barrier(self.ctx)
+            return
         store.save_torch(self.ckpt_path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -124,6 +140,7 @@ class Trainer:
             "loop": vars(self.state),
             "rng": rng_state(),
         })
+        distributed.barrier(self.ctx)
 
     def load_checkpoint(self) -> None:
         ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
@@ -137,15 +154,22 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        accum = self.cfg.grad_accum
+        accum, ctx = self.cfg.grad_accum, self.ctx
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.params[0].device)
-        for micro in range(accum):
+        mine = range(ctx.rank, accum, ctx.world)  # this rank's share of the global batch
+        for i, micro in enumerate(mine):
             batch = self.task.train_batch(step, micro)
-            with self.autocast:
-                loss = self.task.loss(self.model, batch)
-            (loss / accum).backward()
+            last = i == len(mine) - 1
+            # DDP all-reduces gradients on the last micro-batch only
+            no_sync = contextlib.nullcontext() if (last or not ctx.enabled) \
+                else self.train_model.no_sync()
+            with no_sync:
+                with self.autocast:
+                    loss = self.task.loss(self.train_model, batch)
+                (loss / len(mine)).backward()
             loss_sum += loss.detach().float()
+        distributed.all_sum(loss_sum, ctx)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
         self.optimizer.step()
@@ -180,8 +204,8 @@ class Trainer:
         total = cfg.steps
         self.model.train()
         bar = tqdm(total=total, initial=self.state.step, desc="train", dynamic_ncols=True,
-                   disable=not cfg.progress, mininterval=1.0)
-        tokens_per_step = self.task.tokens_per_batch * cfg.grad_accum
+                   disable=not (cfg.progress and self.ctx.is_main), mininterval=1.0)
+        tokens_per_step = self.task.tokens_per_batch * cfg.grad_accum  # global, all ranks
         window_start, window_t0 = self.state.step, time.perf_counter()
         first_pending = self.state.step + 1
         while self.state.step < total:
@@ -199,7 +223,8 @@ class Trainer:
             self.state.step = done
             self.state.elapsed_s += time.perf_counter() - step_start
             bar.update(1)
-            if not (log_now or eval_now or ckpt_now or preempt.signum):
+            stop = distributed.any_flag(preempt.signum is not None, self.ctx, loss.device)
+            if not (log_now or eval_now or ckpt_now or stop):
                 continue
             if not self.flush(first_pending):
                 break
@@ -225,13 +250,16 @@ class Trainer:
                 self.model.train()
                 self.state.evals.append((done, evals))
                 row.update(evals)
-            if len(row) > 2:
+            if len(row) > 2 and self.ctx.is_main:
                 self.metrics_log.append(row)
                 self.mirror.log(row, step=done)
-            if ckpt_now or preempt.signum:
+            if ckpt_now or stop:
                 self.save_checkpoint()
-            if preempt.signum:
+            if stop:
                 bar.close()
-                raise Preempted(preempt.signum)
+                signum = preempt.signum or signal.SIGUSR1  # another rank saw the signal
+                if preempt.signum:
+                    preempt.forward()  # submitit: requeue this job and exit
+                raise Preempted(signum)
         bar.close()
         return self.state

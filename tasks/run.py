@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tasks import config as run_config
-from tasks import store
+from tasks import distributed, store
 from tasks.loop import Preempted, PreemptionFlag, Trainer
 from tasks.metrics import LossTracker, SpikeConfig, first_at_target
 from tasks.schedule import build_scheduler
@@ -90,6 +90,14 @@ def build_summary(cfg, key, rdir, task, trainer, status, error=None) -> dict:
     }
 
 
+def _run_follower(trainer: Trainer) -> dict:
+    """Ranks other than 0 train in lockstep and write nothing; rank 0 writes the summary."""
+    with PreemptionFlag() as preempt:
+        state = trainer.train(preempt)
+    return {"status": "diverged" if state.diverged_at is not None else "completed",
+            "rank": trainer.ctx.rank}
+
+
 def run(cfg: DictConfig) -> dict:
     """Train one run described by `cfg` (a composed conf/train.yaml); return its summary."""
     run_config.validate(cfg)
@@ -99,23 +107,37 @@ def run(cfg: DictConfig) -> dict:
     if previous is not None and previous.get("status") in store.FINISHED_STATUSES:
         print(f"[optbench] {rdir} already {previous['status']}; nothing to do")
         return previous
-    rdir.mkdir(parents=True, exist_ok=True)
-    (rdir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
+    ctx = distributed.context()
+    if cfg.grad_accum % ctx.world:
+        raise run_config.ConfigError(
+            f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of data-parallel "
+            f"processes ({ctx.world}): each step's global batch is split between them")
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if ctx.is_main:
+        rdir.mkdir(parents=True, exist_ok=True)
+        (rdir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
+        store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     device = run_config.resolve_device(cfg.device)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
     torch.manual_seed(cfg.seed)
     task = run_config.build_task(cfg, device)
     optimizer = run_config.build_optimizer(cfg.optim, task.model)
+    train_model = None
+    if ctx.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            task.model, device_ids=[device.index] if device.type == "cuda" else None)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
     metrics_log = store.MetricsLog(rdir / "metrics.jsonl")
     trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
                       metrics_log, None, rdir / "ckpt.pt",
-                      run_config.autocast(cfg.precision, device))
+                      run_config.autocast(cfg.precision, device), ctx, train_model)
     if trainer.ckpt_path.exists():
         trainer.load_checkpoint()
         print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+    if not ctx.is_main:
+        return _run_follower(trainer)
     metrics_log.truncate_after(trainer.state.step)
 
     trainer.mirror = start_mirror(

@@ -1,0 +1,103 @@
+"""Sweeps: many runs as one job array, resumable, with a status table.
+
+    python scripts/sweep.py launch NAME [--wait] [--dry-run] OVERRIDE...
+    python scripts/sweep.py status NAME [runs_root=...]
+
+OVERRIDEs use Hydra's syntax; comma lists, range() and choice() are swept, e.g.
+    python scripts/sweep.py launch lr-s3 optim=s3 'optim.lr=1e-4,3e-4,1e-3' seed=0,1 \\
+        launcher=slurm launcher.partition=gpu launcher.gpus_per_node=1
+Launching again skips completed, diverged, running and queued runs, re-runs failed ones and
+resumes interrupted ones from their checkpoints. Exit codes: 0 ok, 1 a run failed (--wait),
+2 bad input (nothing submitted).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tqdm import tqdm  # noqa: E402
+
+from sweeps.compose import Composer  # noqa: E402
+from sweeps.launch import launch  # noqa: E402
+from sweeps.status import RunState, counts, format_table, sweep_status  # noqa: E402
+from tasks.config import ConfigError  # noqa: E402
+
+DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
+
+
+def runs_root_of(overrides) -> Path:
+    picked = [o for o in overrides if o.startswith("runs_root=")]
+    cfg = Composer().compose(picked)
+    return Path(cfg.runs_root).expanduser().absolute()
+
+
+def wait(runs_root: Path, name: str, poll_s: float) -> int:
+    rows = sweep_status(runs_root, name)
+    bar = tqdm(total=len(rows), desc=f"sweep {name}", unit="run")
+    while True:
+        rows = sweep_status(runs_root, name)
+        c = counts(rows)
+        finished = sum(c[s] for s in DONE)
+        bar.n = finished
+        bar.set_postfix({k: v for k, v in c.items() if v and k not in DONE}, refresh=True)
+        live = c[RunState.RUNNING] + c[RunState.PENDING]
+        if finished == len(rows) or live == 0:
+            break
+        time.sleep(poll_s)
+    bar.close()
+    print(format_table(name, rows))
+    return 1 if c[RunState.FAILED] or finished < len(rows) else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_launch = sub.add_parser("launch", help="submit a sweep (non-blocking unless --wait)")
+    p_launch.add_argument("name")
+    p_launch.add_argument("overrides", nargs="*")
+    p_launch.add_argument("--wait", action="store_true", help="block until every run ends")
+    p_launch.add_argument("--dry-run", action="store_true", help="compose and check only")
+    p_launch.add_argument("--poll", type=float, default=5.0, help="seconds between checks")
+    p_status = sub.add_parser("status", help="counts and a table of a sweep's runs")
+    p_status.add_argument("name")
+    p_status.add_argument("overrides", nargs="*", help="runs_root=... if not the default")
+    args = parser.parse_args()
+
+    try:
+        runs_root = runs_root_of(args.overrides)
+        if args.command == "status":
+            print(format_table(args.name, sweep_status(runs_root, args.name)))
+            return 0
+        t0 = time.perf_counter()
+        result = launch(args.name, args.overrides, dry_run=args.dry_run)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    skipped = {}
+    for state in result.skipped.values():
+        skipped[state] = skipped.get(state, 0) + 1
+    elapsed = time.perf_counter() - t0
+    what = ", ".join(f"{v} {k}" for k, v in skipped.items()) or "none"
+    if result.submitted:
+        array = result.job_ids[0].split("_")[0]
+        print(f"sweep {args.name}: submitted {len(result.submitted)} of {len(result.runs)} runs "
+              f"as job array {array} in {elapsed:.2f}s (skipped: {what})")
+        print(f"watch it: python scripts/sweep.py status {args.name}"
+              + (f"   or   squeue -j {array}" if result.runs[0][1].launcher.name == "slurm"
+                 else ""))
+    else:
+        verb = "would submit nothing" if not args.dry_run else "checked"
+        print(f"sweep {args.name}: {len(result.runs)} runs {verb} "
+              f"(skipped: {what}) in {elapsed:.2f}s")
+    if args.wait and (result.submitted or skipped.get(RunState.RUNNING)
+                      or skipped.get(RunState.PENDING)):
+        return wait(runs_root, args.name, args.poll)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

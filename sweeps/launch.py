@@ -1,0 +1,114 @@
+"""Send a sweep's runs to SLURM (or local processes) as ONE submitit job array, resumably.
+
+    launch(name, overrides) → compose + validate every run → skip finished and live runs →
+    submit the rest as one array (non-blocking) → record it in the sweep's manifest.
+
+Launchers (conf/launcher/*.yaml): `slurm` (sbatch array with a parallelism cap, USR1 before
+the time limit, requeue), `local` (submitit's local processes), `debug` (in this process).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+from omegaconf import DictConfig, open_dict
+
+from sweeps import manifest
+from sweeps.compose import compose_sweep
+from sweeps.job import TrainJob, config_payload
+from sweeps.status import Queue, RunState, run_state
+from tasks import store
+
+LAUNCHERS = ("slurm", "local", "debug")
+
+
+@dataclass
+class Launch:
+    name: str
+    runs: list[tuple[list[str], DictConfig]]  # every run of the sweep
+    submitted: list[str]  # run keys sent out by this launch
+    skipped: dict[str, str]  # run key → why not (completed, diverged, running, pending)
+    job_ids: list[str]
+    executor: submitit.Executor | None
+    jobs: list  # submitit jobs of this launch
+
+
+def _absolute_paths(cfg: DictConfig, sweep_name: str) -> DictConfig:
+    """Jobs may start in another directory: pin the paths, and name the sweep (W&B group)."""
+    with open_dict(cfg):
+        cfg.runs_root = str(Path(cfg.runs_root).expanduser().absolute())
+        cfg.data_root = str(Path(cfg.data_root).expanduser().absolute())
+        cfg.sweep = sweep_name
+    return cfg
+
+
+def make_executor(launcher: DictConfig, folder: Path) -> submitit.Executor:
+    kind = launcher.name
+    if kind not in LAUNCHERS:
+        raise ValueError(f"launcher.name must be one of {list(LAUNCHERS)}, got {kind!r}")
+    if kind == "debug":
+        executor = submitit.DebugExecutor(folder=folder)
+    elif kind == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=launcher.timeout_min,
+                                   tasks_per_node=launcher.tasks_per_node,
+                                   visible_gpus=tuple(range(launcher.gpus_per_node)))
+    else:
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
+        params = {
+            "time": launcher.timeout_min,
+            "partition": launcher.partition,
+            "nodes": launcher.nodes,
+            "ntasks_per_node": launcher.tasks_per_node,
+            "cpus_per_task": launcher.cpus_per_task,
+            "gpus_per_node": launcher.gpus_per_node or None,
+            "mem": f"{launcher.mem_gb}GB" if launcher.mem_gb else None,
+            "account": launcher.account,
+            "array_parallelism": launcher.array_parallelism,
+            "signal_delay_s": launcher.signal_delay_s,
+            "setup": list(launcher.setup or []),
+            "job_name": launcher.job_name,
+            "additional_parameters": dict(launcher.additional_parameters or {}),
+        }
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return executor
+
+
+def launch(name: str, overrides: list[str], extra: list[str] = (), dry_run: bool = False) -> Launch:
+    runs = compose_sweep(overrides, extra)  # every run validated before anything is submitted
+    runs = [(ov, _absolute_paths(cfg, name)) for ov, cfg in runs]
+    launcher = runs[0][1].launcher
+    if any(cfg.launcher != launcher for _, cfg in runs):
+        raise ValueError("every run of a sweep must use the same launcher settings")
+
+    root = Path(runs[0][1].runs_root)
+    record = manifest.Manifest.load_or_new(root, name)
+    Queue.refresh()
+    todo, skipped = [], {}
+    for _, cfg in runs:
+        key = store.run_key(cfg)
+        state = run_state(store.run_dir(cfg), record.last_job(key))
+        if state.name in (RunState.COMPLETED, RunState.DIVERGED, RunState.RUNNING,
+                          RunState.PENDING):
+            skipped[key] = state.name
+        else:  # new, interrupted (resumes from its checkpoint) or failed (runs again)
+            todo.append((key, cfg))
+    record.set_runs([(ov, store.run_key(cfg), str(store.run_dir(cfg))) for ov, cfg in runs])
+    if dry_run or not todo:
+        record.save()
+        return Launch(name, runs, [], skipped, [], None, [])
+
+    executor = make_executor(launcher, root / "_submitit" / name)
+    payloads = [config_payload(cfg) for _, cfg in todo]
+    jobs = executor.map_array(TrainJob(), payloads)
+    job_ids = [str(j.job_id) for j in jobs]
+    for (key, _), job_id in zip(todo, job_ids):
+        record.mark_submitted(key, job_id, launcher.name, time.time())
+    record.save()
+    if launcher.name == "debug":  # in-process: the jobs run now, one after another
+        for job in jobs:
+            job.exception()  # a failed run is recorded in its run dir; go on with the rest
+    return Launch(name, runs, [k for k, _ in todo], skipped, job_ids, executor, jobs)

@@ -1,0 +1,164 @@
+"""Where each run of a sweep stands, read from its run dir and the scheduler's queue.
+
+    completed / diverged / failed   summary.json says so (written last by the run)
+    running                         a live job holds the run's claim file
+    pending                         its job waits in the SLURM queue
+    interrupted                     stopped without a summary (preempted, killed, lost):
+                                    a re-launch resumes it from its checkpoint
+    new                             never submitted
+A failed run is never shown as completed: only the run itself writes its status.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from tasks import store
+
+
+class RunState:
+    COMPLETED, DIVERGED, FAILED = "completed", "diverged", "failed"
+    RUNNING, PENDING, INTERRUPTED, NEW = "running", "pending", "interrupted", "new"
+    ORDER = (NEW, PENDING, RUNNING, INTERRUPTED, COMPLETED, DIVERGED, FAILED)
+
+
+@dataclass
+class State:
+    name: str
+    detail: str = ""
+
+
+@lru_cache(maxsize=1)
+def _squeue_snapshot(_tick: int) -> dict[str, str]:
+    """job id → SLURM state code for every job in the queue (arrays expanded)."""
+    if shutil.which("squeue") is None:
+        return {}
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %t"], capture_output=True, text=True,
+                         timeout=60)
+    jobs = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            jobs[parts[0]] = parts[1]
+    return jobs
+
+
+class Queue:
+    """One squeue call per status pass, however many runs are asked about."""
+
+    _tick = 0
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls._tick += 1
+
+    @classmethod
+    def slurm_state(cls, job_id: str) -> str | None:
+        return _squeue_snapshot(cls._tick).get(str(job_id))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def job_alive(job_id: str, launcher: str, host: str | None = None) -> bool:
+    if launcher == "slurm":
+        return Queue.slurm_state(job_id) is not None
+    if host is not None and host != socket.gethostname():
+        return True  # a local job on another machine: cannot tell, assume alive
+    try:
+        return _pid_alive(int(str(job_id).removeprefix("local-")))
+    except ValueError:
+        return False
+
+
+def run_state(rdir: Path, last_job: dict | None = None) -> State:
+    from sweeps.job import read_claim
+
+    rdir = Path(rdir)
+    summary = store.read_summary(rdir)
+    if summary is not None:
+        return State(summary["status"], summary.get("error") or summary.get("diverged_reason")
+                     or "")
+    claim = read_claim(rdir)
+    if claim and job_alive(claim["job_id"], claim["launcher"], claim.get("host")):
+        return State(RunState.RUNNING, f"job {claim['job_id']} on {claim.get('host')}")
+    if last_job and last_job["launcher"] == "slurm":
+        code = Queue.slurm_state(last_job["job_id"])
+        if code is not None:
+            name = RunState.RUNNING if code in ("R", "CG") else RunState.PENDING
+            return State(name, f"job {last_job['job_id']} ({code})")
+    if last_job and last_job["launcher"] == "local" and job_alive(last_job["job_id"], "local"):
+        return State(RunState.RUNNING, f"local job {last_job['job_id']}")
+    if (rdir / "ckpt.pt").exists() or claim or last_job:
+        return State(RunState.INTERRUPTED, "no summary and no live job; re-launch resumes it")
+    return State(RunState.NEW)
+
+
+def progress(rdir: Path) -> int | None:
+    """Last logged step, read from the end of metrics.jsonl."""
+    rows = store.MetricsLog(Path(rdir) / "metrics.jsonl").read()
+    return rows[-1]["step"] if rows else None
+
+
+def error_tail(rdir: Path, lines: int = 3) -> str:
+    path = Path(rdir) / "error.txt"
+    if not path.exists():
+        return ""
+    return " | ".join(x.strip() for x in path.read_text().strip().splitlines()[-lines:])
+
+
+@dataclass
+class RunRow:
+    run_key: str
+    overrides: list[str]
+    state: State
+    step: int | None
+    final_loss: float | None
+    error: str
+
+
+def sweep_status(runs_root: Path, name: str) -> list[RunRow]:
+    from sweeps.manifest import Manifest
+
+    record = Manifest.load(runs_root, name)
+    Queue.refresh()
+    rows = []
+    for r in record.runs:
+        rdir = Path(r["run_dir"])
+        state = run_state(rdir, record.last_job(r["run_key"]))
+        summary = store.read_summary(rdir) or {}
+        rows.append(RunRow(r["run_key"], r["overrides"], state, progress(rdir),
+                           (summary.get("final") or {}).get("train_loss"),
+                           error_tail(rdir) if state.name == RunState.FAILED else ""))
+    return rows
+
+
+def counts(rows: list[RunRow]) -> dict[str, int]:
+    return {s: sum(r.state.name == s for r in rows) for s in RunState.ORDER}
+
+
+def format_table(name: str, rows: list[RunRow]) -> str:
+    c = counts(rows)
+    head = f"sweep {name}: {len(rows)} runs — " + ", ".join(f"{k} {v}" for k, v in c.items() if v)
+    lines = [head, "", f"{'run key':<12} {'state':<12} {'step':>7} {'loss':>9}  overrides"]
+    for r in rows:
+        loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
+        step = str(r.step) if r.step is not None else "–"
+        lines.append(f"{r.run_key:<12} {r.state.name:<12} {step:>7} {loss:>9}  "
+                     f"{' '.join(r.overrides)}")
+        if r.error:
+            lines.append(f"{'':<12} error: {r.error}")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Data parallelism: one process per device, joined through torch.distributed.
+
+Inside a submitit job with several tasks, `init_from_submitit` exports the rendezvous variables
+submitit knows (RANK, WORLD_SIZE, MASTER_ADDR, ...) and joins the group; a torchrun launch
+(WORLD_SIZE already set) joins the same way. NCCL on GPUs, gloo on CPU.
+
+Equivalence with one process: the global batch of a step is its `grad_accum` micro-batches;
+rank r computes micro-batches r, r + W, r + 2W, ... and DDP averages the gradients, so every
+step sees the same data and the same mean gradient as a single process would.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_from_submitit() -> None:
+    """Join torch.distributed if this is one task of a multi-task submitit job."""
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+    except RuntimeError:
+        return
+    if env.num_tasks > 1 and not dist.is_initialized():
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        _init()
+
+
+def _init() -> None:
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+
+
+def context() -> Context:
+    """The current process's place; joins the group first if the environment asks for one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        _init()
+    if not dist.is_initialized():
+        return Context()
+    return Context(dist.get_rank(), dist.get_world_size(),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
+    if ctx.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def any_flag(flag: bool, ctx: Context, device) -> bool:
+    """True on every rank if it is true on any (e.g. a preemption signal seen by one task)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
