@@ -11,7 +11,7 @@ from optim.adan import Adan
 from optim.muon import MatrixOptimizer, MuAdam, Muon, SoftMuon
 from optim.routing import infer_roles, is_matrix_optimizer, param_groups, param_roles
 from optim.s3 import S3
-from optim.sign import Lion, Signum, SignSGD
+from optim.sign import Lion, SignSGD, Signum
 from optim.smuon import SMuon
 from optim.softsign import HardSwitchSign, SoftSignum
 from optim.stosign import StochasticSign, StoSignSGD

@@ -184,8 +184,8 @@ def provenance(args) -> dict:
                                 cwd=Path(__file__).parent).stdout.strip()
     except OSError:
         commit = None
-    device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    device = torch.cuda.get_device_name() if args.device == "cuda" else cpu
     return {"command": "python " + " ".join(sys.argv), "commit": commit, "device": device,
             "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat()}
 
@@ -203,7 +203,8 @@ def to_markdown(report) -> str:
     mx = report["matrix"]
     lines += ["", f"## Matrix optimizers, width {mx['width']} ({mx['params'] / 1e6:.1f}M "
               f"matrix parameters), SMuon p re-selected every {mx['select_every']} steps", "",
-              "| optimizer | ms/step | × torch.optim.Muon | × our Muon (auto) |", "|---|---|---|---|"]
+              "| optimizer | ms/step | × torch.optim.Muon | × our Muon (auto) |",
+              "|---|---|---|---|"]
     for name, r in mx["results"].items():
         lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} | "
                      f"{r['vs_muon_auto']:.2f} |")

@@ -90,7 +90,8 @@ class Composer:
         return cfg
 
 
-def compose_sweep(overrides: list[str], extra: list[str] = ()) -> list[tuple[list[str], DictConfig]]:
+def compose_sweep(overrides: list[str],
+                  extra: list[str] = ()) -> list[tuple[list[str], DictConfig]]:
     """All runs of a sweep as (overrides, config), each validated; fails on the first bad run
     with its overrides in the message, before anything is submitted."""
     composer = Composer()

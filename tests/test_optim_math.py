@@ -407,7 +407,7 @@ def test_smuon_special_cases():
     b1, b2, eps = 0.95, 0.999, 1e-8
     m = torch.zeros(10, 16)
     v = torch.zeros(10, 16)
-    for t, g in enumerate(gs, start=1):
+    for g in gs:
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
     n = (m / (1 - b1**5)).lerp(gs[-1], 1 - b1)
