@@ -85,3 +85,19 @@ def barrier(ctx: Context) -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def replica_divergence(model: torch.nn.Module, ctx: Context) -> float:
+    """Max |θ_rank − θ_rank0| over all parameters and ranks (0.0 = identical replicas).
+
+    Data-parallel replicas must apply identical updates (same averaged gradient, same optimizer
+    noise); this checks that they did, at the cost of one broadcast of the parameters.
+    """
+    if not ctx.enabled:
+        return 0.0
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    diff = (flat - reference).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())

@@ -46,7 +46,7 @@ def versions() -> dict:
             "host": platform.node()}
 
 
-def build_summary(cfg, key, rdir, task, trainer, status, error=None) -> dict:
+def build_summary(cfg, key, rdir, task, trainer, status) -> dict:
     state, tracker, target = trainer.state, trainer.tracker, task.target
     metric_curve = [(s, ev[target.metric]) for s, ev in state.evals if target.metric in ev]
     steps_to_target = first_at_target(metric_curve, target.value, target.mode)
@@ -67,7 +67,7 @@ def build_summary(cfg, key, rdir, task, trainer, status, error=None) -> dict:
         "tokens_done": state.step * tokens_per_step,
         "diverged_at": state.diverged_at,
         "diverged_reason": state.diverged_reason or None,
-        "error": error,
+        "error": None,
         "initial": {"train_loss": tracker.initial_loss},
         "final": {"train_loss": tracker.last_loss,
                   **(state.evals[-1][1] if state.evals else {})},
@@ -90,12 +90,44 @@ def build_summary(cfg, key, rdir, task, trainer, status, error=None) -> dict:
     }
 
 
+def _build(cfg: DictConfig, ctx: distributed.Context, rdir: Path):
+    """Task, optimizer, schedule and trainer; restored from the run's checkpoint if any."""
+    device = run_config.resolve_device(cfg.device)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    torch.manual_seed(cfg.seed)
+    task = run_config.build_task(cfg, device)
+    optimizer = run_config.build_optimizer(cfg.optim, task.model)
+    train_model = None
+    if ctx.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            task.model, device_ids=[device.index] if device.type == "cuda" else None)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
+    trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
+                      store.MetricsLog(rdir / "metrics.jsonl"), None, rdir / "ckpt.pt",
+                      run_config.autocast(cfg.precision, device), ctx, train_model)
+    if trainer.ckpt_path.exists():
+        trainer.load_checkpoint()
+        print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+    return task, trainer, device
+
+
+def _record_failure(rdir: Path, summary: dict, error: Exception) -> None:
+    """error.txt with the traceback, then a summary that says failed (written last)."""
+    (rdir / "error.txt").write_text(traceback.format_exc())
+    summary["error"] = f"{type(error).__name__}: {error}"
+    store.write_json(rdir / "summary.json", summary)
+
+
 def _run_follower(trainer: Trainer) -> dict:
     """Ranks other than 0 train in lockstep and write nothing; rank 0 writes the summary."""
     with PreemptionFlag() as preempt:
         state = trainer.train(preempt)
-    return {"status": "diverged" if state.diverged_at is not None else "completed",
-            "rank": trainer.ctx.rank}
+    status = "diverged" if state.diverged_at is not None else "completed"
+    distributed.replica_divergence(trainer.model, trainer.ctx)  # rank 0 records it
+    if status == "completed":
+        trainer.save_checkpoint()  # only joins rank 0's barrier
+    return {"status": status, "rank": trainer.ctx.rank}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -118,24 +150,17 @@ def run(cfg: DictConfig) -> dict:
         (rdir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
         store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    device = run_config.resolve_device(cfg.device)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-    torch.manual_seed(cfg.seed)
-    task = run_config.build_task(cfg, device)
-    optimizer = run_config.build_optimizer(cfg.optim, task.model)
-    train_model = None
-    if ctx.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            task.model, device_ids=[device.index] if device.type == "cuda" else None)
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
-    metrics_log = store.MetricsLog(rdir / "metrics.jsonl")
-    trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
-                      metrics_log, None, rdir / "ckpt.pt",
-                      run_config.autocast(cfg.precision, device), ctx, train_model)
-    if trainer.ckpt_path.exists():
-        trainer.load_checkpoint()
-        print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+    try:
+        task, trainer, device = _build(cfg, ctx, rdir)
+    except Exception as e:  # data missing, model too big, a corrupt checkpoint, ...
+        if ctx.is_main:
+            _record_failure(rdir, {"status": "failed", "run_key": key, "run_dir": str(rdir),
+                                   "task": cfg.task.name, "optim": cfg.optim.name,
+                                   "sweep": cfg.get("sweep"), "steps": cfg.steps,
+                                   "steps_done": 0, "versions": versions(),
+                                   "git_commit": git_commit()}, e)
+        raise
+    metrics_log = trainer.metrics_log
     if not ctx.is_main:
         return _run_follower(trainer)
     metrics_log.truncate_after(trainer.state.step)
@@ -154,16 +179,15 @@ def run(cfg: DictConfig) -> dict:
         trainer.mirror.finish(exit_code=1)
         raise
     except Exception as e:
-        (rdir / "error.txt").write_text(traceback.format_exc())
-        summary = build_summary(cfg, key, rdir, task, trainer, "failed",
-                                error=f"{type(e).__name__}: {e}")
-        store.write_json(rdir / "summary.json", summary)
+        _record_failure(rdir, build_summary(cfg, key, rdir, task, trainer, "failed"), e)
         trainer.mirror.finish(exit_code=1)
         raise
     status = "diverged" if state.diverged_at is not None else "completed"
+    replica_diff = distributed.replica_divergence(task.model, ctx)
     if status == "completed":
         trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
     summary = build_summary(cfg, key, rdir, task, trainer, status)
+    summary["data_parallel"] = {"world_size": ctx.world, "replica_max_abs_diff": replica_diff}
     trainer.mirror.summary({"status": status, "final_train_loss": summary["final"]["train_loss"],
                             **{f"final_{k}": v for k, v in summary["final"].items()
                                if k != "train_loss"},

@@ -1,0 +1,203 @@
+"""Sweeps: composition, fail-fast validation, and real jobs on the local SLURM cluster
+(scripts/slurm_local.sh; CI starts it and sets OPTBENCH_REQUIRE_SLURM=1 so these never skip
+there)."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sweeps.compose import CONF_DIR, Composer, compose_sweep, expand
+from sweeps.launch import launch
+from sweeps.status import RunState, counts, format_table, sweep_status
+from tasks import run, store
+from tasks.config import ConfigError
+from tests.conftest import TINY, compose_cfg
+
+
+def test_expand_is_the_cartesian_product_in_order():
+    runs = expand(["optim=s3,adamw", "optim.lr=1e-3,2e-3", "seed=range(2)", "steps=5"])
+    assert len(runs) == 8
+    assert runs[0] == ["optim=s3", "optim.lr=0.001", "seed=0", "steps=5"]
+    assert runs[-1] == ["optim=adamw", "optim.lr=0.002", "seed=1", "steps=5"]
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["optim=s3", "optim.p=2", "optim.nesterov=false", "steps=77"],
+    ["optim=softsignum", "optim.sign_fraction=0.5", "steps=300", "schedule=wsd"],
+    ["optim=muon", "optim.aux_betas=[0.8,0.9]", "precision=bf16", "logger=wandb",
+     "grad_clip=null"],
+    ["+optim.foreach=true", "launcher=slurm", "launcher.partition=gpu"],
+])
+def test_cached_composition_equals_hydra(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        want = compose(config_name="train", overrides=overrides)
+    got = Composer().compose(overrides)
+    assert OmegaConf.to_container(got, resolve=True) == OmegaConf.to_container(want, resolve=True)
+
+
+def test_bad_run_in_a_sweep_fails_before_anything_is_submitted(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim.lr=-1.*optim\.lr must be > 0"):
+        launch("bad", ["optim.lr=1e-3,-1", f"runs_root={tmp_path}", "launcher=slurm"])
+    with pytest.raises(ConfigError, match=r"cannot override 'optim.lrr'.*Keys there.*'lr'"):
+        launch("bad", ["optim.lrr=1e-3,1e-4", f"runs_root={tmp_path}", "launcher=slurm"])
+    with pytest.raises(ConfigError, match="adamw"):  # Hydra lists the valid choices
+        launch("bad", ["optim=adamx", f"runs_root={tmp_path}", "launcher=slurm"])
+    assert not any(tmp_path.iterdir())  # no manifest, no submitit folder, no run dir
+
+
+def test_distinct_overrides_give_distinct_runs():
+    a = compose_sweep(["optim=s3", "optim.p=2,3"])
+    b = compose_sweep(["optim=softsignum", "optim.sign_fraction=0.5,0.9"])
+    keys = {store.run_key(cfg) for _, cfg in a + b}
+    assert len(keys) == 4
+
+
+def test_200_run_sweep_composes_quickly():
+    t0 = time.perf_counter()
+    lrs = ",".join(str(i * 1e-4) for i in range(1, 21))
+    runs = compose_sweep(["optim=s3,adamw", f"optim.lr={lrs}", "seed=range(5)"])
+    elapsed = time.perf_counter() - t0
+    assert len(runs) == 200
+    print(f"composed and validated 200 runs in {elapsed:.2f}s")
+
+
+# ---------------------------------------------------------------- real SLURM
+
+
+def slurm_up() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0 and any(s.startswith(("idle", "mix", "alloc"))
+                                       for s in out.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if not slurm_up():
+        if os.environ.get("OPTBENCH_REQUIRE_SLURM"):
+            pytest.fail("SLURM is required here but not up (bash scripts/slurm_local.sh)")
+        pytest.skip("no local SLURM: run `bash scripts/slurm_local.sh` (root) to enable")
+
+
+def sweep_args(tmp_path, data_root, *extra):
+    return [*TINY, f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}",
+            "launcher=slurm", "launcher.timeout_min=20", *extra]
+
+
+def wait_done(runs_root, name, timeout=300, release_requeued=False):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = sweep_status(runs_root, name)
+        c = counts(rows)
+        if c[RunState.PENDING] and release_requeued:
+            # a requeued job waits out SLURM's requeue delay (~2 min); let it start now
+            for r in rows:
+                if r.state.name == RunState.PENDING:
+                    job = r.state.detail.split()[1]
+                    subprocess.run(["scontrol", "update", f"jobid={job.split('_')[0]}",
+                                    "StartTime=now"], capture_output=True)
+        if c[RunState.COMPLETED] + c[RunState.DIVERGED] + c[RunState.FAILED] == len(rows):
+            return rows
+        time.sleep(1)
+    raise AssertionError("sweep did not finish in time:\n" + format_table(name, rows))
+
+
+def test_sweep_is_one_array_then_resubmits_nothing(slurm, tmp_path, data_root):
+    args = sweep_args(tmp_path, data_root, "optim.lr=1e-3,3e-3", "seed=0,1", "steps=10",
+                      "eval_every=5")
+    first = launch("four", args)
+    assert len(first.submitted) == 4
+    arrays = {j.split("_")[0] for j in first.job_ids}
+    assert len(arrays) == 1, first.job_ids  # one sbatch, one array
+    rows = wait_done(tmp_path / "runs", "four")
+    assert [r.state.name for r in rows] == [RunState.COMPLETED] * 4
+    for r in rows:
+        assert r.final_loss is not None and r.step == 10
+
+    t0 = time.perf_counter()
+    again = launch("four", args)
+    assert again.submitted == [] and again.job_ids == []
+    assert set(again.skipped.values()) == {RunState.COMPLETED}
+    assert time.perf_counter() - t0 < 5
+
+
+def test_failed_run_shows_as_failed_with_its_error(slurm, tmp_path, data_root):
+    args = sweep_args(tmp_path, data_root, "task.corpus=pystdlib,not_prepared", "steps=5",
+                      "eval_every=5")
+    launch("mixed", args)
+    rows = wait_done(tmp_path / "runs", "mixed")
+    by_state = {r.state.name: r for r in rows}
+    assert set(by_state) == {RunState.COMPLETED, RunState.FAILED}
+    failed = by_state[RunState.FAILED]
+    assert "not_prepared" in failed.error and "scripts/prepare_data.py" in failed.error
+    table = format_table("mixed", rows)
+    assert "failed" in table and "error:" in table
+    # launching again re-runs the failed run only
+    again = launch("mixed", args)
+    assert len(again.submitted) == 1 and list(again.skipped.values()) == [RunState.COMPLETED]
+    wait_done(tmp_path / "runs", "mixed")
+
+
+def test_signalled_job_checkpoints_requeues_and_finishes_like_an_uninterrupted_run(
+        slurm, tmp_path, data_root):
+    steps = ["steps=300", "log_every=1", "eval_every=100", "checkpoint_every=0",
+             "task.model.n_embd=64", "task.batch_size=8"]
+    result = launch("requeue", sweep_args(tmp_path, data_root, *steps))
+    [job] = result.job_ids
+    rdir = store.run_dir(result.runs[0][1])
+    deadline = time.time() + 120
+    while len(store.MetricsLog(rdir / "metrics.jsonl").read()) < 30:
+        assert time.time() < deadline, "the job did not start training"
+        time.sleep(0.2)
+    # what SLURM sends before the time limit (submitit asks for USR2 there)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    rows = wait_done(tmp_path / "runs", "requeue", release_requeued=True)
+    assert rows[0].state.name == RunState.COMPLETED
+    logs = "".join(p.read_text() for p in (tmp_path / "runs" / "_submitit").rglob("*log.out"))
+    assert "resuming" in logs  # it really was interrupted and resumed
+
+    reference = run(compose_cfg([*TINY, *steps], runs_root=tmp_path / "reference",
+                                data_root=data_root))
+    resumed = [r["loss"] for r in store.MetricsLog(rdir / "metrics.jsonl").read()]
+    uninterrupted = [r["loss"] for r in store.MetricsLog(
+        store.run_dir(compose_cfg([*TINY, *steps], runs_root=tmp_path / "reference",
+                                  data_root=data_root)) / "metrics.jsonl").read()]
+    assert resumed == uninterrupted
+    assert store.read_summary(rdir)["final"] == reference["final"]
+
+
+@pytest.mark.parametrize("optim_args", [["optim=adamw"], ["optim=stosignsgd"]])
+def test_two_task_ddp_job_matches_one_process(slurm, tmp_path, data_root, optim_args):
+    common = [*optim_args, "steps=12", "eval_every=6", "grad_accum=2", "log_every=3"]
+    result = launch("ddp", sweep_args(tmp_path, data_root, *common, "launcher.tasks_per_node=2"))
+    [row] = wait_done(tmp_path / "runs", "ddp")
+    assert row.state.name == RunState.COMPLETED, format_table("ddp", [row])
+    ddp = store.read_summary(store.run_dir(result.runs[0][1]))
+    assert ddp["data_parallel"] == {"world_size": 2, "replica_max_abs_diff": 0.0}
+
+    single_cfg = compose_cfg([*TINY, *common], runs_root=tmp_path / "single",
+                             data_root=data_root)
+    single = run(single_cfg)
+    assert single["data_parallel"]["world_size"] == 1
+    ddp_dir, single_dir = store.run_dir(result.runs[0][1]), store.run_dir(single_cfg)
+    ddp_rows = store.MetricsLog(ddp_dir / "metrics.jsonl").read()
+    single_rows = store.MetricsLog(single_dir / "metrics.jsonl").read()
+    for a, b in zip(ddp_rows, single_rows, strict=True):
+        assert a["step"] == b["step"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    if optim_args == ["optim=adamw"]:
+        # the same averaged gradient up to summation order: the same weights
+        ckpt_a = torch.load(ddp_dir / "ckpt.pt", weights_only=False)["model"]
+        ckpt_b = torch.load(single_dir / "ckpt.pt", weights_only=False)["model"]
+        for name, value in ckpt_a.items():
+            torch.testing.assert_close(value, ckpt_b[name], rtol=1e-4, atol=1e-5)
+    # (sign methods may flip a coordinate whose momentum is ~1e-9 from zero under a different
+    # summation order, so for StoSignSGD the check is identical replicas and matching losses)
