@@ -87,8 +87,8 @@ def main() -> int:
         print(f"sweep {args.name}: submitted {len(result.submitted)} of {len(result.runs)} runs "
               f"as job array {array} in {elapsed:.2f}s (skipped: {what})")
         print(f"watch it: python scripts/sweep.py status {args.name}"
-              + (f"   or   squeue -j {array}" if result.runs[0][1].launcher.name == "slurm"
-                 else ""))
+              + (f"   or   squeue -j {array}"
+                 if result.runs[0][1]["launcher"]["name"] == "slurm" else ""))
     else:
         verb = "would submit nothing" if not args.dry_run else "checked"
         print(f"sweep {args.name}: {len(result.runs)} runs {verb} "

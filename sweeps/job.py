@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -74,6 +73,3 @@ class TrainJob(submitit.helpers.Checkpointable):
         # The training loop has already written ckpt.pt; requeue the same call, which resumes.
         return submitit.helpers.DelayedSubmission(TrainJob(), cfg)
 
-
-def config_payload(cfg) -> dict:
-    return json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))

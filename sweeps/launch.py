@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from sweeps import manifest
-from sweeps.compose import compose_sweep
-from sweeps.job import TrainJob, config_payload
+from sweeps.compose import check_run, compose_sweep
+from sweeps.job import TrainJob
 from sweeps.status import Queue, RunState, run_state
 from tasks import store
 
@@ -28,7 +28,7 @@ LAUNCHERS = ("slurm", "local", "debug")
 @dataclass
 class Launch:
     name: str
-    runs: list[tuple[list[str], DictConfig]]  # every run of the sweep
+    runs: list[tuple[list[str], dict]]  # every run of the sweep: overrides, resolved config
     submitted: list[str]  # run keys sent out by this launch
     skipped: dict[str, str]  # run key → why not (completed, diverged, running, pending)
     job_ids: list[str]
@@ -36,12 +36,11 @@ class Launch:
     jobs: list  # submitit jobs of this launch
 
 
-def _absolute_paths(cfg: DictConfig, sweep_name: str) -> DictConfig:
+def _absolute_paths(cfg: dict, sweep_name: str) -> dict:
     """Jobs may start in another directory: pin the paths, and name the sweep (W&B group)."""
-    with open_dict(cfg):
-        cfg.runs_root = str(Path(cfg.runs_root).expanduser().absolute())
-        cfg.data_root = str(Path(cfg.data_root).expanduser().absolute())
-        cfg.sweep = sweep_name
+    cfg["runs_root"] = str(Path(cfg["runs_root"]).expanduser().absolute())
+    cfg["data_root"] = str(Path(cfg["data_root"]).expanduser().absolute())
+    cfg["sweep"] = sweep_name
     return cfg
 
 
@@ -78,32 +77,39 @@ def make_executor(launcher: DictConfig, folder: Path) -> submitit.Executor:
 
 
 def launch(name: str, overrides: list[str], extra: list[str] = (), dry_run: bool = False) -> Launch:
-    runs = compose_sweep(overrides, extra)  # every run validated before anything is submitted
+    # Compose every run first; validate those that will be submitted (finished and live runs
+    # were validated when they went out), all before anything is submitted.
+    runs = compose_sweep(overrides, extra, validate_runs=False)
     runs = [(ov, _absolute_paths(cfg, name)) for ov, cfg in runs]
-    launcher = runs[0][1].launcher
-    if any(cfg.launcher != launcher for _, cfg in runs):
+    launcher = runs[0][1]["launcher"]
+    if any(cfg["launcher"] != launcher for _, cfg in runs):
         raise ValueError("every run of a sweep must use the same launcher settings")
+    launcher = OmegaConf.create(launcher)
 
-    root = Path(runs[0][1].runs_root)
+    root = Path(runs[0][1]["runs_root"])
     record = manifest.Manifest.load_or_new(root, name)
     Queue.refresh()
-    todo, skipped = [], {}
-    for _, cfg in runs:
+    todo, skipped, listing = [], {}, []
+    for overrides_i, cfg in runs:
         key = store.run_key(cfg)
-        state = run_state(store.run_dir(cfg), record.last_job(key))
+        rdir = store.run_dir(cfg, key)
+        listing.append((overrides_i, key, str(rdir)))
+        state = run_state(rdir, record.last_job(key))
         if state.name in (RunState.COMPLETED, RunState.DIVERGED, RunState.RUNNING,
                           RunState.PENDING):
             skipped[key] = state.name
         else:  # new, interrupted (resumes from its checkpoint) or failed (runs again)
-            todo.append((key, cfg))
-    record.set_runs([(ov, store.run_key(cfg), str(store.run_dir(cfg))) for ov, cfg in runs])
+            todo.append((key, cfg, overrides_i))
+    for _, cfg, overrides_i in todo:
+        check_run(overrides_i, cfg)
+    todo = [(key, cfg) for key, cfg, _ in todo]
+    record.set_runs(listing)
     if dry_run or not todo:
         record.save()
         return Launch(name, runs, [], skipped, [], None, [])
 
     executor = make_executor(launcher, root / "_submitit" / name)
-    payloads = [config_payload(cfg) for _, cfg in todo]
-    jobs = executor.map_array(TrainJob(), payloads)
+    jobs = executor.map_array(TrainJob(), [cfg for _, cfg in todo])
     job_ids = [str(j.job_id) for j in jobs]
     for (key, _), job_id in zip(todo, job_ids):
         record.mark_submitted(key, job_id, launcher.name, time.time())

@@ -6,6 +6,7 @@ Every error names the config key at fault and, where the set is closed, the allo
 from __future__ import annotations
 
 import contextlib
+import json
 
 import torch
 from hydra.utils import instantiate
@@ -29,22 +30,22 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
-    value = OmegaConf.select(cfg, key)
+def _positive_int(cfg: dict, key: str, minimum: int = 1) -> None:
+    value = cfg.get(key)
     _require(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
         f"{key} must be an integer >= {minimum}, got {value!r}",
     )
 
 
-def optimizer_kwargs(optim_cfg: DictConfig) -> DictConfig:
+def optimizer_kwargs(optim_cfg: DictConfig | dict) -> dict:
     """The optimizer's constructor config: everything but our own `name` label."""
-    return OmegaConf.create(
-        {k: v for k, v in OmegaConf.to_container(optim_cfg, resolve=True).items() if k != "name"}
-    )
+    if isinstance(optim_cfg, DictConfig):
+        optim_cfg = OmegaConf.to_container(optim_cfg, resolve=True)
+    return {k: v for k, v in optim_cfg.items() if k != "name"}
 
 
-def validate_optim(optim_cfg: DictConfig) -> None:
+def validate_optim(optim_cfg: dict) -> None:
     _require("name" in optim_cfg and "_target_" in optim_cfg,
              "optim must have `name` and `_target_` (see conf/optim/*.yaml)")
     lr = optim_cfg.get("lr")
@@ -61,36 +62,47 @@ def validate_optim(optim_cfg: DictConfig) -> None:
             _require(0.0 <= value < 1.0, f"optim.{key} must be in [0, 1), got {value!r}")
     # The constructor's own checks, run on throw-away parameters so that every
     # hyperparameter error surfaces here, before any data is read or job submitted.
+    kwargs = optimizer_kwargs(optim_cfg)
+    signature = json.dumps(kwargs, sort_keys=True, default=str)
+    if signature in _CONSTRUCTED:  # a sweep validates many runs with the same optimizer
+        return
     dummy = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     try:
-        factory = instantiate(optimizer_kwargs(optim_cfg))
+        factory = instantiate(kwargs)
         factory(optim.param_groups(dummy, optim.is_matrix_optimizer(factory)))
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"optim ({optim_cfg.name}): {e}") from e
+        raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
+    _CONSTRUCTED.add(signature)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first key that cannot run."""
+_CONSTRUCTED: set[str] = set()  # optimizer configs whose constructor already accepted them
+
+
+def validate(cfg: DictConfig | dict) -> None:
+    """Raise ConfigError on the first key that cannot run (a composed or resolved config)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     for key in ("steps", "grad_accum", "eval_every", "log_every"):
         _positive_int(cfg, key)
     _positive_int(cfg, "checkpoint_every", minimum=0)
-    _require(cfg.grad_clip is None or cfg.grad_clip > 0,
-             f"grad_clip must be null or > 0, got {cfg.grad_clip!r}")
-    _require(cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
-             f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    clip, device = cfg["grad_clip"], cfg["device"]
+    _require(clip is None or clip > 0, f"grad_clip must be null or > 0, got {clip!r}")
+    _require(device == "auto" or device.split(":")[0] in ("cpu", "cuda", "mps"),
+             f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     try:
-        validate_schedule(cfg.schedule, cfg.steps)
-        SpikeConfig(**cfg.metrics)
+        validate_schedule(cfg["schedule"], cfg["steps"])
+        SpikeConfig(**cfg["metrics"])
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
-    _require(cfg.precision.name in PRECISIONS,
-             f"precision.name must be one of {list(PRECISIONS)}, got {cfg.precision.name!r}")
-    _require(cfg.logger.name in LOGGERS,
-             f"logger.name must be one of {list(LOGGERS)}, got {cfg.logger.name!r}")
-    if cfg.logger.name == "wandb":
-        _require(cfg.logger.mode in WANDB_MODES,
-                 f"logger.mode must be one of {list(WANDB_MODES)}, got {cfg.logger.mode!r}")
-    validate_optim(cfg.optim)
+    precision, logger = cfg["precision"]["name"], cfg["logger"]
+    _require(precision in PRECISIONS,
+             f"precision.name must be one of {list(PRECISIONS)}, got {precision!r}")
+    _require(logger["name"] in LOGGERS,
+             f"logger.name must be one of {list(LOGGERS)}, got {logger['name']!r}")
+    if logger["name"] == "wandb":
+        _require(logger.get("mode") in WANDB_MODES,
+                 f"logger.mode must be one of {list(WANDB_MODES)}, got {logger.get('mode')!r}")
+    validate_optim(cfg["optim"])
 
 
 # ---------------------------------------------------------------- building a run's parts

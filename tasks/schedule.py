@@ -49,13 +49,13 @@ def lr_multiplier(
 def warmup_steps(cfg, total_steps: int) -> int:
     """`warmup_steps` when set, else `warmup_fraction` of the run (so short runs still work)."""
     if cfg.get("warmup_steps") is not None:
-        return int(cfg.warmup_steps)
+        return int(cfg["warmup_steps"])
     return int(round(float(cfg.get("warmup_fraction", 0.0)) * total_steps))
 
 
 def validate_schedule(cfg, total_steps: int) -> None:
-    if cfg.name not in SCHEDULES:
-        raise ValueError(f"schedule.name must be one of {list(SCHEDULES)}, got {cfg.name!r}")
+    if cfg["name"] not in SCHEDULES:
+        raise ValueError(f"schedule.name must be one of {list(SCHEDULES)}, got {cfg['name']!r}")
     if not 0.0 <= cfg.get("warmup_fraction", 0.0) < 1.0:
         raise ValueError(
             f"schedule.warmup_fraction must be in [0, 1), got {cfg.get('warmup_fraction')}"
@@ -65,8 +65,8 @@ def validate_schedule(cfg, total_steps: int) -> None:
         raise ValueError(
             f"schedule.warmup_steps must be in [0, steps={total_steps}), got {warmup}"
         )
-    if not 0.0 <= cfg.min_lr_ratio <= 1.0:
-        raise ValueError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    if not 0.0 <= cfg["min_lr_ratio"] <= 1.0:
+        raise ValueError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg['min_lr_ratio']}")
     if not 0.0 < cfg.get("decay_fraction", 0.2) <= 1.0:
         raise ValueError(
             f"schedule.decay_fraction must be in (0, 1], got {cfg.get('decay_fraction')}"

@@ -49,9 +49,9 @@ def run_key(cfg: DictConfig | dict, length: int = 10) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:length]
 
 
-def run_dir(cfg: DictConfig) -> Path:
-    root = Path(cfg.runs_root).expanduser().absolute()
-    return root / str(cfg.task.name) / str(cfg.optim.name) / run_key(cfg)
+def run_dir(cfg: DictConfig | dict, key: str | None = None) -> Path:
+    root = Path(cfg["runs_root"]).expanduser().absolute()
+    return root / str(cfg["task"]["name"]) / str(cfg["optim"]["name"]) / (key or run_key(cfg))
 
 
 # ---------------------------------------------------------------- atomic writes

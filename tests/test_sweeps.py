@@ -38,8 +38,12 @@ def test_expand_is_the_cartesian_product_in_order():
 def test_cached_composition_equals_hydra(overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         want = compose(config_name="train", overrides=overrides)
-    got = Composer().compose(overrides)
-    assert OmegaConf.to_container(got, resolve=True) == OmegaConf.to_container(want, resolve=True)
+    want = OmegaConf.to_container(want, resolve=True)
+    composer = Composer()
+    assert OmegaConf.to_container(composer.compose(overrides), resolve=True) == want
+    assert composer.resolve(overrides) == want
+    composer.resolve([*overrides, "steps=3", "optim.lr=0.5"])  # a different run in between
+    assert composer.resolve(overrides) == want  # leaves the cached base as it was
 
 
 def test_bad_run_in_a_sweep_fails_before_anything_is_submitted(tmp_path):
