@@ -23,7 +23,7 @@ from tqdm import tqdm  # noqa: E402
 from sweeps.compose import Composer  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
 from sweeps.status import RunState, counts, format_table, sweep_status  # noqa: E402
-from tasks.config import ConfigError  # noqa: E402
+from tasks.errors import ConfigError  # noqa: E402
 
 DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 
@@ -82,6 +82,10 @@ def main() -> int:
         skipped[state] = skipped.get(state, 0) + 1
     elapsed = time.perf_counter() - t0
     what = ", ".join(f"{v} {k}" for k, v in skipped.items()) or "none"
+    if args.dry_run:
+        print(f"sweep {args.name}: {len(result.runs)} runs valid; would submit "
+              f"{len(result.submitted)} (skipping: {what}) — checked in {elapsed:.2f}s")
+        return 0
     if result.submitted:
         array = result.job_ids[0].split("_")[0]
         print(f"sweep {args.name}: submitted {len(result.submitted)} of {len(result.runs)} runs "
@@ -90,9 +94,8 @@ def main() -> int:
               + (f"   or   squeue -j {array}"
                  if result.runs[0][1]["launcher"]["name"] == "slurm" else ""))
     else:
-        verb = "would submit nothing" if not args.dry_run else "checked"
-        print(f"sweep {args.name}: {len(result.runs)} runs {verb} "
-              f"(skipped: {what}) in {elapsed:.2f}s")
+        print(f"sweep {args.name}: nothing to submit, all {len(result.runs)} runs skipped "
+              f"({what}); checked in {elapsed:.2f}s")
     if args.wait and (result.submitted or skipped.get(RunState.RUNNING)
                       or skipped.get(RunState.PENDING)):
         return wait(runs_root, args.name, args.poll)

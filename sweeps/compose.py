@@ -23,7 +23,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf
 
 from tasks import store
-from tasks.config import ConfigError, validate
+from tasks.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -145,6 +145,8 @@ def _apply(data: dict, o: Override) -> None:
 
 def check_run(run_overrides: list[str], cfg: dict) -> None:
     """Validate one run's resolved config; the error names the run."""
+    from tasks.config import validate  # imports torch: only when there is something to check
+
     try:
         validate(cfg)
     except Exception as e:

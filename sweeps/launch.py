@@ -104,7 +104,9 @@ def launch(name: str, overrides: list[str], extra: list[str] = (), dry_run: bool
         check_run(overrides_i, cfg)
     todo = [(key, cfg) for key, cfg, _ in todo]
     record.set_runs(listing)
-    if dry_run or not todo:
+    if dry_run:  # checked, nothing written
+        return Launch(name, runs, [k for k, _ in todo], skipped, [], None, [])
+    if not todo:
         record.save()
         return Launch(name, runs, [], skipped, [], None, [])
 

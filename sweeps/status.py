@@ -153,12 +153,16 @@ def counts(rows: list[RunRow]) -> dict[str, int]:
 def format_table(name: str, rows: list[RunRow]) -> str:
     c = counts(rows)
     head = f"sweep {name}: {len(rows)} runs — " + ", ".join(f"{k} {v}" for k, v in c.items() if v)
-    lines = [head, "", f"{'run key':<12} {'state':<12} {'step':>7} {'loss':>9}  overrides"]
+    shared = set.intersection(*(set(r.overrides) for r in rows)) if len(rows) > 1 else set()
+    lines = [head]
+    if shared:
+        lines.append("shared: " + " ".join(o for o in rows[0].overrides if o in shared))
+    lines += ["", f"{'run key':<12} {'state':<12} {'step':>7} {'loss':>9}  overrides"]
     for r in rows:
         loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
         step = str(r.step) if r.step is not None else "–"
-        lines.append(f"{r.run_key:<12} {r.state.name:<12} {step:>7} {loss:>9}  "
-                     f"{' '.join(r.overrides)}")
+        own = " ".join(o for o in r.overrides if o not in shared)
+        lines.append(f"{r.run_key:<12} {r.state.name:<12} {step:>7} {loss:>9}  {own}")
         if r.error:
             lines.append(f"{'':<12} error: {r.error}")
     return "\n".join(lines)

@@ -13,16 +13,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import optim
+from tasks.errors import ConfigError
 from tasks.metrics import SpikeConfig
 from tasks.schedule import validate_schedule
 
 PRECISIONS = ("fp32", "bf16")
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
-
-
-class ConfigError(ValueError):
-    """A run config that cannot run; the message names the key."""
 
 
 def _require(ok: bool, message: str) -> None:

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 # Top-level keys that never change the numbers a run computes.
@@ -82,6 +81,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    import torch  # here, not at the top: reading the store must not need torch
+
     _atomic_replace(Path(path), lambda f: torch.save(obj, f))
 
 

@@ -2,9 +2,11 @@
 (scripts/slurm_local.sh; CI starts it and sets OPTBENCH_REQUIRE_SLURM=1 so these never skip
 there)."""
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +19,7 @@ from sweeps.launch import launch
 from sweeps.status import RunState, counts, format_table, sweep_status
 from tasks import run, store
 from tasks.config import ConfigError
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import ROOT, TINY, compose_cfg
 
 
 def test_expand_is_the_cartesian_product_in_order():
@@ -205,3 +207,19 @@ def test_two_task_ddp_job_matches_one_process(slurm, tmp_path, data_root, optim_
             torch.testing.assert_close(value, ckpt_b[name], rtol=1e-4, atol=1e-5)
     # (sign methods may flip a coordinate whose momentum is ~1e-9 from zero under a different
     # summation order, so for StoSignSGD the check is identical replicas and matching losses)
+
+
+def test_hydra_multirun_with_the_submitit_launcher_resumes(slurm, tmp_path, data_root):
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m",
+           "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10", *TINY,
+           "optim.lr=1e-3,2e-3", "steps=5", "eval_every=5", f"runs_root={tmp_path}",
+           f"data_root={data_root}"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summaries = sorted(tmp_path.glob("*/*/*/summary.json"))
+    assert len(summaries) == 2
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps  # finished runs not re-run
