@@ -1,0 +1,67 @@
+"""Prepare corpora once, before training (training jobs never download).
+
+    python scripts/prepare_data.py pystdlib [--max-bytes N] [--val-fraction F]
+    python scripts/prepare_data.py text --input FILE --name NAME [--val-fraction F]
+
+Both write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and `meta.json`,
+the format every nanoGPT corpus uses; train with `task.corpus=<name>`.
+`data_root` is `$OPTBENCH_DATA` or `data/`, or `--data-root`.
+"""
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tasks import store  # noqa: E402
+from tasks.nanogpt import data  # noqa: E402
+
+
+def prepare_text(path: Path, out_dir: Path, val_fraction: float) -> dict:
+    raw = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    if len(raw) < 1000:
+        raise SystemExit(f"error: {path} has {len(raw)} bytes; a corpus needs at least 1000")
+    n_val = max(int(len(raw) * val_fraction), 1)
+    data.write_token_split(out_dir / "train.bin", raw[:-n_val])
+    data.write_token_split(out_dir / "val.bin", raw[-n_val:])
+    meta = {"corpus": out_dir.name, "tokenizer": "bytes", "vocab_size": data.BYTE_VOCAB,
+            "train_tokens": int(len(raw) - n_val), "val_tokens": n_val,
+            "source": str(Path(path).absolute()),
+            "sha1": hashlib.sha1(raw.tobytes()).hexdigest()}
+    store.write_json(out_dir / "meta.json", meta)
+    return meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus", choices=["pystdlib", "text"])
+    parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
+    parser.add_argument("--val-fraction", type=float, default=0.05)
+    parser.add_argument("--max-bytes", type=int, default=4_000_000, help="pystdlib only")
+    parser.add_argument("--input", type=Path, help="text: the file to read")
+    parser.add_argument("--name", help="text: the corpus name (task.corpus=NAME)")
+    args = parser.parse_args()
+    if not 0 < args.val_fraction < 1:
+        parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    root = Path(args.data_root).expanduser().absolute()
+    if args.corpus == "pystdlib":
+        _, meta = data.load_corpus(root, "pystdlib", max_bytes=args.max_bytes,
+                                   val_fraction=args.val_fraction)
+    else:
+        if args.input is None or not args.name:
+            parser.error("text needs --input FILE and --name NAME")
+        if not args.input.is_file():
+            parser.error(f"--input {args.input} is not a file")
+        meta = prepare_text(args.input, root / args.name, args.val_fraction)
+    print(f"prepared {meta['corpus']}: {meta['train_tokens']:,} train / "
+          f"{meta['val_tokens']:,} val tokens under {root}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Many runs: sweep expansion, submitit launching (SLURM / local / debug), status."""
