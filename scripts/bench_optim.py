@@ -208,6 +208,11 @@ def to_markdown(report) -> str:
     for name, r in mx["results"].items():
         lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} | "
                      f"{r['vs_muon_auto']:.2f} |")
+    lines += ["", "Notes: the memory bound counts the bytes each update must move at the "
+              f"bandwidth of a large tensor add ({report['bandwidth_GBps']:.1f} GB/s, 12 bytes "
+              "an element; caches and write-allocate let fused AdamW come in under it). "
+              "`muon_bf16` runs the same bf16 Newton–Schulz as torch.optim.Muon; `muon_auto` "
+              "picks fp32 on CPU. Timings are medians of the reps, from one process."]
     return "\n".join(lines) + "\n"
 
 
