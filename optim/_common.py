@@ -175,3 +175,34 @@ def muon_scale(shape) -> float:
     rows = shape[0]
     cols = math.prod(shape[1:])
     return math.sqrt(max(1.0, rows / cols))
+
+
+class ElementwiseOptimizer(torch.optim.Optimizer):
+    """The step every elementwise optimizer here shares:
+
+        d = self._direction(group, batch)        (updates the state, returns the step direction)
+        θ ← θ·(1 − lr·λ) − lr·d
+
+    Subclasses name their state buffers and write `_direction` as the paper's equations.
+    """
+
+    buffers: tuple[str, ...] = ()
+
+    def _buffers(self, group: dict) -> tuple[str, ...]:
+        return self.buffers
+
+    def _direction(self, group: dict, b: Batch) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            b = Batch(self, group, buffers=self._buffers(group))
+            if not len(b):
+                continue
+            direction = self._direction(group, b)
+            b.decay(group["lr"], group["weight_decay"])
+            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
+            b.commit()
+        return loss

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.optim import Optimizer
 
-from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
 
 
-class Adan(Optimizer):
+class Adan(ElementwiseOptimizer):
+    buffers = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.98, 0.92, 0.99), eps: float = 1e-8,
                  weight_decay: float = 0.02):
         check_lr_wd(lr, weight_decay)
@@ -29,42 +30,34 @@ class Adan(Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            b = Batch(self, group, buffers=("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"))
-            if not len(b):
-                continue
-            beta1, beta2, beta3 = group["betas"]
-            m, v, n = (b.buffers[k] for k in ("exp_avg", "exp_avg_diff", "exp_avg_sq"))
-            prev = b.buffers["prev_grad"]
-            for st, g, pg in zip(b.states, b.grads, prev):
-                if st["step"] == 1:  # no previous gradient: the difference starts at 0
-                    pg.copy_(g)
-            diff = prev  # g_k − g_{k−1}, computed in place of the previous gradient
-            torch._foreach_sub_(diff, b.grads)
-            torch._foreach_neg_(diff)
-            torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
-            torch._foreach_lerp_(v, diff, 1.0 - beta2)
-            corrected = b.copy_into(0, b.grads)
-            torch._foreach_add_(corrected, diff, alpha=beta2)
-            torch._foreach_mul_(corrected, corrected)
-            torch._foreach_lerp_(n, corrected, 1.0 - beta3)
-            torch._foreach_copy_(prev, b.grads)
-            steps = [st["step"] for st in b.states]  # per tensor: a tensor may skip steps
-            bc1, bc2, bc3 = ([1.0 - beta**k for k in steps] for beta in (beta1, beta2, beta3))
-            update = b.copy_into(0, m)
-            torch._foreach_div_(update, bc1)
-            if len(set(bc2)) == 1:  # the usual case: every tensor at the same step
-                torch._foreach_add_(update, v, alpha=beta2 / bc2[0])
-            else:
-                torch._foreach_add_(update, torch._foreach_div(v, bc2), alpha=beta2)
-            denom = b.copy_into(1, n)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_div_(denom, [math.sqrt(x) for x in bc3])
-            torch._foreach_add_(denom, group["eps"])
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_addcdiv_(b.params, update, denom, value=-group["lr"])
-            b.commit()
-        return loss
+    def _direction(self, group, b: Batch):
+        beta1, beta2, beta3 = group["betas"]
+        m, v, n = (b.buffers[k] for k in ("exp_avg", "exp_avg_diff", "exp_avg_sq"))
+        prev = b.buffers["prev_grad"]
+        for st, g, pg in zip(b.states, b.grads, prev):
+            if st["step"] == 1:  # no previous gradient: the difference starts at 0
+                pg.copy_(g)
+        diff = prev  # g_k − g_{k−1}, computed in place of the previous gradient
+        torch._foreach_sub_(diff, b.grads)
+        torch._foreach_neg_(diff)
+        torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
+        torch._foreach_lerp_(v, diff, 1.0 - beta2)
+        corrected = b.copy_into(0, b.grads)
+        torch._foreach_add_(corrected, diff, alpha=beta2)
+        torch._foreach_mul_(corrected, corrected)
+        torch._foreach_lerp_(n, corrected, 1.0 - beta3)
+        torch._foreach_copy_(prev, b.grads)
+        steps = [st["step"] for st in b.states]  # per tensor: a tensor may skip steps
+        bc1, bc2, bc3 = ([1.0 - beta**k for k in steps] for beta in (beta1, beta2, beta3))
+        update = b.copy_into(0, m)
+        torch._foreach_div_(update, bc1)
+        if len(set(bc2)) == 1:  # the usual case: every tensor at the same step
+            torch._foreach_add_(update, v, alpha=beta2 / bc2[0])
+        else:
+            torch._foreach_add_(update, torch._foreach_div(v, bc2), alpha=beta2)
+        denom = b.copy_into(1, n)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_div_(denom, [math.sqrt(x) for x in bc3])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_div_(update, denom)
+        return update

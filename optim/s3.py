@@ -14,9 +14,8 @@ All math is fp32, also for bf16 parameters.
 from __future__ import annotations
 
 import torch
-from torch.optim import Optimizer
 
-from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
 
 
 def _abs_pow_(xs, p: float) -> None:
@@ -35,7 +34,9 @@ def _root_(xs, p: float) -> None:
         torch._foreach_pow_(xs, 1.0 / p)
 
 
-class S3(Optimizer):
+class S3(ElementwiseOptimizer):
+    buffers = ("exp_avg", "exp_avg_p")
+
     def __init__(self, params, lr: float = 1e-3, beta: float = 0.95, p: float = 3.0,
                  nesterov: bool = True, eps: float = 1e-8, weight_decay: float = 0.0,
                  beta2: float | None = None):
@@ -48,31 +49,23 @@ class S3(Optimizer):
         super().__init__(params, {"lr": lr, "beta": beta, "p": float(p), "nesterov": nesterov,
                                   "eps": eps, "weight_decay": weight_decay, "beta2": beta2})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            b = Batch(self, group, buffers=("exp_avg", "exp_avg_p"))
-            if not len(b):
-                continue
-            beta, p = group["beta"], group["p"]
-            beta2 = beta if group["beta2"] is None else group["beta2"]
-            m, r = b.buffers["exp_avg"], b.buffers["exp_avg_p"]
-            g_p = b.copy_into(0, b.grads)
-            _abs_pow_(g_p, p)
-            torch._foreach_lerp_(m, b.grads, 1.0 - beta)
-            torch._foreach_lerp_(r, g_p, 1.0 - beta2)
-            if group["nesterov"]:
-                numer = b.copy_into(1, m)
-                torch._foreach_lerp_(numer, b.grads, 1.0 - beta)
-                denom = g_p  # β2·r + (1−β2)·|g|^p, computed in place of |g|^p
-                torch._foreach_lerp_(denom, r, beta2)
-            else:
-                numer = m
-                denom = b.copy_into(1, r)
-            _root_(denom, p)
-            torch._foreach_add_(denom, group["eps"])
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_addcdiv_(b.params, numer, denom, value=-group["lr"])
-            b.commit()
-        return loss
+    def _direction(self, group, b: Batch):
+        beta, p = group["beta"], group["p"]
+        beta2 = beta if group["beta2"] is None else group["beta2"]
+        m, r = b.buffers["exp_avg"], b.buffers["exp_avg_p"]
+        g_p = b.copy_into(0, b.grads)
+        _abs_pow_(g_p, p)
+        torch._foreach_lerp_(m, b.grads, 1.0 - beta)
+        torch._foreach_lerp_(r, g_p, 1.0 - beta2)
+        if group["nesterov"]:
+            numer = b.copy_into(1, m)
+            torch._foreach_lerp_(numer, b.grads, 1.0 - beta)
+            denom = g_p  # β2·r + (1−β2)·|g|^p, computed in place of |g|^p
+            torch._foreach_lerp_(denom, r, beta2)
+        else:
+            numer = b.copy_into(1, m)
+            denom = b.copy_into(0, r)
+        _root_(denom, p)
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_div_(numer, denom)
+        return numer

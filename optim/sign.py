@@ -3,60 +3,45 @@
 from __future__ import annotations
 
 import torch
-from torch.optim import Optimizer
 
-from optim._common import Batch, check_beta, check_lr_wd, closure_loss
+from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd
 
 
-class SignSGD(Optimizer):
+class SignSGD(ElementwiseOptimizer):
     """θ ← θ·(1 − lr·λ) − lr·sign(g)."""
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0):
         check_lr_wd(lr, weight_decay)
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            b = Batch(self, group)
-            if not len(b):
-                continue
-            b.decay(group["lr"], group["weight_decay"])
-            direction = b.copy_into(0, b.grads)
-            torch._foreach_sign_(direction)
-            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
-            b.commit()
-        return loss
+    def _direction(self, group, b: Batch):
+        direction = b.copy_into(0, b.grads)
+        torch._foreach_sign_(direction)
+        return direction
 
 
-class Signum(Optimizer):
+class Signum(ElementwiseOptimizer):
     """m ← β·m + (1−β)·g;  θ ← θ·(1 − lr·λ) − lr·sign(m).  β = 0 is SignSGD."""
+
+    buffers = ("exp_avg",)
 
     def __init__(self, params, lr: float = 1e-3, beta: float = 0.9, weight_decay: float = 0.0):
         check_lr_wd(lr, weight_decay)
         check_beta("beta", beta)
         super().__init__(params, {"lr": lr, "beta": beta, "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            b = Batch(self, group, buffers=("exp_avg",))
-            if not len(b):
-                continue
-            m = b.buffers["exp_avg"]
-            torch._foreach_lerp_(m, b.grads, 1.0 - group["beta"])
-            direction = b.copy_into(0, m)
-            torch._foreach_sign_(direction)
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
-            b.commit()
-        return loss
+    def _direction(self, group, b: Batch):
+        m = b.buffers["exp_avg"]
+        torch._foreach_lerp_(m, b.grads, 1.0 - group["beta"])
+        direction = b.copy_into(0, m)
+        torch._foreach_sign_(direction)
+        return direction
 
 
-class Lion(Optimizer):
+class Lion(ElementwiseOptimizer):
     """c = β1·m + (1−β1)·g;  θ ← θ·(1 − lr·λ) − lr·sign(c);  m ← β2·m + (1−β2)·g."""
+
+    buffers = ("exp_avg",)
 
     def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0):
         check_lr_wd(lr, weight_decay)
@@ -64,20 +49,11 @@ class Lion(Optimizer):
         check_beta("betas[1]", betas[1])
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            b = Batch(self, group, buffers=("exp_avg",))
-            if not len(b):
-                continue
-            beta1, beta2 = group["betas"]
-            m = b.buffers["exp_avg"]
-            c = b.copy_into(0, m)
-            torch._foreach_lerp_(c, b.grads, 1.0 - beta1)
-            torch._foreach_sign_(c)
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, c, alpha=-group["lr"])
-            torch._foreach_lerp_(m, b.grads, 1.0 - beta2)
-            b.commit()
-        return loss
+    def _direction(self, group, b: Batch):
+        beta1, beta2 = group["betas"]
+        m = b.buffers["exp_avg"]
+        c = b.copy_into(0, m)
+        torch._foreach_lerp_(c, b.grads, 1.0 - beta1)
+        torch._foreach_sign_(c)
+        torch._foreach_lerp_(m, b.grads, 1.0 - beta2)  # after c: the update uses the old m
+        return c

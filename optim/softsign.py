@@ -20,9 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.optim import Optimizer
 
-from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
 
 
 def folded_cauchy_quantiles(values: torch.Tensor, n: int, newton_steps: int = 10) -> torch.Tensor:
@@ -54,8 +53,10 @@ def temperature_schedule(values: torch.Tensor, n: int, saturation: float, tau_ma
     return tau.clamp(min=1.0, max=tau_max).tolist()
 
 
-class _SwitchedSign(Optimizer):
+class _SwitchedSign(ElementwiseOptimizer):
     """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then `_after_switch`."""
+
+    buffers = ("momentum_buffer",)
 
     def __init__(self, params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
                  weight_decay, **extra):
@@ -94,25 +95,14 @@ class _SwitchedSign(Optimizer):
         """The step direction after the switch; may overwrite `u` (a scratch copy)."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            b = Batch(self, group, buffers=("momentum_buffer",))
-            if not len(b):
-                continue
-            u = self._direction_buffers(group, b)
-            k, switch = group["step"], self.switch_step(group)
-            if k < switch:
-                torch._foreach_sign_(u)
-                direction = u
-            else:
-                direction = self._after_switch(group, u, k - switch)
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
-            b.commit()
-            group["step"] = k + 1
-        return loss
+    def _direction(self, group, b: Batch):
+        u = self._direction_buffers(group, b)
+        k, switch = group["step"], self.switch_step(group)
+        group["step"] = k + 1
+        if k < switch:
+            torch._foreach_sign_(u)
+            return u
+        return self._after_switch(group, u, k - switch)
 
 
 class SoftSignum(_SwitchedSign):

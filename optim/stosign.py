@@ -20,15 +20,14 @@ Noise is drawn in fp32 whatever the parameter dtype.
 from __future__ import annotations
 
 import torch
-from torch.optim import Optimizer
 
-from optim._common import Batch, check_beta, check_lr_wd, closure_loss, require
+from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
 
 BASES = ("sgd", "momentum", "adam")
 ENVELOPES = ("max", "current")
 
 
-class StochasticSign(Optimizer):
+class StochasticSign(ElementwiseOptimizer):
     def __init__(self, params, lr: float = 1e-3, base: str = "momentum", envelope: str = "max",
                  stochastic: bool = True, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, seed: int = 0):
@@ -92,7 +91,7 @@ class StochasticSign(Optimizer):
 
     # ------------------------------------------------------------ the update
 
-    def _direction(self, group, b: Batch) -> list[torch.Tensor]:
+    def _base_direction(self, group, b: Batch) -> list[torch.Tensor]:
         if group["base"] == "sgd":
             return b.grads
         m = b.buffers["exp_avg"]
@@ -112,32 +111,26 @@ class StochasticSign(Optimizer):
         torch._foreach_div_(direction, denom)
         return direction
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            buffers = {"sgd": (), "momentum": ("exp_avg",),
-                       "adam": ("exp_avg", "exp_avg_sq")}[group["base"]]
-            if group["envelope"] == "max" and group["stochastic"]:
-                buffers += ("envelope",)
-            b = Batch(self, group, buffers=buffers)
-            if not len(b):
-                continue
-            d = self._direction(group, b)
-            abs_d = b.copy_into(1, d)
-            torch._foreach_abs_(abs_d)
-            direction = b.copy_into(2, d)  # becomes the sign step, in place
-            if group["stochastic"]:
-                env = abs_d
-                if group["envelope"] == "max":
-                    env = b.buffers["envelope"]
-                    torch._foreach_maximum_(env, abs_d)
-                torch._foreach_addcmul_(direction, env, self._uniform_like(b.params))
-            torch._foreach_sign_(direction)
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
-            b.commit()
-        return loss
+    def _buffers(self, group):
+        buffers = {"sgd": (), "momentum": ("exp_avg",),
+                   "adam": ("exp_avg", "exp_avg_sq")}[group["base"]]
+        if group["envelope"] == "max" and group["stochastic"]:
+            buffers += ("envelope",)
+        return buffers
+
+    def _direction(self, group, b: Batch):
+        d = self._base_direction(group, b)
+        abs_d = b.copy_into(1, d)
+        torch._foreach_abs_(abs_d)
+        direction = b.copy_into(2, d)  # becomes the sign step, in place
+        if group["stochastic"]:
+            env = abs_d
+            if group["envelope"] == "max":
+                env = b.buffers["envelope"]
+                torch._foreach_maximum_(env, abs_d)
+            torch._foreach_addcmul_(direction, env, self._uniform_like(b.params))
+        torch._foreach_sign_(direction)
+        return direction
 
 
 class StoSignSGD(StochasticSign):
