@@ -2,9 +2,12 @@
 
     python scripts/prepare_data.py pystdlib [--max-bytes N] [--val-fraction F]
     python scripts/prepare_data.py text --input FILE --name NAME [--val-fraction F]
+    python scripts/prepare_data.py cifar10 | cifar100      (downloads through torchvision)
 
-Both write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and `meta.json`,
-the format every nanoGPT corpus uses; train with `task.corpus=<name>`.
+The first two write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and
+`meta.json`, the format every nanoGPT corpus uses; train with `task.corpus=<name>`. CIFAR lands
+as the official pickle batches under `<data_root>/cifar10/` (or cifar100/), which the CIFAR task
+reads.
 `data_root` is `$OPTBENCH_DATA` or `data/`, or `--data-root`.
 """
 
@@ -40,7 +43,7 @@ def prepare_text(path: Path, out_dir: Path, val_fraction: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("corpus", choices=["pystdlib", "text"])
+    parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100"])
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--max-bytes", type=int, default=4_000_000, help="pystdlib only")
@@ -50,6 +53,15 @@ def main() -> None:
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     root = Path(args.data_root).expanduser().absolute()
+    if args.corpus in ("cifar10", "cifar100"):
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if args.corpus == "cifar10" else \
+            torchvision.datasets.CIFAR100
+        for train in (True, False):  # downloads and extracts the archive once, checks md5
+            cls(root=str(root / args.corpus), train=train, download=True)
+        print(f"prepared {args.corpus} under {root / args.corpus}")
+        return
     if args.corpus == "pystdlib":
         _, meta = data.load_corpus(root, "pystdlib", max_bytes=args.max_bytes,
                                    val_fraction=args.val_fraction)

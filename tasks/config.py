@@ -6,10 +6,11 @@ Every error names the config key at fault and, where the set is closed, the allo
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import optim
@@ -116,7 +117,11 @@ def resolve_device(name: str) -> torch.device:
 
 def build_task(cfg: DictConfig, device: torch.device):
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
-    return instantiate(task_cfg, seed=cfg.seed, device=device, data_root=cfg.data_root)
+    extra = {"seed": cfg.seed, "device": device, "data_root": cfg.data_root}
+    # tasks that order data by epoch need to know how many micro-batches make a step
+    if "grad_accum" in inspect.signature(get_class(task_cfg["_target_"])).parameters:
+        extra["grad_accum"] = cfg.grad_accum
+    return instantiate(task_cfg, **extra)
 
 
 def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,111 @@
+"""Image classification on CIFAR-10/100 (balanced or long-tailed) with CIFAR ResNets.
+
+The whole training set lives on the device as one uint8 tensor; each micro-batch is gathered
+from an epoch permutation, augmented as a batch on the device, normalized and (on GPU) made
+channels_last. Every random choice is a function of (seed, epoch) or (seed, step, micro), so a
+resumed run sees exactly the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tasks.base import Target
+from tasks.cifar import data
+from tasks.cifar.models import build_model
+
+
+def _generator(*key) -> torch.Generator:
+    digest = hashlib.sha1("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+class CifarTask:
+    def __init__(self, *, dataset: str, arch: str, batch_size: int, data_root: str, seed: int,
+                 device: torch.device, grad_accum: int = 1, width: float = 1.0,
+                 imbalance: float = 1.0, crop_pad: int = 4, flip: bool = True, cutout: int = 0,
+                 label_smoothing: float = 0.0, eval_batch_size: int = 1000,
+                 target_accuracy: float | None = None, synthetic_size: tuple = (5000, 1000),
+                 name: str = "cifar"):
+        if batch_size <= 0:
+            raise ValueError(f"task.batch_size must be > 0, got {batch_size}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.name, self.seed, self.device = name, seed, device
+        self.batch_size, self.grad_accum = batch_size, grad_accum
+        self.crop_pad, self.flip, self.cutout = crop_pad, flip, cutout
+        self.label_smoothing, self.eval_batch_size = label_smoothing, eval_batch_size
+        if dataset == "synthetic":
+            x, y, tx, ty, classes = data.synthetic(10, *synthetic_size, seed=0)
+            stats = "cifar10"
+        else:
+            x, y, tx, ty, classes = data.load_cifar(data_root, dataset)
+            stats = dataset
+        if imbalance != 1.0:
+            keep = data.long_tail_indices(y, classes, imbalance, seed=0)
+            x, y = x[keep], y[keep]
+        if len(x) < batch_size:
+            raise ValueError(f"task.batch_size {batch_size} exceeds the {len(x)} training images")
+        self.info = {"dataset": dataset, "train_images": int(len(x)), "test_images": int(len(tx)),
+                     "classes": classes, "imbalance": imbalance,
+                     "class_counts": np.bincount(y, minlength=classes).tolist(),
+                     "fingerprint": data.fingerprint(x, y)}
+        self.train_x = torch.from_numpy(x).to(device)
+        self.train_y = torch.from_numpy(y).to(device)
+        self.test_x = torch.from_numpy(tx).to(device)
+        self.test_y = torch.from_numpy(ty).to(device)
+        self.mean = torch.tensor(data.MEAN[stats], device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(data.STD[stats], device=device).view(1, 3, 1, 1) * 255
+        self.channels_last = device.type == "cuda"
+        torch.manual_seed(seed)  # parameter init depends on the run's seed only
+        self.model = build_model(arch, classes, width).to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.tokens_per_batch = batch_size  # images
+        self.target = Target("test_acc", target_accuracy, "max")
+        self.batches_per_epoch = len(x) // batch_size  # the last partial batch is dropped
+        self._epoch, self._perm = None, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            gen = _generator(self.seed, "epoch", epoch)
+            self._perm = torch.randperm(len(self.train_y), generator=gen).to(self.device)
+            self._epoch = epoch
+        return self._perm
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_batch(self, step: int, micro: int):
+        index = step * self.grad_accum + micro
+        epoch, position = divmod(index, self.batches_per_epoch)
+        perm = self._permutation(epoch)
+        idx = perm[position * self.batch_size : (position + 1) * self.batch_size]
+        x = data.augment(self.train_x[idx], _generator(self.seed, "aug", step, micro),
+                         self.crop_pad, self.flip, self.cutout)
+        return self._normalize(x), self.train_y[idx]
+
+    def loss(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x).float(), y, label_smoothing=self.label_smoothing)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        correct, total_loss = 0, 0.0
+        for start in range(0, len(self.test_y), self.eval_batch_size):
+            x = self._normalize(self.test_x[start : start + self.eval_batch_size])
+            y = self.test_y[start : start + self.eval_batch_size]
+            logits = model(x).float()
+            total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+        n = len(self.test_y)
+        return {"test_loss": total_loss / n, "test_acc": correct / n}
+
+    def describe(self) -> dict:
+        return {"params": sum(p.numel() for p in self.model.parameters()), "data": self.info,
+                "tokens_per_batch": self.tokens_per_batch}
