@@ -94,9 +94,10 @@ def sample_windows(
     if len(tokens) <= block_size + 1:
         raise ValueError(f"corpus of {len(tokens)} tokens is too short for block_size {block_size}")
     starts = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=generator)
-    x = np.stack([tokens[s : s + block_size] for s in starts.tolist()]).astype(np.int64)
-    y = np.stack([tokens[s + 1 : s + 1 + block_size] for s in starts.tolist()]).astype(np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y)
+    # one fancy-indexing gather of (batch, block + 1) tokens; x and y are views of it
+    windows = tokens[starts.numpy()[:, None] + np.arange(block_size + 1)].astype(np.int64)
+    windows = torch.from_numpy(windows)
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
 def step_generator(seed: int, step: int, micro: int) -> torch.Generator:

@@ -1,0 +1,111 @@
+"""Training throughput of the harness against a plain hand-written PyTorch loop, same model,
+same batch size, same optimizer, measured in the same process.
+
+    python scripts/bench_loop.py [--steps 20] [--warmup 3] [--out results/bench] OVERRIDE...
+    e.g.  python scripts/bench_loop.py task=cifar_tiny
+          python scripts/bench_loop.py task=cifar10_resnet18 --steps 10   (needs the data)
+
+The harness side is the real loop's step (`Trainer.train_step`: data sampling and on-device
+augmentation, forward/backward, grad-norm clipping, optimizer and LR schedule). The plain side
+trains a copy of the same model on one fixed, already-prepared batch: zero_grad, forward,
+backward, step — nothing else. The ratio is harness / plain throughput (target ≥ 0.95).
+"""
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sweeps.compose import Composer  # noqa: E402
+from tasks import config as run_config  # noqa: E402
+from tasks import store  # noqa: E402
+from tasks.loop import Trainer  # noqa: E402
+from tasks.metrics import LossTracker, SpikeConfig  # noqa: E402
+from tasks.schedule import build_scheduler  # noqa: E402
+
+
+def timed(fn, steps: int, warmup: int, device) -> list[float]:
+    for i in range(warmup):
+        fn(i)
+    times = []
+    for i in range(warmup, warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default="results/bench")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    cfg = Composer().compose(args.overrides)
+    device = run_config.resolve_device(cfg.device)
+    task = run_config.build_task(cfg, device)
+    plain_model = copy.deepcopy(task.model)
+
+    optimizer = run_config.build_optimizer(cfg.optim, task.model)
+    trainer = Trainer(cfg, task, optimizer, build_scheduler(optimizer, cfg.schedule, cfg.steps),
+                      LossTracker(SpikeConfig(**cfg.metrics)), store.MetricsLog("/dev/null"),
+                      None, Path("/dev/null"), run_config.autocast(cfg.precision, device))
+    task.model.train()
+    harness = timed(lambda i: trainer.train_step(i), args.steps, args.warmup, device)
+
+    plain_opt = run_config.build_optimizer(cfg.optim, plain_model)
+    batch = task.train_batch(0, 0)  # prepared once: the plain loop does no data work
+    plain_model.train()
+    autocast = run_config.autocast(cfg.precision, device)
+
+    def plain_step(_):
+        plain_opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = task.loss(plain_model, batch)
+        loss.backward()
+        plain_opt.step()
+
+    plain = timed(plain_step, args.steps, args.warmup, device)
+    per_step = task.tokens_per_batch * cfg.grad_accum
+    h, p = statistics.median(harness), statistics.median(plain)
+    unit = "images" if "cifar" in cfg.task.name else "tokens"
+    result = {
+        "task": cfg.task.name, "optim": cfg.optim.name, "precision": cfg.precision.name,
+        "batch": per_step, "unit": unit, "harness_per_s": per_step / h,
+        "plain_per_s": per_step / p, "ratio": p / h,
+        "params": sum(q.numel() for q in task.model.parameters()),
+        "command": "python " + " ".join(sys.argv),
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent).stdout.strip(),
+        "device": (torch.cuda.get_device_name() if device.type == "cuda"
+                   else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"),
+        "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(),
+        "steps_timed": args.steps,
+    }
+    print(f"{cfg.task.name} × {cfg.optim.name}: harness {result['harness_per_s']:.1f} {unit}/s, "
+          f"plain loop {result['plain_per_s']:.1f} {unit}/s, ratio {result['ratio']:.3f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"loop_{cfg.task.name}_{device.type}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
