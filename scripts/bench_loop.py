@@ -34,18 +34,22 @@ from tasks.metrics import LossTracker, SpikeConfig  # noqa: E402
 from tasks.schedule import build_scheduler  # noqa: E402
 
 
-def timed(fn, steps: int, warmup: int, device) -> list[float]:
+def timed_pair(fns, steps: int, warmup: int, device) -> list[list[float]]:
+    """Seconds per call of each fn, the fns interleaved step by step so that a slow spell of
+    the machine hits both sides alike."""
     for i in range(warmup):
-        fn(i)
-    times = []
+        for fn in fns:
+            fn(i)
+    times = [[] for _ in fns]
     for i in range(warmup, warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        for fn, out in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(i)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - t0)
     return times
 
 
@@ -67,7 +71,6 @@ def main():
                       LossTracker(SpikeConfig(**cfg.metrics)), store.MetricsLog("/dev/null"),
                       None, Path("/dev/null"), run_config.autocast(cfg.precision, device))
     task.model.train()
-    harness = timed(lambda i: trainer.train_step(i), args.steps, args.warmup, device)
 
     plain_opt = run_config.build_optimizer(cfg.optim, plain_model)
     batch = task.train_batch(0, 0)  # prepared once: the plain loop does no data work
@@ -81,7 +84,8 @@ def main():
         loss.backward()
         plain_opt.step()
 
-    plain = timed(plain_step, args.steps, args.warmup, device)
+    harness, plain = timed_pair([trainer.train_step, plain_step], args.steps, args.warmup,
+                                device)
     per_step = task.tokens_per_batch * cfg.grad_accum
     h, p = statistics.median(harness), statistics.median(plain)
     unit = "images" if "cifar" in cfg.task.name else "tokens"
