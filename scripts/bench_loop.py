@@ -64,18 +64,20 @@ def main():
     cfg = Composer().compose(args.overrides)
     device = run_config.resolve_device(cfg.device)
     task = run_config.build_task(cfg, device)
+    precision = run_config.precision(cfg.precision, device)
+    task.model = precision.prepare_model(task.model)
     plain_model = copy.deepcopy(task.model)
 
     optimizer = run_config.build_optimizer(cfg.optim, task.model)
     trainer = Trainer(cfg, task, optimizer, build_scheduler(optimizer, cfg.schedule, cfg.steps),
                       LossTracker(SpikeConfig(**cfg.metrics)), store.MetricsLog("/dev/null"),
-                      None, Path("/dev/null"), run_config.autocast(cfg.precision, device))
+                      None, Path("/dev/null"), precision)
     task.model.train()
 
     plain_opt = run_config.build_optimizer(cfg.optim, plain_model)
     batch = task.train_batch(0, 0)  # prepared once: the plain loop does no data work
     plain_model.train()
-    autocast = run_config.autocast(cfg.precision, device)
+    autocast = precision.autocast
 
     def plain_step(_):
         plain_opt.zero_grad(set_to_none=True)

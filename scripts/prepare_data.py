@@ -3,6 +3,9 @@
     python scripts/prepare_data.py pystdlib [--max-bytes N] [--val-fraction F]
     python scripts/prepare_data.py text --input FILE --name NAME [--val-fraction F]
     python scripts/prepare_data.py cifar10 | cifar100      (downloads through torchvision)
+    python scripts/prepare_data.py openwebtext | fineweb   (streams the hub dataset, GPT-2 BPE)
+    python scripts/prepare_data.py hf --path json --data-files F.jsonl --name NAME
+                                   [--text-field text] [--max-docs N] [--val-every 2000]
 
 The first two write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and
 `meta.json`, the format every nanoGPT corpus uses; train with `task.corpus=<name>`. CIFAR lands
@@ -43,12 +46,20 @@ def prepare_text(path: Path, out_dir: Path, val_fraction: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100"])
+    parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
+                                           "openwebtext", "fineweb", "hf"])
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--max-bytes", type=int, default=4_000_000, help="pystdlib only")
     parser.add_argument("--input", type=Path, help="text: the file to read")
-    parser.add_argument("--name", help="text: the corpus name (task.corpus=NAME)")
+    parser.add_argument("--name", help="text, hf: the corpus name (task.corpus=NAME)")
+    parser.add_argument("--path", help="hf: load_dataset path (a hub id, or json / text)")
+    parser.add_argument("--data-files", nargs="*", help="hf: local files for json / text")
+    parser.add_argument("--text-field", default="text", help="hf: the column holding text")
+    parser.add_argument("--encoding", default="gpt2", help="tiktoken encoding (BPE corpora)")
+    parser.add_argument("--val-every", type=int, default=2000,
+                        help="BPE corpora: every Nth document goes to validation")
+    parser.add_argument("--max-docs", type=int, default=None, help="BPE corpora: stop after N")
     args = parser.parse_args()
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
@@ -61,6 +72,24 @@ def main() -> None:
         for train in (True, False):  # downloads and extracts the archive once, checks md5
             cls(root=str(root / args.corpus), train=train, download=True)
         print(f"prepared {args.corpus} under {root / args.corpus}")
+        return
+    if args.corpus in ("openwebtext", "fineweb", "hf"):
+        import tiktoken
+
+        from tasks.nanogpt.prepare import HUB, documents, tokenize_to_memmaps
+
+        if args.corpus == "hf":
+            if not args.path or not args.name:
+                parser.error("hf needs --path and --name")
+            source = {"path": args.path, "data_files": args.data_files}
+            name = args.name
+        else:
+            source, name = HUB[args.corpus], args.corpus
+        meta = tokenize_to_memmaps(documents(**source, text_field=args.text_field),
+                                   tiktoken.get_encoding(args.encoding), root / name, name,
+                                   val_every=args.val_every, max_docs=args.max_docs)
+        print(f"prepared {name}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val "
+              f"tokens under {root / name}")
         return
     if args.corpus == "pystdlib":
         _, meta = data.load_corpus(root, "pystdlib", max_bytes=args.max_bytes,

@@ -5,7 +5,6 @@ Every error names the config key at fault and, where the set is closed, the allo
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 
@@ -16,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 import optim
 from tasks.errors import ConfigError
 from tasks.metrics import SpikeConfig
+from tasks.precision import PRECISIONS, Precision
 from tasks.schedule import validate_schedule
 
-PRECISIONS = ("fp32", "bf16")
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -132,8 +131,5 @@ def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.opti
     return optimizer
 
 
-def autocast(precision_cfg: DictConfig, device: torch.device):
-    """The forward pass's precision context (bf16 autocast or none)."""
-    if precision_cfg.name == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def precision(precision_cfg: DictConfig, device: torch.device) -> Precision:
+    return Precision(precision_cfg.name, device)

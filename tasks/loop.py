@@ -108,7 +108,7 @@ def optimizer_dynamics(optimizer) -> dict:
 
 class Trainer:
     def __init__(self, cfg, task, optimizer, scheduler, tracker: LossTracker, metrics_log,
-                 mirror, ckpt_path, autocast, ctx: distributed.Context = distributed.Context(),
+                 mirror, ckpt_path, precision, ctx: distributed.Context = distributed.Context(),
                  train_model=None):
         self.cfg = cfg
         self.task = task
@@ -122,7 +122,8 @@ class Trainer:
         self.metrics_log = metrics_log
         self.mirror = mirror
         self.ckpt_path = ckpt_path
-        self.autocast = autocast
+        self.precision = precision
+        self.autocast = precision.autocast
         self.state = LoopState()
         self.pending: list[torch.Tensor] = []  # per-step losses not yet fed to the tracker
 
@@ -170,9 +171,11 @@ class Trainer:
                 (loss / len(mine)).backward()
             loss_sum += loss.detach().float()
         distributed.all_sum(loss_sum, ctx)
+        self.precision.after_backward(self.params)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
         self.optimizer.step()
+        self.precision.after_step(self.optimizer)
         self.scheduler.step()
         return loss_sum / accum, grad_norm
 

@@ -97,6 +97,8 @@ def _build(cfg: DictConfig, ctx: distributed.Context, rdir: Path):
         device = torch.device("cuda", ctx.local_rank)
     torch.manual_seed(cfg.seed)
     task = run_config.build_task(cfg, device)
+    precision = run_config.precision(cfg.precision, device)
+    task.model = precision.prepare_model(task.model)
     optimizer = run_config.build_optimizer(cfg.optim, task.model)
     train_model = None
     if ctx.enabled:
@@ -105,7 +107,7 @@ def _build(cfg: DictConfig, ctx: distributed.Context, rdir: Path):
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
     trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
                       store.MetricsLog(rdir / "metrics.jsonl"), None, rdir / "ckpt.pt",
-                      run_config.autocast(cfg.precision, device), ctx, train_model)
+                      precision, ctx, train_model)
     if trainer.ckpt_path.exists():
         trainer.load_checkpoint()
         print(f"[optbench] resuming {rdir} from step {trainer.state.step}")

@@ -1,6 +1,8 @@
 """A GPT-2-style decoder, nanoGPT-shaped: read it top to bottom.
 
-Attention goes through scaled_dot_product_attention (flash kernels on GPU).
+Attention goes through scaled_dot_product_attention (flash kernels on GPU). The switches of the
+modded-nanoGPT setup SMuon uses are options: rotary position embeddings instead of learned
+ones, RMSNorm instead of LayerNorm, QK-norm, and ReLU² instead of GELU.
 """
 
 from __future__ import annotations
@@ -23,8 +25,19 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     tie_weights: bool = True
+    rope: bool = False  # rotary embeddings (no learned position table)
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    qk_norm: bool = False  # normalize queries and keys per head before attention
+    activation: str = "gelu"  # gelu | relu2
 
     def __post_init__(self):
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"task.model.norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.activation not in ("gelu", "relu2"):
+            raise ValueError(f"task.model.activation must be 'gelu' or 'relu2', "
+                             f"got {self.activation!r}")
+        if self.rope and (self.n_embd // max(self.n_head, 1)) % 2:
+            raise ValueError("task.model.rope needs an even head size (n_embd / n_head)")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"task.model.n_embd ({self.n_embd}) must be divisible by "
@@ -35,6 +48,22 @@ class GPTConfig:
                 raise ValueError(f"task.model.{key} must be > 0, got {getattr(self, key)}")
 
 
+def make_norm(cfg: GPTConfig, dim: int) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(dim)
+    return nn.LayerNorm(dim, bias=cfg.bias)
+
+
+def rotary(x: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of (B, H, T, D) by position-dependent angles (RoPE)."""
+    T, D = x.shape[-2], x.shape[-1]
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D))
+    angles = torch.outer(torch.arange(T, device=x.device, dtype=torch.float32), inv_freq)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -42,11 +71,18 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
+        self.rope = cfg.rope
+        head = cfg.n_embd // cfg.n_head
+        self.q_norm = nn.RMSNorm(head) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head) if cfg.qk_norm else nn.Identity()
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:
+            q, k = rotary(q), rotary(k)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
@@ -59,17 +95,20 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
+        self.relu2 = cfg.activation == "relu2"
 
     def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        h = self.fc(x)
+        h = F.relu(h).square() if self.relu2 else F.gelu(h)
+        return self.drop(self.proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln1 = make_norm(cfg, cfg.n_embd)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln2 = make_norm(cfg, cfg.n_embd)
         self.mlp = MLP(cfg)
 
     def forward(self, x):
@@ -82,10 +121,10 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = None if cfg.rope else nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = make_norm(cfg, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
@@ -125,8 +164,10 @@ class GPT(nn.Module):
         B, T = idx.shape
         if T > self.cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))

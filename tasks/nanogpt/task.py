@@ -23,6 +23,7 @@ class NanoGPTTask:
         eval_batch_size: int | None = None,
         target_val_loss: float | None = None,
         prepare: dict | None = None,
+        compile: bool = False,
         name: str = "nanogpt",
     ):
         if batch_size <= 0:
@@ -44,6 +45,8 @@ class NanoGPTTask:
             )
         torch.manual_seed(seed)  # parameter init depends on the run's seed only
         self.model = GPT(model_cfg).to(device)
+        # torch.compile'd forward for training; state_dicts and eval use the plain module
+        self._compiled = torch.compile(self.model) if compile else None
         self.block_size = model_cfg.block_size
         self.tokens_per_batch = batch_size * model_cfg.block_size
         self.target = Target("val_loss", target_val_loss, "min")
@@ -58,6 +61,8 @@ class NanoGPTTask:
 
     def loss(self, model, batch):
         x, y = batch
+        if model is self.model and self._compiled is not None and model.training:
+            model = self._compiled
         _, loss = model(x, y)
         return loss
 

@@ -1,0 +1,67 @@
+"""Emulated FP8 (StoSignSGD's setting) for any optimizer, and the claim it is about: AdamW's
+second moment underflows in FP8 while a max-based state survives."""
+
+import pytest
+import torch
+
+import optim
+from tasks import run
+from tasks.precision import Precision, round_state_e4m3, round_through
+from tests.conftest import TINY, compose_cfg
+
+
+def representable(t, dtype, scale=1.0):
+    return torch.equal(t, (t / scale).to(dtype).to(t.dtype) * scale)
+
+
+def test_rounding_lands_on_fp8_values():
+    t = torch.randn(1000) * 3
+    round_through(t, torch.float8_e5m2)
+    assert representable(t, torch.float8_e5m2)
+    s = torch.randn(1000) * 1e-3
+    round_state_e4m3(s)
+    assert s.abs().max() > 0
+    assert representable(s, torch.float8_e4m3fn, s.abs().max() / 448)
+
+
+def heavy_range_grads(n=2000, step=0):
+    """Each coordinate keeps its own gradient scale, the scales spread over four decades (as
+    across a network's coordinates); signs change from step to step."""
+    magnitude = 10 ** (-4 * torch.rand(n, generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(1 + step)
+    sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    return magnitude * sign
+
+
+@pytest.mark.parametrize("make,state_key,underflows", [
+    (lambda ps: torch.optim.AdamW(ps, lr=1e-3), "exp_avg_sq", True),
+    (lambda ps: optim.StoSignSGD(ps, lr=1e-3), "envelope", False),
+])
+def test_second_moment_underflows_in_fp8_but_the_max_envelope_survives(make, state_key,
+                                                                       underflows):
+    p = torch.nn.Parameter(torch.zeros(2000, dtype=torch.bfloat16))
+    opt = make([p])
+    fp8 = Precision("fp8_emulated", torch.device("cpu"))
+    for step in range(3):
+        p.grad = heavy_range_grads(step=step).to(torch.bfloat16)
+        fp8.after_backward([p])
+        opt.step()
+        fp8.after_step(opt)
+    zero_share = (opt.state[p][state_key] == 0).float().mean().item()
+    if underflows:
+        assert zero_share > 0.3  # a third of the coordinates lost their second moment
+    else:
+        assert zero_share == 0.0
+
+
+def test_fp8_emulated_run_keeps_bf16_master_weights_and_fp8_state(tmp_path):
+    cfg = compose_cfg([*TINY, "precision=fp8_emulated", "optim=stosignsgd", "steps=10",
+                       "eval_every=10"], runs_root=tmp_path)
+    summary = run(cfg)
+    assert summary["status"] in ("completed", "diverged")
+    ckpt = torch.load(next(tmp_path.glob("*/*/*/ckpt.pt")), weights_only=False)
+    assert all(v.dtype == torch.bfloat16 for v in ckpt["model"].values()
+               if v.is_floating_point())
+    envelope = [s["envelope"] for s in ckpt["optimizer"]["state"].values() if "envelope" in s]
+    assert envelope and all(representable(e, torch.float8_e4m3fn, e.abs().max() / 448)
+                            for e in envelope if e.abs().max() > 0)
