@@ -9,6 +9,8 @@ The harness side is the real loop's step (`Trainer.train_step`: data sampling an
 augmentation, forward/backward, grad-norm clipping, optimizer and LR schedule). The plain side
 trains a copy of the same model on one fixed, already-prepared batch: zero_grad, forward,
 backward, step — nothing else. The ratio is harness / plain throughput (target ≥ 0.95).
+For GPT tasks it also reports model FLOPs utilisation: nanoGPT's FLOPs-per-token estimate ×
+throughput, over the FLOP/s of a large matmul in the run's compute dtype measured in this run.
 """
 
 import argparse
@@ -53,6 +55,26 @@ def timed_pair(fns, steps: int, warmup: int, device) -> list[list[float]]:
     return times
 
 
+def gpt_flops_per_token(model) -> float | None:
+    """nanoGPT's estimate: 6·N for the matmuls (N without the position table) plus attention."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "n_layer"):
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    if getattr(model, "wpe", None) is not None:
+        n -= model.wpe.weight.numel()
+    head = cfg.n_embd // cfg.n_head
+    return 6 * n + 12 * cfg.n_layer * cfg.n_head * head * cfg.block_size
+
+
+def matmul_peak(device, dtype) -> float:
+    """FLOP/s of a large matmul in the run's compute dtype, measured here: the MFU reference."""
+    n = 4096 if device.type == "cuda" else 1536
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    times = timed_pair([lambda _: a @ b], 5, 2, device)[0]
+    return 2 * n**3 / statistics.median(times)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,7 +113,16 @@ def main():
     per_step = task.tokens_per_batch * cfg.grad_accum
     h, p = statistics.median(harness), statistics.median(plain)
     unit = "images" if "cifar" in cfg.task.name else "tokens"
+    flops_per_token = gpt_flops_per_token(task.model)
+    mfu = {}
+    if flops_per_token is not None:
+        dtype = torch.float32 if cfg.precision.name == "fp32" else torch.bfloat16
+        peak = matmul_peak(device, dtype)
+        mfu = {"model_flops_per_token": flops_per_token, "matmul_peak_flops": peak,
+               "mfu_harness": flops_per_token * per_step / h / peak,
+               "mfu_plain": flops_per_token * per_step / p / peak}
     result = {
+        **mfu,
         "task": cfg.task.name, "optim": cfg.optim.name, "precision": cfg.precision.name,
         "batch": per_step, "unit": unit, "harness_per_s": per_step / h,
         "plain_per_s": per_step / p, "ratio": p / h,
@@ -105,7 +136,9 @@ def main():
         "steps_timed": args.steps,
     }
     print(f"{cfg.task.name} × {cfg.optim.name}: harness {result['harness_per_s']:.1f} {unit}/s, "
-          f"plain loop {result['plain_per_s']:.1f} {unit}/s, ratio {result['ratio']:.3f}")
+          f"plain loop {result['plain_per_s']:.1f} {unit}/s, ratio {result['ratio']:.3f}"
+          + (f"; MFU {mfu['mfu_harness']:.3f} of a measured {dtype} matmul "
+             f"({mfu['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)" if mfu else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"loop_{cfg.task.name}_{device.type}.json"
