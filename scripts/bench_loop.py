@@ -141,7 +141,7 @@ def main():
              f"({mfu['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)" if mfu else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"loop_{cfg.task.name}_{device.type}.json"
+    path = out / f"loop_{cfg.task.name}_{cfg.precision.name}_{device.type}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

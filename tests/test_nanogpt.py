@@ -85,3 +85,11 @@ def test_a_tiny_model_overfits_a_tiny_corpus(tmp_path):
     summary = run(cfg)
     assert summary["final"]["train_loss"] < 0.1  # it memorized the ten-letter cycle
     assert summary["final"]["val_loss"] < 0.1
+
+
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    common = [*TINY, "steps=6", "eval_every=6", "log_every=1"]
+    eager = run(compose_cfg(common, runs_root=tmp_path / "eager"))
+    compiled = run(compose_cfg([*common, "task.compile=true"], runs_root=tmp_path / "compiled"))
+    assert compiled["final"]["train_loss"] == pytest.approx(eager["final"]["train_loss"],
+                                                            rel=1e-4)
