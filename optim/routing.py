@@ -53,7 +53,8 @@ def param_roles(model: nn.Module) -> dict[str, str]:
 def param_groups(model: nn.Module, matrix_optimizer: bool = False) -> list[dict]:
     """Param groups for `model`; each group has a `name` (shown in logs and state_dicts)."""
     roles = param_roles(model)
-    named = list(model.named_parameters())  # de-duplicates tied weights
+    # de-duplicates tied weights; frozen parameters (a LoRA base model) get no group
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n, _ in named if n not in roles]
     if missing:
         raise ValueError(f"param_roles() gives no role to {missing}")

@@ -6,6 +6,8 @@
     python scripts/prepare_data.py openwebtext | fineweb   (streams the hub dataset, GPT-2 BPE)
     python scripts/prepare_data.py hf --path json --data-files F.jsonl --name NAME
                                    [--text-field text] [--max-docs N] [--val-every 2000]
+    python scripts/prepare_data.py gsm8k | metamathqa | numina | arith   (math fine-tuning;
+                                   arith is generated here, no download)
 
 The first two write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and
 `meta.json`, the format every nanoGPT corpus uses; train with `task.corpus=<name>`. CIFAR lands
@@ -16,6 +18,7 @@ reads.
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -43,11 +46,34 @@ def prepare_text(path: Path, out_dir: Path, val_fraction: float) -> dict:
     return meta
 
 
+def prepare_math(name: str, out_dir: Path) -> None:
+    """The dataset's train/test splits as jsonl with its own field names (tasks/lora/data.py)."""
+    from tasks.lora.data import DATASETS, write_arith
+
+    if name == "arith":
+        write_arith(out_dir)
+        print(f"prepared arith (generated) under {out_dir}")
+        return
+    import datasets
+
+    q_field, a_field, _, source = DATASETS[name]
+    for split in ("train", "test"):
+        try:
+            rows = datasets.load_dataset(**source, split=split)
+        except ValueError:  # MetaMathQA has no test split
+            print(f"{name}: no {split} split")
+            continue
+        lines = [json.dumps({q_field: r[q_field], a_field: r[a_field]}) + "\n" for r in rows]
+        store.write_text(out_dir / f"{split}.jsonl", "".join(lines))
+        print(f"prepared {name} {split}: {len(lines):,} examples under {out_dir}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
-                                           "openwebtext", "fineweb", "hf"])
+                                           "openwebtext", "fineweb", "hf", "gsm8k",
+                                           "metamathqa", "numina", "arith"])
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--max-bytes", type=int, default=4_000_000, help="pystdlib only")
@@ -72,6 +98,9 @@ def main() -> None:
         for train in (True, False):  # downloads and extracts the archive once, checks md5
             cls(root=str(root / args.corpus), train=train, download=True)
         print(f"prepared {args.corpus} under {root / args.corpus}")
+        return
+    if args.corpus in ("gsm8k", "metamathqa", "numina", "arith"):
+        prepare_math(args.corpus, root / args.corpus)
         return
     if args.corpus in ("openwebtext", "fineweb", "hf"):
         import tiktoken

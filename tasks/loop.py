@@ -134,7 +134,7 @@ class Trainer:
             distributed.barrier(self.ctx)
             return
         store.save_torch(self.ckpt_path, {
-            "model": self.model.state_dict(),
+            "model": self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "tracker": self.tracker.state_dict(),
@@ -143,9 +143,21 @@ class Trainer:
         })
         distributed.barrier(self.ctx)
 
+    def model_state(self) -> dict:
+        """The model's state_dict; only the trained tensors for tasks that say so (LoRA: the
+        frozen base model is the same file every time)."""
+        state = self.model.state_dict()
+        if getattr(self.task, "checkpoint_trainable_only", False):
+            trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in state.items() if k in trained}
+        return state
+
     def load_checkpoint(self) -> None:
         ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
+        partial = getattr(self.task, "checkpoint_trainable_only", False)
+        result = self.model.load_state_dict(ckpt["model"], strict=not partial)
+        if partial and result.unexpected_keys:
+            raise RuntimeError(f"checkpoint holds unknown tensors {result.unexpected_keys[:5]}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.tracker.load_state_dict(ckpt["tracker"])

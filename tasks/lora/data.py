@@ -1,0 +1,142 @@
+"""Math fine-tuning data: GSM8K, MetaMathQA, NuminaMath-CoT (prepared once by
+scripts/prepare_data.py into `<data_root>/<dataset>/{train,test}.jsonl` with each dataset's own
+field names) and generated arithmetic word problems in GSM8K's format for the offline preset.
+
+Each dataset has one prompt template; the loss covers exactly the answer tokens (and the
+end-of-sequence token): prompt positions get label -100.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tasks import store
+
+# dataset → (question field, answer field, prompt template, hub source for preparation)
+DATASETS = {
+    "gsm8k": ("question", "answer", "Question: {q}\nAnswer:",
+              {"path": "openai/gsm8k", "name": "main"}),
+    "metamathqa": ("query", "response", "Question: {q}\nAnswer:",
+                   {"path": "meta-math/MetaMathQA"}),
+    "numina": ("problem", "solution", "Problem: {q}\nSolution:",
+               {"path": "AI-MO/NuminaMath-CoT"}),
+    "arith": ("question", "answer", "Question: {q}\nAnswer:", None),
+}
+
+
+@dataclass
+class Example:
+    question: str
+    answer: str  # the full reference solution (GSM8K: reasoning, then "#### N")
+
+
+def check_dataset(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+
+
+def prompt(dataset: str, question: str) -> str:
+    return DATASETS[dataset][2].format(q=question)
+
+
+def load_examples(data_root: str | Path, dataset: str, split: str) -> list[Example]:
+    check_dataset(dataset)
+    path = Path(data_root).expanduser().absolute() / dataset / f"{split}.jsonl"
+    if dataset == "arith" and not path.exists():
+        write_arith(path.parent)
+    if not path.exists():
+        raise FileNotFoundError(f"{dataset} {split} split is not prepared ({path} missing); "
+                                f"run scripts/prepare_data.py {dataset}")
+    q_field, a_field = DATASETS[dataset][:2]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Example(r[q_field], r[a_field]) for r in rows]
+
+
+# ---------------------------------------------------------------- generated arithmetic
+
+NAMES = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana"]
+THINGS = ["apples", "books", "coins", "pens", "cards", "shells"]
+
+
+def arith_problem(rng: random.Random) -> dict:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    if rng.random() < 0.5:
+        q = f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have?"
+        ans = f"{name} has {a} + {b} = {a + b} {thing}.\n#### {a + b}"
+    else:
+        a, b = max(a, b), min(a, b)
+        q = f"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have?"
+        ans = f"{name} has {a} - {b} = {a - b} {thing}.\n#### {a - b}"
+    return {"question": q, "answer": ans}
+
+
+def write_arith(folder: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0) -> None:
+    """GSM8K-format arithmetic word problems (deterministic), and a tokenizer trained on them."""
+    rng = random.Random(seed)
+    rows = {"train": [arith_problem(rng) for _ in range(n_train)],
+            "test": [arith_problem(rng) for _ in range(n_test)]}
+    for split, items in rows.items():
+        store.write_text(folder / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in items))
+    train_tokenizer(folder / "tokenizer.json",
+                    [prompt("arith", r["question"]) + " " + r["answer"] for r in rows["train"]])
+
+
+def train_tokenizer(path: Path, texts: list[str], vocab_size: int = 400) -> None:
+    """A small byte-level BPE (HF `tokenizers`) so the offline preset needs no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+
+
+# ---------------------------------------------------------------- tokenization and batches
+
+
+def encode(tokenizer, dataset: str, ex: Example, max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels): labels are -100 on the prompt, the answer's ids (+ eos) after it."""
+    p_ids = tokenizer(prompt(dataset, ex.question), add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
+    a_ids = a_ids + [tokenizer.eos_token_id]
+    ids = (p_ids + a_ids)[:max_length]
+    labels = ([-100] * len(p_ids) + a_ids)[:max_length]
+    return ids, labels
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of similar lengths (less padding), in a shuffled order fixed by (seed, epoch)."""
+    rng = random.Random(f"{seed}/{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part) - batch_size + 1,
+                                                             batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict:
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, (ids, lab) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(lab)] = torch.tensor(lab)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+            "labels": labels.to(device)}

@@ -1,0 +1,199 @@
+"""LoRA fine-tuning of a causal LM on math, scored by GSM8K-style accuracy.
+
+The model is any transformers causal LM — a hub or local checkpoint (`model.pretrained`) in bf16,
+optionally 4-bit (bitsandbytes, GPU) — or one built from a config (`model.config`, the offline
+tiny Llama). peft wraps it with LoRA; only LoRA parameters (and `lora.modules_to_save`) train,
+so every optimizer of `optim` sees just those, and the Muon family treats each LoRA factor as a
+matrix. Checkpoints hold the trainable parameters only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from tasks.base import Target
+from tasks.lora import data
+from tasks.lora.answers import is_correct
+
+# optimizer state buffers per trained parameter, for the memory estimate
+STATE_BUFFERS = {"SGD": 1, "Signum": 1, "SignSGD": 0, "Lion": 1, "Adan": 4, "Muon": 1,
+                 "SoftMuon": 1, "MuAdam": 2, "SMuon": 2, "StoSignSGD": 2, "StochasticSign": 2,
+                 "SoftSignum": 1, "HardSwitchSign": 1, "S3": 2, "AdamW": 2, "Adam": 2,
+                 "NAdam": 2}
+
+
+def memory_estimate(model, batch_size: int, max_length: int, dtype_bytes: int,
+                    four_bit: bool, checkpointing: bool) -> dict:
+    """Bytes of base weights, LoRA weights, optimizer state per optimizer, activations."""
+    base = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    cfg = model.config
+    hidden, layers = cfg.hidden_size, cfg.num_hidden_layers
+    tokens = batch_size * max_length
+    # per layer and token: ~34·hidden bytes in bf16 without checkpointing (Korthikanti et al.,
+    # no attention matrix with SDPA); checkpointing keeps the layer inputs only
+    per_layer = 2 * hidden if checkpointing else 34 * hidden
+    return {
+        "base_weights_GB": base * (0.5 if four_bit else dtype_bytes) / 1e9,
+        "lora_weights_GB": trained * 4 / 1e9,
+        "optimizer_state_GB": {k: v * trained * 4 / 1e9 for k, v in STATE_BUFFERS.items()},
+        "activations_GB": tokens * layers * per_layer / 1e9 * (dtype_bytes / 2),
+        "logits_GB": tokens * cfg.vocab_size * 4 / 1e9,
+    }
+
+
+def _rng(*key) -> torch.Generator:
+    digest = hashlib.sha1("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+class LoraMathTask:
+    checkpoint_trainable_only = True  # the base model is the same file every time
+
+    def __init__(self, *, model: dict, lora: dict, dataset: str, eval_dataset: str,
+                 batch_size: int, max_length: int, eval: dict, data_root: str, seed: int,
+                 device: torch.device, grad_accum: int = 1, target_accuracy: float | None = None,
+                 name: str = "lora_math"):
+        from peft import LoraConfig, get_peft_model
+
+        data.check_dataset(dataset)
+        data.check_dataset(eval_dataset)
+        self.name, self.seed, self.device = name, seed, device
+        self.dataset, self.eval_dataset = dataset, eval_dataset
+        self.batch_size, self.grad_accum, self.max_length = batch_size, grad_accum, max_length
+        self.eval_cfg = dict(eval)
+        self.train = data.load_examples(data_root, dataset, "train")
+        self.test = data.load_examples(data_root, eval_dataset, "test")
+        self.tokenizer = self._tokenizer(model, data_root)
+        torch.manual_seed(seed)
+        base = self._base_model(model)
+        if model.get("gradient_checkpointing"):
+            base.gradient_checkpointing_enable()
+            base.enable_input_require_grads()
+        peft_cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
+                              lora_dropout=lora["dropout"],
+                              target_modules=list(lora["target_modules"]),
+                              modules_to_save=list(lora.get("modules_to_save") or []) or None,
+                              task_type="CAUSAL_LM")
+        self.model = get_peft_model(base, peft_cfg).to(device)
+        self.encoded = [data.encode(self.tokenizer, dataset, ex, max_length) for ex in self.train]
+        self.batches_per_epoch = len(self.encoded) // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"task.batch_size {batch_size} exceeds {len(self.encoded)} examples")
+        self._epoch, self._batches = None, None
+        self.tokens_per_batch = batch_size  # examples
+        self.metric = f"{eval_dataset}_acc"
+        self.target = Target(self.metric, target_accuracy, "max")
+        dtype_bytes = 2 if model.get("dtype") == "bfloat16" else 4
+        self.memory = memory_estimate(self.model, batch_size, max_length, dtype_bytes,
+                                      bool(model.get("load_in_4bit")),
+                                      bool(model.get("gradient_checkpointing")))
+        trained = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        print(f"[optbench] {name}: {trained:,} trainable of {total:,} parameters; memory "
+              f"estimate (GB): base {self.memory['base_weights_GB']:.2f}, LoRA "
+              f"{self.memory['lora_weights_GB']:.3f}, AdamW state "
+              f"{self.memory['optimizer_state_GB']['AdamW']:.3f}, activations "
+              f"{self.memory['activations_GB']:.2f}, logits {self.memory['logits_GB']:.2f}")
+
+    # ------------------------------------------------------------ model and tokenizer
+
+    def _tokenizer(self, model: dict, data_root: str):
+        from pathlib import Path
+
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+        if model.get("pretrained"):
+            tok = AutoTokenizer.from_pretrained(model["pretrained"])
+        else:  # the offline preset's tokenizer, trained with its data
+            path = Path(data_root).expanduser().absolute() / self.dataset / "tokenizer.json"
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token="</s>",
+                                          pad_token="<pad>")
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def _base_model(self, model: dict):
+        from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+        dtype = getattr(torch, model.get("dtype") or "float32")
+        if model.get("pretrained"):
+            kwargs = {"torch_dtype": dtype}
+            if model.get("load_in_4bit"):
+                if not torch.cuda.is_available():
+                    raise ValueError("task.model.load_in_4bit needs a CUDA GPU (bitsandbytes)")
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16,
+                    bnb_4bit_quant_type="nf4")
+            return AutoModelForCausalLM.from_pretrained(model["pretrained"], **kwargs)
+        if not model.get("config"):
+            raise ValueError("task.model needs `pretrained` (hub id or path) or `config`")
+        cfg = LlamaConfig(vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
+                          eos_token_id=self.tokenizer.eos_token_id, **model["config"])
+        return LlamaForCausalLM(cfg).to(dtype)
+
+    # ------------------------------------------------------------ training
+
+    def train_batch(self, step: int, micro: int):
+        index = step * self.grad_accum + micro
+        epoch, position = divmod(index, self.batches_per_epoch)
+        if epoch != self._epoch:
+            lengths = [len(ids) for ids, _ in self.encoded]
+            self._batches = data.bucketed_batches(lengths, self.batch_size, self.seed, epoch)
+            self._epoch = epoch
+        rows = [self.encoded[i] for i in self._batches[position]]
+        return data.collate(rows, self.tokenizer.pad_token_id, self.device)
+
+    def loss(self, model, batch):
+        return model(**batch).loss
+
+    # ------------------------------------------------------------ evaluation
+
+    def _few_shot_prefix(self, k: int) -> str:
+        shots = self.train[:k]
+        return "".join(data.prompt(self.dataset, ex.question) + " " + ex.answer + "\n\n"
+                       for ex in shots)
+
+    @torch.no_grad()
+    def generate(self, model, prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy completions, batched with left padding."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        tok.padding_side = "right"
+        out = model.generate(input_ids=enc["input_ids"].to(self.device),
+                             attention_mask=enc["attention_mask"].to(self.device),
+                             max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        # a completion ends where the model starts another question
+        return [t.split("\n\n")[0].split("Question:")[0] for t in texts]
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        limit = self.eval_cfg.get("limit")
+        questions = self.test[:limit] if limit else self.test
+        prefix = self._few_shot_prefix(self.eval_cfg.get("few_shot", 0))
+        batch = self.eval_cfg.get("batch_size", 16)
+        correct = 0
+        for start in range(0, len(questions), batch):
+            chunk = questions[start : start + batch]
+            prompts = [prefix + data.prompt(self.eval_dataset, ex.question) for ex in chunk]
+            completions = self.generate(model, prompts, self.eval_cfg.get("max_new_tokens", 256))
+            correct += sum(is_correct(c, ex.answer) for c, ex in zip(completions, chunk))
+        return {self.metric: correct / len(questions), "eval_questions": len(questions)}
+
+    def describe(self) -> dict:
+        return {"params_trainable": sum(p.numel() for p in self.model.parameters()
+                                        if p.requires_grad),
+                "params_total": sum(p.numel() for p in self.model.parameters()),
+                "data": {"dataset": self.dataset, "train_examples": len(self.train),
+                         "eval_dataset": self.eval_dataset,
+                         "eval_questions": min(len(self.test), self.eval_cfg.get("limit")
+                                               or len(self.test)),
+                         "few_shot": self.eval_cfg.get("few_shot", 0)},
+                "memory_estimate": self.memory, "tokens_per_batch": self.tokens_per_batch}

@@ -1,0 +1,102 @@
+"""LoRA math task: answer masking, answer extraction, the offline tiny preset end to end
+(accuracy through real greedy generation), optimizers on LoRA parameters only."""
+
+import pytest
+import torch
+
+from tasks import run, store
+from tasks.config import build_optimizer, build_task, resolve_device
+from tasks.lora import data
+from tasks.lora.answers import extract_answer, is_correct, to_number
+from tests.conftest import compose_cfg
+
+TINY_LORA = ["task=lora_tiny_arith", "progress=false", "optim.weight_decay=0"]
+
+
+@pytest.fixture(scope="module")
+def arith_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    data.write_arith(root / "arith", n_train=2000, n_test=100)
+    return root
+
+
+def test_loss_covers_exactly_the_answer_tokens(arith_root):
+    task = build_task(compose_cfg(TINY_LORA, data_root=arith_root), torch.device("cpu"))
+    ex = task.train[0]
+    ids, labels = data.encode(task.tokenizer, "arith", ex, max_length=512)
+    prompt_len = len(task.tokenizer(data.prompt("arith", ex.question),
+                                    add_special_tokens=False)["input_ids"])
+    assert labels[:prompt_len] == [-100] * prompt_len
+    assert all(lab != -100 for lab in labels[prompt_len:])
+    assert labels[prompt_len:] == ids[prompt_len:]
+    assert labels[-1] == task.tokenizer.eos_token_id
+    assert task.tokenizer.decode(labels[prompt_len:-1]).strip() == ex.answer.strip()
+    batch = task.train_batch(0, 0)  # padding is masked too
+    assert ((batch["labels"] != -100) <= (batch["attention_mask"] == 1)).all()
+
+
+@pytest.mark.parametrize("completion,answer", [
+    ("Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\n#### 72", "72"),
+    ("#### 1,000", "1000"),
+    ("The total is $18.00 dollars.", "18"),
+    ("So the answer is \\boxed{\\frac{3}{4}}.", "3/4"),
+    ("We get \\boxed{12} apples; check: 5 + 7", "12"),
+    ("#### -5", "-5"),
+    ("50% of them", "50"),
+    ("I think it is 3, no wait, 4", "4"),
+])
+def test_answer_extraction(completion, answer):
+    assert to_number(extract_answer(completion)) == to_number(answer)
+
+
+def test_exact_numeric_match():
+    ref = "She has 5 + 3 = 8 pens.\n#### 8"
+    assert is_correct("... #### 8", ref)
+    assert is_correct("the answer is 8.0", ref)
+    assert not is_correct("#### 9", ref)
+    assert not is_correct("no number at all", ref)
+    assert extract_answer("no number at all") is None
+
+
+def test_tiny_preset_fine_tunes_and_accuracy_rises(arith_root, tmp_path):
+    cfg = compose_cfg([*TINY_LORA, "steps=250", "eval_every=250", "optim.lr=3e-3",
+                       "task.eval.limit=50"], runs_root=tmp_path, data_root=arith_root)
+    summary = run(cfg)
+    assert summary["status"] == "completed"
+    assert summary["final"]["eval_questions"] == 50
+    assert summary["final"]["arith_acc"] > 0.1  # from 0 at init, through real generation
+    ckpt = torch.load(store.run_dir(cfg) / "ckpt.pt", weights_only=False)
+    assert all("lora_" in k or "modules_to_save" in k for k in ckpt["model"])
+
+
+@pytest.mark.parametrize("optim_name", ["muon", "smuon", "stosignsgd", "s3"])
+def test_only_lora_parameters_change(arith_root, optim_name):
+    cfg = compose_cfg([*TINY_LORA, f"optim={optim_name}", "task.lora.modules_to_save=[]",
+                       "steps=3"], data_root=arith_root)
+    task = build_task(cfg, resolve_device("cpu"))
+    optimizer = build_optimizer(cfg.optim, task.model)
+    if optim_name in ("muon", "smuon"):
+        matrix = [g for g in optimizer.param_groups if g.get("use_matrix")]
+        assert matrix and all(p.ndim == 2 for g in matrix for p in g["params"])
+    before = {n: p.detach().clone() for n, p in task.model.named_parameters()}
+    for step in range(3):
+        optimizer.zero_grad()
+        task.loss(task.model, task.train_batch(step, 0)).backward()
+        optimizer.step()
+    for n, p in task.model.named_parameters():
+        changed = not torch.equal(p.detach(), before[n])
+        if "lora_" in n:
+            assert p.requires_grad
+        else:
+            assert not changed and not p.requires_grad, n
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in task.model.named_parameters()
+               if "lora_B" in n)
+
+
+def test_memory_estimate_is_printed_and_recorded(arith_root, capsys):
+    task = build_task(compose_cfg(TINY_LORA, data_root=arith_root), torch.device("cpu"))
+    assert "memory estimate (GB)" in capsys.readouterr().out
+    mem = task.describe()["memory_estimate"]
+    assert mem["optimizer_state_GB"]["AdamW"] == pytest.approx(
+        2 * mem["lora_weights_GB"], rel=1e-9)
+    assert mem["optimizer_state_GB"]["SignSGD"] == 0
