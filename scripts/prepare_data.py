@@ -6,7 +6,7 @@
     python scripts/prepare_data.py openwebtext | fineweb   (streams the hub dataset, GPT-2 BPE)
     python scripts/prepare_data.py hf --path json --data-files F.jsonl --name NAME
                                    [--text-field text] [--max-docs N] [--val-every 2000]
-    python scripts/prepare_data.py gsm8k | metamathqa | numina | arith   (math fine-tuning;
+    python scripts/prepare_data.py gsm8k | metamathqa | numina | math | arith   (math;
                                    arith is generated here, no download)
 
 The first two write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and
@@ -60,7 +60,7 @@ def prepare_math(name: str, out_dir: Path) -> None:
     for split in ("train", "test"):
         try:
             rows = datasets.load_dataset(**source, split=split)
-        except ValueError:  # MetaMathQA has no test split
+        except ValueError:  # MetaMathQA has no test split, MATH-500 no train split
             print(f"{name}: no {split} split")
             continue
         lines = [json.dumps({q_field: r[q_field], a_field: r[a_field]}) + "\n" for r in rows]
@@ -73,7 +73,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
                                            "openwebtext", "fineweb", "hf", "gsm8k",
-                                           "metamathqa", "numina", "arith"])
+                                           "metamathqa", "numina", "math", "arith"])
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--max-bytes", type=int, default=4_000_000, help="pystdlib only")
@@ -99,7 +99,7 @@ def main() -> None:
             cls(root=str(root / args.corpus), train=train, download=True)
         print(f"prepared {args.corpus} under {root / args.corpus}")
         return
-    if args.corpus in ("gsm8k", "metamathqa", "numina", "arith"):
+    if args.corpus in ("gsm8k", "metamathqa", "numina", "math", "arith"):
         prepare_math(args.corpus, root / args.corpus)
         return
     if args.corpus in ("openwebtext", "fineweb", "hf"):

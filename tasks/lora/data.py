@@ -1,4 +1,4 @@
-"""Math fine-tuning data: GSM8K, MetaMathQA, NuminaMath-CoT (prepared once by
+"""Math fine-tuning data: GSM8K, MetaMathQA, NuminaMath-CoT, MATH (prepared once by
 scripts/prepare_data.py into `<data_root>/<dataset>/{train,test}.jsonl` with each dataset's own
 field names) and generated arithmetic word problems in GSM8K's format for the offline preset.
 
@@ -25,6 +25,10 @@ DATASETS = {
                    {"path": "meta-math/MetaMathQA"}),
     "numina": ("problem", "solution", "Problem: {q}\nSolution:",
                {"path": "AI-MO/NuminaMath-CoT"}),
+    # MATH for evaluation (the 500-problem test subset); answers in \boxed{}; only numeric
+    # answers can match (symbolic ones such as \sqrt{2} count as wrong)
+    "math": ("problem", "solution", "Problem: {q}\nSolution:",
+             {"path": "HuggingFaceH4/MATH-500"}),
     "arith": ("question", "answer", "Question: {q}\nAnswer:", None),
 }
 
