@@ -155,12 +155,17 @@ def check_run(run_overrides: list[str], cfg: dict) -> None:
 
 def compose_sweep(overrides: list[str], extra: list[str] = (),
                   validate_runs: bool = True) -> list[tuple[list[str], dict]]:
-    """All runs of a sweep as (overrides, resolved config), validated unless told not to;
-    fails on the first bad run, with its overrides in the message, before anything is
-    submitted."""
+    """All runs of a sweep (Hydra sweep syntax) as (overrides, resolved config)."""
+    return compose_runs(expand([*extra, *overrides]), validate_runs)
+
+
+def compose_runs(run_overrides_list: list[list[str]],
+                 validate_runs: bool = True) -> list[tuple[list[str], dict]]:
+    """Explicit runs as (overrides, resolved config), validated unless told not to; fails on
+    the first bad run, with its overrides in the message, before anything is submitted."""
     composer = Composer()
     runs = []
-    for run_overrides in expand([*extra, *overrides]):
+    for run_overrides in run_overrides_list:
         try:
             cfg = composer.resolve(run_overrides)
         except Exception as e:

@@ -17,7 +17,7 @@ import submitit
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps import manifest
-from sweeps.compose import check_run, compose_sweep
+from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import Queue, RunState, run_state
 from tasks import store
@@ -76,10 +76,16 @@ def make_executor(launcher: DictConfig, folder: Path) -> submitit.Executor:
     return executor
 
 
-def launch(name: str, overrides: list[str], extra: list[str] = (), dry_run: bool = False) -> Launch:
+def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run: bool = False,
+           runs: list[list[str]] | None = None) -> Launch:
+    """Launch a sweep given in Hydra sweep syntax (`overrides`) or as explicit `runs` (one
+    override list each, e.g. a table's grid)."""
     # Compose every run first; validate those that will be submitted (finished and live runs
     # were validated when they went out), all before anything is submitted.
-    runs = compose_sweep(overrides, extra, validate_runs=False)
+    if runs is not None:
+        runs = compose_runs([[*extra, *r] for r in runs], validate_runs=False)
+    else:
+        runs = compose_sweep(overrides, extra, validate_runs=False)
     runs = [(ov, _absolute_paths(cfg, name)) for ov, cfg in runs]
     launcher = runs[0][1]["launcher"]
     if any(cfg["launcher"] != launcher for _, cfg in runs):
@@ -117,6 +123,8 @@ def launch(name: str, overrides: list[str], extra: list[str] = (), dry_run: bool
         record.mark_submitted(key, job_id, launcher.name, time.time())
     record.save()
     if launcher.name == "debug":  # in-process: the jobs run now, one after another
-        for job in jobs:
-            job.exception()  # a failed run is recorded in its run dir; go on with the rest
+        for (key, _), job in zip(todo, jobs):
+            error = job.exception()  # a failed run is recorded in its run dir; go on
+            if error is not None:
+                print(f"[optbench] run {key} raised {type(error).__name__}: {error}")
     return Launch(name, runs, [k for k, _ in todo], skipped, job_ids, executor, jobs)

@@ -6,8 +6,9 @@ dirs) do not pay for importing torch.
 
 
 def run(cfg):
-    """Train one run (see tasks/run.py)."""
-    from tasks.run import run as _run
+    """Train one run (see tasks/runner.py). The module is not named `run`: importing it would
+    replace this function with the module as the package's `run` attribute."""
+    from tasks.runner import run as _run
 
     return _run(cfg)
 

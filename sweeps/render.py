@@ -1,0 +1,141 @@
+"""Write a collected table: results/<table>/<scale>/table.{md,csv,tex} and figures, each with a
+provenance header (command, commit, scale, machine, date). Our numbers and the paper's stand in
+separate columns, never mixed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tasks import store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def provenance(command: str, scale: str, spec: dict) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip() or None
+    return {"command": command, "commit": commit, "scale": scale,
+            "scale_label": spec["scales"][scale]["label"],
+            "machine": f"{platform.node()} ({platform.machine()}, {platform.system()})",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _fmt(x, digits=4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "diverged"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def table_rows(spec: dict, rows, best: str | None) -> tuple[list[str], list[list[str]]]:
+    metric = spec["metric"].get("label", spec["metric"]["key"])
+    header = ["row", "best lr", f"{metric} (mean ± std)", "seeds", "diverged runs",
+              *spec.get("report", []), "paper"]
+    body = []
+    for r in rows:
+        mean = "diverged at every lr" if r.mean is None else (
+            f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}")
+        label = f"**{r.label}**" if r.label == best else r.label
+        paper = (spec.get("paper") or {}).get(r.label.split(" [")[0])
+        body.append([label, _fmt(r.best_lr), mean, str(r.n), str(r.diverged),
+                     *[_fmt(r.extra.get(c)) for c in spec.get("report", [])],
+                     _fmt(paper) if paper is not None else "–"])
+    return header, body
+
+
+def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command: str,
+           out_root: Path = ROOT / "results", variant: str = "",
+           ablation: list[str] = ()) -> Path:
+    out = out_root / spec["name"] / (scale + (f"-{variant}" if variant else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance(command, scale, spec)
+    header, body = table_rows(spec, rows, best)
+    md = [f"# {spec['title']}", ""]
+    if scale == "tiny":
+        md += ["> **Miniature.** " + prov["scale_label"] + ": not the paper's scale; it checks "
+               "the pipeline and the direction of the claim, not the paper's numbers.", ""]
+    if ablation:
+        md += [f"Ablation: `{' '.join(ablation)}` on top of the table's spec.", ""]
+    md += [f"Claim tested: {spec['claim']}", "",
+           *[f"- {k}: `{v}`" for k, v in prov.items()], "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(row) + " |" for row in body]
+    md += ["", f"Best row (bold): {best} — {verdict}. Each optimizer's lr was chosen from its own "
+           f"grid (grids of equal size) by the mean {spec['metric']['key']} over seeds; "
+           f"'paper' is the paper's reported number where public, never ours.", "",
+           "Metric by lr (mean over seeds; – = a seed diverged):", ""]
+    for r in rows:
+        md.append(f"- {r.label}: " + ", ".join(f"{lr:g} → {_fmt(v)}" for lr, v in
+                                                r.per_lr.items()))
+    (out / "table.md").write_text("\n".join(md) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows([[c.replace("**", "") for c in row] for row in body])
+    (out / "table.csv").write_text(buf.getvalue())
+    tex = ["% " + json.dumps(prov), "\\begin{tabular}{" + "l" * len(header) + "}", "\\hline",
+           " & ".join(header).replace("±", "$\\pm$").replace("_", "\\_") + " \\\\ \\hline"]
+    for row in body:
+        cells = [c.replace("**", "").replace("±", "$\\pm$").replace("_", "\\_") for c in row]
+        if row[0].startswith("**"):
+            cells[0] = "\\textbf{" + cells[0] + "}"
+        tex.append(" & ".join(cells) + " \\\\")
+    tex += ["\\hline", "\\end{tabular}"]
+    (out / "table.tex").write_text("\n".join(tex) + "\n")
+    figures(spec, rows, out)
+    return out
+
+
+def figures(spec: dict, rows, out: Path) -> None:
+    """Loss curves (seed 0 at the chosen lr) with spikes marked; final metric vs lr."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tasks.metrics import SpikeConfig, ema_spike_steps
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        if not r.best_runs:
+            continue
+        log = store.MetricsLog(Path(r.best_runs[0]) / "metrics.jsonl").read()
+        steps = [x["step"] for x in log if "loss" in x]
+        losses = [x["loss"] for x in log if "loss" in x]
+        if not losses:
+            continue
+        (line,) = ax.plot(steps, losses, label=f"{r.label} (lr {r.best_lr:g})")
+        # spikes on the logged curve (one point per log step)
+        marks = ema_spike_steps(losses, SpikeConfig(warmup=min(5, len(losses) - 1)))
+        ax.scatter([steps[i] for i in marks], [losses[i] for i in marks], marker="x",
+                   color=line.get_color(), zorder=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    ax.set_yscale("log")
+    ax.set_title(f"{spec['name']}: loss at each row's chosen lr (x = spike)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        pts = [(lr, v) for lr, v in r.per_lr.items() if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=r.label)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(spec["metric"].get("label", spec["metric"]["key"]))
+    ax.set_title(f"{spec['name']}: final metric vs lr (missing points diverged)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "metric_vs_lr.png", dpi=120)
+    plt.close(fig)

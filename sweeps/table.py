@@ -1,0 +1,175 @@
+"""Paper tables: a spec (conf/table/<name>.yaml) → runs → one job array → a rendered table.
+
+Spec keys:
+    name, title, claim            what is reproduced and which claim the table tests
+    scales: {tiny: {label, overrides}, paper: {label, overrides}}
+                                  task preset and run length per scale; `tiny` runs on 2 CPU
+                                  cores in minutes and is labelled a miniature everywhere
+    optimizers: {<optim>: {lr: [...], overrides: [...]}}
+                                  every optimizer gets an lr grid of the SAME length (the
+                                  fair-tuning rule: the same tuning budget for each)
+    variants: {<label>: [overrides]}   optional extra axis (e.g. lr multipliers, p, α_sign)
+    seeds: [...]
+    metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
+    report: [summary keys]        further columns (at the chosen lr)
+    paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
+
+Fair tuning: per optimizer (and variant), the lr with the best mean metric over seeds; the table
+shows mean ± std over seeds at that lr, marks the best row, and says whether its lead over the
+runner-up exceeds the seed noise (the sum of the two stds).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from tasks import store
+
+TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
+OPTIM_DIR = TABLE_DIR.parent / "optim"
+SCALES = ("tiny", "paper")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in TABLE_DIR.glob("*.yaml"))
+
+
+def load_spec(name: str) -> dict:
+    path = TABLE_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown table {name!r}; available: {available()}")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    grids = {o: len(v["lr"]) for o, v in spec["optimizers"].items()}
+    if len(set(grids.values())) > 1:
+        raise ValueError(f"table {name}: lr grids differ in size {grids}; the fair-tuning rule "
+                         f"gives every optimizer the same budget")
+    return spec
+
+
+@dataclass
+class Run:
+    row: str  # optimizer (+ variant) label
+    optim: str
+    lr: float
+    seed: int
+    overrides: list[str]
+
+
+def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
+    """The table's runs. Extra overrides apply to every run; `optim=X` keeps only X's rows, and
+    `optim.<key>=...` applies to the optimizers that have that key (an ablation)."""
+    if scale not in SCALES or scale not in spec["scales"]:
+        raise ValueError(f"scale must be one of {[s for s in SCALES if s in spec['scales']]}, "
+                         f"got {scale!r}")
+    only = [o.split("=", 1)[1] for o in extra if o.startswith("optim=")]
+    if only and only[0] not in spec["optimizers"]:
+        raise ValueError(f"optim={only[0]} is not in table {spec['name']}: "
+                         f"{list(spec['optimizers'])}")
+    optim_keys = [o for o in extra if o.startswith("optim.")]
+    plain = [o for o in extra if not o.startswith(("optim=", "optim."))]
+    variants = spec.get("variants") or {"": []}
+    runs = []
+    for optim, entry in spec["optimizers"].items():
+        if only and optim != only[0]:
+            continue
+        mine = [o for o in optim_keys if _has_key(optim, o)]
+        for label, variant in variants.items():
+            row = optim + (f" {label}" if label else "") + (
+                f" [{' '.join(mine)}]" if mine else "")
+            for lr in entry["lr"]:
+                for seed in spec["seeds"]:
+                    runs.append(Run(row, optim, lr, seed, [
+                        *spec["scales"][scale]["overrides"], f"optim={optim}",
+                        *entry.get("overrides", []), *variant, f"optim.lr={lr}",
+                        f"seed={seed}", *plain, *mine]))
+    if optim_keys and not any(_has_key(r.optim, o) for r in runs for o in optim_keys):
+        raise ValueError(f"no optimizer of table {spec['name']} has {optim_keys}")
+    return runs
+
+
+def _has_key(optim: str, override: str) -> bool:
+    key = override.split("=", 1)[0].removeprefix("optim.").lstrip("+")
+    cfg = OmegaConf.load(OPTIM_DIR / f"{optim}.yaml")
+    return key in cfg
+
+
+def _get(summary: dict, dotted: str):
+    value = summary
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+@dataclass
+class Row:
+    label: str
+    best_lr: float | None
+    mean: float | None
+    std: float | None
+    n: int
+    diverged: int
+    extra: dict
+    per_lr: dict  # lr → mean metric (None where every seed diverged)
+    best_runs: list  # run dirs at the chosen lr
+
+
+def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]:
+    """Fair tuning and seed statistics from the run dirs' summaries."""
+    metric, mode = spec["metric"]["key"], spec["metric"].get("mode", "min")
+    worst = math.inf if mode == "min" else -math.inf
+    rows = []
+    for label in dict.fromkeys(r.row for r in runs):
+        mine = [(i, r) for i, r in enumerate(runs) if r.row == label]
+        per_lr, values_at, dirs_at, diverged_at = {}, {}, {}, {}
+        for lr in dict.fromkeys(r.lr for _, r in mine):
+            vals, dirs, div = [], [], 0
+            for i, r in mine:
+                if r.lr != lr:
+                    continue
+                summary = store.read_summary(run_dirs[i]) or {}
+                dirs.append(run_dirs[i])
+                value = _get(summary, metric) if summary.get("status") == "completed" else None
+                div += summary.get("status") == "diverged"
+                vals.append(value if value is not None else worst)
+            finite = [v for v in vals if math.isfinite(v)]
+            per_lr[lr] = statistics.mean(finite) if len(finite) == len(vals) else None
+            values_at[lr], dirs_at[lr], diverged_at[lr] = vals, dirs, div
+        candidates = [lr for lr in per_lr if per_lr[lr] is not None]
+        pick = min if mode == "min" else max
+        best = pick(candidates, key=per_lr.__getitem__) if candidates else None
+        vals = values_at[best] if best is not None else []
+        extra = {}
+        if best is not None:
+            for col in spec.get("report", []):
+                xs = [_get(store.read_summary(d) or {}, col) for d in dirs_at[best]]
+                xs = [x for x in xs if isinstance(x, (int, float))]
+                extra[col] = statistics.mean(xs) if xs else None
+        rows.append(Row(label, best, statistics.mean(vals) if vals else None,
+                        statistics.stdev(vals) if len(vals) > 1 else 0.0 if vals else None,
+                        len(vals), sum(diverged_at.values()), extra, per_lr,
+                        dirs_at.get(best, [])))
+    return rows
+
+
+def ranking(spec: dict, rows: list[Row]) -> tuple[str | None, str]:
+    """(best row label, whether its lead over the runner-up exceeds the seed noise)."""
+    mode = spec["metric"].get("mode", "min")
+    scored = sorted((r for r in rows if r.mean is not None),
+                    key=lambda r: r.mean if mode == "min" else -r.mean)
+    if not scored:
+        return None, "no finished row"
+    if len(scored) == 1:
+        return scored[0].label, "only row"
+    a, b = scored[0], scored[1]
+    gap, noise = abs(a.mean - b.mean), (a.std or 0.0) + (b.std or 0.0)
+    if a.n < 2:
+        return a.label, f"lead {gap:.4g} over {b.label}; one seed, noise unknown"
+    verdict = "exceeds" if gap > noise else "within"
+    return a.label, f"lead {gap:.4g} over {b.label} {verdict} seed noise ({noise:.4g})"
