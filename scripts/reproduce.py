@@ -46,6 +46,7 @@ def main() -> int:
     try:
         spec = table.load_spec(args.table)
         runs = table.expand(spec, scale, extra)
+        spec = table.for_scale(spec, scale)
         # an ablation (extra overrides) gets its own sweep name and results folder
         ablation = sorted(o for o in extra if not o.startswith("launcher"))
         suffix = ("-" + hashlib.sha1(" ".join(ablation).encode()).hexdigest()[:6]

@@ -8,6 +8,10 @@ Spec keys:
     optimizers: {<optim>: {lr: [...], overrides: [...]}}
                                   every optimizer gets an lr grid of the SAME length (the
                                   fair-tuning rule: the same tuning budget for each)
+    lr_multipliers: [1, 3, 10]    optional: rows per multiple of each optimizer's lr (each row
+                                  then has one lr: the multiple), e.g. S3's spike table
+    scales.<s>.per_optimizer: {<optim>: [overrides]}   scale-specific overrides (S3 at T/2)
+    scales.<s>.metric: {...}      a scale's own metric (e.g. arith_acc for the tiny LoRA task)
     variants: {<label>: [overrides]}   optional extra axis (e.g. lr multipliers, p, α_sign)
     seeds: [...]
     metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
@@ -73,20 +77,26 @@ def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
     optim_keys = [o for o in extra if o.startswith("optim.")]
     plain = [o for o in extra if not o.startswith(("optim=", "optim."))]
     variants = spec.get("variants") or {"": []}
+    multipliers = spec.get("lr_multipliers") or [None]
+    scale_spec = spec["scales"][scale]
     runs = []
     for optim, entry in spec["optimizers"].items():
         if only and optim != only[0]:
             continue
         mine = [o for o in optim_keys if _has_key(optim, o)]
+        per_optim = (scale_spec.get("per_optimizer") or {}).get(optim, [])
         for label, variant in variants.items():
-            row = optim + (f" {label}" if label else "") + (
-                f" [{' '.join(mine)}]" if mine else "")
-            for lr in entry["lr"]:
-                for seed in spec["seeds"]:
-                    runs.append(Run(row, optim, lr, seed, [
-                        *spec["scales"][scale]["overrides"], f"optim={optim}",
-                        *entry.get("overrides", []), *variant, f"optim.lr={lr}",
-                        f"seed={seed}", *plain, *mine]))
+            for mult in multipliers:
+                row = optim + (f" {label}" if label else "") + (
+                    f" {mult:g}×lr" if mult is not None else "") + (
+                    f" [{' '.join(mine)}]" if mine else "")
+                lrs = entry["lr"] if mult is None else [entry["lr"][0] * mult]
+                for lr in lrs:
+                    for seed in spec["seeds"]:
+                        runs.append(Run(row, optim, lr, seed, [
+                            *scale_spec["overrides"], f"optim={optim}",
+                            *entry.get("overrides", []), *per_optim, *variant,
+                            f"optim.lr={lr:g}", f"seed={seed}", *plain, *mine]))
     if optim_keys and not any(_has_key(r.optim, o) for r in runs for o in optim_keys):
         raise ValueError(f"no optimizer of table {spec['name']} has {optim_keys}")
     return runs
@@ -118,6 +128,11 @@ class Row:
     extra: dict
     per_lr: dict  # lr → mean metric (None where every seed diverged)
     best_runs: list  # run dirs at the chosen lr
+
+
+def for_scale(spec: dict, scale: str) -> dict:
+    """The spec with the scale's own metric, if it names one."""
+    return {**spec, "metric": spec["scales"][scale].get("metric", spec["metric"])}
 
 
 def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]:

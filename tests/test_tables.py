@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from sweeps import table
+from sweeps.compose import compose_runs
 from sweeps.launch import launch
 from sweeps.render import render
 from tasks import store
@@ -32,12 +33,19 @@ def mini_table(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", table.available())
-def test_every_committed_spec_loads_and_expands(name):
+def test_every_committed_spec_expands_into_valid_distinct_runs(name):
     spec = table.load_spec(name)
     for scale in spec["scales"]:
         runs = table.expand(spec, scale)
-        assert len(runs) == sum(len(o["lr"]) for o in spec["optimizers"].values()) * len(
-            spec["seeds"]) * len(spec.get("variants") or {"": []})
+        per_optim = len(spec.get("lr_multipliers") or []) or len(
+            next(iter(spec["optimizers"].values()))["lr"])
+        assert len(runs) == len(spec["optimizers"]) * per_optim * len(spec["seeds"]) * len(
+            spec.get("variants") or {"": []})
+        # every run composes and validates (the same check a launch makes), keys distinct
+        composed = compose_runs([r.overrides for r in runs])
+        assert len({store.run_key(cfg) for _, cfg in composed}) == len(runs)
+        metric = table.for_scale(spec, scale)["metric"]
+        assert metric["mode"] in ("min", "max")
 
 
 def test_unequal_lr_grids_break_the_fair_tuning_rule(tmp_path, monkeypatch):

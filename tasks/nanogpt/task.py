@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tasks.base import Target
@@ -70,12 +72,18 @@ class NanoGPTTask:
     def evaluate(self, model) -> dict[str, float]:
         # The same windows at every eval (seeded apart from training), so curves compare.
         gen = torch.Generator().manual_seed(10_000 + self.seed)
-        total = 0.0
+        total, correct, count = 0.0, 0, 0
         for _ in range(self.eval_batches):
-            x, y = data.sample_windows(self.splits["val"], self.eval_batch_size,
-                                       self.block_size, gen)
-            total += self.loss(model, self._to_device(x, y)).item()
-        return {"val_loss": total / self.eval_batches}
+            x, y = self._to_device(*data.sample_windows(self.splits["val"], self.eval_batch_size,
+                                                        self.block_size, gen))
+            logits, loss = model(x, y)
+            total += loss.item()
+            correct += (logits.argmax(-1) == y).sum().item()
+            count += y.numel()
+        val_loss = total / self.eval_batches
+        # next-token accuracy: the "char accuracy" of next-character prediction on byte corpora
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)),
+                "val_acc": correct / count}
 
     def describe(self) -> dict:
         return {
