@@ -41,8 +41,12 @@ def table_rows(spec: dict, rows, best: str | None) -> tuple[list[str], list[list
               *spec.get("report", []), "paper"]
     body = []
     for r in rows:
-        mean = "diverged at every lr" if r.mean is None else (
-            f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}")
+        if r.mean is None:
+            mean = "diverged at every lr"
+        elif r.n == 1:
+            mean = f"{_fmt(r.mean)} (one seed)"
+        else:
+            mean = f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}"
         label = f"**{r.label}**" if r.label == best else r.label
         paper = (spec.get("paper") or {}).get(r.label.split(" [")[0])
         body.append([label, _fmt(r.best_lr), mean, str(r.n), str(r.diverged),
@@ -103,8 +107,9 @@ def figures(spec: dict, rows, out: Path) -> None:
 
     from tasks.metrics import SpikeConfig, ema_spike_steps
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in rows:
+    colors = plt.cm.tab20.colors
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for k, r in enumerate(rows):
         if not r.best_runs:
             continue
         log = store.MetricsLog(Path(r.best_runs[0]) / "metrics.jsonl").read()
@@ -112,7 +117,8 @@ def figures(spec: dict, rows, out: Path) -> None:
         losses = [x["loss"] for x in log if "loss" in x]
         if not losses:
             continue
-        (line,) = ax.plot(steps, losses, label=f"{r.label} (lr {r.best_lr:g})")
+        (line,) = ax.plot(steps, losses, label=f"{r.label} (lr {r.best_lr:g})",
+                          color=colors[k % len(colors)])
         # spikes on the logged curve (one point per log step)
         marks = ema_spike_steps(losses, SpikeConfig(warmup=min(5, len(losses) - 1)))
         ax.scatter([steps[i] for i in marks], [losses[i] for i in marks], marker="x",
@@ -121,21 +127,21 @@ def figures(spec: dict, rows, out: Path) -> None:
     ax.set_ylabel("train loss")
     ax.set_yscale("log")
     ax.set_title(f"{spec['name']}: loss at each row's chosen lr (x = spike)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for k, r in enumerate(rows):
         pts = [(lr, v) for lr, v in r.per_lr.items() if v is not None]
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=r.label)
+            ax.plot(*zip(*pts), marker="o", label=r.label, color=colors[k % len(colors)])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(spec["metric"].get("label", spec["metric"]["key"]))
     ax.set_title(f"{spec['name']}: final metric vs lr (missing points diverged)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "metric_vs_lr.png", dpi=120)
     plt.close(fig)
