@@ -75,6 +75,9 @@ def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command
            *[f"- {k}: `{v}`" for k, v in prov.items()], "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in body]
+    if scale == "tiny" and spec.get("paper"):
+        md += ["", "The 'paper' column is the paper's own setting, not this miniature's: the two "
+               "are not comparable number for number, only in which row wins."]
     md += ["", f"Best row (bold): {best} — {verdict}. Each optimizer's lr was chosen from its own "
            f"grid (grids of equal size) by the mean {spec['metric']['key']} over seeds; "
            f"'paper' is the paper's reported number where public, never ours.", "",
