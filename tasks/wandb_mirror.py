@@ -15,8 +15,6 @@ from pathlib import Path
 
 
 class NullMirror:
-    run_dir = None
-
     def log(self, row: dict, step: int) -> None:
         pass
 
@@ -40,7 +38,6 @@ def _has_api_key() -> bool:
 class WandbMirror:
     def __init__(self, run):
         self.run = run
-        self.run_dir = Path(run.dir).parent if run is not None else None
 
     def _safe(self, what: str, fn) -> None:
         try:
