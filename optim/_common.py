@@ -26,11 +26,6 @@ def check_beta(name: str, beta) -> None:
     require(0.0 <= beta < 1.0, name, beta, "in [0, 1)")
 
 
-def state_dtype(p: torch.Tensor) -> torch.dtype:
-    """Optimizer state is fp32 for bf16/fp16 parameters (the math must not run in bf16)."""
-    return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
-
-
 class Batch:
     """A group's parameters that have gradients, as fp32 working tensors.
 

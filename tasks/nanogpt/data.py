@@ -54,6 +54,7 @@ def prepare_pystdlib(out_dir: Path, max_bytes: int, val_fraction: float) -> dict
         "train_tokens": int(len(data) - n_val),
         "val_tokens": int(n_val),
         "sha1": hashlib.sha1(bytes(data)).hexdigest(),
+        "prepared_with": {"max_bytes": max_bytes, "val_fraction": val_fraction},
     }
     store.write_json(out_dir / "meta.json", meta)
     return meta
@@ -74,8 +75,6 @@ def load_corpus(data_root: str | Path, corpus: str, **prepare_kwargs) -> tuple[d
                 f"run scripts/prepare_data.py first"
             )
         meta = prepare_pystdlib(out_dir, **prepare_kwargs)
-        meta["prepared_with"] = prepare_kwargs
-        store.write_json(out_dir / "meta.json", meta)
     splits = {
         split: np.memmap(out_dir / f"{split}.bin", dtype=np.uint16, mode="r")
         for split in ("train", "val")
