@@ -13,6 +13,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sweeps.table import ratio_columns
 from tasks import store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,9 @@ def _fmt(x, digits=4) -> str:
 
 def table_rows(spec: dict, rows, best: str | None) -> tuple[list[str], list[list[str]]]:
     metric = spec["metric"].get("label", spec["metric"]["key"])
+    ratios = ratio_columns(spec, rows)
     header = ["row", "best lr", f"{metric} (mean ± std)", "seeds", "diverged runs",
-              *spec.get("report", []), "paper"]
+              *spec.get("report", []), *ratios, "paper"]
     body = []
     for r in rows:
         if r.mean is None:
@@ -51,6 +53,7 @@ def table_rows(spec: dict, rows, best: str | None) -> tuple[list[str], list[list
         paper = (spec.get("paper") or {}).get(r.label.split(" [")[0])
         body.append([label, _fmt(r.best_lr), mean, str(r.n), str(r.diverged),
                      *[_fmt(r.extra.get(c)) for c in spec.get("report", [])],
+                     *[_fmt(values[r.label], 3) for values in ratios.values()],
                      _fmt(paper) if paper is not None else "–"])
     return header, body
 
@@ -150,4 +153,32 @@ def figures(spec: dict, rows, out: Path) -> None:
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "metric_vs_lr.png", dpi=120)
+    plt.close(fig)
+    p_per_layer_figure(rows, out, plt)
+
+
+def p_per_layer_figure(rows, out: Path, plt) -> None:
+    """SMuon's chosen Schatten p per layer over training (the `p/<layer>` columns its runs log),
+    seed 0 at the chosen lr of each row that has them."""
+    logs = []
+    for r in rows:
+        if r.best_runs:
+            log = store.MetricsLog(Path(r.best_runs[0]) / "metrics.jsonl").read()
+            if any(k.startswith("p/") for x in log for k in x):
+                logs.append((r, log))
+    if not logs:
+        return
+    fig, axes = plt.subplots(1, len(logs), figsize=(9 * len(logs), 4.5), squeeze=False)
+    for ax, (r, log) in zip(axes[0], logs):
+        layers = sorted({k for x in log for k in x if k.startswith("p/")})
+        for k, layer in enumerate(layers):
+            pts = [(x["step"], x[layer]) for x in log if layer in x]
+            ax.plot(*zip(*pts), label=layer[2:], color=plt.cm.tab20.colors[k % 20])
+        ax.set_xlabel("step")
+        ax.set_ylabel("chosen Schatten p")
+        ax.set_yscale("log")
+        ax.set_title(f"{r.label} (lr {r.best_lr:g}): p per layer")
+        ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "p_per_layer.png", dpi=120)
     plt.close(fig)

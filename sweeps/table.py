@@ -16,6 +16,11 @@ Spec keys:
     seeds: [...]
     metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
     report: [summary keys]        further columns (at the chosen lr)
+    ratios: [{key, versus: [optim...], label, speedup: false}]
+                                  derived columns: each row's `key` (a report key) divided by the
+                                  best (smallest) value among the `versus` rows that finished,
+                                  e.g. SMuon's optimizer time over Muon's; `speedup: true`
+                                  divides the other way (tokens to target: reference / row)
     paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
 
 Fair tuning: per optimizer (and variant), the lr with the best mean metric over seeds; the table
@@ -48,6 +53,12 @@ def load_spec(name: str) -> dict:
     if not path.exists():
         raise ValueError(f"unknown table {name!r}; available: {available()}")
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    for ratio in spec.get("ratios", []):
+        missing = [o for o in ratio["versus"] if o not in spec["optimizers"]]
+        if ratio["key"] not in spec.get("report", []) or missing:
+            raise ValueError(f"table {name}: ratio {ratio.get('label')!r} needs its key "
+                             f"{ratio['key']!r} among report {spec.get('report', [])} and its "
+                             f"versus rows among the optimizers (not: {missing})")
     grids = {o: len(v["lr"]) for o, v in spec["optimizers"].items()}
     if len(set(grids.values())) > 1:
         raise ValueError(f"table {name}: lr grids differ in size {grids}; the fair-tuning rule "
@@ -171,6 +182,27 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                         len(vals), sum(diverged_at.values()), extra, per_lr,
                         dirs_at.get(best, [])))
     return rows
+
+
+def ratio_columns(spec: dict, rows: list[Row]) -> dict[str, dict[str, float | None]]:
+    """{column label: {row label: value}} for the spec's `ratios`. The reference is the best
+    (smallest) value of `key` among the `versus` rows that finished at their chosen lr, so a
+    diverged baseline or one that never reached a target is not the reference."""
+    columns = {}
+    for ratio in spec.get("ratios", []):
+        key = ratio["key"]
+        refs = [r.extra.get(key) for r in rows if r.label.split(" [")[0] in ratio["versus"]]
+        refs = [x for x in refs if isinstance(x, (int, float)) and x > 0]
+        ref = min(refs) if refs else None
+        values = {}
+        for r in rows:
+            x = r.extra.get(key)
+            if ref is None or not isinstance(x, (int, float)) or x <= 0:
+                values[r.label] = None
+            else:
+                values[r.label] = ref / x if ratio.get("speedup") else x / ref
+        columns[ratio.get("label", f"{key} ratio")] = values
+    return columns
 
 
 def ranking(spec: dict, rows: list[Row]) -> tuple[str | None, str]:

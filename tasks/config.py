@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import optim
 from tasks.errors import ConfigError
 from tasks.metrics import SpikeConfig
-from tasks.precision import PRECISIONS, Precision
+from tasks.precision import COMPUTE_DTYPES, PRECISIONS, Precision
 from tasks.schedule import validate_schedule
 
 LOGGERS = ("none", "wandb")
@@ -94,6 +94,9 @@ def validate(cfg: DictConfig | dict) -> None:
     precision, logger = cfg["precision"]["name"], cfg["logger"]
     _require(precision in PRECISIONS,
              f"precision.name must be one of {list(PRECISIONS)}, got {precision!r}")
+    compute = cfg["precision"].get("compute", "bf16")
+    _require(compute in COMPUTE_DTYPES,
+             f"precision.compute must be one of {list(COMPUTE_DTYPES)}, got {compute!r}")
     _require(logger["name"] in LOGGERS,
              f"logger.name must be one of {list(LOGGERS)}, got {logger['name']!r}")
     if logger["name"] == "wandb":
@@ -132,4 +135,4 @@ def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.opti
 
 
 def precision(precision_cfg: DictConfig, device: torch.device) -> Precision:
-    return Precision(precision_cfg.name, device)
+    return Precision(precision_cfg.name, device, precision_cfg.get("compute", "bf16"))

@@ -72,8 +72,15 @@ class LoopState:
     step: int = 0  # optimizer steps completed
     evals: list = field(default_factory=list)  # [(step, {metric: value})]
     elapsed_s: float = 0.0  # training wall time summed over all attempts
+    optimizer_s: float = 0.0  # time in optimizer.step (+ precision rounding), timed steps only
+    optimizer_timed_steps: int = 0
     diverged_at: int | None = None
     diverged_reason: str = ""
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rng_state() -> dict:
@@ -166,7 +173,8 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, step: int,
+                   time_optimizer: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         accum, ctx = self.cfg.grad_accum, self.ctx
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.params[0].device)
@@ -186,8 +194,18 @@ class Trainer:
         self.precision.after_backward(self.params)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        # the optimizer's own cost (SMuon's overhead over Muon, say); on an accelerator only on
+        # log steps, where the synchronization it needs costs nothing worth mentioning
+        timed = time_optimizer or self.params[0].device.type == "cpu"
+        if timed:
+            _synchronize(self.params[0].device)
+            t0 = time.perf_counter()
         self.optimizer.step()
         self.precision.after_step(self.optimizer)
+        if timed:
+            _synchronize(self.params[0].device)
+            self.state.optimizer_s += time.perf_counter() - t0
+            self.state.optimizer_timed_steps += 1
         self.scheduler.step()
         return loss_sum / accum, grad_norm
 
@@ -233,7 +251,7 @@ class Trainer:
             before = ([p.detach().float().clone() for p in self.params]
                       if (log_now or eval_now) else None)
             lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
-            loss, grad_norm = self.train_step(index)
+            loss, grad_norm = self.train_step(index, time_optimizer=log_now)
             self.pending.append(loss)
             self.state.step = done
             self.state.elapsed_s += time.perf_counter() - step_start

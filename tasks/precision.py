@@ -9,6 +9,13 @@ gradients and optimizer state are rounded to.
                    (amax / 448) after each step. The values are stored in their usual dtype but
                    only ever hold FP8-representable numbers, which is what the paper's claim is
                    about (AdamW's second moment underflows there; a max-based state survives).
+
+`compute` (bf16 or fp32; only for bf16 and fp8_emulated) says what the matmuls run in. The default
+bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this project's CI
+machine has AVX2 only, where bf16 matmuls are emulated ~20x slower): the model stays fp32 and, for
+fp8_emulated, every parameter is rounded through bf16 after each step, so the master weights still
+only hold bf16 values; only the activations are no longer rounded to bf16. Miniatures that use it
+say so in their label.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import torch
 
 PRECISIONS = ("fp32", "bf16", "fp8_emulated")
+COMPUTE_DTYPES = ("bf16", "fp32")
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
 
 
@@ -33,18 +41,30 @@ def round_state_e4m3(state: torch.Tensor) -> None:
 
 
 class Precision:
-    def __init__(self, name: str, device: torch.device):
+    def __init__(self, name: str, device: torch.device, compute: str = "bf16"):
         if name not in PRECISIONS:
             raise ValueError(f"precision.name must be one of {list(PRECISIONS)}, got {name!r}")
+        if compute not in COMPUTE_DTYPES:
+            raise ValueError(f"precision.compute must be one of {list(COMPUTE_DTYPES)}, "
+                             f"got {compute!r}")
         self.name, self.device = name, device
+        self.bf16_compute = name != "fp32" and compute == "bf16"
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """fp8_emulated keeps bf16 master weights."""
-        return model.to(torch.bfloat16) if self.name == "fp8_emulated" else model
+        """fp8_emulated keeps bf16 master weights (stored as bf16, or as fp32 holding bf16 values
+        with compute=fp32)."""
+        if self.name != "fp8_emulated":
+            return model
+        if self.bf16_compute:
+            return model.to(torch.bfloat16)
+        with torch.no_grad():
+            for p in model.parameters():
+                round_through(p, torch.bfloat16)
+        return model
 
     @property
     def autocast(self):
-        if self.name in ("bf16", "fp8_emulated"):
+        if self.bf16_compute:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -59,6 +79,10 @@ class Precision:
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.name != "fp8_emulated":
             return
+        if not self.bf16_compute:  # fp32 storage: keep the master weights on bf16 values
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    round_through(p, torch.bfloat16)
         for state in optimizer.state.values():
             for value in state.values():
                 if torch.is_tensor(value) and value.is_floating_point() and value.numel() > 1:

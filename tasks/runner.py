@@ -84,6 +84,9 @@ def build_summary(cfg, key, rdir, task, trainer, status) -> dict:
         },
         "evals": [{"step": s, **ev} for s, ev in state.evals],
         "wall_time_s": state.elapsed_s,
+        # mean seconds of one optimizer step (+ precision rounding), over the timed steps
+        "optimizer_step_s": (state.optimizer_s / state.optimizer_timed_steps
+                             if state.optimizer_timed_steps else None),
         "task_info": task.describe(),
         "versions": versions(),
         "git_commit": git_commit(),

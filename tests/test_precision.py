@@ -65,3 +65,25 @@ def test_fp8_emulated_run_keeps_bf16_master_weights_and_fp8_state(tmp_path):
     envelope = [s["envelope"] for s in ckpt["optimizer"]["state"].values() if "envelope" in s]
     assert envelope and all(representable(e, torch.float8_e4m3fn, e.abs().max() / 448)
                             for e in envelope if e.abs().max() > 0)
+
+
+def test_fp32_compute_keeps_master_weights_on_bf16_values(tmp_path):
+    """precision.compute=fp32 (CPUs without bf16 units): fp32 storage, but every weight is a bf16
+    value after every step, and the state is still FP8."""
+    cfg = compose_cfg([*TINY, "precision=fp8_emulated", "precision.compute=fp32",
+                       "optim=adamw", "steps=6", "eval_every=6"], runs_root=tmp_path)
+    summary = run(cfg)
+    assert summary["status"] == "completed"
+    ckpt = torch.load(next(tmp_path.glob("*/*/*/ckpt.pt")), weights_only=False)
+    weights = [v for v in ckpt["model"].values() if v.is_floating_point()]
+    assert all(v.dtype == torch.float32 for v in weights)
+    assert all(representable(v, torch.bfloat16) for v in weights)
+    second = [s["exp_avg_sq"] for s in ckpt["optimizer"]["state"].values()]
+    assert second and all(representable(e, torch.float8_e4m3fn, e.abs().max() / 448)
+                          for e in second if e.abs().max() > 0)
+
+
+def test_unknown_compute_dtype_is_rejected_naming_the_choices():
+    with pytest.raises(ValueError, match=r"precision.compute must be one of \['bf16', 'fp32'\], "
+                                         r"got 'fp16'"):
+        Precision("fp8_emulated", torch.device("cpu"), compute="fp16")

@@ -98,3 +98,57 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     rows2 = table.collect(mini_table, runs, dirs)
     assert [(r.label, r.best_lr, r.mean) for r in rows2] == [(r.label, r.best_lr, r.mean)
                                                              for r in rows]
+
+
+def _row(label, **extra):
+    return table.Row(label, 1e-3, 1.0, 0.0, 1, 0, extra, {1e-3: 1.0}, [])
+
+
+def test_ratio_columns_use_the_best_baseline_that_finished():
+    spec = {"ratios": [
+        {"key": "convergence.tokens_to_target", "versus": ["adamw", "lion"],
+         "label": "speedup", "speedup": True},
+        {"key": "optimizer_step_s", "versus": ["muon"], "label": "step time / muon"}]}
+    rows = [_row("adamw", **{"convergence.tokens_to_target": 1000, "optimizer_step_s": 0.2}),
+            _row("lion", **{"convergence.tokens_to_target": None}),  # never reached it
+            _row("muon", **{"convergence.tokens_to_target": 1500, "optimizer_step_s": 0.1}),
+            _row("stosignsgd", **{"convergence.tokens_to_target": 600,
+                                  "optimizer_step_s": 0.12})]
+    cols = table.ratio_columns(spec, rows)
+    assert cols["speedup"] == pytest.approx({"adamw": 1.0, "lion": None, "muon": 1000 / 1500,
+                                             "stosignsgd": 1000 / 600})
+    assert cols["step time / muon"] == pytest.approx({"adamw": 2.0, "lion": None, "muon": 1.0,
+                                                      "stosignsgd": 1.2})
+    # no baseline finished: no reference, no numbers
+    assert table.ratio_columns(spec, rows[1:2])["speedup"] == {"lion": None}
+
+
+def test_a_ratio_must_name_a_reported_key_and_rows_of_the_table(tmp_path, monkeypatch):
+    bad = dict(MINI, ratios=[{"key": "wall_time_s", "versus": ["adamw"], "label": "t"}])
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+    with pytest.raises(ValueError, match="wall_time_s"):
+        table.load_spec("bad")
+    bad["report"], bad["ratios"][0]["versus"] = ["wall_time_s"], ["muon"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="muon"):
+        table.load_spec("bad")
+
+
+def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sweeps.render import p_per_layer_figure
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    log = store.MetricsLog(run_dir / "metrics.jsonl")
+    for step in (10, 20, 30):
+        log.append({"step": step, "loss": 3.0, "p/blocks.0.fc": 2.0 + step / 10, "p/head": 8.0})
+    row = table.Row("smuon", 0.02, 1.0, 0.0, 1, 0, {}, {0.02: 1.0}, [run_dir])
+    p_per_layer_figure([_row("muon"), row], tmp_path, plt)
+    assert (tmp_path / "p_per_layer.png").stat().st_size > 0
+    (tmp_path / "p_per_layer.png").unlink()
+    p_per_layer_figure([_row("muon")], tmp_path, plt)  # no p logged: no figure
+    assert not (tmp_path / "p_per_layer.png").exists()
