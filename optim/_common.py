@@ -8,6 +8,8 @@ import math
 import torch
 from torch.optim.adam import adam as torch_adam
 
+from optim._fused import compiled, flat
+
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
@@ -178,7 +180,9 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
         d = self._direction(group, batch)        (updates the state, returns the step direction)
         θ ← θ·(1 − lr·λ) − lr·d
 
-    Subclasses name their state buffers and write `_direction` as the paper's equations.
+    Subclasses name their state buffers and write `_direction` as the paper's equations (foreach
+    ops). With `fused=True` in a group, `_fused(group, batch)` does the same update as one
+    compiled kernel per tensor (optim/_fused.py); tests hold the two paths equal.
     """
 
     buffers: tuple[str, ...] = ()
@@ -196,8 +200,25 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
             b = Batch(self, group, buffers=self._buffers(group))
             if not len(b):
                 continue
-            direction = self._direction(group, b)
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
+            if group.get("fused"):
+                self._fused(group, b)
+            else:
+                direction = self._direction(group, b)
+                b.decay(group["lr"], group["weight_decay"])
+                torch._foreach_add_(b.params, direction, alpha=-group["lr"])
             b.commit()
         return loss
+
+    def _fused(self, group: dict, b: Batch) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no fused path")
+
+    @staticmethod
+    def run_kernel(kernel, b: Batch, buffers: tuple[str, ...], scalars=(), per_tensor=None,
+                   **static) -> None:
+        """kernel(param, grad, *buffers, *scalars, *per_tensor(i), **static) on every tensor of
+        the batch, compiled; `scalars` are 0-d tensors shared by all tensors."""
+        run = compiled(kernel)
+        for i, (param, grad) in enumerate(zip(b.params, b.grads)):
+            tensors = [flat(param), flat(grad), *(flat(b.buffers[n][i]) for n in buffers)]
+            extra = per_tensor(i) if per_tensor is not None else ()
+            run(*tensors, *scalars, *extra, **static)

@@ -6,6 +6,8 @@ paper's no-proximal variant.
     v ← β2·v + (1−β2)·d
     n ← β3·n + (1−β3)·(g + β2·d)²
     θ ← θ·(1 − lr·λ) − lr · (m/(1−β1^k) + β2·v/(1−β2^k)) / (sqrt(n/(1−β3^k)) + ε)
+
+`fused=True`: the same update as one compiled pass per tensor (optim/_fused.py).
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ import math
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
+from optim._fused import scalar
 
 
 class Adan(ElementwiseOptimizer):
     buffers = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.98, 0.92, 0.99), eps: float = 1e-8,
-                 weight_decay: float = 0.02):
+                 weight_decay: float = 0.02, fused: bool = False):
         check_lr_wd(lr, weight_decay)
         require(len(betas) == 3, "betas", betas, "three values (β1, β2, β3)")
         for i, beta in enumerate(betas):
             check_beta(f"betas[{i}]", beta)
         require(eps >= 0, "eps", eps, ">= 0")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay})
+                                  "weight_decay": weight_decay, "fused": fused})
 
     def _direction(self, group, b: Batch):
         beta1, beta2, beta3 = group["betas"]
@@ -61,3 +64,32 @@ class Adan(ElementwiseOptimizer):
         torch._foreach_add_(denom, group["eps"])
         torch._foreach_div_(update, denom)
         return update
+
+    def _fused(self, group, b: Batch):
+        betas = group["betas"]
+        like = b.params[0]
+        cache = {}
+
+        def per_tensor(i):  # bias corrections of this tensor's step (usually all the same)
+            k = b.states[i]["step"]
+            if k not in cache:
+                cache[k] = [scalar(1.0 - beta**k, like) for beta in betas] + [
+                    scalar(float(k == 1), like)]
+            return cache[k]
+
+        self.run_kernel(_adan_kernel, b, self.buffers, [scalar(group["lr"], like)], per_tensor,
+                        betas=betas, eps=group["eps"], weight_decay=group["weight_decay"])
+
+
+def _adan_kernel(param, grad, m, v, n, prev, lr, bc1, bc2, bc3, first, *, betas, eps,
+                 weight_decay):
+    beta1, beta2, beta3 = betas
+    diff = torch.where(first > 0, 0.0, grad - prev)  # 0 at the first step
+    m.lerp_(grad, 1.0 - beta1)
+    v.lerp_(diff, 1.0 - beta2)
+    corrected = grad + beta2 * diff
+    n.lerp_(corrected * corrected, 1.0 - beta3)
+    prev.copy_(grad)
+    update = m / bc1 + v * (beta2 / bc2)
+    direction = update / (n.sqrt() / bc3.sqrt() + eps)
+    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)

@@ -1,23 +1,38 @@
-"""Sign-family baselines (shared/papers/baselines.md): SignSGD, Signum, Lion."""
+"""Sign-family baselines (shared/papers/baselines.md): SignSGD, Signum, Lion.
+`fused=True`: each update as one compiled pass per tensor (optim/_fused.py)."""
 
 from __future__ import annotations
 
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd
+from optim._fused import scalar
+
+
+def _apply(param, direction, lr, weight_decay):
+    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
 
 
 class SignSGD(ElementwiseOptimizer):
     """θ ← θ·(1 − lr·λ) − lr·sign(g)."""
 
-    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0,
+                 fused: bool = False):
         check_lr_wd(lr, weight_decay)
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "fused": fused})
 
     def _direction(self, group, b: Batch):
         direction = b.copy_into(0, b.grads)
         torch._foreach_sign_(direction)
         return direction
+
+    def _fused(self, group, b: Batch):
+        self.run_kernel(_signsgd_kernel, b, (), [scalar(group["lr"], b.params[0])],
+                        weight_decay=group["weight_decay"])
+
+
+def _signsgd_kernel(param, grad, lr, *, weight_decay):
+    _apply(param, grad.sign(), lr, weight_decay)
 
 
 class Signum(ElementwiseOptimizer):
@@ -25,10 +40,12 @@ class Signum(ElementwiseOptimizer):
 
     buffers = ("exp_avg",)
 
-    def __init__(self, params, lr: float = 1e-3, beta: float = 0.9, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, beta: float = 0.9, weight_decay: float = 0.0,
+                 fused: bool = False):
         check_lr_wd(lr, weight_decay)
         check_beta("beta", beta)
-        super().__init__(params, {"lr": lr, "beta": beta, "weight_decay": weight_decay})
+        super().__init__(params, {"lr": lr, "beta": beta, "weight_decay": weight_decay,
+                                  "fused": fused})
 
     def _direction(self, group, b: Batch):
         m = b.buffers["exp_avg"]
@@ -37,17 +54,28 @@ class Signum(ElementwiseOptimizer):
         torch._foreach_sign_(direction)
         return direction
 
+    def _fused(self, group, b: Batch):
+        self.run_kernel(_signum_kernel, b, self.buffers, [scalar(group["lr"], b.params[0])],
+                        beta=group["beta"], weight_decay=group["weight_decay"])
+
+
+def _signum_kernel(param, grad, m, lr, *, beta, weight_decay):
+    m.lerp_(grad, 1.0 - beta)
+    _apply(param, m.sign(), lr, weight_decay)
+
 
 class Lion(ElementwiseOptimizer):
     """c = β1·m + (1−β1)·g;  θ ← θ·(1 − lr·λ) − lr·sign(c);  m ← β2·m + (1−β2)·g."""
 
     buffers = ("exp_avg",)
 
-    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
+                 fused: bool = False):
         check_lr_wd(lr, weight_decay)
         check_beta("betas[0]", betas[0])
         check_beta("betas[1]", betas[1])
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay,
+                                  "fused": fused})
 
     def _direction(self, group, b: Batch):
         beta1, beta2 = group["betas"]
@@ -57,3 +85,14 @@ class Lion(ElementwiseOptimizer):
         torch._foreach_sign_(c)
         torch._foreach_lerp_(m, b.grads, 1.0 - beta2)  # after c: the update uses the old m
         return c
+
+    def _fused(self, group, b: Batch):
+        beta1, beta2 = group["betas"]
+        self.run_kernel(_lion_kernel, b, self.buffers, [scalar(group["lr"], b.params[0])],
+                        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"])
+
+
+def _lion_kernel(param, grad, m, lr, *, beta1, beta2, weight_decay):
+    direction = m.lerp(grad, 1.0 - beta1).sign()
+    m.lerp_(grad, 1.0 - beta2)
+    _apply(param, direction, lr, weight_decay)

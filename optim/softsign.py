@@ -13,6 +13,8 @@ pooled momentum entries are modelled as a folded Cauchy(μ = median, s = MAD), q
 coordinates is magnitude-sensitive at soft step j and the rest saturated. Past step T the last τ
 is kept. T (`total_steps`) comes from the run config (conf/optim/*.yaml: `${steps}`).
 The schedule lives in the param group, so it round-trips through state_dict.
+`fused=True`: each step as one compiled pass per tensor (optim/_fused.py), except SoftSignum's
+first soft step, where the schedule is fitted to the pooled momentum by the foreach path.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
+from optim._fused import scalar
 
 
 def folded_cauchy_quantiles(values: torch.Tensor, n: int, newton_steps: int = 10) -> torch.Tensor:
@@ -57,9 +60,10 @@ class _SwitchedSign(ElementwiseOptimizer):
     """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then `_after_switch`."""
 
     buffers = ("momentum_buffer",)
+    after_switch = ""  # what the fused kernel does after the switch: "soft" or "momentum"
 
     def __init__(self, params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
-                 weight_decay, **extra):
+                 weight_decay, fused=False, **extra):
         check_lr_wd(lr, weight_decay)
         require(isinstance(total_steps, int) and total_steps > 0, "total_steps", total_steps,
                 "a positive integer (set it from the run's steps)")
@@ -70,7 +74,7 @@ class _SwitchedSign(ElementwiseOptimizer):
                 "used with momentum > 0 and dampening = 0")
         defaults = {"lr": lr, "total_steps": total_steps, "sign_fraction": sign_fraction,
                     "momentum": momentum, "nesterov": nesterov, "dampening": dampening,
-                    "weight_decay": weight_decay, "step": 0, **extra}
+                    "weight_decay": weight_decay, "step": 0, "fused": fused, **extra}
         super().__init__(params, defaults)
 
     @staticmethod
@@ -104,19 +108,57 @@ class _SwitchedSign(ElementwiseOptimizer):
             return u
         return self._after_switch(group, u, k - switch)
 
+    def _temperature(self, group, soft_step: int) -> float | None:
+        """τ of this soft step; None where it is not known yet (SoftSignum before its fit)."""
+        return 1.0
+
+    def _fused(self, group, b: Batch):
+        k, switch = group["step"], self.switch_step(group)
+        tau = self._temperature(group, k - switch) if k >= switch else 1.0
+        if tau is None:  # the schedule's fit needs the pooled momentum: foreach, once
+            direction = self._direction(group, b)
+            b.decay(group["lr"], group["weight_decay"])
+            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
+            return
+        group["step"] = k + 1
+        like = b.params[0]
+        first = {s: scalar(float(s == 1), like) for s in {st["step"] for st in b.states}}
+        self.run_kernel(_switched_kernel, b, self.buffers,
+                        [scalar(group["lr"], like), scalar(tau, like)],
+                        lambda i: [first[b.states[i]["step"]]],
+                        phase="sign" if k < switch else self.after_switch,
+                        momentum=group["momentum"], dampening=group["dampening"],
+                        nesterov=group["nesterov"], weight_decay=group["weight_decay"])
+
+
+def _switched_kernel(param, grad, buf, lr, tau, first, *, phase, momentum, dampening, nesterov,
+                     weight_decay):
+    new = torch.where(first > 0, grad, buf * momentum + grad * (1.0 - dampening))
+    buf.copy_(new)
+    u = new * momentum + grad if nesterov else new
+    if phase == "sign":
+        direction = u.sign()
+    elif phase == "soft":
+        direction = (u * tau).tanh()
+    else:
+        direction = u
+    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
+
 
 class SoftSignum(_SwitchedSign):
+    after_switch = "soft"
+
     def __init__(self, params, lr: float = 1e-3, total_steps: int | None = None,
                  sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
                  newton_steps: int = 10, momentum: float = 0.9, nesterov: bool = False,
-                 dampening: float = 0.0, weight_decay: float = 0.0):
+                 dampening: float = 0.0, weight_decay: float = 0.0, fused: bool = False):
         require(0.0 < eps < 1.0, "eps", eps, "in (0, 1)")
         require(tau_max >= 1.0, "tau_max", tau_max, ">= 1")
         require(isinstance(newton_steps, int) and newton_steps >= 1, "newton_steps",
                 newton_steps, "a positive integer")
         super().__init__(params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
-                         weight_decay, eps=eps, tau_max=tau_max, newton_steps=newton_steps,
-                         tau_schedule=None)
+                         weight_decay, fused, eps=eps, tau_max=tau_max,
+                         newton_steps=newton_steps, tau_schedule=None)
 
     def _after_switch(self, group, u, soft_step):
         if group["tau_schedule"] is None:
@@ -125,11 +167,14 @@ class SoftSignum(_SwitchedSign):
             group["tau_schedule"] = temperature_schedule(
                 pooled, n, math.atanh(1.0 - group["eps"]), group["tau_max"],
                 group["newton_steps"])
-        schedule = group["tau_schedule"]
-        tau = schedule[min(soft_step, len(schedule) - 1)]
+        tau = self._temperature(group, soft_step)
         torch._foreach_mul_(u, tau)
         torch._foreach_tanh_(u)
         return u
+
+    def _temperature(self, group, soft_step):
+        schedule = group["tau_schedule"]
+        return None if schedule is None else schedule[min(soft_step, len(schedule) - 1)]
 
     def current_temperature(self) -> list[float | None]:
         """τ about to be used by each group (None while still in the sign phase)."""
@@ -144,11 +189,13 @@ class SoftSignum(_SwitchedSign):
 class HardSwitchSign(_SwitchedSign):
     """Signum until the switch, then plain momentum SGD on the same momentum."""
 
+    after_switch = "momentum"
+
     def __init__(self, params, lr: float = 1e-3, total_steps: int | None = None,
                  sign_fraction: float = 0.9, momentum: float = 0.9, nesterov: bool = False,
-                 dampening: float = 0.0, weight_decay: float = 0.0):
+                 dampening: float = 0.0, weight_decay: float = 0.0, fused: bool = False):
         super().__init__(params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
-                         weight_decay)
+                         weight_decay, fused)
 
     def _after_switch(self, group, u, soft_step):
         return u

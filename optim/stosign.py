@@ -11,10 +11,12 @@ E[step] = d_t / D_t: unbiased for the rescaled direction.
 base:      sgd (d = g) | momentum (d = m, EMA with β1) | adam (d = m̂ / (sqrt(v̂) + ε))
 envelope:  max (D = max(D_{t−1}, |d|), never decays) | current (D = |d|: sign(d) again)
 
-StoSignSGD is base=momentum, envelope=max, stochastic. The noise comes from the optimizer's own
-torch.Generator, seeded by `seed` and saved in state_dict: a resumed run draws the same noise,
-and data-parallel replicas built with the same seed draw identical noise (identical updates).
-Noise is drawn in fp32 whatever the parameter dtype.
+StoSignSGD is base=momentum, envelope=max, stochastic. The noise is counter-based: u of each
+coordinate is an integer hash of (seed, step, tensor slot, element index) (optim/_fused.py,
+`hash_uniform`; uniform on a symmetric 24-bit grid, as fine as torch.rand in fp32). So it needs
+no generator state: a resumed run draws the same noise, data-parallel replicas built with the
+same seed draw identical noise (identical updates), and the fused path (`fused=True`, one
+compiled pass per tensor) draws exactly what the foreach path draws.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
+from optim._fused import hash_uniform, noise_keys, scalar
 
 BASES = ("sgd", "momentum", "adam")
 ENVELOPES = ("max", "current")
@@ -30,7 +33,8 @@ ENVELOPES = ("max", "current")
 class StochasticSign(ElementwiseOptimizer):
     def __init__(self, params, lr: float = 1e-3, base: str = "momentum", envelope: str = "max",
                  stochastic: bool = True, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0, seed: int = 0):
+                 eps: float = 1e-8, weight_decay: float = 0.0, seed: int = 0,
+                 fused: bool = False):
         check_lr_wd(lr, weight_decay)
         require(base in BASES, "base", base, f"one of {list(BASES)}")
         require(envelope in ENVELOPES, "envelope", envelope, f"one of {list(ENVELOPES)}")
@@ -39,55 +43,29 @@ class StochasticSign(ElementwiseOptimizer):
         require(eps >= 0, "eps", eps, ">= 0")
         super().__init__(params, {"lr": lr, "base": base, "envelope": envelope,
                                   "stochastic": stochastic, "beta1": beta1, "beta2": beta2,
-                                  "eps": eps, "weight_decay": weight_decay})
+                                  "eps": eps, "weight_decay": weight_decay, "fused": fused})
         self.seed = int(seed)
-        self._generators: dict[str, torch.Generator] = {}
 
     # ------------------------------------------------------------ noise
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        if key not in self._generators:
-            # the same seed on every device: data-parallel ranks (cuda:0, cuda:1, ...) must
-            # draw identical noise
-            gen = torch.Generator(device=device)
-            gen.manual_seed(self.seed)
-            self._generators[key] = gen
-        return self._generators[key]
-
-    def _uniform_like(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """u ~ U[−1, 1] for every tensor, from ONE draw per device (one kernel, fixed order)."""
-        device = tensors[0].device
-        total = sum(t.numel() for t in tensors)
-        flat = self._noise_buffer(device, total)
-        torch.rand(total, generator=self._generator(device), out=flat)
-        flat.mul_(2.0).sub_(1.0)
-        return [chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in tensors]),
-                                                     tensors)]
-
-    def _noise_buffer(self, device: torch.device, total: int) -> torch.Tensor:
-        """A flat fp32 buffer for the noise, kept between steps on CPU (see Batch.scratch)."""
-        if device.type != "cpu":
-            return torch.empty(total, device=device, dtype=torch.float32)
-        buffers = self.__dict__.setdefault("_noise", {})
-        if str(device) not in buffers or buffers[str(device)].numel() < total:
-            buffers[str(device)] = torch.empty(total, device=device, dtype=torch.float32)
-        return buffers[str(device)][:total]
+    def _noise_keys(self, group, b: Batch) -> list[tuple[int, int]]:
+        """Per tensor: the keys of its noise at this step, from (seed, step, the tensor's slot:
+        group and position in it)."""
+        g_index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        position = {id(p): i for i, p in enumerate(group["params"])}
+        return [noise_keys(self.seed, st["step"], (g_index << 20) + position[id(p)])
+                for p, st in zip(b.originals, b.states)]
 
     def state_dict(self):
         sd = super().state_dict()
-        sd["generators"] = {k: g.get_state() for k, g in self._generators.items()}
         sd["seed"] = self.seed
         return sd
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
-        gens = state_dict.pop("generators", {})
+        state_dict.pop("generators", None)  # checkpoints from before the counter-based noise
         self.seed = state_dict.pop("seed", self.seed)
         super().load_state_dict(state_dict)
-        self._generators = {}
-        for key, gen_state in gens.items():
-            self._generator(torch.device(key)).set_state(gen_state)
 
     # ------------------------------------------------------------ the update
 
@@ -128,16 +106,69 @@ class StochasticSign(ElementwiseOptimizer):
             if group["envelope"] == "max":
                 env = b.buffers["envelope"]
                 torch._foreach_maximum_(env, abs_d)
-            torch._foreach_addcmul_(direction, env, self._uniform_like(b.params))
+            noise = [hash_uniform(p, k1, k2)
+                     for p, (k1, k2) in zip(b.params, self._noise_keys(group, b))]
+            torch._foreach_addcmul_(direction, env, noise)
         torch._foreach_sign_(direction)
         return direction
+
+
+    def _fused(self, group, b: Batch):
+        like = b.params[0]
+        keys = self._noise_keys(group, b) if group["stochastic"] else None
+        corrections = {}
+
+        def per_tensor(i):
+            out = []
+            if group["base"] == "adam":
+                k = b.states[i]["step"]
+                if k not in corrections:
+                    corrections[k] = [scalar(1.0 - group["beta1"] ** k, like),
+                                      scalar(1.0 - group["beta2"] ** k, like)]
+                out += corrections[k]
+            if keys is not None:
+                out += [torch.tensor(k, dtype=torch.int32, device=like.device) for k in keys[i]]
+            return out
+
+        self.run_kernel(_stochastic_sign_kernel, b, self._buffers(group),
+                        [scalar(group["lr"], like)], per_tensor, base=group["base"],
+                        envelope=group["envelope"], stochastic=group["stochastic"],
+                        beta1=group["beta1"], beta2=group["beta2"], eps=group["eps"],
+                        weight_decay=group["weight_decay"])
+
+
+def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, beta1, beta2,
+                            eps, weight_decay):
+    """One tensor's step; `tensors` = the state buffers of `_buffers`, lr, then the bias
+    corrections (adam) and the two noise keys (stochastic)."""
+    n_buffers = {"sgd": 0, "momentum": 1, "adam": 2}[base]
+    has_envelope = stochastic and envelope == "max"
+    buffers, rest = tensors[:n_buffers + has_envelope], tensors[n_buffers + has_envelope:]
+    lr, rest = rest[0], rest[1:]
+    d = grad
+    if base != "sgd":
+        m = buffers[0]
+        m.lerp_(grad, 1.0 - beta1)
+        d = m
+    if base == "adam":
+        v = buffers[1]
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        bc1, bc2, rest = rest[0], rest[1], rest[2:]
+        d = (m / bc1) / ((v / bc2).sqrt() + eps)
+    if stochastic:
+        env = d.abs()
+        if has_envelope:
+            env = buffers[-1]
+            env.copy_(torch.maximum(env, d.abs()))
+        d = d + env * hash_uniform(d, rest[0], rest[1])
+    param.mul_(1.0 - lr * weight_decay).add_(d.sign() * -lr)
 
 
 class StoSignSGD(StochasticSign):
     """EMA momentum (β1), running-max envelope, stochastic sign: the paper's practical method."""
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, weight_decay: float = 0.0,
-                 seed: int = 0):
+                 seed: int = 0, fused: bool = False):
         super().__init__(params, lr=lr, base="momentum", envelope="max", stochastic=True,
-                         beta1=beta1, weight_decay=weight_decay, seed=seed)
+                         beta1=beta1, weight_decay=weight_decay, seed=seed, fused=fused)
 

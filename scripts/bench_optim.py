@@ -8,11 +8,14 @@ parameters) and are reported as
 - `vs_fused_adamw`: step time / torch's fused AdamW step time;
 - `vs_bound`: step time / (bytes the update must read and write / measured bandwidth), the
   bandwidth being that of a large tensor add timed in the same run.
-Matrix optimizers (Muon family) run on the same block shapes at `--matrix-width` (default: the
-full width on CUDA; 128 on CPU, where torch.optim.Muon's bf16 Newton–Schulz takes ~25 s a step at
-width 256)
-and are reported against torch.optim.Muon; SMuon's cost is amortized over `--select-every`
-steps (one p selection per period).
+Each of our elementwise optimizers is timed twice: the foreach path (default) and `fused=True`
+(one compiled pass per tensor; compilation happens in the warm-up calls, outside the timing).
+Matrix optimizers (Muon family), on the same block shapes:
+- against torch.optim.Muon at `--muon-width` (default: the full width on CUDA; 128 on CPU, where
+  torch.optim.Muon's bf16 Newton–Schulz takes ~25 s a step at width 256);
+- against our Muon at the full width (`--matrix-blocks` blocks: default 2 on CPU, all on CUDA;
+  per-matrix costs, so the ratios do not depend on the block count): MuAdam, SoftMuon and
+  SMuon, whose p-selection step is amortized over `--select-every` steps.
 """
 
 from __future__ import annotations
@@ -106,12 +109,28 @@ def elementwise_cases(total_steps_for_soft: int):
     }
 
 
+def with_fused(cases: dict) -> dict:
+    """Each of our optimizers also as `<name>_fused` (fused=True), right after its foreach row."""
+    out = {}
+    for name, build in cases.items():
+        out[name] = build
+        if not name.startswith("adamw"):
+            out[f"{name}_fused"] = lambda ps, build=build: _fused(build(ps))
+    return out
+
+
+def _fused(opt):
+    for group in opt.param_groups:
+        group["fused"] = True
+    return opt
+
+
 def bench_elementwise(args, device, bw):
     shapes = block_shapes(args.blocks, args.width)
     n = sum(torch.Size(s).numel() for s in shapes)
     rows = {}
     soft_steps = 1000
-    for name, build in elementwise_cases(soft_steps).items():
+    for name, build in with_fused(elementwise_cases(soft_steps)).items():
         params = make_params(shapes, device)
         opt = build(params)
         if name == "softsignum_soft_phase":  # jump past the switch (the schedule fit included)
@@ -128,47 +147,56 @@ def bench_elementwise(args, device, bw):
             name: {
                 "ms": t * 1e3,
                 "vs_fused_adamw": t / ref,
-                **({"vs_bound": t / (BYTES_PER_ELEMENT[name] * n / bw)}
-                   if name in BYTES_PER_ELEMENT else {}),
+                **({"vs_bound": t / (BYTES_PER_ELEMENT[base] * n / bw)}
+                   if (base := name.removesuffix("_fused")) in BYTES_PER_ELEMENT else {}),
             }
             for name, t in rows.items()
         },
     }
 
 
-def bench_matrix(args, device):
-    width = args.matrix_width or (args.width if device.type == "cuda" else 128)
-    shapes = [s for s in block_shapes(args.blocks, width) if len(s) == 2]
+def _time_optimizers(cases: dict, shapes, device, reps) -> dict:
     rows = {}
-
-    def run(name, build, steps_per_call=1):
-        params = make_params(shapes, device)
-        opt = build(params)
-        rows[name] = time_steps(opt.step, device, args.reps)
+    for name, build in cases.items():
+        opt = build(make_params(shapes, device))
+        rows[name] = time_steps(opt.step, device, reps)
         print(f"  {name:24s} {rows[name] * 1e3:9.2f} ms", flush=True)
-        return opt, params
+        del opt
+    return rows
 
-    run("torch_muon", lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0))
-    run("muon_bf16", lambda ps: optim.Muon(ps, ns_dtype="bf16"))
-    run("muon_auto", lambda ps: optim.Muon(ps, ns_dtype="auto"))
-    run("muadam", lambda ps: optim.MuAdam(ps))
-    run("softmuon_soft_phase", lambda ps: _soft_phase(optim.SoftMuon(ps, total_steps=1000)))
-    # SMuon: a plain step, and a p-selection step (hooks absent: identity Gram)
-    opt, _ = run("smuon_step", lambda ps: optim.SMuon(ps, select_every=10**9, first_select=-1))
-    params = make_params(shapes, device)
-    sel = optim.SMuon(params, select_every=1, first_select=1)
-    rows["smuon_select_step"] = time_steps(sel.step, device, max(2, args.reps // 2))
-    print(f"  {'smuon_select_step':24s} {rows['smuon_select_step'] * 1e3:9.2f} ms", flush=True)
+
+def bench_vs_torch_muon(args, device):
+    """Our Muon against torch.optim.Muon (same bf16 Newton–Schulz; and our CPU default)."""
+    width = args.muon_width or (args.width if device.type == "cuda" else 128)
+    shapes = [s for s in block_shapes(args.blocks, width) if len(s) == 2]
+    rows = _time_optimizers({
+        "torch_muon": lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0),
+        "muon_bf16": lambda ps: optim.Muon(ps, ns_dtype="bf16"),
+        "muon_auto": lambda ps: optim.Muon(ps, ns_dtype="auto"),
+    }, shapes, device, args.reps)
+    return {"width": width, "params": sum(torch.Size(s).numel() for s in shapes),
+            "results": {name: {"ms": t * 1e3, "vs_torch_muon": t / rows["torch_muon"]}
+                        for name, t in rows.items()}}
+
+
+def bench_muon_family(args, device):
+    """MuAdam, SoftMuon and SMuon against our Muon at the full width."""
+    blocks = args.matrix_blocks or (args.blocks if device.type == "cuda" else 2)
+    shapes = [s for s in block_shapes(blocks, args.width) if len(s) == 2]
+    rows = _time_optimizers({
+        "muon": lambda ps: optim.Muon(ps),
+        "muadam": lambda ps: optim.MuAdam(ps),
+        "softmuon_soft_phase": lambda ps: _soft_phase(optim.SoftMuon(ps, total_steps=1000)),
+        # SMuon: a plain step, and a p-selection step (hooks absent: identity input Gram)
+        "smuon_step": lambda ps: optim.SMuon(ps, select_every=10**9, first_select=-1),
+        "smuon_select_step": lambda ps: optim.SMuon(ps, select_every=1, first_select=1),
+    }, shapes, device, args.reps)
     k = args.select_every
     rows["smuon_amortized"] = ((k - 1) * rows["smuon_step"] + rows["smuon_select_step"]) / k
-    ref = rows["torch_muon"]
-    return {
-        "width": width,
-        "params": sum(torch.Size(s).numel() for s in shapes),
-        "select_every": k,
-        "results": {name: {"ms": t * 1e3, "vs_torch_muon": t / ref,
-                           "vs_muon_auto": t / rows["muon_auto"]} for name, t in rows.items()},
-    }
+    return {"width": args.width, "blocks": blocks, "select_every": k,
+            "params": sum(torch.Size(s).numel() for s in shapes),
+            "results": {name: {"ms": t * 1e3, "vs_muon": t / rows["muon"]}
+                        for name, t in rows.items()}}
 
 
 def _soft_phase(opt):
@@ -200,19 +228,25 @@ def to_markdown(report) -> str:
     for name, r in ew["results"].items():
         bound = f"{r['vs_bound']:.2f}" if "vs_bound" in r else "–"
         lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_fused_adamw']:.2f} | {bound} |")
-    mx = report["matrix"]
-    lines += ["", f"## Matrix optimizers, width {mx['width']} ({mx['params'] / 1e6:.1f}M "
-              f"matrix parameters), SMuon p re-selected every {mx['select_every']} steps", "",
-              "| optimizer | ms/step | × torch.optim.Muon | × our Muon (auto) |",
-              "|---|---|---|---|"]
-    for name, r in mx["results"].items():
-        lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} | "
-                     f"{r['vs_muon_auto']:.2f} |")
+    tm = report["vs_torch_muon"]
+    lines += ["", f"## Muon vs torch.optim.Muon, width {tm['width']} ({tm['params'] / 1e6:.1f}M "
+              "matrix parameters)", "", "| optimizer | ms/step | × torch.optim.Muon |",
+              "|---|---|---|"]
+    lines += [f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} |"
+              for name, r in tm["results"].items()]
+    mf = report["muon_family"]
+    lines += ["", f"## Muon family at width {mf['width']} ({mf['blocks']} blocks, "
+              f"{mf['params'] / 1e6:.1f}M matrix parameters), SMuon p re-selected every "
+              f"{mf['select_every']} steps", "", "| optimizer | ms/step | × our Muon |",
+              "|---|---|---|"]
+    lines += [f"| {name} | {r['ms']:.2f} | {r['vs_muon']:.3f} |"
+              for name, r in mf["results"].items()]
     lines += ["", "Notes: the memory bound counts the bytes each update must move at the "
               f"bandwidth of a large tensor add ({report['bandwidth_GBps']:.1f} GB/s, 12 bytes "
               "an element; caches and write-allocate let fused AdamW come in under it). "
-              "`muon_bf16` runs the same bf16 Newton–Schulz as torch.optim.Muon; `muon_auto` "
-              "picks fp32 on CPU. Timings are medians of the reps, from one process."]
+              "`<name>_fused` is the optimizer with fused=True. `muon_bf16` runs the same bf16 "
+              "Newton–Schulz as torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 "
+              "on CPU. Timings are medians of the reps, from one process."]
     return "\n".join(lines) + "\n"
 
 
@@ -222,7 +256,8 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--matrix-width", type=int, default=None)
+    parser.add_argument("--muon-width", type=int, default=None)
+    parser.add_argument("--matrix-blocks", type=int, default=None)
     parser.add_argument("--select-every", type=int, default=100)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default="results/bench")
@@ -235,13 +270,15 @@ def main():
     report = {"provenance": provenance(args), "bandwidth_GBps": bw / 1e9,
               "elementwise": bench_elementwise(args, device, bw)}
     if not args.skip_matrix:
-        print("matrix optimizers:", flush=True)
-        report["matrix"] = bench_matrix(args, device)
+        print("Muon vs torch.optim.Muon:", flush=True)
+        report["vs_torch_muon"] = bench_vs_torch_muon(args, device)
+        print("Muon family at full width:", flush=True)
+        report["muon_family"] = bench_muon_family(args, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"optim_step_{device.type}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    if "matrix" in report:
+    if "muon_family" in report:
         (out / f"{stem}.md").write_text(to_markdown(report))
     print(f"wrote {out / stem}.json/.md")
 

@@ -33,6 +33,12 @@ NON_IDENTITY_KEYS = (
     "progress",
 )
 
+# Nested keys added after runs existed, left out of the identity at their default so that the
+# keys of those runs stay valid; any other value is part of the identity as usual.
+# - optim.fused: one compiled pass instead of foreach ops (same math, rounding aside);
+# - precision.compute: what bf16/fp8_emulated matmuls run in.
+DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16"}
+
 FINISHED_STATUSES = ("completed", "diverged")
 
 
@@ -40,7 +46,12 @@ def identity_dict(cfg: DictConfig | dict) -> dict:
     resolved = (
         OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     )
-    return {k: v for k, v in resolved.items() if k not in NON_IDENTITY_KEYS}
+    identity = {k: v for k, v in resolved.items() if k not in NON_IDENTITY_KEYS}
+    for (group, key), default in DEFAULT_ONLY_KEYS.items():
+        section = identity.get(group)
+        if isinstance(section, dict) and key in section and section[key] == default:
+            identity[group] = {k: v for k, v in section.items() if k != key}
+    return identity
 
 
 def run_key(cfg: DictConfig | dict, length: int = 10) -> str:

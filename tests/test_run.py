@@ -105,6 +105,17 @@ def test_run_key_ignores_where_and_how_but_not_what(tmp_path):
     assert store.run_key(base) != store.run_key(compose_cfg(["schedule=wsd"]))
 
 
+def test_keys_added_later_leave_earlier_run_keys_alone_at_their_default():
+    s3 = compose_cfg(["optim=s3"])
+    without = OmegaConf.to_container(s3, resolve=True)
+    del without["optim"]["fused"]  # a config from before the key existed
+    assert store.run_key(without) == store.run_key(s3)
+    assert store.run_key(s3) != store.run_key(compose_cfg(["optim=s3", "optim.fused=true"]))
+    fp8 = compose_cfg(["precision=fp8_emulated"])
+    assert store.run_key(fp8) != store.run_key(compose_cfg(["precision=fp8_emulated",
+                                                            "precision.compute=fp32"]))
+
+
 @pytest.mark.parametrize("override,key", [
     ("optim.lr=-1", "optim.lr"),
     ("optim.lr=0", "optim.lr"),

@@ -1,0 +1,138 @@
+"""The fused path (`fused=True`: one compiled pass per tensor) does what the foreach path does,
+step for step, for every elementwise optimizer; and the two helpers it relies on (a Newton cube
+root and counter-based uniform noise) match exact math and are uniform."""
+
+import math
+
+import pytest
+import torch
+
+import optim
+from optim._fused import _cbrt, compiled, hash_uniform, noise_keys, root
+
+STEPS = 12
+SHAPES = [(40, 24), (24,), (3, 4, 5)]
+# every branch of every fused kernel: p's special cases, nesterov, each base × envelope ×
+# stochastic, both phases of the switched sign methods and the first soft step's fit
+CASES = {
+    "s3_p3": (optim.S3, {"lr": 1e-2, "weight_decay": 0.1}),
+    "s3_p2_plain": (optim.S3, {"lr": 1e-2, "p": 2, "nesterov": False, "beta2": 0.99}),
+    "s3_p1": (optim.S3, {"lr": 1e-2, "p": 1}),
+    "s3_p4": (optim.S3, {"lr": 1e-2, "p": 4}),
+    "s3_p2.5": (optim.S3, {"lr": 1e-2, "p": 2.5}),
+    "signsgd": (optim.SignSGD, {"lr": 1e-2, "weight_decay": 0.1}),
+    "signum": (optim.Signum, {"lr": 1e-2, "weight_decay": 0.1}),
+    "lion": (optim.Lion, {"lr": 1e-2, "weight_decay": 0.1}),
+    "adan": (optim.Adan, {"lr": 1e-2}),
+    "stosignsgd": (optim.StoSignSGD, {"lr": 1e-2, "seed": 5, "weight_decay": 0.1}),
+    "stochastic_adam_current": (optim.StochasticSign, {"lr": 1e-2, "base": "adam",
+                                                       "envelope": "current"}),
+    "stochastic_sgd_max": (optim.StochasticSign, {"lr": 1e-2, "base": "sgd"}),
+    "deterministic_adam": (optim.StochasticSign, {"lr": 1e-2, "base": "adam",
+                                                  "stochastic": False}),
+    "softsignum": (optim.SoftSignum, {"lr": 1e-2, "total_steps": STEPS, "sign_fraction": 0.5,
+                                      "weight_decay": 0.1}),
+    "softsignum_nesterov": (optim.SoftSignum, {"lr": 1e-2, "total_steps": STEPS,
+                                               "sign_fraction": 0.25, "nesterov": True}),
+    "hardswitchsign": (optim.HardSwitchSign, {"lr": 1e-2, "total_steps": STEPS,
+                                              "sign_fraction": 0.5, "dampening": 0.1}),
+}
+
+
+def trajectory(cls, kw, fused, dtype=torch.float32):
+    params = [torch.nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(i))
+                                 .to(dtype)) for i, s in enumerate(SHAPES)]
+    opt = cls(params, fused=fused, **kw)
+    out = []
+    for step in range(STEPS):
+        g = torch.Generator().manual_seed(100 + step)
+        for p in params:
+            # heavy-tailed gradients, some exact zeros
+            grad = torch.randn(p.shape, generator=g) / torch.rand(p.shape, generator=g) ** 0.5
+            p.grad = (grad * (torch.rand(p.shape, generator=g) > 0.1)).to(dtype)
+        opt.step()
+        out.append([p.detach().float().clone() for p in params])
+    return out, opt
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fused_step_equals_foreach_step(name):
+    cls, kw = CASES[name]
+    reference, ref_opt = trajectory(cls, kw, fused=False)
+    fused, fused_opt = trajectory(cls, kw, fused=True)
+    for step, (a, b) in enumerate(zip(reference, fused)):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m: f"step {step + 1}: {m}")
+    # the state too (momenta, envelopes, previous gradients, the temperature schedule)
+    sa, sb = ref_opt.state_dict(), fused_opt.state_dict()
+    for k, st in sa["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                torch.testing.assert_close(sb["state"][k][key], value, rtol=1e-5, atol=1e-6)
+    for ga, gb in zip(sa["param_groups"], sb["param_groups"]):
+        assert {k: v for k, v in ga.items() if k != "fused"} == \
+            {k: v for k, v in gb.items() if k != "fused"}
+
+
+def test_fused_path_with_bf16_parameters_keeps_them_bf16():
+    reference, _ = trajectory(optim.S3, {"lr": 1e-2}, fused=False, dtype=torch.bfloat16)
+    fused, opt = trajectory(optim.S3, {"lr": 1e-2}, fused=True, dtype=torch.bfloat16)
+    for a, b in zip(reference[-1], fused[-1]):
+        torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-2)
+    assert all(p.dtype == torch.bfloat16 for p in opt.param_groups[0]["params"])
+    assert all(v.dtype == torch.float32 for st in opt.state.values() for v in st.values()
+               if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_a_changing_lr_does_not_recompile():
+    p = torch.nn.Parameter(torch.randn(10))
+    opt = optim.Signum([p], lr=1e-2, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (t + 1))
+    torch._dynamo.utils.counters.clear()
+    for _ in range(6):
+        p.grad = torch.randn(10)
+        opt.step()
+        sched.step()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 1
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_roots_match_exact_math_over_the_float_range():
+    x64 = torch.cat([torch.logspace(-37, 37, 20001, dtype=torch.float64),
+                     torch.rand(20000, dtype=torch.float64)])
+    x = x64.float()
+    for p in (1, 2, 3, 4, 2.5):
+        exact = x.double().pow(1.0 / p)
+        for fn in (root, compiled(root)):
+            got = fn(x, p).double()
+            assert ((got - exact) / exact).abs().max() < 1e-6, (p, fn)
+    assert torch.equal(_cbrt(torch.zeros(4)), torch.zeros(4))
+
+
+def test_hash_uniform_is_uniform_symmetric_and_independent():
+    n = 400_000
+    k = noise_keys(0, 1, 0)
+    u = hash_uniform(torch.empty(n), *k)
+    assert u.min() > -1 and u.max() < 1
+    assert abs(u.mean().item()) < 5 * math.sqrt(1 / 3 / n)
+    assert abs(u.var().item() - 1 / 3) < 0.005
+    counts = torch.histc(u, bins=50, min=-1, max=1)
+    chi2 = (((counts - n / 50) ** 2) / (n / 50)).sum().item()
+    assert chi2 < 100  # 49 degrees of freedom: p < 1e-5 beyond this
+    # the grid is symmetric: u and −u are equally likely values
+    grid = (u * 2**23 + 0.5).floor() - (u * 2**23 - 0.5).ceil()
+    assert torch.all(grid == 1)  # every value sits half-way between multiples of 2^-23
+    # other step, other tensor slot, other seed: uncorrelated streams
+    for other in (noise_keys(0, 2, 0), noise_keys(0, 1, 1), noise_keys(1, 1, 0)):
+        v = hash_uniform(torch.empty(n), *other)
+        assert abs(torch.corrcoef(torch.stack([u, v]))[0, 1]) < 5 / math.sqrt(n)
+    assert abs(torch.corrcoef(torch.stack([u[1:], u[:-1]]))[0, 1]) < 5 / math.sqrt(n)
+
+
+def test_compiled_noise_equals_eager_noise():
+    k = [torch.tensor(x, dtype=torch.int32) for x in noise_keys(3, 7, 2)]
+    like = torch.empty(10_001)
+    assert torch.equal(compiled(hash_uniform)(like, *k), hash_uniform(like, *k))
