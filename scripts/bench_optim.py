@@ -148,7 +148,8 @@ def bench_elementwise(args, device, bw):
                 "ms": t * 1e3,
                 "vs_fused_adamw": t / ref,
                 **({"vs_bound": t / (BYTES_PER_ELEMENT[base] * n / bw)}
-                   if (base := name.removesuffix("_fused")) in BYTES_PER_ELEMENT else {}),
+                   if (base := name if name in BYTES_PER_ELEMENT
+                       else name.removesuffix("_fused")) in BYTES_PER_ELEMENT else {}),
             }
             for name, t in rows.items()
         },
