@@ -66,7 +66,9 @@ def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command
     prov = provenance(command, scale, spec)
     run_commits = sorted({str((store.read_summary(d) or {}).get("git_commit"))
                           for r in rows for d in r.best_runs})
-    prov["runs_made_at_commits"] = ", ".join(c[:12] for c in run_commits)
+    # a run made from a tree with uncommitted changes keeps its "-dirty" mark
+    prov["runs_made_at_commits"] = ", ".join(
+        dict.fromkeys(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in run_commits))
     header, body = table_rows(spec, rows, best)
     md = [f"# {spec['title']}", ""]
     if scale == "tiny":
