@@ -4,11 +4,12 @@ parameters, and the auxiliary AdamW that matrix optimizers use for non-matrix pa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch.optim.adam import adam as torch_adam
 
-from optim._fused import compiled, flat
+from optim._fused import compiled, flat, scalar
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -203,22 +204,41 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
             if group.get("fused"):
                 self._fused(group, b)
             else:
-                direction = self._direction(group, b)
-                b.decay(group["lr"], group["weight_decay"])
-                torch._foreach_add_(b.params, direction, alpha=-group["lr"])
+                self._foreach_update(group, b)
             b.commit()
         return loss
+
+    def _foreach_update(self, group: dict, b: Batch) -> None:
+        direction = self._direction(group, b)
+        b.decay(group["lr"], group["weight_decay"])
+        torch._foreach_add_(b.params, direction, alpha=-group["lr"])
 
     def _fused(self, group: dict, b: Batch) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no fused path")
 
     @staticmethod
-    def run_kernel(kernel, b: Batch, buffers: tuple[str, ...], scalars=(), per_tensor=None,
-                   **static) -> None:
-        """kernel(param, grad, *buffers, *scalars, *per_tensor(i), **static) on every tensor of
-        the batch, compiled; `scalars` are 0-d tensors shared by all tensors."""
+    def run_kernel(kernel, group: dict, b: Batch, buffers: tuple[str, ...], scalars=(),
+                   per_tensor=None, **static) -> None:
+        """kernel(param, grad, *buffers, lr, *scalars, *per_tensor(i), weight_decay=…,
+        **static) on every tensor of the batch, compiled; lr and `scalars` are 0-d tensors
+        shared by all tensors."""
         run = compiled(kernel)
+        shared = [scalar(group["lr"], b.params[0]), *scalars]
         for i, (param, grad) in enumerate(zip(b.params, b.grads)):
             tensors = [flat(param), flat(grad), *(flat(b.buffers[n][i]) for n in buffers)]
             extra = per_tensor(i) if per_tensor is not None else ()
-            run(*tensors, *scalars, *extra, **static)
+            run(*tensors, *shared, *extra, weight_decay=group["weight_decay"], **static)
+
+
+def per_step_scalars(b: Batch, values: Callable[[int], list[float]]) -> Callable:
+    """A run_kernel `per_tensor`: 0-d tensors of values(step) for each tensor's own step (bias
+    corrections and the like), made once per distinct step (usually one)."""
+    cache = {}
+
+    def per_tensor(i: int) -> list[torch.Tensor]:
+        step = b.states[i]["step"]
+        if step not in cache:
+            cache[step] = [scalar(v, b.params[0]) for v in values(step)]
+        return cache[step]
+
+    return per_tensor

@@ -44,6 +44,11 @@ def flat(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1) if t.is_contiguous() else t
 
 
+def apply_update(param, direction, lr, weight_decay: float) -> None:
+    """θ ← θ·(1 − lr·λ) − lr·d inside a kernel (decoupled weight decay, as the foreach path)."""
+    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
+
+
 def scalar(value: float, like: torch.Tensor) -> torch.Tensor:
     """A per-step value as a 0-d fp32 tensor on the parameter's device (no recompiles)."""
     return torch.tensor(value, dtype=torch.float32, device=like.device)

@@ -16,8 +16,15 @@ import math
 
 import torch
 
-from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
-from optim._fused import scalar
+from optim._common import (
+    Batch,
+    ElementwiseOptimizer,
+    check_beta,
+    check_lr_wd,
+    per_step_scalars,
+    require,
+)
+from optim._fused import apply_update
 
 
 class Adan(ElementwiseOptimizer):
@@ -67,18 +74,11 @@ class Adan(ElementwiseOptimizer):
 
     def _fused(self, group, b: Batch):
         betas = group["betas"]
-        like = b.params[0]
-        cache = {}
-
-        def per_tensor(i):  # bias corrections of this tensor's step (usually all the same)
-            k = b.states[i]["step"]
-            if k not in cache:
-                cache[k] = [scalar(1.0 - beta**k, like) for beta in betas] + [
-                    scalar(float(k == 1), like)]
-            return cache[k]
-
-        self.run_kernel(_adan_kernel, b, self.buffers, [scalar(group["lr"], like)], per_tensor,
-                        betas=betas, eps=group["eps"], weight_decay=group["weight_decay"])
+        # bias corrections of each tensor's step, and whether it is its first
+        corrections = per_step_scalars(b, lambda k: [*(1.0 - beta**k for beta in betas),
+                                                     float(k == 1)])
+        self.run_kernel(_adan_kernel, group, b, self.buffers, per_tensor=corrections,
+                        betas=betas, eps=group["eps"])
 
 
 def _adan_kernel(param, grad, m, v, n, prev, lr, bc1, bc2, bc3, first, *, betas, eps,
@@ -91,5 +91,4 @@ def _adan_kernel(param, grad, m, v, n, prev, lr, bc1, bc2, bc3, first, *, betas,
     n.lerp_(corrected * corrected, 1.0 - beta3)
     prev.copy_(grad)
     update = m / bc1 + v * (beta2 / bc2)
-    direction = update / (n.sqrt() / bc3.sqrt() + eps)
-    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
+    apply_update(param, update / (n.sqrt() / bc3.sqrt() + eps), lr, weight_decay)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
-from optim._fused import abs_pow, root, scalar
+from optim._fused import abs_pow, apply_update, root
 
 
 def _abs_pow_(xs, p: float) -> None:
@@ -75,10 +75,9 @@ class S3(ElementwiseOptimizer):
 
     def _fused(self, group, b: Batch):
         beta = group["beta"]
-        self.run_kernel(_s3_kernel, b, self.buffers, [scalar(group["lr"], b.params[0])],
-                        beta=beta, beta2=beta if group["beta2"] is None else group["beta2"],
-                        p=group["p"], nesterov=group["nesterov"], eps=group["eps"],
-                        weight_decay=group["weight_decay"])
+        self.run_kernel(_s3_kernel, group, b, self.buffers, beta=beta,
+                        beta2=beta if group["beta2"] is None else group["beta2"], p=group["p"],
+                        nesterov=group["nesterov"], eps=group["eps"])
 
 
 def _s3_kernel(param, grad, m, r, lr, *, beta, beta2, p, nesterov, eps, weight_decay):
@@ -90,5 +89,4 @@ def _s3_kernel(param, grad, m, r, lr, *, beta, beta2, p, nesterov, eps, weight_d
         numer, base = m.lerp(grad, 1.0 - beta), g_p.lerp(r, beta2)
     else:
         numer, base = m, r
-    direction = numer / (root(base, p) + eps)
-    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
+    apply_update(param, numer / (root(base, p) + eps), lr, weight_decay)

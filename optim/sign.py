@@ -6,11 +6,7 @@ from __future__ import annotations
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd
-from optim._fused import scalar
-
-
-def _apply(param, direction, lr, weight_decay):
-    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
+from optim._fused import apply_update
 
 
 class SignSGD(ElementwiseOptimizer):
@@ -27,12 +23,11 @@ class SignSGD(ElementwiseOptimizer):
         return direction
 
     def _fused(self, group, b: Batch):
-        self.run_kernel(_signsgd_kernel, b, (), [scalar(group["lr"], b.params[0])],
-                        weight_decay=group["weight_decay"])
+        self.run_kernel(_signsgd_kernel, group, b, ())
 
 
 def _signsgd_kernel(param, grad, lr, *, weight_decay):
-    _apply(param, grad.sign(), lr, weight_decay)
+    apply_update(param, grad.sign(), lr, weight_decay)
 
 
 class Signum(ElementwiseOptimizer):
@@ -55,13 +50,12 @@ class Signum(ElementwiseOptimizer):
         return direction
 
     def _fused(self, group, b: Batch):
-        self.run_kernel(_signum_kernel, b, self.buffers, [scalar(group["lr"], b.params[0])],
-                        beta=group["beta"], weight_decay=group["weight_decay"])
+        self.run_kernel(_signum_kernel, group, b, self.buffers, beta=group["beta"])
 
 
 def _signum_kernel(param, grad, m, lr, *, beta, weight_decay):
     m.lerp_(grad, 1.0 - beta)
-    _apply(param, m.sign(), lr, weight_decay)
+    apply_update(param, m.sign(), lr, weight_decay)
 
 
 class Lion(ElementwiseOptimizer):
@@ -88,11 +82,10 @@ class Lion(ElementwiseOptimizer):
 
     def _fused(self, group, b: Batch):
         beta1, beta2 = group["betas"]
-        self.run_kernel(_lion_kernel, b, self.buffers, [scalar(group["lr"], b.params[0])],
-                        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"])
+        self.run_kernel(_lion_kernel, group, b, self.buffers, beta1=beta1, beta2=beta2)
 
 
 def _lion_kernel(param, grad, m, lr, *, beta1, beta2, weight_decay):
     direction = m.lerp(grad, 1.0 - beta1).sign()
     m.lerp_(grad, 1.0 - beta2)
-    _apply(param, direction, lr, weight_decay)
+    apply_update(param, direction, lr, weight_decay)

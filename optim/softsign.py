@@ -23,8 +23,15 @@ import math
 
 import torch
 
-from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
-from optim._fused import scalar
+from optim._common import (
+    Batch,
+    ElementwiseOptimizer,
+    check_beta,
+    check_lr_wd,
+    per_step_scalars,
+    require,
+)
+from optim._fused import apply_update, scalar
 
 
 def folded_cauchy_quantiles(values: torch.Tensor, n: int, newton_steps: int = 10) -> torch.Tensor:
@@ -116,19 +123,14 @@ class _SwitchedSign(ElementwiseOptimizer):
         k, switch = group["step"], self.switch_step(group)
         tau = self._temperature(group, k - switch) if k >= switch else 1.0
         if tau is None:  # the schedule's fit needs the pooled momentum: foreach, once
-            direction = self._direction(group, b)
-            b.decay(group["lr"], group["weight_decay"])
-            torch._foreach_add_(b.params, direction, alpha=-group["lr"])
+            self._foreach_update(group, b)
             return
         group["step"] = k + 1
-        like = b.params[0]
-        first = {s: scalar(float(s == 1), like) for s in {st["step"] for st in b.states}}
-        self.run_kernel(_switched_kernel, b, self.buffers,
-                        [scalar(group["lr"], like), scalar(tau, like)],
-                        lambda i: [first[b.states[i]["step"]]],
+        self.run_kernel(_switched_kernel, group, b, self.buffers, [scalar(tau, b.params[0])],
+                        per_step_scalars(b, lambda s: [float(s == 1)]),
                         phase="sign" if k < switch else self.after_switch,
                         momentum=group["momentum"], dampening=group["dampening"],
-                        nesterov=group["nesterov"], weight_decay=group["weight_decay"])
+                        nesterov=group["nesterov"])
 
 
 def _switched_kernel(param, grad, buf, lr, tau, first, *, phase, momentum, dampening, nesterov,
@@ -142,7 +144,7 @@ def _switched_kernel(param, grad, buf, lr, tau, first, *, phase, momentum, dampe
         direction = (u * tau).tanh()
     else:
         direction = u
-    param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
+    apply_update(param, direction, lr, weight_decay)
 
 
 class SoftSignum(_SwitchedSign):

@@ -23,8 +23,15 @@ from __future__ import annotations
 
 import torch
 
-from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
-from optim._fused import hash_uniform, noise_keys, scalar
+from optim._common import (
+    Batch,
+    ElementwiseOptimizer,
+    check_beta,
+    check_lr_wd,
+    per_step_scalars,
+    require,
+)
+from optim._fused import apply_update, hash_uniform, noise_keys
 
 BASES = ("sgd", "momentum", "adam")
 ENVELOPES = ("max", "current")
@@ -112,29 +119,22 @@ class StochasticSign(ElementwiseOptimizer):
         torch._foreach_sign_(direction)
         return direction
 
-
     def _fused(self, group, b: Batch):
-        like = b.params[0]
+        beta1, beta2 = group["beta1"], group["beta2"]
+        corrections = per_step_scalars(
+            b, lambda k: [1.0 - beta1**k, 1.0 - beta2**k] if group["base"] == "adam" else [])
         keys = self._noise_keys(group, b) if group["stochastic"] else None
-        corrections = {}
+        device = b.params[0].device
 
-        def per_tensor(i):
-            out = []
-            if group["base"] == "adam":
-                k = b.states[i]["step"]
-                if k not in corrections:
-                    corrections[k] = [scalar(1.0 - group["beta1"] ** k, like),
-                                      scalar(1.0 - group["beta2"] ** k, like)]
-                out += corrections[k]
-            if keys is not None:
-                out += [torch.tensor(k, dtype=torch.int32, device=like.device) for k in keys[i]]
-            return out
+        def per_tensor(i):  # the bias corrections (adam), then the noise keys (stochastic)
+            noise = [] if keys is None else [torch.tensor(k, dtype=torch.int32, device=device)
+                                             for k in keys[i]]
+            return [*corrections(i), *noise]
 
-        self.run_kernel(_stochastic_sign_kernel, b, self._buffers(group),
-                        [scalar(group["lr"], like)], per_tensor, base=group["base"],
-                        envelope=group["envelope"], stochastic=group["stochastic"],
-                        beta1=group["beta1"], beta2=group["beta2"], eps=group["eps"],
-                        weight_decay=group["weight_decay"])
+        self.run_kernel(_stochastic_sign_kernel, group, b, self._buffers(group),
+                        per_tensor=per_tensor, base=group["base"], envelope=group["envelope"],
+                        stochastic=group["stochastic"], beta1=beta1, beta2=beta2,
+                        eps=group["eps"])
 
 
 def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, beta1, beta2,
@@ -161,7 +161,7 @@ def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, b
             env = buffers[-1]
             env.copy_(torch.maximum(env, d.abs()))
         d = d + env * hash_uniform(d, rest[0], rest[1])
-    param.mul_(1.0 - lr * weight_decay).add_(d.sign() * -lr)
+    apply_update(param, d.sign(), lr, weight_decay)
 
 
 class StoSignSGD(StochasticSign):

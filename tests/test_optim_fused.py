@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import optim
+from optim import _fused
 from optim._fused import _cbrt, compiled, hash_uniform, noise_keys, root
 
 STEPS = 12
@@ -89,8 +90,16 @@ def test_a_changing_lr_does_not_recompile():
     p = torch.nn.Parameter(torch.randn(10))
     opt = optim.Signum([p], lr=1e-2, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (t + 1))
+    # a fresh compile, so that the first step is seen compiling (the counter works) and any
+    # later compile is a recompile
+    _fused._COMPILED.clear()
+    torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    for _ in range(6):
+    p.grad = torch.randn(10)
+    opt.step()
+    sched.step()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    for _ in range(5):
         p.grad = torch.randn(10)
         opt.step()
         sched.step()
