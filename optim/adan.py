@@ -73,16 +73,19 @@ class Adan(ElementwiseOptimizer):
         return update
 
     def _fused(self, group, b: Batch):
-        betas = group["betas"]
-        # bias corrections of each tensor's step, and whether it is its first
-        corrections = per_step_scalars(b, lambda k: [*(1.0 - beta**k for beta in betas),
-                                                     float(k == 1)])
-        self.run_kernel(_adan_kernel, group, b, self.buffers, per_tensor=corrections,
-                        betas=betas, eps=group["eps"])
+        beta1, beta2, beta3 = group["betas"]
+
+        def scalars(k):  # reciprocals, so the kernel multiplies (a division costs ~4 products)
+            return [1.0 / (1.0 - beta1**k), beta2 / (1.0 - beta2**k),
+                    1.0 / math.sqrt(1.0 - beta3**k), float(k == 1)]
+
+        self.run_kernel(_adan_kernel, group, b, self.buffers,
+                        per_tensor=per_step_scalars(b, scalars), betas=group["betas"],
+                        eps=group["eps"])
 
 
-def _adan_kernel(param, grad, m, v, n, prev, lr, bc1, bc2, bc3, first, *, betas, eps,
-                 weight_decay):
+def _adan_kernel(param, grad, m, v, n, prev, lr, inv_bc1, beta2_over_bc2, inv_sqrt_bc3, first,
+                 *, betas, eps, weight_decay):
     beta1, beta2, beta3 = betas
     diff = torch.where(first > 0, 0.0, grad - prev)  # 0 at the first step
     m.lerp_(grad, 1.0 - beta1)
@@ -90,5 +93,5 @@ def _adan_kernel(param, grad, m, v, n, prev, lr, bc1, bc2, bc3, first, *, betas,
     corrected = grad + beta2 * diff
     n.lerp_(corrected * corrected, 1.0 - beta3)
     prev.copy_(grad)
-    update = m / bc1 + v * (beta2 / bc2)
-    apply_update(param, update / (n.sqrt() / bc3.sqrt() + eps), lr, weight_decay)
+    update = m * inv_bc1 + v * beta2_over_bc2
+    apply_update(param, update / (n.sqrt() * inv_sqrt_bc3 + eps), lr, weight_decay)

@@ -121,8 +121,10 @@ class StochasticSign(ElementwiseOptimizer):
 
     def _fused(self, group, b: Batch):
         beta1, beta2 = group["beta1"], group["beta2"]
+        # reciprocal bias corrections (adam), so the kernel multiplies instead of dividing
         corrections = per_step_scalars(
-            b, lambda k: [1.0 - beta1**k, 1.0 - beta2**k] if group["base"] == "adam" else [])
+            b, lambda k: [1.0 / (1.0 - beta1**k), 1.0 / (1.0 - beta2**k)]
+            if group["base"] == "adam" else [])
         keys = self._noise_keys(group, b) if group["stochastic"] else None
         device = b.params[0].device
 
@@ -139,8 +141,8 @@ class StochasticSign(ElementwiseOptimizer):
 
 def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, beta1, beta2,
                             eps, weight_decay):
-    """One tensor's step; `tensors` = the state buffers of `_buffers`, lr, then the bias
-    corrections (adam) and the two noise keys (stochastic)."""
+    """One tensor's step; `tensors` = the state buffers of `_buffers`, lr, then the reciprocal
+    bias corrections (adam) and the two noise keys (stochastic)."""
     n_buffers = {"sgd": 0, "momentum": 1, "adam": 2}[base]
     has_envelope = stochastic and envelope == "max"
     buffers, rest = tensors[:n_buffers + has_envelope], tensors[n_buffers + has_envelope:]
@@ -153,8 +155,8 @@ def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, b
     if base == "adam":
         v = buffers[1]
         v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        bc1, bc2, rest = rest[0], rest[1], rest[2:]
-        d = (m / bc1) / ((v / bc2).sqrt() + eps)
+        inv_bc1, inv_bc2, rest = rest[0], rest[1], rest[2:]
+        d = (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps)
     if stochastic:
         env = d.abs()
         if has_envelope:

@@ -1,13 +1,16 @@
 """Time one optimizer step of every optimizer against references measured in the same run.
 
     python scripts/bench_optim.py [--device cpu|cuda] [--blocks 12] [--width 768]
-                                  [--matrix-width W] [--reps 5] [--out results/bench]
+                                  [--muon-width W] [--matrix-blocks B] [--select-every 100]
+                                  [--reps 5] [--out results/bench]
+                                  [--skip-matrix] [--only s3_fused,adan_fused,...]
 
 Elementwise optimizers run on GPT-2-small-shaped parameters (12 blocks of width 768, ~85M
 parameters) and are reported as
-- `vs_fused_adamw`: step time / torch's fused AdamW step time;
+- `vs_fused_adamw`: step time / torch's fused AdamW step time, the two timed alternately
+  (the `adamw_fused` row, a second fused AdamW against the reference, shows the noise);
 - `vs_bound`: step time / (bytes the update must read and write / measured bandwidth), the
-  bandwidth being that of a large tensor add timed in the same run.
+  bandwidth being that of a large in-place tensor add timed in the same run.
 Each of our elementwise optimizers is timed twice: the foreach path (default) and `fused=True`
 (one compiled pass per tensor; compilation happens in the warm-up calls, outside the timing).
 Matrix optimizers (Muon family), on the same block shapes:
@@ -82,12 +85,30 @@ def time_steps(step, device, reps: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def time_paired(step, ref_step, device, reps: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds of `step()` and of `ref_step()`, timed alternately: on a shared or
+    throttling machine both see the same conditions, so their ratio is steadier than that of
+    two medians taken minutes apart."""
+    for _ in range(warmup):
+        step()
+        ref_step()
+    sync(device)
+    times, ref_times = [], []
+    for _ in range(reps):
+        for fn, out in ((ref_step, ref_times), (step, times)):
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            out.append(time.perf_counter() - t0)
+    return statistics.median(times), statistics.median(ref_times)
+
+
 def bandwidth(device, reps: int) -> float:
-    """Bytes/s of c = a + b on 64M floats (12 bytes per element)."""
+    """Bytes/s of a += b on 64M floats: 12 bytes per element, in place as an optimizer's update
+    (an out-of-place add also pays to read its output's cache lines before writing them)."""
     n = 64 * 2**20
     a, b = torch.randn(n, device=device), torch.randn(n, device=device)
-    c = torch.empty_like(a)
-    t = time_steps(lambda: torch.add(a, b, out=c), device, reps)
+    t = time_steps(lambda: a.add_(b), device, reps)
     return 12 * n / t
 
 
@@ -126,27 +147,34 @@ def _fused(opt):
 
 
 def bench_elementwise(args, device, bw):
+    """Every case timed alternately with a fused AdamW on its own copy of the parameters;
+    `vs_fused_adamw` is the ratio of the two medians of that pairing."""
     shapes = block_shapes(args.blocks, args.width)
     n = sum(torch.Size(s).numel() for s in shapes)
-    rows = {}
+    reference = torch.optim.AdamW(make_params(shapes, device, seed=1), lr=1e-3, fused=True)
+    rows, ratios = {}, {}
     soft_steps = 1000
-    for name, build in with_fused(elementwise_cases(soft_steps)).items():
+    cases = with_fused(elementwise_cases(soft_steps))
+    for name, build in cases.items():
+        if args.only and name not in args.only:
+            continue
         params = make_params(shapes, device)
         opt = build(params)
         if name == "softsignum_soft_phase":  # jump past the switch (the schedule fit included)
             for group in opt.param_groups:
                 group["step"] = soft_steps // 2
             opt.step()
-        rows[name] = time_steps(opt.step, device, args.reps)
+        rows[name], ref = time_paired(opt.step, reference.step, device, args.reps)
+        ratios[name] = rows[name] / ref
         del opt, params
-        print(f"  {name:24s} {rows[name] * 1e3:9.2f} ms", flush=True)
-    ref = rows["adamw_fused"]
+        print(f"  {name:28s} {rows[name] * 1e3:9.2f} ms  x{ratios[name]:.2f} fused AdamW",
+              flush=True)
     return {
         "params": n,
         "results": {
             name: {
                 "ms": t * 1e3,
-                "vs_fused_adamw": t / ref,
+                "vs_fused_adamw": ratios[name],
                 **({"vs_bound": t / (BYTES_PER_ELEMENT[base] * n / bw)}
                    if (base := name if name in BYTES_PER_ELEMENT
                        else name.removesuffix("_fused")) in BYTES_PER_ELEMENT else {}),
@@ -243,11 +271,13 @@ def to_markdown(report) -> str:
     lines += [f"| {name} | {r['ms']:.2f} | {r['vs_muon']:.3f} |"
               for name, r in mf["results"].items()]
     lines += ["", "Notes: the memory bound counts the bytes each update must move at the "
-              f"bandwidth of a large tensor add ({report['bandwidth_GBps']:.1f} GB/s, 12 bytes "
-              "an element; caches and write-allocate let fused AdamW come in under it). "
-              "`<name>_fused` is the optimizer with fused=True. `muon_bf16` runs the same bf16 "
-              "Newton–Schulz as torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 "
-              "on CPU. Timings are medians of the reps, from one process."]
+              f"bandwidth of a large in-place tensor add ({report['bandwidth_GBps']:.1f} GB/s, "
+              "12 bytes an element). `× fused AdamW` is paired: each row's steps alternate with "
+              "a fused AdamW's steps on their own parameters, and the ratio is of the two "
+              "medians (the machine's speed drifts between rows). `<name>_fused` is the "
+              "optimizer with fused=True. `muon_bf16` runs the same bf16 Newton–Schulz as "
+              "torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 on CPU. Timings "
+              "are medians of the reps, from one process."]
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +293,13 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--skip-matrix", action="store_true")
+    parser.add_argument("--only", type=lambda text: text.split(","), default=None,
+                        help="comma-separated elementwise rows to time (default: all)")
     args = parser.parse_args()
+    unknown = set(args.only or ()) - set(with_fused(elementwise_cases(1)))
+    if unknown:
+        parser.error(f"--only: unknown rows {sorted(unknown)}; "
+                     f"choose from {sorted(with_fused(elementwise_cases(1)))}")
     device = torch.device(args.device)
     print(f"bandwidth (tensor add) on {device} ...", flush=True)
     bw = bandwidth(device, args.reps)

@@ -1,0 +1,35 @@
+"""scripts/bench_optim.py runs and reports what it says (a smoke test at toy size: the numbers
+themselves belong to results/bench, never to a pass/fail test)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_reports_paired_ratios_and_memory_bounds(tmp_path):
+    rows = ["adamw_fused", "signum", "signum_fused"]
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_optim.py", "--device", "cpu", "--blocks", "1",
+         "--width", "32", "--reps", "2", "--skip-matrix", "--only", ",".join(rows),
+         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "optim_step_cpu.json").read_text())
+    results = report["elementwise"]["results"]
+    assert list(results) == rows
+    assert report["elementwise"]["params"] == 2 * 32 + 3 * 32 * 32 + 32 * 32 + 2 * 32 \
+        + 2 * 4 * 32 * 32
+    for name in rows:
+        assert results[name]["ms"] > 0 and results[name]["vs_fused_adamw"] > 0
+        assert results[name]["vs_bound"] > 0  # every row here has a byte count
+    assert report["provenance"]["command"].startswith("python ")
+
+
+def test_bench_rejects_an_unknown_row_before_timing_anything(tmp_path):
+    done = subprocess.run([sys.executable, "scripts/bench_optim.py", "--only", "s4_fused",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "s4_fused" in done.stderr and "s3_fused" in done.stderr
+    assert not any(tmp_path.iterdir())
