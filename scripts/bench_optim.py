@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -72,7 +71,8 @@ def sync(device):
 
 
 def time_steps(step, device, reps: int, warmup: int = 2) -> float:
-    """Median seconds of `step()` over `reps` calls after `warmup` calls."""
+    """Seconds of the fastest of `reps` calls of `step()` after `warmup` calls: on a shared
+    machine the slower calls time the neighbours, not the code (timeit's reasoning)."""
     for _ in range(warmup):
         step()
     sync(device)
@@ -82,13 +82,12 @@ def time_steps(step, device, reps: int, warmup: int = 2) -> float:
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def time_paired(step, ref_step, device, reps: int, warmup: int = 2) -> tuple[float, float]:
-    """Median seconds of `step()` and of `ref_step()`, timed alternately: on a shared or
-    throttling machine both see the same conditions, so their ratio is steadier than that of
-    two medians taken minutes apart."""
+    """Fastest seconds of `step()` and of `ref_step()` over `reps` calls each, timed
+    alternately, so both see the same state of the machine."""
     for _ in range(warmup):
         step()
         ref_step()
@@ -100,7 +99,7 @@ def time_paired(step, ref_step, device, reps: int, warmup: int = 2) -> tuple[flo
             fn()
             sync(device)
             out.append(time.perf_counter() - t0)
-    return statistics.median(times), statistics.median(ref_times)
+    return min(times), min(ref_times)
 
 
 def bandwidth(device, reps: int) -> float:
@@ -148,7 +147,7 @@ def _fused(opt):
 
 def bench_elementwise(args, device, bw):
     """Every case timed alternately with a fused AdamW on its own copy of the parameters;
-    `vs_fused_adamw` is the ratio of the two medians of that pairing."""
+    `vs_fused_adamw` is the ratio of the two fastest times of that pairing."""
     shapes = block_shapes(args.blocks, args.width)
     n = sum(torch.Size(s).numel() for s in shapes)
     reference = torch.optim.AdamW(make_params(shapes, device, seed=1), lr=1e-3, fused=True)
@@ -273,11 +272,11 @@ def to_markdown(report) -> str:
     lines += ["", "Notes: the memory bound counts the bytes each update must move at the "
               f"bandwidth of a large in-place tensor add ({report['bandwidth_GBps']:.1f} GB/s, "
               "12 bytes an element). `× fused AdamW` is paired: each row's steps alternate with "
-              "a fused AdamW's steps on their own parameters, and the ratio is of the two "
-              "medians (the machine's speed drifts between rows). `<name>_fused` is the "
+              "a fused AdamW's steps on their own parameters. `<name>_fused` is the "
               "optimizer with fused=True. `muon_bf16` runs the same bf16 Newton–Schulz as "
-              "torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 on CPU. Timings "
-              "are medians of the reps, from one process."]
+              "torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 on CPU. Each time "
+              "is the fastest of the reps (on a shared machine slower reps time the "
+              "neighbours), from one process."]
     return "\n".join(lines) + "\n"
 
 
