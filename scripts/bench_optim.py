@@ -2,7 +2,7 @@
 
     python scripts/bench_optim.py [--device cpu|cuda] [--blocks 12] [--width 768]
                                   [--muon-width W] [--matrix-blocks B] [--select-every 100]
-                                  [--reps 5] [--out results/bench]
+                                  [--reps 5] [--rounds 1] [--out results/bench]
                                   [--skip-matrix] [--only s3_fused,adan_fused,...]
 
 Elementwise optimizers run on GPT-2-small-shaped parameters (12 blocks of width 768, ~85M
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -146,41 +147,40 @@ def _fused(opt):
 
 
 def bench_elementwise(args, device, bw):
-    """Every case timed alternately with a fused AdamW on its own copy of the parameters;
-    `vs_fused_adamw` is the ratio of the two fastest times of that pairing."""
+    """Every case timed alternately with a fused AdamW on its own copy of the parameters, in
+    `--rounds` passes over all cases. A row's `vs_fused_adamw` is the median over the rounds of
+    (its fastest step / the reference's fastest step in the same pairing), with the range;
+    `ms` is its fastest step over all rounds."""
     shapes = block_shapes(args.blocks, args.width)
     n = sum(torch.Size(s).numel() for s in shapes)
     reference = torch.optim.AdamW(make_params(shapes, device, seed=1), lr=1e-3, fused=True)
-    rows, ratios = {}, {}
+    times, ratios = {}, {}
     soft_steps = 1000
-    cases = with_fused(elementwise_cases(soft_steps))
-    for name, build in cases.items():
-        if args.only and name not in args.only:
-            continue
-        params = make_params(shapes, device)
-        opt = build(params)
-        if name == "softsignum_soft_phase":  # jump past the switch (the schedule fit included)
-            for group in opt.param_groups:
-                group["step"] = soft_steps // 2
-            opt.step()
-        rows[name], ref = time_paired(opt.step, reference.step, device, args.reps)
-        ratios[name] = rows[name] / ref
-        del opt, params
-        print(f"  {name:28s} {rows[name] * 1e3:9.2f} ms  x{ratios[name]:.2f} fused AdamW",
-              flush=True)
-    return {
-        "params": n,
-        "results": {
-            name: {
-                "ms": t * 1e3,
-                "vs_fused_adamw": ratios[name],
-                **({"vs_bound": t / (BYTES_PER_ELEMENT[base] * n / bw)}
-                   if (base := name if name in BYTES_PER_ELEMENT
-                       else name.removesuffix("_fused")) in BYTES_PER_ELEMENT else {}),
-            }
-            for name, t in rows.items()
-        },
-    }
+    cases = {name: build for name, build in with_fused(elementwise_cases(soft_steps)).items()
+             if not args.only or name in args.only}
+    for round_ in range(args.rounds):
+        print(f" round {round_ + 1}/{args.rounds}", flush=True)
+        for name, build in cases.items():
+            params = make_params(shapes, device)
+            opt = build(params)
+            if name == "softsignum_soft_phase":  # past the switch (the schedule fit included)
+                for group in opt.param_groups:
+                    group["step"] = soft_steps // 2
+                opt.step()
+            t, ref = time_paired(opt.step, reference.step, device, args.reps)
+            times.setdefault(name, []).append(t)
+            ratios.setdefault(name, []).append(t / ref)
+            del opt, params
+            print(f"  {name:28s} {t * 1e3:9.2f} ms  x{t / ref:.2f} fused AdamW", flush=True)
+    results = {}
+    for name in cases:
+        t = min(times[name])
+        base = name if name in BYTES_PER_ELEMENT else name.removesuffix("_fused")
+        results[name] = {"ms": t * 1e3, "vs_fused_adamw": statistics.median(ratios[name]),
+                         "vs_fused_adamw_range": [min(ratios[name]), max(ratios[name])]}
+        if base in BYTES_PER_ELEMENT:
+            results[name]["vs_bound"] = t / (BYTES_PER_ELEMENT[base] * n / bw)
+    return {"params": n, "rounds": args.rounds, "results": results}
 
 
 def _time_optimizers(cases: dict, shapes, device, reps) -> dict:
@@ -252,27 +252,33 @@ def to_markdown(report) -> str:
     ew = report["elementwise"]
     lines += ["", f"## Elementwise, {ew['params'] / 1e6:.1f}M parameters "
               "(GPT-2-small block shapes)", "",
-              "| optimizer | ms/step | × fused AdamW | × memory bound |", "|---|---|---|---|"]
+              f"| optimizer | ms/step | × fused AdamW (median of {ew['rounds']} rounds) | "
+              "range | × memory bound |", "|---|---|---|---|---|"]
     for name, r in ew["results"].items():
         bound = f"{r['vs_bound']:.2f}" if "vs_bound" in r else "–"
-        lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_fused_adamw']:.2f} | {bound} |")
-    tm = report["vs_torch_muon"]
-    lines += ["", f"## Muon vs torch.optim.Muon, width {tm['width']} ({tm['params'] / 1e6:.1f}M "
-              "matrix parameters)", "", "| optimizer | ms/step | × torch.optim.Muon |",
-              "|---|---|---|"]
-    lines += [f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} |"
-              for name, r in tm["results"].items()]
-    mf = report["muon_family"]
-    lines += ["", f"## Muon family at width {mf['width']} ({mf['blocks']} blocks, "
-              f"{mf['params'] / 1e6:.1f}M matrix parameters), SMuon p re-selected every "
-              f"{mf['select_every']} steps", "", "| optimizer | ms/step | × our Muon |",
-              "|---|---|---|"]
-    lines += [f"| {name} | {r['ms']:.2f} | {r['vs_muon']:.3f} |"
-              for name, r in mf["results"].items()]
+        low, high = r["vs_fused_adamw_range"]
+        lines.append(f"| {name} | {r['ms']:.2f} | {r['vs_fused_adamw']:.2f} | "
+                     f"{low:.2f}–{high:.2f} | {bound} |")
+    if "vs_torch_muon" in report:  # not with --skip-matrix
+        tm = report["vs_torch_muon"]
+        lines += ["", f"## Muon vs torch.optim.Muon, width {tm['width']} "
+                  f"({tm['params'] / 1e6:.1f}M matrix parameters)", "",
+                  "| optimizer | ms/step | × torch.optim.Muon |", "|---|---|---|"]
+        lines += [f"| {name} | {r['ms']:.2f} | {r['vs_torch_muon']:.2f} |"
+                  for name, r in tm["results"].items()]
+        mf = report["muon_family"]
+        lines += ["", f"## Muon family at width {mf['width']} ({mf['blocks']} blocks, "
+                  f"{mf['params'] / 1e6:.1f}M matrix parameters), SMuon p re-selected every "
+                  f"{mf['select_every']} steps", "", "| optimizer | ms/step | × our Muon |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {r['ms']:.2f} | {r['vs_muon']:.3f} |"
+                  for name, r in mf["results"].items()]
     lines += ["", "Notes: the memory bound counts the bytes each update must move at the "
               f"bandwidth of a large in-place tensor add ({report['bandwidth_GBps']:.1f} GB/s, "
               "12 bytes an element). `× fused AdamW` is paired: each row's steps alternate with "
-              "a fused AdamW's steps on their own parameters. `<name>_fused` is the "
+              "a fused AdamW's steps on their own parameters; the ratio of the two fastest is "
+              "taken in each round, and the table gives the median and range over the rounds. "
+              "`<name>_fused` is the "
               "optimizer with fused=True. `muon_bf16` runs the same bf16 Newton–Schulz as "
               "torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 on CPU. Each time "
               "is the fastest of the reps (on a shared machine slower reps time the "
@@ -290,11 +296,16 @@ def main():
     parser.add_argument("--matrix-blocks", type=int, default=None)
     parser.add_argument("--select-every", type=int, default=100)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="passes over the elementwise rows (the ratio is their median)")
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--skip-matrix", action="store_true")
     parser.add_argument("--only", type=lambda text: text.split(","), default=None,
                         help="comma-separated elementwise rows to time (default: all)")
     args = parser.parse_args()
+    for name in ("reps", "rounds", "blocks", "width"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     unknown = set(args.only or ()) - set(with_fused(elementwise_cases(1)))
     if unknown:
         parser.error(f"--only: unknown rows {sorted(unknown)}; "
@@ -314,8 +325,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     stem = f"optim_step_{device.type}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    if "muon_family" in report:
-        (out / f"{stem}.md").write_text(to_markdown(report))
+    (out / f"{stem}.md").write_text(to_markdown(report))
     print(f"wrote {out / stem}.json/.md")
 
 

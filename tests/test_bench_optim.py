@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -13,7 +15,7 @@ def test_bench_reports_paired_ratios_and_memory_bounds(tmp_path):
     rows = ["adamw_fused", "signum", "signum_fused"]
     done = subprocess.run(
         [sys.executable, "scripts/bench_optim.py", "--device", "cpu", "--blocks", "1",
-         "--width", "32", "--reps", "2", "--skip-matrix", "--only", ",".join(rows),
+         "--width", "32", "--reps", "2", "--rounds", "2", "--skip-matrix", "--only", ",".join(rows),
          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "optim_step_cpu.json").read_text())
@@ -21,15 +23,21 @@ def test_bench_reports_paired_ratios_and_memory_bounds(tmp_path):
     assert list(results) == rows
     assert report["elementwise"]["params"] == 2 * 32 + 3 * 32 * 32 + 32 * 32 + 2 * 32 \
         + 2 * 4 * 32 * 32
+    assert report["elementwise"]["rounds"] == 2
     for name in rows:
-        assert results[name]["ms"] > 0 and results[name]["vs_fused_adamw"] > 0
+        low, high = results[name]["vs_fused_adamw_range"]
+        assert results[name]["ms"] > 0 and 0 < low <= results[name]["vs_fused_adamw"] <= high
         assert results[name]["vs_bound"] > 0  # every row here has a byte count
+    table = (tmp_path / "optim_step_cpu.md").read_text()
+    assert "median of 2 rounds" in table and "| signum_fused |" in table
     assert report["provenance"]["command"].startswith("python ")
 
 
-def test_bench_rejects_an_unknown_row_before_timing_anything(tmp_path):
-    done = subprocess.run([sys.executable, "scripts/bench_optim.py", "--only", "s4_fused",
+@pytest.mark.parametrize("args,named", [(["--only", "s4_fused"], ["s4_fused", "s3_fused"]),
+                                         (["--rounds", "0"], ["--rounds", "0"])])
+def test_bench_rejects_bad_arguments_before_timing_anything(tmp_path, args, named):
+    done = subprocess.run([sys.executable, "scripts/bench_optim.py", *args,
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
-    assert "s4_fused" in done.stderr and "s3_fused" in done.stderr
+    assert all(text in done.stderr for text in named)
     assert not any(tmp_path.iterdir())
