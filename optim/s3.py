@@ -9,7 +9,7 @@
 With β2 = β every coordinate of n/b lies in [−1, 1] (Hölder), so no coordinate moves by more
 than lr per step. No bias correction: the first step's small size is the method's own warm-up.
 All math is fp32, also for bf16 parameters. `fused=True`: the same update as one compiled pass
-per tensor (optim/_fused.py; the cube root of the default p = 3 by a Newton iteration).
+per tensor (optim/_fused.py; the cube root of the default p = 3 by a third-order iteration).
 """
 
 from __future__ import annotations
