@@ -160,8 +160,8 @@ def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, b
     if stochastic:
         env = d.abs()
         if has_envelope:
-            env = buffers[-1]
-            env.copy_(torch.maximum(env, d.abs()))
+            env = torch.maximum(buffers[-1], env)
+            buffers[-1].copy_(env)
         d = d + env * hash_uniform(d, rest[0], rest[1])
     apply_update(param, d.sign(), lr, weight_decay)
 

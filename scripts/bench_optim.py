@@ -71,36 +71,22 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_steps(step, device, reps: int, warmup: int = 2) -> float:
-    """Seconds of the fastest of `reps` calls of `step()` after `warmup` calls: on a shared
-    machine the slower calls time the neighbours, not the code (timeit's reasoning)."""
+def fastest(steps, device, reps: int, warmup: int = 2) -> list[float]:
+    """Seconds of the fastest of `reps` calls of each of `steps`, called in turn after `warmup`
+    rounds, so that all of them see the same state of the machine. The fastest, because on a
+    shared machine the slower calls time the neighbours, not the code (timeit's reasoning)."""
     for _ in range(warmup):
-        step()
+        for step in steps:
+            step()
     sync(device)
-    times = []
+    times = [[] for _ in steps]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def time_paired(step, ref_step, device, reps: int, warmup: int = 2) -> tuple[float, float]:
-    """Fastest seconds of `step()` and of `ref_step()` over `reps` calls each, timed
-    alternately, so both see the same state of the machine."""
-    for _ in range(warmup):
-        step()
-        ref_step()
-    sync(device)
-    times, ref_times = [], []
-    for _ in range(reps):
-        for fn, out in ((ref_step, ref_times), (step, times)):
+        for step, out in zip(steps, times):
             t0 = time.perf_counter()
-            fn()
+            step()
             sync(device)
             out.append(time.perf_counter() - t0)
-    return min(times), min(ref_times)
+    return [min(t) for t in times]
 
 
 def bandwidth(device, reps: int) -> float:
@@ -108,7 +94,7 @@ def bandwidth(device, reps: int) -> float:
     (an out-of-place add also pays to read its output's cache lines before writing them)."""
     n = 64 * 2**20
     a, b = torch.randn(n, device=device), torch.randn(n, device=device)
-    t = time_steps(lambda: a.add_(b), device, reps)
+    (t,) = fastest([lambda: a.add_(b)], device, reps)
     return 12 * n / t
 
 
@@ -167,7 +153,7 @@ def bench_elementwise(args, device, bw):
                 for group in opt.param_groups:
                     group["step"] = soft_steps // 2
                 opt.step()
-            t, ref = time_paired(opt.step, reference.step, device, args.reps)
+            ref, t = fastest([reference.step, opt.step], device, args.reps)
             times.setdefault(name, []).append(t)
             ratios.setdefault(name, []).append(t / ref)
             del opt, params
@@ -187,7 +173,7 @@ def _time_optimizers(cases: dict, shapes, device, reps) -> dict:
     rows = {}
     for name, build in cases.items():
         opt = build(make_params(shapes, device))
-        rows[name] = time_steps(opt.step, device, reps)
+        (rows[name],) = fastest([opt.step], device, reps)
         print(f"  {name:24s} {rows[name] * 1e3:9.2f} ms", flush=True)
         del opt
     return rows
@@ -278,11 +264,10 @@ def to_markdown(report) -> str:
               "12 bytes an element). `× fused AdamW` is paired: each row's steps alternate with "
               "a fused AdamW's steps on their own parameters; the ratio of the two fastest is "
               "taken in each round, and the table gives the median and range over the rounds. "
-              "`<name>_fused` is the "
-              "optimizer with fused=True. `muon_bf16` runs the same bf16 Newton–Schulz as "
-              "torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 on CPU. Each time "
-              "is the fastest of the reps (on a shared machine slower reps time the "
-              "neighbours), from one process."]
+              "`<name>_fused` is the optimizer with fused=True. `muon_bf16` runs the same bf16 "
+              "Newton–Schulz as torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 "
+              "on CPU. Each time is the fastest of the reps (on a shared machine slower reps "
+              "time the neighbours), from one process."]
     return "\n".join(lines) + "\n"
 
 
@@ -306,10 +291,10 @@ def main():
     for name in ("reps", "rounds", "blocks", "width"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    unknown = set(args.only or ()) - set(with_fused(elementwise_cases(1)))
+    rows = sorted(with_fused(elementwise_cases(1)))
+    unknown = set(args.only or ()) - set(rows)
     if unknown:
-        parser.error(f"--only: unknown rows {sorted(unknown)}; "
-                     f"choose from {sorted(with_fused(elementwise_cases(1)))}")
+        parser.error(f"--only: unknown rows {sorted(unknown)}; choose from {rows}")
     device = torch.device(args.device)
     print(f"bandwidth (tensor add) on {device} ...", flush=True)
     bw = bandwidth(device, args.reps)
