@@ -16,9 +16,7 @@ throughput, over the FLOP/s of a large matmul in the run's compute dtype measure
 import argparse
 import copy
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sweeps.compose import Composer  # noqa: E402
 from tasks import config as run_config  # noqa: E402
 from tasks import store  # noqa: E402
+from tasks.environment import cpu_name, git_commit  # noqa: E402
 from tasks.loop import Trainer  # noqa: E402
 from tasks.metrics import LossTracker, SpikeConfig  # noqa: E402
 from tasks.schedule import build_scheduler  # noqa: E402
@@ -128,10 +127,9 @@ def main():
         "plain_per_s": per_step / p, "ratio": p / h,
         "params": sum(q.numel() for q in task.model.parameters()),
         "command": "python " + " ".join(sys.argv),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip(),
+        "commit": git_commit(),
         "device": (torch.cuda.get_device_name() if device.type == "cuda"
-                   else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"),
+                   else f"{cpu_name()}, {torch.get_num_threads()} threads"),
         "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(),
         "steps_timed": args.steps,
     }

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -38,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optim  # noqa: E402
+from tasks.environment import cpu_name, git_commit  # noqa: E402
 
 # fp32 bytes per parameter element each update must move at the least: reads + writes of the
 # parameter, its gradient (read only) and every state buffer.
@@ -221,12 +220,8 @@ def _soft_phase(opt):
 
 
 def provenance(args) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = None
-    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    commit = git_commit()
+    cpu = f"{cpu_name()}, {torch.get_num_threads()} threads"
     device = torch.cuda.get_device_name() if args.device == "cuda" else cpu
     return {"command": "python " + " ".join(sys.argv), "commit": commit, "device": device,
             "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat()}

@@ -2,19 +2,24 @@
 
     python scripts/reproduce.py TABLE [scale=tiny|paper] [launcher=slurm|local|debug]
                                 [--wait] [OVERRIDE ...]
+    python scripts/reproduce.py TABLE scale=paper --plan [--gpu h100] [--mfu 0.4]
 
 Expands conf/table/TABLE.yaml at the scale (tiny by default), skips runs that already finished,
 submits the rest as ONE job array, and, once every run has finished, writes
 results/TABLE/SCALE/table.{md,csv,tex} and figures. Run it again to pick up finished runs (it
 submits nothing new) and render. Overrides ablate: `optim.p=2` applies to the optimizers that
 have `p`; `optim=softsignum optim.sign_fraction=0.5` keeps only that optimizer's rows.
-The default launcher is `debug` (the runs go one after another in this process and the table
-is written at the end); with `launcher=slurm` or `launcher=local` the command returns once the
-array is submitted, and `--wait` blocks until the runs end.
+At tiny scale the default launcher is `debug` (the runs go one after another in this process and
+the table is written at the end); at paper scale it is `launcher=slurm` with one GPU per task.
+With `launcher=slurm` or `launcher=local` the command returns once the array is submitted, and
+`--wait` blocks until the runs end.
+
+`--plan` composes and validates every run and trains nothing: per run its key, status, the data
+it needs (and the command that prepares what is missing), memory per GPU and GPU-hours, then
+totals. It exits 2 if any run is invalid.
 """
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -22,7 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps import table  # noqa: E402
+from sweeps.compose import compose_runs  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
+from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware, plan_table  # noqa: E402
 from sweeps.render import render  # noqa: E402
 from sweeps.status import RunState, run_state  # noqa: E402
 from tasks import store  # noqa: E402
@@ -38,20 +45,34 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--wait", action="store_true")
     parser.add_argument("--poll", type=float, default=5.0)
-    args = parser.parse_args()
+    parser.add_argument("--plan", action="store_true",
+                        help="validate every run and estimate its cost; train nothing")
+    parser.add_argument("--gpu", default=DEFAULT_GPU, help=f"--plan: one of {sorted(GPUS)}")
+    parser.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                        help="--plan: assumed model FLOPs utilization")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="--plan: the GPU's peak instead of the --gpu table's")
+    args = parser.parse_intermixed_args()  # flags anywhere among the overrides
     scale = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("scale=")), "tiny")
-    extra = [o for o in args.overrides if not o.startswith("scale=")]
-    if not any(o.startswith("launcher=") for o in extra):
-        extra.append("launcher=debug")  # in this process, blocking: one command, one table
+    extra, notes = table.launcher_overrides(
+        scale, [o for o in args.overrides if not o.startswith("scale=")])
+    for note in notes:
+        print(note)
     try:
         spec = table.load_spec(args.table)
         runs = table.expand(spec, scale, extra)
         spec = table.for_scale(spec, scale)
-        # an ablation (extra overrides) gets its own sweep name and results folder
-        ablation = sorted(o for o in extra if not o.startswith("launcher"))
-        suffix = ("-" + hashlib.sha1(" ".join(ablation).encode()).hexdigest()[:6]
-                  if ablation else "")
-        name = f"table-{spec['name']}-{scale}{suffix}"
+        name, ablation = table.sweep_name(spec, scale, extra)
+        suffix = name.removeprefix(f"table-{spec['name']}-{scale}")
+        if args.plan:
+            hardware = Hardware(args.gpu, args.mfu,
+                                args.peak_tflops * 1e12 if args.peak_tflops else None)
+            text, invalid = plan_table(name, scale, runs, hardware)
+            print(text)
+            return 2 if invalid else 0
+        composed = compose_runs([r.overrides for r in runs[:1]], validate_runs=False)
+        for warning in table.launcher_warnings(scale, composed[0][1]["launcher"]):
+            print(warning, file=sys.stderr)
         result = launch(name, runs=[r.overrides for r in runs])
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ the time limit, requeue), `local` (submitit's local processes), `debug` (in this
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,10 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
         record.save()
         return Launch(name, runs, [], skipped, [], None, [])
 
+    if launcher.name == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError("launcher=slurm but `sbatch` is not on PATH on this machine: launch "
+                         "from a SLURM login node, or use launcher=local (this machine's "
+                         "processes); `bash scripts/slurm_local.sh` starts a one-node SLURM here")
     executor = make_executor(launcher, root / "_submitit" / name)
     jobs = executor.map_array(TrainJob(), [cfg for _, cfg in todo])
     job_ids = [str(j.job_id) for j in jobs]

@@ -9,23 +9,32 @@ import io
 import json
 import math
 import platform
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sweeps.table import ratio_columns
 from tasks import store
+from tasks.environment import environment_label, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def provenance(command: str, scale: str, spec: dict) -> dict:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip() or None
-    return {"command": command, "commit": commit, "scale": scale,
+    return {"command": command, "commit": git_commit(), "scale": scale,
             "scale_label": spec["scales"][scale]["label"],
             "machine": f"{platform.node()} ({platform.machine()}, {platform.system()})",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def run_environments(rows) -> str:
+    """The distinct environments (commit, library versions, device) the table's runs came
+    from: one entry when they agree, each with its number of runs otherwise."""
+    labels = [environment_label((store.read_summary(d) or {}).get("environment"))
+              for r in rows for d in r.best_runs]
+    counts = {label: labels.count(label) for label in dict.fromkeys(labels)}
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"[{n} runs] {label}" for label, n in counts.items())
 
 
 def _fmt(x, digits=4) -> str:
@@ -69,6 +78,7 @@ def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command
     # a run made from a tree with uncommitted changes keeps its "-dirty" mark
     prov["runs_made_at_commits"] = ", ".join(
         dict.fromkeys(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in run_commits))
+    prov["run_environments"] = run_environments(rows)
     header, body = table_rows(spec, rows, best)
     md = [f"# {spec['title']}", ""]
     if scale == "tiny":

@@ -30,6 +30,7 @@ runner-up exceeds the seed noise (the sum of the two stds).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from dataclasses import dataclass
@@ -220,3 +221,40 @@ def ranking(spec: dict, rows: list[Row]) -> tuple[str | None, str]:
         return a.label, f"lead {gap:.4g} over {b.label}; one seed, noise unknown"
     verdict = "exceeds" if gap > noise else "within"
     return a.label, f"lead {gap:.4g} over {b.label} {verdict} seed noise ({noise:.4g})"
+
+
+def sweep_name(spec: dict, scale: str, extra: list[str]) -> tuple[str, list[str]]:
+    """(sweep name, ablation overrides): an ablation (overrides other than the launcher's) gets
+    its own sweep name and results folder."""
+    ablation = sorted(o for o in extra if not o.startswith("launcher"))
+    suffix = ("-" + hashlib.sha1(" ".join(ablation).encode()).hexdigest()[:6]
+              if ablation else "")
+    return f"table-{spec['name']}-{scale}{suffix}", ablation
+
+
+def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides with the launcher the scale defaults to, notes for the user).
+
+    Tiny tables run in this process (`launcher=debug`): one command, one table. Paper-scale
+    runs are GPT-2 and 7B models: without an explicit launcher they go to SLURM with one GPU
+    per task, never into the process of whoever typed the command.
+    """
+    if any(o.startswith("launcher=") for o in extra):
+        return list(extra), []
+    if scale != "paper":
+        return [*extra, "launcher=debug"], []
+    added = ["launcher=slurm"]
+    if not any(o.startswith("launcher.gpus_per_node=") for o in extra):
+        added.append("launcher.gpus_per_node=1")
+    return [*extra, *added], [f"paper scale: {' '.join(added)} (the default at this scale; "
+                              f"give launcher=... to choose another)"]
+
+
+def launcher_warnings(scale: str, launcher: dict) -> list[str]:
+    """Loud warnings for a paper-scale launch whose jobs would get no GPU."""
+    if scale == "paper" and launcher.get("name") in ("slurm", "local") \
+            and not launcher.get("gpus_per_node"):
+        return [f"WARNING: paper scale with launcher={launcher['name']} and "
+                f"launcher.gpus_per_node=0: every job gets no GPU and trains on CPUs. Add "
+                f"launcher.gpus_per_node=1 (one GPU per task) unless that is what you want."]
+    return []

@@ -36,3 +36,45 @@ class Task(Protocol):
 
     def describe(self) -> dict:
         """Facts for summary.json (data hash, parameter count, ...)."""
+
+    @classmethod
+    def cost(cls, cfg: dict) -> Cost:
+        """Compute, memory and data of the run `cfg` (a resolved run config), from the config
+        alone: nothing is read or trained (`reproduce.py --plan`)."""
+
+
+# ---------------------------------------------------------------- planning without training
+
+
+@dataclass(frozen=True)
+class DataNeed:
+    """A file or folder a run reads, whether it is prepared here, and how to prepare it."""
+
+    name: str
+    path: str
+    ready: bool
+    prepare: str  # the command that prepares it ("" when the run prepares it itself)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one run needs, estimated from its config alone (no data read, nothing trained).
+
+    `train_flops` and `eval_flops` cover the whole run. `memory_bytes` is per GPU: weights,
+    gradients and optimizer state of what trains, and the activations of one micro-batch.
+    `basis` says how the numbers were obtained, so a reader can judge them.
+    """
+
+    params: int
+    trained_params: int
+    train_flops: float
+    eval_flops: float
+    memory_bytes: dict
+    data: tuple[DataNeed, ...]
+    basis: str
+    compute: str  # what the matmuls run in: "bf16" or "fp32" (picks the GPU's peak)
+
+
+def evals_in_run(steps: int, eval_every: int) -> int:
+    """Evaluations a run makes: every `eval_every` steps and after the last one."""
+    return steps // eval_every + (1 if steps % eval_every else 0)

@@ -16,7 +16,8 @@ import hashlib
 import torch
 import torch.nn as nn
 
-from tasks.base import Target
+from tasks.base import Cost, DataNeed, Target
+from tasks.cost import training_memory
 
 
 class Point(nn.Module):
@@ -40,6 +41,16 @@ class NonSmoothTask:
         self.model = Point(dim, init).to(device)
         self.tokens_per_batch = 1
         self.target = Target("distance", target_distance, "min")
+
+    @classmethod
+    def cost(cls, cfg: dict) -> Cost:
+        """A handful of elementwise operations per coordinate and step: CPU seconds."""
+        dim = cfg["task"].get("dim", 100)
+        return Cost(params=dim, trained_params=dim,
+                    train_flops=10.0 * dim * cfg["steps"] * cfg["grad_accum"], eval_flops=0.0,
+                    memory_bytes=training_memory(dim, dim, cfg["optim"], 4 * dim),
+                    data=(DataNeed("samples", "(generated in the run)", True, ""),),
+                    compute="fp32", basis="about 10 elementwise operations per coordinate and step")
 
     def train_batch(self, step: int, micro: int) -> torch.Tensor:
         key = hashlib.sha1(f"{self.seed}/{step}/{micro}".encode()).digest()

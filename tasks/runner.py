@@ -9,10 +9,9 @@ A run whose summary says completed or diverged is not run again.
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -20,33 +19,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks import config as run_config
 from tasks import distributed, store
+from tasks.environment import environment
 from tasks.loop import Preempted, PreemptionFlag, Trainer
 from tasks.metrics import LossTracker, SpikeConfig, first_at_target
 from tasks.schedule import build_scheduler
 from tasks.wandb_mirror import start_mirror
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def record_environment(rdir: Path, env: dict, from_step: int) -> None:
+    """Append this attempt's environment to env.json (a resumed run may land on another node
+    or, after an upgrade, other library versions: every attempt is kept)."""
+    previous = store.read_json(rdir / "env.json") or {}
+    attempts = [*previous.get("attempts", []),
+                {**env, "from_step": from_step,
+                 "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    store.write_json(rdir / "env.json", {"attempts": attempts})
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "host": platform.node()}
-
-
-def build_summary(cfg, key, rdir, task, trainer, status) -> dict:
+def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
     state, tracker, target = trainer.state, trainer.tracker, task.target
     metric_curve = [(s, ev[target.metric]) for s, ev in state.evals if target.metric in ev]
     steps_to_target = first_at_target(metric_curve, target.value, target.mode)
@@ -88,8 +78,8 @@ def build_summary(cfg, key, rdir, task, trainer, status) -> dict:
         "optimizer_step_s": (state.optimizer_s / state.optimizer_timed_steps
                              if state.optimizer_timed_steps else None),
         "task_info": task.describe(),
-        "versions": versions(),
-        "git_commit": git_commit(),
+        "git_commit": env["git_commit"],
+        "environment": env,
     }
 
 
@@ -159,16 +149,20 @@ def run(cfg: DictConfig) -> dict:
         task, trainer, device = _build(cfg, ctx, rdir)
     except Exception as e:  # data missing, model too big, a corrupt checkpoint, ...
         if ctx.is_main:
+            env = environment()
+            record_environment(rdir, env, from_step=0)
             _record_failure(rdir, {"status": "failed", "run_key": key, "run_dir": str(rdir),
                                    "task": cfg.task.name, "optim": cfg.optim.name,
                                    "sweep": cfg.get("sweep"), "steps": cfg.steps,
-                                   "steps_done": 0, "versions": versions(),
-                                   "git_commit": git_commit()}, e)
+                                   "steps_done": 0, "git_commit": env["git_commit"],
+                                   "environment": env}, e)
         raise
     metrics_log = trainer.metrics_log
     if not ctx.is_main:
         return _run_follower(trainer)
     metrics_log.truncate_after(trainer.state.step)
+    env = environment(device)
+    record_environment(rdir, env, from_step=trainer.state.step)
 
     trainer.mirror = start_mirror(
         cfg.logger, run_key=key, run_dir=rdir, config=resolved,
@@ -184,14 +178,14 @@ def run(cfg: DictConfig) -> dict:
         trainer.mirror.finish(exit_code=1)
         raise
     except Exception as e:
-        _record_failure(rdir, build_summary(cfg, key, rdir, task, trainer, "failed"), e)
+        _record_failure(rdir, build_summary(cfg, key, rdir, task, trainer, "failed", env), e)
         trainer.mirror.finish(exit_code=1)
         raise
     status = "diverged" if state.diverged_at is not None else "completed"
     replica_diff = distributed.replica_divergence(task.model, ctx)
     if status == "completed":
         trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
-    summary = build_summary(cfg, key, rdir, task, trainer, status)
+    summary = build_summary(cfg, key, rdir, task, trainer, status, env)
     summary["data_parallel"] = {"world_size": ctx.world, "replica_max_abs_diff": replica_diff}
     trainer.mirror.summary({"status": status, "final_train_loss": summary["final"]["train_loss"],
                             **{f"final_{k}": v for k, v in summary["final"].items()

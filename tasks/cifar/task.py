@@ -9,14 +9,16 @@ resumed run sees exactly the batches of an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.base import Target
+from tasks.base import Cost, DataNeed, Target, evals_in_run
 from tasks.cifar import data
 from tasks.cifar.models import build_model
+from tasks.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 
 
 def _generator(*key) -> torch.Generator:
@@ -69,6 +71,38 @@ class CifarTask:
         self.target = Target("test_acc", target_accuracy, "max")
         self.batches_per_epoch = len(x) // batch_size  # the last partial batch is dropped
         self._epoch, self._perm = None, None
+
+    @classmethod
+    def cost(cls, cfg: dict) -> Cost:
+        """Compute and memory of the run `cfg` (a resolved run config), traced on meta."""
+        task = cfg["task"]
+        dataset, batch = task["dataset"], task["batch_size"]
+        synthetic = dataset == "synthetic"
+        classes = 10 if synthetic else data.LAYOUT[dataset][4]
+        test_images = task.get("synthetic_size", (5000, 1000))[1] if synthetic else 10_000
+        params, flops, saved = trace_on_meta(
+            lambda: build_model(task["arch"], classes, task.get("width", 1.0)),
+            lambda: (torch.zeros(batch, 3, 32, 32), torch.zeros(batch, dtype=torch.long)),
+            lambda model, x, y: F.cross_entropy(model(x), y))
+        per_image = flops / batch
+        train_images = cfg["steps"] * cfg["grad_accum"] * batch
+        eval_images = evals_in_run(cfg["steps"], cfg["eval_every"]) * test_images
+        if synthetic:
+            need = DataNeed("synthetic images", "(generated in the run)", True, "")
+        else:
+            folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
+            ready = all((folder / data.LAYOUT[dataset][0] / f).exists()
+                        for f in data.LAYOUT[dataset][1] + data.LAYOUT[dataset][2])
+            need = DataNeed(dataset, str(folder), ready,
+                            f"python scripts/prepare_data.py {dataset}")
+        return Cost(params=params, trained_params=params, train_flops=per_image * train_images,
+                    eval_flops=per_image / 3 * eval_images,
+                    memory_bytes=training_memory(params, params, cfg["optim"],
+                                                 saved * compute_bytes(cfg["precision"]) / 4),
+                    data=(need,),
+                    compute=compute_dtype(cfg["precision"]),
+                    basis=f"traced on meta: {per_image / 1e9:.3g} GFLOP per training image "
+                          f"(forward + backward), eval = forward only")
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:

@@ -13,15 +13,32 @@ import hashlib
 
 import torch
 
-from tasks.base import Target
+from tasks.base import Cost, DataNeed, Target, evals_in_run
+from tasks.cost import STATE_BUFFERS, training_memory
 from tasks.lora import data
 from tasks.lora.answers import is_correct
 
-# optimizer state buffers per trained parameter, for the memory estimate
-STATE_BUFFERS = {"SGD": 1, "Signum": 1, "SignSGD": 0, "Lion": 1, "Adan": 4, "Muon": 1,
-                 "SoftMuon": 1, "MuAdam": 2, "SMuon": 2, "StoSignSGD": 2, "StochasticSign": 2,
-                 "SoftSignum": 1, "HardSwitchSign": 1, "S3": 2, "AdamW": 2, "Adam": 2,
-                 "NAdam": 2}
+# Architectures of the hub models the presets name, from each model's published config.json,
+# so that a plan can size them without downloading anything (a locally cached config wins).
+KNOWN_ARCHITECTURES = {
+    "Qwen/Qwen2.5-7B": ("qwen2", {"hidden_size": 3584, "intermediate_size": 18944,
+                                  "num_hidden_layers": 28, "num_attention_heads": 28,
+                                  "num_key_value_heads": 4, "vocab_size": 152064,
+                                  "tie_word_embeddings": False}),
+    "meta-llama/Llama-3.1-8B": ("llama", {"hidden_size": 4096, "intermediate_size": 14336,
+                                          "num_hidden_layers": 32, "num_attention_heads": 32,
+                                          "num_key_value_heads": 8, "vocab_size": 128256,
+                                          "tie_word_embeddings": False}),
+    "mistralai/Mistral-7B-v0.1": ("mistral", {"hidden_size": 4096, "intermediate_size": 14336,
+                                              "num_hidden_layers": 32,
+                                              "num_attention_heads": 32,
+                                              "num_key_value_heads": 8, "vocab_size": 32000,
+                                              "tie_word_embeddings": False}),
+}
+KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3-8B-Instruct"] = \
+    KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"]
+EVAL_QUESTIONS = {"gsm8k": 1319, "math": 500}  # test-set sizes, for a plan before preparing
+TINY_VOCAB = 402  # the offline preset's BPE: 400 merges' worth plus <pad> and </s> at most
 
 
 def memory_estimate(model, batch_size: int, max_length: int, dtype_bytes: int,
@@ -42,6 +59,41 @@ def memory_estimate(model, batch_size: int, max_length: int, dtype_bytes: int,
         "activations_GB": tokens * layers * per_layer / 1e9 * (dtype_bytes / 2),
         "logits_GB": tokens * cfg.vocab_size * 4 / 1e9,
     }
+
+
+def _hub_config(name: str):
+    """The model's config: from a local folder or the local hub cache, else the built-in
+    architecture table; None when neither knows it."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    try:
+        local = Path(name).is_dir() or _cached(name)
+        if local:
+            return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if name in KNOWN_ARCHITECTURES:
+        model_type, fields = KNOWN_ARCHITECTURES[name]
+        return AutoConfig.for_model(model_type, **fields)
+    return None
+
+
+def _cached(name: str) -> bool:
+    """Whether the hub checkpoint `name` has its config and weights in the local cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid hub id (e.g. a local path that does not exist)
+        return False
+    if not isinstance(config, str):
+        return False
+    from pathlib import Path
+
+    folder = Path(config).parent
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
 def _rng(*key) -> torch.Generator:
@@ -97,6 +149,74 @@ class LoraMathTask:
               f"{self.memory['lora_weights_GB']:.3f}, AdamW state "
               f"{self.memory['optimizer_state_GB']['AdamW']:.3f}, activations "
               f"{self.memory['activations_GB']:.2f}, logits {self.memory['logits_GB']:.2f}")
+
+    @classmethod
+    def cost(cls, cfg: dict) -> Cost:
+        """Compute and memory of the run `cfg` (a resolved run config): the model is built on
+        the meta device from its config; FLOPs per token are 2N forward, 2N for the input
+        gradients through the frozen base, 2N more with gradient checkpointing."""
+        from pathlib import Path
+
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        task, model = cfg["task"], cfg["task"]["model"]
+        name = model.get("pretrained")
+        source = ("cached config" if name and _cached(name) else
+                  "built-in architecture table" if name else "the preset's config")
+        hf_cfg = (_hub_config(name) if name else
+                  AutoConfig.for_model("llama", vocab_size=TINY_VOCAB, **model["config"]))
+        if hf_cfg is None:
+            raise ValueError(f"task.model.pretrained {name!r}: no local copy and not among "
+                             f"the known architectures {sorted(KNOWN_ARCHITECTURES)}; cache it "
+                             f"first (hf download {name})")
+        with torch.device("meta"):
+            net = AutoModelForCausalLM.from_config(hf_cfg)
+        params = sum(p.numel() for p in net.parameters())
+        targets = tuple(task["lora"]["target_modules"])
+        saved_modules = tuple(task["lora"].get("modules_to_save") or [])
+        trained = 0
+        for module_name, module in net.named_modules():
+            leaf = module_name.rsplit(".", 1)[-1]
+            if isinstance(module, torch.nn.Linear) and leaf in targets:
+                trained += task["lora"]["r"] * (module.in_features + module.out_features)
+            elif leaf in saved_modules:
+                trained += sum(p.numel() for p in module.parameters())
+        checkpointing = bool(model.get("gradient_checkpointing"))
+        per_token = (6 if checkpointing else 4) * params  # upper bound: every sequence padded
+        tokens = cfg["steps"] * cfg["grad_accum"] * task["batch_size"] * task["max_length"]
+        eval_cfg = task.get("eval") or {}
+        questions = eval_cfg.get("limit") or EVAL_QUESTIONS.get(task["eval_dataset"], 1000)
+        # each scored question: its prompt (about 200 tokens) and max_new_tokens greedy tokens
+        eval_tokens = questions * (200 + eval_cfg.get("max_new_tokens", 256))
+        dtype_bytes = 2 if model.get("dtype") == "bfloat16" else 4
+        hidden, layers = hf_cfg.hidden_size, hf_cfg.num_hidden_layers
+        micro_tokens = task["batch_size"] * task["max_length"]
+        activations = (micro_tokens * layers * (2 if checkpointing else 34) * hidden
+                       * dtype_bytes / 2 + micro_tokens * hf_cfg.vocab_size * 4)
+        weight_bytes = 0.5 if model.get("load_in_4bit") else dtype_bytes
+        root = Path(cfg["data_root"]).expanduser().absolute()
+        needs = [DataNeed(f"{task['dataset']} train", str(root / task["dataset"] / "train.jsonl"),
+                          task["dataset"] == "arith"
+                          or (root / task["dataset"] / "train.jsonl").exists(),
+                          f"python scripts/prepare_data.py {task['dataset']}"),
+                 DataNeed(f"{task['eval_dataset']} test",
+                          str(root / task["eval_dataset"] / "test.jsonl"),
+                          task["eval_dataset"] == "arith"
+                          or (root / task["eval_dataset"] / "test.jsonl").exists(),
+                          f"python scripts/prepare_data.py {task['eval_dataset']}")]
+        if name:
+            needs.append(DataNeed(f"weights {name}", "hub cache (HF_HOME)",
+                                  Path(name).is_dir() or _cached(name), f"hf download {name}"))
+        return Cost(params=params, trained_params=trained, train_flops=per_token * tokens,
+                    eval_flops=2.0 * params * eval_tokens * evals_in_run(cfg["steps"],
+                                                                         cfg["eval_every"]),
+                    memory_bytes=training_memory(params, trained, cfg["optim"], activations,
+                                                 weight_bytes),
+                    data=tuple(needs),
+                    compute="bf16" if dtype_bytes == 2 else "fp32",
+                    basis=f"{params / 1e9:.3g}B parameters ({source}); {per_token // params}N "
+                          f"FLOPs per token, every sequence counted at max_length (an upper "
+                          f"bound); eval ~200 prompt + max_new_tokens tokens per question")
 
     # ------------------------------------------------------------ model and tokenizer
 

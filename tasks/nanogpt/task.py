@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
-from tasks.base import Target
+from tasks import store
+from tasks.base import Cost, DataNeed, Target, evals_in_run
+from tasks.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 from tasks.nanogpt import data
 from tasks.nanogpt.model import GPT, GPTConfig
 
@@ -52,6 +55,41 @@ class NanoGPTTask:
         self.block_size = model_cfg.block_size
         self.tokens_per_batch = batch_size * model_cfg.block_size
         self.target = Target("val_loss", target_val_loss, "min")
+
+    @classmethod
+    def cost(cls, cfg: dict) -> Cost:
+        """Compute and memory of the run `cfg` (a resolved run config), traced on meta."""
+        task = cfg["task"]
+        corpus_dir = Path(cfg["data_root"]).expanduser().absolute() / task["corpus"]
+        meta = store.read_json(corpus_dir / "meta.json") or {}
+        model_cfg = GPTConfig(**{"vocab_size": meta.get("vocab_size", data.BYTE_VOCAB),
+                                 **task["model"]})
+        batch, block = task["batch_size"], model_cfg.block_size
+
+        def tokens():
+            x = torch.zeros(batch, block, dtype=torch.long)
+            return x, x
+
+        params, flops, saved = trace_on_meta(lambda: GPT(model_cfg), tokens,
+                                             lambda model, x, y: model(x, y)[1])
+        per_token = flops / (batch * block)
+        train_tokens = cfg["steps"] * cfg["grad_accum"] * batch * block
+        eval_tokens = (evals_in_run(cfg["steps"], cfg["eval_every"]) * task["eval_batches"]
+                       * (task.get("eval_batch_size") or batch) * block)
+        act = saved * compute_bytes(cfg["precision"]) / 4
+        ready = corpus_dir.joinpath("meta.json").exists() or task["corpus"] == "pystdlib"
+        prepare = "" if task["corpus"] == "pystdlib" else (
+            f"python scripts/prepare_data.py {task['corpus']}"
+            if task["corpus"] in ("openwebtext", "fineweb")
+            else f"python scripts/prepare_data.py text --input FILE --name {task['corpus']}")
+        return Cost(params=params, trained_params=params, train_flops=per_token * train_tokens,
+                    eval_flops=per_token / 3 * eval_tokens,
+                    memory_bytes=training_memory(params, params, cfg["optim"], act),
+                    data=(DataNeed(f"corpus {task['corpus']}", str(corpus_dir), ready,
+                                   prepare),),
+                    compute=compute_dtype(cfg["precision"]),
+                    basis=f"traced on meta: {per_token / 1e9:.3g} GFLOP per training token "
+                          f"(forward + backward), eval = forward only")
 
     def _to_device(self, x, y):
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -1,0 +1,199 @@
+"""Plan a table before anything trains: every run composed and validated, with its status, the
+data it needs, its memory per GPU and its GPU-hours.
+
+GPU-hours come from a stated model, printed with the plan:
+
+    hours = (training FLOPs + eval FLOPs) / (MFU × the GPU's dense peak) / 3600
+
+FLOPs are the task's own count (`Task.cost`: traced on the meta device, or 2N/4N/6N per token
+for LoRA); the peak is the vendor's dense tensor-core number for the run's compute dtype (bf16,
+or fp32 without TF32 for fp32 runs: torch's default matmul precision). MFU and GPU are
+assumptions the user overrides (`--gpu a100 --mfu 0.35`, or `--peak-tflops 500`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.utils import get_class
+
+from tasks import store
+from tasks.base import Cost
+from tasks.cost import state_buffers
+
+# Dense peaks (FLOP/s) for bf16 and for fp32 without TF32, and memory (GB), from the vendors'
+# datasheets (SXM parts). V100 has no bf16: its fp16 tensor-core peak stands in.
+GPUS = {
+    "h100": (989e12, 67e12, 80),
+    "h200": (989e12, 67e12, 141),
+    "b200": (2250e12, 80e12, 180),
+    "a100": (312e12, 19.5e12, 80),
+    "a100-40gb": (312e12, 19.5e12, 40),
+    "l40s": (362e12, 91.6e12, 48),
+    "v100": (125e12, 15.7e12, 32),
+}
+DEFAULT_GPU, DEFAULT_MFU = "h100", 0.4
+DONE = ("completed", "diverged")
+
+
+@dataclass
+class RunPlan:
+    row: str
+    lr: float
+    seed: int
+    key: str
+    state: str
+    cost: Cost | None
+    memory_gb: float | None
+    gpu_hours: float | None
+    error: str = ""
+
+
+@dataclass
+class Hardware:
+    gpu: str
+    mfu: float
+    peak_override: float | None = None  # FLOP/s
+
+    def __post_init__(self):
+        if self.gpu not in GPUS:
+            raise ValueError(f"--gpu must be one of {sorted(GPUS)}, got {self.gpu!r}")
+        if not 0 < self.mfu <= 1:
+            raise ValueError(f"--mfu must be in (0, 1], got {self.mfu}")
+        if self.peak_override is not None and self.peak_override <= 0:
+            raise ValueError(f"--peak-tflops must be > 0, got {self.peak_override / 1e12:g}")
+
+    def peak(self, compute: str) -> float:
+        if self.peak_override is not None:
+            return self.peak_override
+        bf16, fp32, _ = GPUS[self.gpu]
+        return bf16 if compute == "bf16" else fp32
+
+    @property
+    def memory_gb(self) -> float:
+        return GPUS[self.gpu][2]
+
+    def describe(self) -> str:
+        peak = (f"{self.peak_override / 1e12:g} TFLOP/s (given)" if self.peak_override else
+                f"{GPUS[self.gpu][0] / 1e12:g} TFLOP/s bf16, {GPUS[self.gpu][1] / 1e12:g} "
+                f"fp32")
+        return (f"GPU-hours = FLOPs / ({self.mfu:g} MFU × {self.gpu} peak: {peak}); assumed, "
+                f"override with --gpu {{{','.join(sorted(GPUS))}}} --mfu X --peak-tflops Y")
+
+
+def _cost_key(cfg: dict) -> str:
+    """Runs that differ only in the optimizer, lr or seed share one traced cost."""
+    shared = {k: v for k, v in cfg.items()
+              if k not in ("optim", "seed", "sweep", "runs_root", "launcher", "logger")}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+class Planner:
+    def __init__(self, hardware: Hardware):
+        self.hardware = hardware
+        self._costs: dict[str, Cost | Exception] = {}
+
+    def cost(self, cfg: dict) -> Cost:
+        key = _cost_key(cfg)
+        if key not in self._costs:
+            try:
+                self._costs[key] = get_class(cfg["task"]["_target_"]).cost(cfg)
+            except Exception as e:  # a bad task value: every run with it is invalid
+                self._costs[key] = e
+        cost = self._costs[key]
+        if isinstance(cost, Exception):
+            raise cost
+        return cost
+
+    def plan_run(self, row: str, lr: float, seed: int, key: str, state: str,
+                 cfg: dict) -> RunPlan:
+        cost = self.cost(cfg)
+        memory = {**cost.memory_bytes,
+                  "optimizer_state": cost.trained_params * 4.0 * state_buffers(cfg["optim"])}
+        hours = ((cost.train_flops + cost.eval_flops)
+                 / (self.hardware.mfu * self.hardware.peak(cost.compute)) / 3600)
+        return RunPlan(row, lr, seed, key, state, cost, sum(memory.values()) / 1e9, hours)
+
+
+def _fmt_hours(h: float | None) -> str:
+    if h is None:
+        return "–"
+    return f"{h:.3g}" if h >= 0.01 else "<0.01"
+
+
+def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: dict) -> str:
+    lines = [f"plan {name}: {len(plans)} runs", hardware.describe(),
+             f"launcher: {launcher.get('name')}"
+             + (f", {launcher.get('gpus_per_node')} GPU(s) per node, "
+                f"{launcher.get('tasks_per_node')} task(s) per node"
+                if launcher.get("name") != "debug" else " (in this process)"), "",
+             f"{'row':<28} {'lr':>8} {'seed':>4}  {'run key':<10}  {'status':<11} "
+             f"{'GPU-h':>8} {'GB/GPU':>7}  data"]
+    for p in plans:
+        if p.error:
+            lines.append(f"{p.row[:28]:<28} {p.lr:>8.3g} {p.seed:>4}  {p.key:<10}  "
+                         f"{'INVALID':<11} {p.error}")
+            continue
+        data = ", ".join(d.name + (" ✓" if d.ready else " MISSING") for d in p.cost.data)
+        lines.append(f"{p.row[:28]:<28} {p.lr:>8.3g} {p.seed:>4}  {p.key:<10}  {p.state:<11} "
+                     f"{_fmt_hours(p.gpu_hours):>8} {p.memory_gb:>7.1f}  {data}")
+    valid = [p for p in plans if not p.error]
+    todo = [p for p in valid if p.state not in DONE]
+    lines.append("")
+    for basis, compute in dict.fromkeys((p.cost.basis, p.cost.compute) for p in valid):
+        lines.append(f"cost basis: {basis}; {compute} matmuls")
+    counts = {s: sum(p.state == s for p in plans) for s in dict.fromkeys(p.state for p in plans)}
+    lines.append("status: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    total = sum(p.gpu_hours for p in valid)
+    lines.append(f"total: {_fmt_hours(total)} GPU-hours for all {len(valid)} valid runs; "
+                 f"{_fmt_hours(sum(p.gpu_hours for p in todo))} for the {len(todo)} not done")
+    if valid:
+        peak_mem = max(p.memory_gb for p in valid)
+        fits = peak_mem <= hardware.memory_gb
+        lines.append(f"memory: at most {peak_mem:.1f} GB per GPU "
+                     + ("(fits" if fits else "(DOES NOT FIT")
+                     + f" a {hardware.gpu} with {hardware.memory_gb} GB; weights + gradients + "
+                       f"optimizer state + one micro-batch's activations, an upper bound on "
+                       f"activations)")
+    missing = {d.prepare: d for p in valid for d in p.cost.data if not d.ready}
+    if missing:
+        lines += ["", "data to prepare first:"]
+        lines += [f"  {cmd}    # {d.name} → {d.path}" for cmd, d in missing.items()]
+    else:
+        lines.append("data: everything these runs read is prepared here")
+    invalid = [p for p in plans if p.error]
+    if invalid:
+        lines += ["", f"{len(invalid)} invalid run(s); the first: run key {invalid[0].key}: "
+                      f"{invalid[0].error}"]
+    return "\n".join(lines)
+
+
+
+def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[str, int]:
+    """(the printed plan, number of invalid runs) of a table's runs (`sweeps.table.Run`s);
+    writes nothing and trains nothing."""
+    from sweeps.compose import check_run, compose_runs
+    from sweeps.manifest import Manifest
+    from sweeps.status import run_state
+    from sweeps.table import launcher_warnings
+
+    composed = compose_runs([r.overrides for r in runs], validate_runs=False)
+    launcher = composed[0][1]["launcher"]
+    runs_root = Path(composed[0][1]["runs_root"]).expanduser().absolute()
+    record = Manifest.load_or_new(runs_root, name)
+    planner = Planner(hardware)
+    plans = []
+    for run, (overrides, cfg) in zip(runs, composed):
+        key = store.run_key(cfg)
+        try:
+            check_run(overrides, cfg)
+            state = run_state(store.run_dir(cfg, key), record.last_job(key)).name
+            plans.append(planner.plan_run(run.row, run.lr, run.seed, key, state, cfg))
+        except Exception as e:  # the plan reports every invalid run
+            plans.append(RunPlan(run.row, run.lr, run.seed, key, "invalid", None, None, None,
+                                 error=f"{type(e).__name__}: {e}"))
+    text = "\n".join([*launcher_warnings(scale, launcher),
+                      format_plan(name, plans, hardware, launcher)])
+    return text, sum(bool(p.error) for p in plans)
