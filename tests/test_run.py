@@ -2,11 +2,13 @@
 
 import json
 import math
+from importlib import metadata
 
 import pytest
+import torch
 from omegaconf import OmegaConf, open_dict
 
-from tasks import run, store
+from tasks import environment, run, store
 from tasks.config import ConfigError
 from tests.conftest import compose_cfg
 
@@ -46,6 +48,16 @@ def test_default_task_run_writes_the_store(tiny_cfg):
     assert on_disk["initial"]["train_loss"] == pytest.approx(math.log(256), abs=0.2)
     assert on_disk["final"]["train_loss"] < rows[0]["loss"]
     assert OmegaConf.load(rdir / "config.yaml").optim.lr == cfg.optim.lr
+    # the run names the code and the libraries that made it
+    env = on_disk["environment"]
+    assert env["git_commit"] == environment.git_commit() and env["git_commit"]
+    assert env["torch"] == torch.__version__
+    assert env["libraries"]["hydra-core"] == metadata.version("hydra-core")
+    assert set(env["libraries"]) >= {"hydra-core", "omegaconf", "submitit", "wandb",
+                                     "transformers", "peft", "datasets", "numpy"}
+    assert env["device"] and "cuda" in env and "cudnn" in env
+    [attempt] = json.loads((rdir / "env.json").read_text())["attempts"]
+    assert attempt["from_step"] == 0 and attempt["git_commit"] == env["git_commit"]
 
 
 def test_finished_run_is_not_run_again(tiny_cfg):
@@ -93,6 +105,9 @@ def test_failure_is_recorded_then_rerun_resumes(tmp_path, monkeypatch):
     fresh_cfg = quadratic_cfg(tmp_path / "fresh", raise_at_step=25)
     fresh = run(fresh_cfg)
     assert [e["val_loss"] for e in resumed["evals"]] == [e["val_loss"] for e in fresh["evals"]]
+    # each attempt's environment is kept: the failed one from step 0, the resumed from 20
+    attempts = json.loads((rdir / "env.json").read_text())["attempts"]
+    assert [a["from_step"] for a in attempts] == [0, 20]
 
 
 def test_run_key_ignores_where_and_how_but_not_what(tmp_path):

@@ -1,0 +1,130 @@
+"""`reproduce.py TABLE scale=paper --plan`: every run validated and costed, nothing trained."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sweeps import table
+from sweeps.plan import Hardware, plan_table
+from tasks.cifar.task import CifarTask
+from tasks.lora.task import LoraMathTask
+from tasks.nanogpt.task import NanoGPTTask
+from tests.conftest import ROOT, compose_cfg
+
+
+def paper_plan(name, tmp_path, *extra):
+    spec = table.load_spec(name)
+    overrides, _ = table.launcher_overrides("paper", [f"runs_root={tmp_path / 'runs'}",
+                                                      f"data_root={tmp_path / 'data'}", *extra])
+    runs = table.expand(spec, "paper", overrides)
+    return plan_table(f"table-{name}-paper", "paper", runs, Hardware("h100", 0.4))
+
+
+@pytest.mark.parametrize("name", table.available())
+def test_every_table_plans_at_paper_scale_without_training(name, tmp_path):
+    text, invalid = paper_plan(name, tmp_path)
+    assert invalid == 0, text
+    assert "total: " in text and "GPU-hours" in text
+    assert "launcher: slurm, 1 GPU(s) per node" in text
+    # nothing prepared here but the embedded corpus: the plan says how to prepare the rest
+    if "MISSING" in text:
+        assert "data to prepare first:" in text and "python scripts/prepare_data.py" in text
+    assert not (tmp_path / "runs").exists()  # no run dir, no manifest: nothing trained
+
+
+def test_an_invalid_run_is_reported_with_its_key_and_the_cli_exits_2(tmp_path):
+    text, invalid = paper_plan("quickstart", tmp_path, "task.model.n_head=3")
+    assert invalid == 16 and "must be divisible by task.model.n_head (3)" in text
+    cli = subprocess.run([sys.executable, "scripts/reproduce.py", "quickstart", "scale=paper",
+                          "--plan", f"runs_root={tmp_path}", "optim.lr=-1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2, cli.stdout + cli.stderr
+    assert "INVALID" in cli.stdout and "optim.lr must be > 0, got -1" in cli.stdout
+    assert not (tmp_path / "table-quickstart-paper").exists()
+
+
+def test_gpu_hours_follow_the_stated_model(tmp_path):
+    """Halving the MFU doubles the hours; a bad GPU name is an error that lists the known."""
+    spec = table.load_spec("smuon_gpt")
+    runs = table.expand(spec, "paper", [f"runs_root={tmp_path}", "launcher=slurm"])[:1]
+    fast, _ = plan_table("t", "paper", runs, Hardware("h100", 0.4))
+    slow, _ = plan_table("t", "paper", runs, Hardware("h100", 0.2))
+
+    def hours(text):
+        return float(text.split("total: ")[1].split(" GPU-hours")[0])
+
+    assert hours(slow) == pytest.approx(2 * hours(fast), rel=0.01)
+    with pytest.raises(ValueError, match=r"--gpu must be one of .*'h100'.*got 'h1000'"):
+        Hardware("h1000", 0.4)
+
+
+def test_paper_scale_defaults_to_slurm_with_a_gpu_and_warns_without_one():
+    extra, notes = table.launcher_overrides("paper", ["optim.lr=1e-3"])
+    assert extra[-2:] == ["launcher=slurm", "launcher.gpus_per_node=1"] and notes
+    assert table.launcher_overrides("paper", ["launcher=local"]) == (["launcher=local"], [])
+    assert table.launcher_overrides("tiny", []) == (["launcher=debug"], [])
+    assert table.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 0})
+    assert not table.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 1})
+    assert not table.launcher_warnings("tiny", {"name": "slurm", "gpus_per_node": 0})
+
+
+def _resolved(*overrides):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_cfg(list(overrides)), resolve=True)
+
+
+def test_gpt_flops_match_the_standard_formula():
+    """nanoGPT's count: 6N + 12·L·d·T FLOPs per token for training (PaLM, appendix B)."""
+    cfg = _resolved("task=gpt2_124m", "steps=10", "grad_accum=2", "eval_every=10")
+    cost = NanoGPTTask.cost(cfg)
+    m = cfg["task"]["model"]
+    assert cost.params == 124_373_760  # GPT-2 small with the vocab padded to 50304, tied
+    tokens = 10 * 2 * cfg["task"]["batch_size"] * m["block_size"]
+    formula = 6 * cost.params + 12 * m["n_layer"] * m["n_embd"] * m["block_size"]
+    assert cost.train_flops / tokens == pytest.approx(formula, rel=0.02)
+    assert cost.compute == "fp32"
+    assert _resolved("task=gpt2_124m", "precision=bf16")["precision"]["name"] == "bf16"
+    assert NanoGPTTask.cost(_resolved("task=gpt2_124m", "precision=bf16")).compute == "bf16"
+
+
+def test_resnet18_flops_per_image():
+    """ResNet-18 (CIFAR stem) is 0.56 GMACs a 32×32 image forward: ×2 FLOPs, ×3 training."""
+    cost = CifarTask.cost(_resolved("task=cifar10_resnet18", "steps=1", "eval_every=1"))
+    assert cost.train_flops / 128 == pytest.approx(3 * 2 * 0.556e9, rel=0.02)
+    assert cost.params == 11_173_962
+
+
+def test_lora_counts_what_peft_trains(tmp_path):
+    """The plan's count of trained LoRA parameters equals peft's on a real tiny model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tasks.lora.task import TINY_VOCAB
+
+    cfg = _resolved("task=lora_tiny_arith", f"data_root={tmp_path}")
+    task = cfg["task"]
+    cost = LoraMathTask.cost(cfg)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=TINY_VOCAB, **task["model"]["config"]))
+    n_base = sum(p.numel() for p in base.parameters())
+    lora = task["lora"]
+    model = get_peft_model(base, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
+                                            target_modules=lora["target_modules"],
+                                            modules_to_save=lora["modules_to_save"],
+                                            task_type="CAUSAL_LM"))
+    assert cost.trained_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert cost.params == n_base
+
+
+def test_a_7b_model_is_sized_without_downloading_it(tmp_path):
+    cfg = _resolved("task=lora_qwen7b_numina", f"data_root={tmp_path}")
+    cost = LoraMathTask.cost(cfg)
+    assert cost.params == pytest.approx(7.62e9, rel=0.01)  # Qwen2.5-7B
+    assert cost.memory_bytes["weights"] == pytest.approx(2 * cost.params)  # bf16
+    assert cost.compute == "bf16"
+    assert [d.ready for d in cost.data] == [False, False, False]
+    assert cost.data[-1].prepare == "hf download Qwen/Qwen2.5-7B"
+    with torch.device("cpu"):  # building on meta left the default device alone
+        assert torch.empty(1).device.type == "cpu"
