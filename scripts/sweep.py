@@ -1,6 +1,6 @@
 """Sweeps: many runs as one job array, resumable, with a status table.
 
-    python scripts/sweep.py launch NAME [--wait] [--dry-run] OVERRIDE...
+    python scripts/sweep.py launch NAME [--wait] [--dry-run] OVERRIDE...   (flags anywhere)
     python scripts/sweep.py status NAME [runs_root=...]
 
 OVERRIDEs use Hydra's syntax; comma lists, range() and choice() are swept, e.g.
@@ -65,7 +65,13 @@ def main() -> int:
     p_status = sub.add_parser("status", help="counts and a table of a sweep's runs")
     p_status.add_argument("name")
     p_status.add_argument("overrides", nargs="*", help="runs_root=... if not the default")
-    args = parser.parse_args()
+    # flags may come anywhere on the line, also after the overrides
+    args, rest = parser.parse_known_args()
+    unknown = [a for a in rest if a.startswith("-")]  # an override never starts with "-"
+    if unknown:
+        parser.error(f"unrecognized flags {unknown}; {args.command} takes "
+                     + ("--wait, --dry-run, --poll S" if args.command == "launch" else "none"))
+    args.overrides = [*args.overrides, *rest]
 
     try:
         runs_root = runs_root_of(args.overrides)

@@ -65,21 +65,29 @@ def start_mirror(logger_cfg, *, run_key: str, run_dir: Path, group: str, name: s
         mode = "offline"
     try:
         import wandb
-
-        run = wandb.init(
-            project=logger_cfg.project,
-            entity=logger_cfg.get("entity"),
-            id=run_key,
-            resume="allow",
-            group=group,
-            name=name,
-            tags=list(logger_cfg.get("tags") or []),
-            config=config,
-            dir=str(run_dir),
-            mode=mode,
-            settings=wandb.Settings(init_timeout=float(logger_cfg.get("init_timeout", 60))),
-        )
-        return WandbMirror(run)
     except Exception as e:
-        warnings.warn(f"wandb.init failed ({e!r}); continuing without W&B")
+        warnings.warn(f"wandb does not import ({e!r}); continuing without W&B")
+        return NullMirror()
+    timeout = float(logger_cfg.get("init_timeout", 5))
+
+    def init(mode: str):
+        return wandb.init(project=logger_cfg.project, entity=logger_cfg.get("entity"),
+                          id=run_key, resume="allow", group=group, name=name,
+                          tags=list(logger_cfg.get("tags") or []), config=config,
+                          dir=str(run_dir), mode=mode,
+                          settings=wandb.Settings(init_timeout=timeout))
+
+    try:
+        return WandbMirror(init(mode))
+    except Exception as e:
+        if mode != "online":
+            warnings.warn(f"wandb.init failed ({e!r}); continuing without W&B")
+            return NullMirror()
+        warnings.warn(f"wandb online init failed within {timeout:g}s ({e!r}): logging offline "
+                      f"instead; `wandb sync {run_dir / 'wandb'}` once the network is back")
+    try:
+        wandb.teardown()  # the failed attempt still holds the run id in this process
+        return WandbMirror(init("offline"))
+    except Exception as e:
+        warnings.warn(f"wandb offline init failed too ({e!r}); continuing without W&B")
         return NullMirror()

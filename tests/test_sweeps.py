@@ -58,6 +58,21 @@ def test_bad_run_in_a_sweep_fails_before_anything_is_submitted(tmp_path):
     assert not any(tmp_path.iterdir())  # no manifest, no submitit folder, no run dir
 
 
+def test_sweep_cli_takes_its_flags_anywhere_on_the_line(tmp_path):
+    base = [sys.executable, "scripts/sweep.py", "launch", "lr"]
+    overrides = ["optim.lr=1e-3,3e-3", f"runs_root={tmp_path}", "launcher=local"]
+    for argv in ([*base, "--dry-run", *overrides], [*base, *overrides, "--dry-run"],
+                 [*base, overrides[0], "--dry-run", *overrides[1:]]):
+        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "2 runs valid; would submit 2" in out.stdout
+    bad = subprocess.run([*base, *overrides, "--dryrun"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "unrecognized flags ['--dryrun']" in bad.stderr
+    assert "--dry-run" in bad.stderr  # the allowed flags
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
 def test_distinct_overrides_give_distinct_runs():
     a = compose_sweep(["optim=s3", "optim.p=2,3"])
     b = compose_sweep(["optim=softsignum", "optim.sign_fraction=0.5,0.9"])

@@ -70,3 +70,21 @@ def test_broken_client_never_crashes_the_run(tiny_cfg, wandb_env, monkeypatch):
     cfg = tiny_cfg("logger=wandb", "logger.mode=offline", "steps=5", "eval_every=5")
     with pytest.warns(UserWarning, match="continuing without W&B"):
         assert run(cfg)["status"] == "completed"
+
+
+def test_online_with_a_key_and_no_network_logs_offline_within_seconds(tiny_cfg, wandb_env):
+    """A key but no reachable server (a closed local port): the mirror gives up after
+    logger.init_timeout and logs offline, so nothing is lost and the run is not held up."""
+    import time
+
+    wandb_env.setenv("WANDB_API_KEY", "x" * 40)
+    wandb_env.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    cfg = tiny_cfg("logger=wandb", "logger.mode=online", "logger.init_timeout=3", "steps=5",
+                   "eval_every=5")
+    t0 = time.perf_counter()
+    with pytest.warns(UserWarning, match="logging offline instead"):
+        summary = run(cfg)
+    assert time.perf_counter() - t0 < 60
+    assert summary["status"] == "completed"
+    records = wandb_records.read_records(offline_run_file(store.run_dir(cfg)))
+    assert [h["step"] for h in wandb_records.history(records)] == [5]
