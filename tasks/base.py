@@ -38,6 +38,12 @@ class Task(Protocol):
         """Facts for summary.json (data hash, parameter count, ...)."""
 
     @classmethod
+    def validate_config(cls, task: dict) -> None:
+        """Raise ValueError naming the key, the bad value and what is allowed (sizes,
+        divisibility, probabilities, names); `task` has the constructor's defaults filled
+        in. Runs before any run dir exists or any job is submitted."""
+
+    @classmethod
     def cost(cls, cfg: dict) -> Cost:
         """Compute, memory and data of the run `cfg` (a resolved run config), from the config
         alone: nothing is read or trained (`reproduce.py --plan`)."""

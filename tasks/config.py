@@ -27,6 +27,10 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_int(cfg: dict, key: str, minimum: int = 1) -> None:
     value = cfg.get(key)
     _require(
@@ -46,17 +50,24 @@ def validate_optim(optim_cfg: dict) -> None:
     _require("name" in optim_cfg and "_target_" in optim_cfg,
              "optim must have `name` and `_target_` (see conf/optim/*.yaml)")
     lr = optim_cfg.get("lr")
-    _require(isinstance(lr, (int, float)) and lr > 0, f"optim.lr must be > 0, got {lr!r}")
+    _require(_is_number(lr) and lr > 0, f"optim.lr must be > 0, got {lr!r}")
     wd = optim_cfg.get("weight_decay", 0.0)
-    _require(isinstance(wd, (int, float)) and wd >= 0,
-             f"optim.weight_decay must be >= 0, got {wd!r}")
-    for key in ("betas",):
-        for i, beta in enumerate(optim_cfg.get(key) or []):
-            _require(0.0 <= beta < 1.0, f"optim.{key}[{i}] must be in [0, 1), got {beta!r}")
+    _require(_is_number(wd) and wd >= 0, f"optim.weight_decay must be >= 0, got {wd!r}")
+    for key in ("betas", "aux_betas"):
+        if key not in optim_cfg:
+            continue
+        betas, length = optim_cfg[key], 3 if key == "betas" and \
+            str(optim_cfg["_target_"]).endswith(".Adan") else 2
+        _require(isinstance(betas, (list, tuple)) and len(betas) == length,
+                 f"optim.{key} must be a list of {length} numbers in [0, 1), got {betas!r}")
+        for i, beta in enumerate(betas):
+            _require(_is_number(beta) and 0.0 <= beta < 1.0,
+                     f"optim.{key}[{i}] must be a number in [0, 1), got {beta!r}")
     for key in ("beta", "beta1", "beta2", "momentum"):
         value = optim_cfg.get(key)
         if value is not None:
-            _require(0.0 <= value < 1.0, f"optim.{key} must be in [0, 1), got {value!r}")
+            _require(_is_number(value) and 0.0 <= value < 1.0,
+                     f"optim.{key} must be a number in [0, 1), got {value!r}")
     # The constructor's own checks, run on throw-away parameters so that every
     # hyperparameter error surfaces here, before any data is read or job submitted.
     kwargs = optimizer_kwargs(optim_cfg)
@@ -82,6 +93,7 @@ def validate(cfg: DictConfig | dict) -> None:
     for key in ("steps", "grad_accum", "eval_every", "log_every"):
         _positive_int(cfg, key)
     _positive_int(cfg, "checkpoint_every", minimum=0)
+    _positive_int(cfg, "seed", minimum=0)
     clip, device = cfg["grad_clip"], cfg["device"]
     _require(clip is None or clip > 0, f"grad_clip must be null or > 0, got {clip!r}")
     _require(device == "auto" or device.split(":")[0] in ("cpu", "cuda", "mps"),
@@ -103,6 +115,30 @@ def validate(cfg: DictConfig | dict) -> None:
         _require(logger.get("mode") in WANDB_MODES,
                  f"logger.mode must be one of {list(WANDB_MODES)}, got {logger.get('mode')!r}")
     validate_optim(cfg["optim"])
+    validate_task(cfg["task"])
+
+
+def validate_task(task_cfg: dict) -> None:
+    """The task's own checks (sizes, divisibility, probabilities, names), from its class."""
+    target = task_cfg.get("_target_")
+    _require(isinstance(target, str), "task must have a `_target_` (see conf/task/*.yaml)")
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        raise ConfigError(f"task._target_ {target!r} cannot be imported: {e}") from e
+    # the constructor's defaults stand in for keys the config leaves out
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    try:
+        cls.validate_config({**defaults, **task_cfg})
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from e
+
+
+def validate_device(name: str) -> None:
+    """The device exists here (checked where the run will train, not where a sweep is
+    composed: a login node has no GPU)."""
+    resolve_device(name)
 
 
 # ---------------------------------------------------------------- building a run's parts
@@ -113,7 +149,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; "
+                          f"use device=auto or device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

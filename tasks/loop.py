@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tasks import distributed, store
+from tasks import checkpoint, distributed
 from tasks.metrics import LossTracker
 
 
@@ -84,9 +84,11 @@ def _synchronize(device: torch.device) -> None:
 
 
 def rng_state() -> dict:
+    """Every RNG state as tensors and plain types, so checkpoints load with weights_only."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -96,7 +98,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -140,7 +143,8 @@ class Trainer:
         if not self.ctx.is_main:
             distributed.barrier(self.ctx)
             return
-        store.save_torch(self.ckpt_path, {
+        self.metrics_log.sync()  # the rows this checkpoint covers are on disk before it is
+        checkpoint.save(self.ckpt_path, {
             "model": self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -160,7 +164,7 @@ class Trainer:
         return state
 
     def load_checkpoint(self) -> None:
-        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = checkpoint.load(self.ckpt_path)
         partial = getattr(self.task, "checkpoint_trainable_only", False)
         result = self.model.load_state_dict(ckpt["model"], strict=not partial)
         if partial and result.unexpected_keys:

@@ -16,6 +16,7 @@ import hashlib
 import torch
 import torch.nn as nn
 
+from tasks import checks
 from tasks.base import Cost, DataNeed, Target
 from tasks.cost import training_memory
 
@@ -41,6 +42,17 @@ class NonSmoothTask:
         self.model = Point(dim, init).to(device)
         self.tokens_per_batch = 1
         self.target = Target("distance", target_distance, "min")
+
+    @classmethod
+    def validate_config(cls, task: dict) -> None:
+        checks.integer(task, "dim")
+        p = checks.number(task, "heavy_prob", 0.0, 1.0, low_open=True)
+        w = checks.number(task, "heavy_weight", 0.0, float("inf"), low_open=True)
+        checks.number(task, "target_distance", 0.0, float("inf"), low_open=True)
+        if p * w <= 1 - p:
+            raise ValueError(f"task.heavy_weight ({w}) too small for task.heavy_prob ({p}): "
+                             f"the minimizer is at a only if heavy_prob·heavy_weight > "
+                             f"1 − heavy_prob")
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:

@@ -9,6 +9,10 @@ A run whose summary says completed or diverged is not run again.
 
 from __future__ import annotations
 
+import errno
+import math
+import shutil
+import sys
 import time
 import traceback
 from datetime import datetime, timezone
@@ -17,9 +21,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tasks import checkpoint, distributed, store
 from tasks import config as run_config
-from tasks import distributed, store
 from tasks.environment import environment
+from tasks.lease import Lease
 from tasks.loop import Preempted, PreemptionFlag, Trainer
 from tasks.metrics import LossTracker, SpikeConfig, first_at_target
 from tasks.schedule import build_scheduler
@@ -101,17 +106,51 @@ def _build(cfg: DictConfig, ctx: distributed.Context, rdir: Path):
     trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
                       store.MetricsLog(rdir / "metrics.jsonl"), None, rdir / "ckpt.pt",
                       precision, ctx, train_model)
-    if trainer.ckpt_path.exists():
-        trainer.load_checkpoint()
-        print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+    if checkpoint.exists(trainer.ckpt_path):
+        try:
+            trainer.load_checkpoint()
+            print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+        except checkpoint.CheckpointError:
+            if not cfg.get("discard_bad_checkpoint"):
+                raise
+            checkpoint.discard(trainer.ckpt_path)
+            print(f"[optbench] discard_bad_checkpoint=true: the checkpoints of {rdir} were set "
+                  f"aside (*.discarded); starting from step 0")
     return task, trainer, device
 
 
-def _record_failure(rdir: Path, summary: dict, error: Exception) -> None:
-    """error.txt with the traceback, then a summary that says failed (written last)."""
-    (rdir / "error.txt").write_text(traceback.format_exc())
-    summary["error"] = f"{type(error).__name__}: {error}"
-    store.write_json(rdir / "summary.json", summary)
+def failure_cause(error: BaseException, rdir: Path) -> str:
+    """The root cause in one line: a full disk said as such (torch's writer hides ENOSPC
+    behind a RuntimeError), else the innermost exception."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for e in chain:
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            where = getattr(e, "filename", None) or rdir
+            return f"no space left on device at {where}"
+    root = chain[-1]
+    if "write failed" in str(root) or "write failed" in str(chain[0]):
+        free = shutil.disk_usage(rdir).free
+        if free < 64 << 20:
+            return f"no space left on device at {rdir} ({free} bytes free)"
+    return f"{type(root).__name__}: {root}"
+
+
+def _record_failure(rdir: Path, summary: dict, error: BaseException) -> None:
+    """error.txt (root cause first, then the traceback) and a summary that says failed,
+    written last. Best effort: on a full disk even these may not fit."""
+    cause = failure_cause(error, rdir)
+    summary = {**summary, "status": "failed", "error": cause}
+    try:
+        store.write_text(rdir / "error.txt",
+                         cause + "\n\n" + "".join(traceback.format_exception(error)))
+        store.write_json(rdir / "summary.json", summary)
+    except OSError as e:
+        print(f"[optbench] could not record the failure in {rdir} ({e}): {cause}",
+              file=sys.stderr)
 
 
 def _run_follower(trainer: Trainer) -> dict:
@@ -128,6 +167,7 @@ def _run_follower(trainer: Trainer) -> dict:
 def run(cfg: DictConfig) -> dict:
     """Train one run described by `cfg` (a composed conf/train.yaml); return its summary."""
     run_config.validate(cfg)
+    run_config.validate_device(cfg.device)
     key = store.run_key(cfg)
     rdir = store.run_dir(cfg)
     previous = store.read_summary(rdir)
@@ -139,60 +179,64 @@ def run(cfg: DictConfig) -> dict:
         raise run_config.ConfigError(
             f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of data-parallel "
             f"processes ({ctx.world}): each step's global batch is split between them")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if ctx.is_main:
-        rdir.mkdir(parents=True, exist_ok=True)
-        (rdir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
-        store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-    try:
-        task, trainer, device = _build(cfg, ctx, rdir)
-    except Exception as e:  # data missing, model too big, a corrupt checkpoint, ...
-        if ctx.is_main:
-            env = environment()
-            record_environment(rdir, env, from_step=0)
-            _record_failure(rdir, {"status": "failed", "run_key": key, "run_dir": str(rdir),
-                                   "task": cfg.task.name, "optim": cfg.optim.name,
-                                   "sweep": cfg.get("sweep"), "steps": cfg.steps,
-                                   "steps_done": 0, "git_commit": env["git_commit"],
-                                   "environment": env}, e)
-        raise
-    metrics_log = trainer.metrics_log
     if not ctx.is_main:
-        return _run_follower(trainer)
-    metrics_log.truncate_after(trainer.state.step)
-    env = environment(device)
-    record_environment(rdir, env, from_step=trainer.state.step)
+        return _run_follower(_build(cfg, ctx, rdir)[1])
+    # one writer per run dir: the lease is taken before anything is written there
+    with Lease(rdir / store.LEASE_FILE, f"run dir {rdir}"):
+        return _run_main(cfg, ctx, key, rdir)
 
-    trainer.mirror = start_mirror(
-        cfg.logger, run_key=key, run_dir=rdir, config=resolved,
-        group=cfg.get("sweep") or f"{cfg.task.name}/{cfg.optim.name}",
-        name=f"{cfg.optim.name}-{key}",
-    )
-    print(f"[optbench] run {key}: {cfg.task.name} × {cfg.optim.name} on {device} → {rdir}")
-    t0 = time.perf_counter()
+
+def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -> dict:
+    for stale in ("summary.json", "error.txt"):  # a failed attempt's
+        (rdir / stale).unlink(missing_ok=True)
+    store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    summary = {"status": "failed", "run_key": key, "run_dir": str(rdir), "task": cfg.task.name,
+               "optim": cfg.optim.name, "sweep": cfg.get("sweep"), "steps": cfg.steps,
+               "steps_done": 0}
+    trainer = None
     try:
+        env = environment()
+        summary.update(git_commit=env["git_commit"], environment=env)
+        task, trainer, device = _build(cfg, ctx, rdir)
+        trainer.metrics_log.truncate_after(trainer.state.step)
+        env = environment(device)
+        record_environment(rdir, env, from_step=trainer.state.step)
+        trainer.mirror = start_mirror(
+            cfg.logger, run_key=key, run_dir=rdir, config=OmegaConf.to_container(cfg,
+                                                                                resolve=True),
+            group=cfg.get("sweep") or f"{cfg.task.name}/{cfg.optim.name}",
+            name=f"{cfg.optim.name}-{key}")
+        print(f"[optbench] run {key}: {cfg.task.name} × {cfg.optim.name} on {device} → {rdir}")
+        t0 = time.perf_counter()
         with PreemptionFlag() as preempt:
             state = trainer.train(preempt)
+        status = "diverged" if state.diverged_at is not None else "completed"
+        replica_diff = distributed.replica_divergence(task.model, ctx)
+        if status == "completed":
+            trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
+        summary = build_summary(cfg, key, rdir, task, trainer, status, env)
+        summary["data_parallel"] = {"world_size": ctx.world,
+                                    "replica_max_abs_diff": replica_diff}
+        trainer.mirror.summary({"status": status,
+                                "final_train_loss": summary["final"]["train_loss"],
+                                **{f"final_{k}": v for k, v in summary["final"].items()
+                                   if k != "train_loss"},
+                                **summary["spikes"], **summary["convergence"]})
+        trainer.mirror.finish(exit_code=0)
+        store.write_json(rdir / "summary.json", summary)
     except Preempted:  # no summary: the checkpoint is the state; a re-launch resumes it
-        trainer.mirror.finish(exit_code=1)
+        if trainer is not None and trainer.mirror is not None:
+            trainer.mirror.finish(exit_code=1)
         raise
-    except Exception as e:
-        _record_failure(rdir, build_summary(cfg, key, rdir, task, trainer, "failed", env), e)
-        trainer.mirror.finish(exit_code=1)
+    except Exception as e:  # anything, the final save and a full disk included
+        if trainer is not None and trainer.state.step:
+            summary = {**summary, "steps_done": trainer.state.step}
+        _record_failure(rdir, summary, e)
+        if trainer is not None and trainer.mirror is not None:
+            trainer.mirror.finish(exit_code=1)
         raise
-    status = "diverged" if state.diverged_at is not None else "completed"
-    replica_diff = distributed.replica_divergence(task.model, ctx)
-    if status == "completed":
-        trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
-    summary = build_summary(cfg, key, rdir, task, trainer, status, env)
-    summary["data_parallel"] = {"world_size": ctx.world, "replica_max_abs_diff": replica_diff}
-    trainer.mirror.summary({"status": status, "final_train_loss": summary["final"]["train_loss"],
-                            **{f"final_{k}": v for k, v in summary["final"].items()
-                               if k != "train_loss"},
-                            **summary["spikes"], **summary["convergence"]})
-    trainer.mirror.finish(exit_code=0)
-    store.write_json(rdir / "summary.json", summary)
+    final = summary["final"]["train_loss"]
     print(f"[optbench] {status} in {time.perf_counter() - t0:.1f}s: final train loss "
-          f"{summary['final']['train_loss']:.4f}; summary at {rdir / 'summary.json'}")
-    return summary
+          + (f"{final:.4f}" if isinstance(final, float) and math.isfinite(final) else str(final))
+          + f"; summary at {rdir / 'summary.json'}")
+    return store.read_summary(rdir)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 # - launcher/logger/hydra: where and how it runs and is mirrored;
 # - runs_root/data_root: where files go;
 # - sweep: the name used to group runs (W&B group), not part of what is trained;
-# - checkpoint_every/progress: resume is exact, so checkpoint cadence cannot change results.
+# - checkpoint_every/progress: resume is exact, so checkpoint cadence cannot change results;
+# - discard_bad_checkpoint: how to handle a damaged checkpoint, not what is trained.
 NON_IDENTITY_KEYS = (
     "launcher", "logger", "hydra", "runs_root", "data_root", "sweep", "checkpoint_every",
-    "progress",
+    "progress", "discard_bad_checkpoint",
 )
 
 # Nested keys added after runs existed, left out of the identity at their default so that the
@@ -40,6 +43,7 @@ NON_IDENTITY_KEYS = (
 DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16"}
 
 FINISHED_STATUSES = ("completed", "diverged")
+LEASE_FILE = "lease.json"  # held by the one process writing the run dir (tasks/lease.py)
 
 
 def identity_dict(cfg: DictConfig | dict) -> dict:
@@ -87,8 +91,23 @@ def write_text(path: Path, text: str) -> None:
     _atomic_replace(Path(path), lambda f: f.write(text.encode()))
 
 
+def strict(obj: Any) -> Any:
+    """`obj` with every non-finite float as None: strict JSON has no NaN or Infinity."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def _dumps(obj: Any, **kwargs) -> str:
+    return json.dumps(strict(obj), allow_nan=False, default=str, **kwargs)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(path, _dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -97,11 +116,18 @@ def save_torch(path: Path, obj: Any) -> None:
     _atomic_replace(Path(path), lambda f: torch.save(obj, f))
 
 
+class CorruptFile(ValueError):
+    """A results file that exists but cannot be read."""
+
+
 def read_json(path: Path) -> Any | None:
+    """The file's JSON, None if it does not exist; CorruptFile (naming it) if unreadable."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFile(f"{path} is not valid JSON ({e}); move it aside or delete it") from None
 
 
 def read_summary(rdir: Path) -> dict | None:
@@ -116,29 +142,64 @@ def is_finished(rdir: Path) -> bool:
 # ---------------------------------------------------------------- metrics log
 
 
+class MetricsError(ValueError):
+    """metrics.jsonl holds a line that is not a metrics row."""
+
+
 class MetricsLog:
-    """Append-only `metrics.jsonl`, truncated back to the checkpoint step on resume."""
+    """Append-only `metrics.jsonl`, truncated back to the checkpoint step on resume.
+
+    Every line is a JSON object with an integer `step`. A line that is not is an error naming
+    file:line, never silently dropped, except a final line without its newline: the write a
+    crash interrupted, dropped on resume with a warning.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (written after the checkpoint we resume from)."""
-        rows = [r for r in self.read() if r.get("step", -1) <= step]
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        rows, torn = self.read_with_tail()
+        if torn is not None:
+            warnings.warn(f"{self.path}:{len(rows) + 1}: dropped a torn final line (a write "
+                          f"interrupted by a crash): {torn[:80]!r}")
+        write_text(self.path, "".join(_dumps(r) + "\n" for r in rows if r["step"] <= step))
 
     def append(self, row: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(_dumps(row) + "\n")
             f.flush()
 
+    def sync(self) -> None:
+        """Make every appended row durable (before a checkpoint that covers them)."""
+        if self.path.exists():
+            with open(self.path, "a") as f:
+                os.fsync(f.fileno())
+
     def read(self) -> list[dict]:
+        return self.read_with_tail()[0]
+
+    def read_with_tail(self) -> tuple[list[dict], str | None]:
+        """(rows, the torn final line or None)."""
         if not self.path.exists():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a hard kill
-                continue
-        return rows
+            return [], None
+        lines = self.path.read_text().split("\n")
+        last = lines.pop()  # "" when the file ends with a newline
+        rows = [self._row(i, line) for i, line in enumerate(lines, 1)]
+        if not last:
+            return rows, None
+        try:
+            return [*rows, self._row(len(lines) + 1, last)], None
+        except MetricsError:
+            return rows, last
+
+    def _row(self, number: int, line: str) -> dict:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MetricsError(f"{self.path}:{number}: not JSON ({e.msg}): {line[:80]!r}; "
+                               f"fix or delete the line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise MetricsError(f"{self.path}:{number}: not a metrics row (a JSON object with "
+                               f"an integer step): {line[:80]!r}; fix or delete the line")
+        return row

@@ -6,6 +6,7 @@ import os
 import torch
 import torch.nn as nn
 
+from tasks import checks
 from tasks.base import Target
 
 
@@ -20,6 +21,15 @@ class QuadraticTask:
         self.model = nn.Sequential(nn.Linear(dim, 16), nn.Tanh(), nn.Linear(16, 1)).to(device)
         self.tokens_per_batch = batch_size
         self.target = Target("val_loss", 0.05, "min")
+
+    @classmethod
+    def validate_config(cls, task):
+        checks.integer(task, "dim")
+        checks.integer(task, "batch_size")
+
+    @classmethod
+    def cost(cls, cfg):
+        raise NotImplementedError("a test task: nothing to plan")
 
     def train_batch(self, step, micro):
         if self.raise_at_step is not None and step == self.raise_at_step and \

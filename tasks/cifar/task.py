@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks import checks
 from tasks.base import Cost, DataNeed, Target, evals_in_run
 from tasks.cifar import data
-from tasks.cifar.models import build_model
+from tasks.cifar.models import ARCHS, build_model
 from tasks.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 
 
@@ -71,6 +72,19 @@ class CifarTask:
         self.target = Target("test_acc", target_accuracy, "max")
         self.batches_per_epoch = len(x) // batch_size  # the last partial batch is dropped
         self._epoch, self._perm = None, None
+
+    @classmethod
+    def validate_config(cls, task: dict) -> None:
+        """Sizes, names and probabilities, checked before anything is read or built."""
+        for key in ("batch_size", "eval_batch_size"):
+            checks.integer(task, key)
+        checks.one_of(task, "dataset", [*data.LAYOUT, "synthetic"])
+        checks.one_of(task, "arch", list(ARCHS))
+        checks.number(task, "width", 0.0, float("inf"), low_open=True)
+        checks.number(task, "imbalance", 1.0, float("inf"))
+        checks.number(task, "label_smoothing", 0.0, 1.0)
+        checks.integer(task, "crop_pad", minimum=0)
+        checks.integer(task, "cutout", minimum=0)
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:

@@ -41,7 +41,8 @@ class Example:
 
 def check_dataset(name: str) -> None:
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+        raise ValueError(f"task.dataset / task.eval_dataset must be one of {list(DATASETS)}, "
+                         f"got {name!r}")
 
 
 def prompt(dataset: str, question: str) -> str:

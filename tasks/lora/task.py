@@ -13,6 +13,7 @@ import hashlib
 
 import torch
 
+from tasks import checks
 from tasks.base import Cost, DataNeed, Target, evals_in_run
 from tasks.cost import STATE_BUFFERS, training_memory
 from tasks.lora import data
@@ -149,6 +150,31 @@ class LoraMathTask:
               f"{self.memory['lora_weights_GB']:.3f}, AdamW state "
               f"{self.memory['optimizer_state_GB']['AdamW']:.3f}, activations "
               f"{self.memory['activations_GB']:.2f}, logits {self.memory['logits_GB']:.2f}")
+
+    @classmethod
+    def validate_config(cls, task: dict) -> None:
+        """Sizes, names and LoRA settings, checked before anything is read or built."""
+        for key in ("batch_size", "max_length"):
+            checks.integer(task, key)
+        data.check_dataset(task.get("dataset"))
+        data.check_dataset(task.get("eval_dataset"))
+        lora = task.get("lora") or {}
+        checks.integer(lora, "r", prefix="task.lora.")
+        checks.number(lora, "alpha", 0.0, float("inf"), low_open=True, prefix="task.lora.")
+        checks.number(lora, "dropout", 0.0, 1.0, prefix="task.lora.")
+        if not lora.get("target_modules"):
+            raise ValueError("task.lora.target_modules must name at least one module, got "
+                             f"{lora.get('target_modules')!r}")
+        model = task.get("model") or {}
+        if not (model.get("pretrained") or model.get("config")):
+            raise ValueError("task.model needs `pretrained` (hub id or path) or `config`")
+        checks.one_of(model, "dtype", ["bfloat16", "float32", "float16", None],
+                      prefix="task.model.")
+        eval_cfg = task.get("eval") or {}
+        if eval_cfg.get("limit") is not None:
+            checks.integer(eval_cfg, "limit", prefix="task.eval.")
+        checks.integer(eval_cfg, "batch_size", prefix="task.eval.")
+        checks.integer(eval_cfg, "max_new_tokens", prefix="task.eval.")
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tasks import store
+from tasks import checks, store
 from tasks.base import Cost, DataNeed, Target, evals_in_run
 from tasks.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 from tasks.nanogpt import data
@@ -55,6 +55,21 @@ class NanoGPTTask:
         self.block_size = model_cfg.block_size
         self.tokens_per_batch = batch_size * model_cfg.block_size
         self.target = Target("val_loss", target_val_loss, "min")
+
+    @classmethod
+    def validate_config(cls, task: dict) -> None:
+        """Sizes and shapes, checked before anything is read or built."""
+        for key in ("batch_size", "eval_batches"):
+            checks.integer(task, key)
+        if task.get("eval_batch_size") is not None:
+            checks.integer(task, "eval_batch_size")
+        model = dict(task.get("model") or {})
+        for key in ("block_size", "n_layer", "n_head", "n_embd", "vocab_size"):
+            if key in model:
+                checks.integer(model, key, prefix="task.model.")
+        if "dropout" in model:
+            checks.number(model, "dropout", 0.0, 1.0, prefix="task.model.")
+        GPTConfig(**{"vocab_size": data.BYTE_VOCAB, **model})  # divisibility, names
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:
