@@ -34,6 +34,7 @@ from sweeps.render import render  # noqa: E402
 from sweeps.status import RunState, run_state  # noqa: E402
 from tasks import store  # noqa: E402
 from tasks.errors import ConfigError  # noqa: E402
+from tasks.lease import LeaseHeld  # noqa: E402
 
 DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 
@@ -74,7 +75,7 @@ def main() -> int:
         for warning in table.launcher_warnings(scale, composed[0][1]["launcher"]):
             print(warning, file=sys.stderr)
         result = launch(name, runs=[r.overrides for r in runs])
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     dirs = {i: store.run_dir(cfg) for i, (_, cfg) in enumerate(result.runs)}

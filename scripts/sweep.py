@@ -8,7 +8,7 @@ OVERRIDEs use Hydra's syntax; comma lists, range() and choice() are swept, e.g.
         launcher=slurm launcher.partition=gpu launcher.gpus_per_node=1
 Launching again skips completed, diverged, running and queued runs, re-runs failed ones and
 resumes interrupted ones from their checkpoints. Exit codes: 0 ok, 1 a run failed (--wait),
-2 bad input (nothing submitted).
+2 bad input or the sweep is being launched by another process (nothing submitted).
 """
 
 import argparse
@@ -24,6 +24,7 @@ from sweeps.compose import Composer  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
 from sweeps.status import RunState, counts, format_table, sweep_status  # noqa: E402
 from tasks.errors import ConfigError  # noqa: E402
+from tasks.lease import LeaseHeld  # noqa: E402
 
 DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 
@@ -80,7 +81,7 @@ def main() -> int:
             return 0
         t0 = time.perf_counter()
         result = launch(args.name, args.overrides, dry_run=args.dry_run)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     skipped = {}

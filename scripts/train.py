@@ -2,7 +2,8 @@
 
 With no arguments: the embedded default (byte-level GPT on the Python stdlib, AdamW).
 Exit codes: 0 completed or diverged (a diverged run is a result), 1 failed, 2 bad config,
-128 + signal number when stopped by SIGTERM/SIGUSR1 after checkpointing (run it again to resume).
+3 another process is writing the same run dir (nothing was touched), 128 + signal number when
+stopped by SIGTERM/SIGUSR1 after checkpointing (run it again to resume).
 """
 
 import sys
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 
 from tasks import run  # noqa: E402
 from tasks.config import ConfigError  # noqa: E402
+from tasks.lease import LeaseHeld  # noqa: E402
 from tasks.loop import Preempted  # noqa: E402
 
 
@@ -25,6 +27,9 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except LeaseHeld as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
     except Preempted as e:
         print(f"[optbench] {e}; run the same command again to resume", file=sys.stderr)
         sys.exit(128 + e.signum)

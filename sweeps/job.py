@@ -38,11 +38,17 @@ def write_claim(rdir: Path, launcher: str) -> None:
 
 
 def read_claim(rdir: Path) -> dict | None:
-    return store.read_json(Path(rdir) / CLAIM)
+    try:
+        return store.read_json(Path(rdir) / CLAIM)
+    except store.CorruptFile:  # torn by a crash: no live claim
+        return None
 
 
 def release_claim(rdir: Path) -> None:
-    (Path(rdir) / CLAIM).unlink(missing_ok=True)
+    """Remove this job's claim; a claim another job wrote since is left alone."""
+    claim = read_claim(rdir) or {}
+    if claim.get("job_id") == job_id() and claim.get("pid") == os.getpid():
+        (Path(rdir) / CLAIM).unlink(missing_ok=True)
 
 
 def is_rank_zero() -> bool:

@@ -22,6 +22,7 @@ from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import Queue, RunState, run_state
 from tasks import store
+from tasks.lease import Lease
 
 LAUNCHERS = ("slurm", "local", "debug")
 
@@ -94,6 +95,15 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
     launcher = OmegaConf.create(launcher)
 
     root = Path(runs[0][1]["runs_root"])
+    manifest.check_name(name)
+    if dry_run:  # reads only
+        return _submit(name, runs, launcher, root, dry_run)
+    # one launch of a sweep at a time: two at once would submit the same runs twice
+    with Lease(root / "_sweeps" / f"{name}.lease", f"sweep {name!r} (being launched)"):
+        return _submit(name, runs, launcher, root, dry_run)
+
+
+def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bool) -> Launch:
     record = manifest.Manifest.load_or_new(root, name)
     Queue.refresh()
     todo, skipped, listing = [], {}, []
@@ -103,7 +113,7 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
         listing.append((overrides_i, key, str(rdir)))
         state = run_state(rdir, record.last_job(key))
         if state.name in (RunState.COMPLETED, RunState.DIVERGED, RunState.RUNNING,
-                          RunState.PENDING):
+                          RunState.PENDING, RunState.CORRUPT):
             skipped[key] = state.name
         else:  # new, interrupted (resumes from its checkpoint) or failed (runs again)
             todo.append((key, cfg, overrides_i))

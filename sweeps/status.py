@@ -5,6 +5,8 @@
     pending                         its job waits in the SLURM queue
     interrupted                     stopped without a summary (preempted, killed, lost):
                                     a re-launch resumes it from its checkpoint
+    corrupt                         a file of the run dir cannot be read (the detail names
+                                    it); a re-launch leaves the run alone until it is fixed
     new                             never submitted
 A failed run is never shown as completed: only the run itself writes its status.
 """
@@ -19,13 +21,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tasks import store
+from tasks import lease, store
 
 
 class RunState:
     COMPLETED, DIVERGED, FAILED = "completed", "diverged", "failed"
     RUNNING, PENDING, INTERRUPTED, NEW = "running", "pending", "interrupted", "new"
-    ORDER = (NEW, PENDING, RUNNING, INTERRUPTED, COMPLETED, DIVERGED, FAILED)
+    CORRUPT = "corrupt"
+    ORDER = (NEW, PENDING, RUNNING, INTERRUPTED, COMPLETED, DIVERGED, FAILED, CORRUPT)
 
 
 @dataclass
@@ -85,13 +88,27 @@ def job_alive(job_id: str, launcher: str, host: str | None = None) -> bool:
 
 
 def run_state(rdir: Path, last_job: dict | None = None) -> State:
+    rdir = Path(rdir)
+    try:
+        return _run_state(rdir, last_job)
+    except (store.CorruptFile, store.MetricsError) as e:
+        return State(RunState.CORRUPT, str(e))
+
+
+def _run_state(rdir: Path, last_job: dict | None) -> State:
     from sweeps.job import read_claim
 
-    rdir = Path(rdir)
     summary = store.read_summary(rdir)
     if summary is not None:
+        if not isinstance(summary, dict) or summary.get("status") not in (
+                RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED):
+            raise store.CorruptFile(f"{rdir / 'summary.json'} has no valid status; move it "
+                                    f"aside or delete it")
         return State(summary["status"], summary.get("error") or summary.get("diverged_reason")
                      or "")
+    if lease.is_live(lease.read(rdir / store.LEASE_FILE)):
+        holder = lease.read(rdir / store.LEASE_FILE)
+        return State(RunState.RUNNING, f"pid {holder.get('pid')} on {holder.get('host')}")
     claim = read_claim(rdir)
     if claim and job_alive(claim["job_id"], claim["launcher"], claim.get("host")):
         return State(RunState.RUNNING, f"job {claim['job_id']} on {claim.get('host')}")
@@ -108,16 +125,21 @@ def run_state(rdir: Path, last_job: dict | None = None) -> State:
 
 
 def progress(rdir: Path) -> int | None:
-    """Last logged step, read from the end of metrics.jsonl."""
-    rows = store.MetricsLog(Path(rdir) / "metrics.jsonl").read()
+    """Last logged step, read from the end of metrics.jsonl (None if unreadable)."""
+    try:
+        rows = store.MetricsLog(Path(rdir) / "metrics.jsonl").read()
+    except store.MetricsError:
+        return None
     return rows[-1]["step"] if rows else None
 
 
-def error_tail(rdir: Path, lines: int = 3) -> str:
+def error_tail(rdir: Path) -> str:
+    """The root cause: the first line of error.txt."""
     path = Path(rdir) / "error.txt"
     if not path.exists():
         return ""
-    return " | ".join(x.strip() for x in path.read_text().strip().splitlines()[-lines:])
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
 @dataclass
@@ -139,10 +161,11 @@ def sweep_status(runs_root: Path, name: str) -> list[RunRow]:
     for r in record.runs:
         rdir = Path(r["run_dir"])
         state = run_state(rdir, record.last_job(r["run_key"]))
-        summary = store.read_summary(rdir) or {}
+        summary = {} if state.name == RunState.CORRUPT else store.read_summary(rdir) or {}
+        error = {RunState.FAILED: error_tail(rdir), RunState.CORRUPT: state.detail}
         rows.append(RunRow(r["run_key"], r["overrides"], state, progress(rdir),
                            (summary.get("final") or {}).get("train_loss"),
-                           error_tail(rdir) if state.name == RunState.FAILED else ""))
+                           error.get(state.name, "")))
     return rows
 
 

@@ -126,7 +126,7 @@ def failure_cause(error: BaseException, rdir: Path) -> str:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         chain.append(error)
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     for e in chain:
         if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
             where = getattr(e, "filename", None) or rdir

@@ -1,0 +1,313 @@
+"""Fault injection: each fault a user can meet, and what the harness must do about it.
+
+Two writers, damaged checkpoints, damaged metrics and summaries, a full disk, a non-finite
+first loss, and bad values that must be caught before a run dir exists.
+"""
+
+import errno
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from sweeps.launch import launch
+from sweeps.status import RunState, run_state, sweep_status
+from tasks import checkpoint, run, runner, store
+from tasks.config import ConfigError
+from tasks.lease import Lease, LeaseHeld
+from tests.conftest import ROOT, TINY, compose_cfg
+
+
+def quadratic_cfg(root, *overrides, **task_kwargs):
+    cfg = compose_cfg(["steps=40", "eval_every=10", "log_every=5", "checkpoint_every=10",
+                       "progress=false", "metrics.warmup=5", "optim.lr=0.01", "grad_clip=null",
+                       *overrides], runs_root=root / "runs", data_root=root / "data")
+    with open_dict(cfg):
+        cfg.task = OmegaConf.create({"_target_": "tests.helpers.QuadraticTask",
+                                     "name": "quadratic", **task_kwargs})
+    return cfg
+
+
+@pytest.fixture
+def interrupted(tmp_path, monkeypatch):
+    """A run that failed at step 25: checkpoints at 20 (newest) and 10 (previous)."""
+    cfg = quadratic_cfg(tmp_path, raise_at_step=25)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(cfg)
+    monkeypatch.setenv("OPTBENCH_TEST_NO_RAISE", "1")
+    return cfg, store.run_dir(cfg)
+
+
+@pytest.fixture
+def fresh_evals(tmp_path_factory):
+    return run(quadratic_cfg(tmp_path_factory.mktemp("fresh")))["evals"]
+
+
+# ---------------------------------------------------------------- one writer per run
+
+
+def test_a_second_writer_is_refused_and_touches_nothing(tmp_path):
+    cfg = quadratic_cfg(tmp_path)
+    rdir = store.run_dir(cfg)
+    holder = Lease(rdir / store.LEASE_FILE, "test holder").acquire()
+    try:
+        with pytest.raises(LeaseHeld, match=rf"in use by pid {os.getpid()} on "):
+            run(cfg)
+        assert sorted(p.name for p in rdir.iterdir()) == [store.LEASE_FILE]
+        assert run_state(rdir).name == RunState.RUNNING
+    finally:
+        holder.release()
+    assert not (rdir / store.LEASE_FILE).exists()
+    assert run(cfg)["status"] == "completed"
+
+
+def test_a_lease_left_by_a_dead_process_is_taken_over(tmp_path):
+    cfg = quadratic_cfg(tmp_path)
+    rdir = store.run_dir(cfg)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    rdir.mkdir(parents=True)
+    (rdir / store.LEASE_FILE).write_text(json.dumps(
+        {"host": os.uname().nodename, "pid": int(dead), "token": "x", "started": time.time(),
+         "heartbeat": time.time()}))
+    assert run(cfg)["status"] == "completed"
+    assert not (rdir / store.LEASE_FILE).exists()
+
+
+def test_only_the_holder_removes_a_lease(tmp_path):
+    first = Lease(tmp_path / "lease.json", "x").acquire()
+    # to a reader with a zero stale timeout, first looks stale: it takes the lease over
+    second = Lease(tmp_path / "lease.json", "x", stale_s=0.0).acquire()
+    first.release()  # must not remove the lease second holds now
+    assert json.loads((tmp_path / "lease.json").read_text())["token"] == second.token
+    second.release()
+    assert not (tmp_path / "lease.json").exists()
+
+
+def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_root):
+    args = [sys.executable, "scripts/train.py", *TINY, "steps=300", "log_every=1",
+            f"runs_root={tmp_path}", f"data_root={data_root}"]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(f"*/*/*/{store.LEASE_FILE}")) and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert f"in use by pid {first.pid}" in second.stderr
+    [metrics] = tmp_path.glob("*/*/*/metrics.jsonl")
+    steps = [r["step"] for r in store.MetricsLog(metrics).read()]
+    assert steps == list(range(1, 301))  # one writer: no duplicated, no reordered rows
+
+
+def test_a_sweep_being_launched_cannot_be_launched_again(tmp_path):
+    with Lease(tmp_path / "_sweeps" / "lr.lease", "sweep"):
+        with pytest.raises(LeaseHeld, match="in use by pid"):
+            launch("lr", ["optim.lr=1e-3,3e-3", f"runs_root={tmp_path}", "launcher=local"])
+    assert not (tmp_path / "_sweeps" / "lr.json").exists()  # nothing recorded or submitted
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(interrupted, fresh_evals):
+    cfg, rdir = interrupted
+    ckpt = rdir / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"ckpt.pt does not match its digest.*previous"):
+        summary = run(cfg)
+    assert summary["status"] == "completed"
+    assert summary["evals"] == fresh_evals  # resumed from step 10, exactly
+    assert (rdir / "ckpt.pt.corrupt").exists()
+
+
+def test_a_flipped_bit_in_tensor_data_is_caught(interrupted, fresh_evals):
+    cfg, rdir = interrupted
+    ckpt = rdir / "ckpt.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a mantissa bit somewhere in the stored tensors
+    ckpt.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="does not match its digest"):
+        summary = run(cfg)
+    assert summary["evals"] == fresh_evals
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbled"])
+def test_no_good_checkpoint_fails_naming_the_files_and_the_way_out(interrupted, fresh_evals,
+                                                                   damage):
+    cfg, rdir = interrupted
+    for path in (rdir / "ckpt.pt", rdir / "ckpt.prev.pt"):
+        path.write_bytes(b"" if damage == "empty" else os.urandom(path.stat().st_size))
+    for _ in range(2):  # the same clear error on every rerun
+        with pytest.raises(checkpoint.CheckpointError, match="discard_bad_checkpoint=true"):
+            run(cfg)
+        summary = store.read_summary(rdir)
+        assert summary["status"] == "failed" and "ckpt.pt" in summary["error"]
+        assert "ckpt.prev.pt" in (rdir / "error.txt").read_text().splitlines()[0]
+    with open_dict(cfg):
+        cfg.discard_bad_checkpoint = True
+    summary = run(cfg)  # same run key: the flag is not part of the identity
+    assert summary["status"] == "completed" and summary["evals"] == fresh_evals
+    assert not (rdir / "error.txt").exists()  # a successful rerun clears the stale error
+    assert (rdir / "ckpt.pt.discarded").exists()
+
+
+def test_a_tampered_checkpoint_cannot_run_code(interrupted, tmp_path):
+    cfg, rdir = interrupted
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for path in (rdir / "ckpt.pt", rdir / "ckpt.prev.pt"):
+        torch.save({"model": Payload()}, path)  # with a digest that matches it
+        checkpoint.digest_path(path).write_text(checkpoint._sha256(path) + "\n")
+    with pytest.raises(checkpoint.CheckpointError, match="does not load"):
+        run(cfg)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- metrics and summaries
+
+
+@pytest.mark.parametrize("line", ["garbage", "[1, 2]", "null", '{"loss": 1.0}'])
+def test_a_malformed_metrics_line_is_an_error_naming_file_and_line(interrupted, line):
+    cfg, rdir = interrupted
+    metrics = rdir / "metrics.jsonl"
+    rows = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([rows[0], line, *rows[1:]]) + "\n")
+    with pytest.raises(store.MetricsError, match=rf"metrics.jsonl:2: .*{re.escape(line)}"):
+        run(cfg)
+    assert store.read_summary(rdir)["status"] == "failed"
+    assert "metrics.jsonl:2" in (rdir / "error.txt").read_text().splitlines()[0]
+
+
+def test_a_torn_final_metrics_line_is_dropped_with_a_warning(interrupted, fresh_evals):
+    cfg, rdir = interrupted
+    with open(rdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 26, "lo')
+    with pytest.warns(UserWarning, match="torn final line"):
+        summary = run(cfg)
+    assert summary["evals"] == fresh_evals
+    steps = [r["step"] for r in store.MetricsLog(rdir / "metrics.jsonl").read()]
+    assert steps == sorted(set(steps))
+
+
+def test_status_and_launch_survive_a_corrupt_summary(tmp_path):
+    overrides = ["steps=10", "eval_every=10", f"runs_root={tmp_path}", "launcher=debug", *TINY,
+                 f"data_root={tmp_path / 'data'}"]
+    launch("two", ["seed=0,1", *overrides])
+    rows = sweep_status(tmp_path, "two")
+    assert [r.state.name for r in rows] == ["completed", "completed"]
+    rdirs = sorted(tmp_path.glob("*/*/*/summary.json"))
+    rdirs[0].write_text('{"status": "compl')
+    rows = sweep_status(tmp_path, "two")
+    states = sorted(r.state.name for r in rows)
+    assert states == ["completed", "corrupt"]
+    [corrupt] = [r for r in rows if r.state.name == "corrupt"]
+    assert str(rdirs[0]) in corrupt.error
+    again = launch("two", ["seed=0,1", *overrides])
+    assert again.submitted == [] and sorted(again.skipped.values()) == ["completed", "corrupt"]
+
+
+# ---------------------------------------------------------------- every failure recorded
+
+
+def test_disk_full_at_the_final_checkpoint_is_a_failed_run_with_the_cause(tmp_path,
+                                                                          monkeypatch):
+    cfg = quadratic_cfg(tmp_path)
+    real_save = checkpoint.save
+
+    def save(path, obj):
+        if obj["loop"]["step"] == 40:
+            raise RuntimeError("[enforce fail at inline_container.cc:671] . PytorchStreamWriter "
+                               "failed writing file data/0: file write failed")
+        real_save(path, obj)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: type("U", (), {"free": 4096}))
+    with pytest.raises(RuntimeError, match="file write failed"):
+        run(cfg)
+    rdir = store.run_dir(cfg)
+    summary = store.read_summary(rdir)
+    assert summary["status"] == "failed" and summary["steps_done"] == 40
+    first_line = (rdir / "error.txt").read_text().splitlines()[0]
+    assert first_line == f"no space left on device at {rdir} (4096 bytes free)"
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert run(cfg)["status"] == "completed"  # resumes from step 30 once there is room
+    assert not (rdir / "error.txt").exists()
+
+
+def test_disk_full_while_logging_metrics_names_the_file(tmp_path, monkeypatch):
+    cfg = quadratic_cfg(tmp_path)
+
+    def append(self, row):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(store.MetricsLog, "append", append)
+    with pytest.raises(OSError):
+        run(cfg)
+    rdir = store.run_dir(cfg)
+    assert store.read_summary(rdir)["status"] == "failed"
+    assert (rdir / "error.txt").read_text().splitlines()[0] == \
+        f"no space left on device at {rdir / 'metrics.jsonl'}"
+
+
+def test_a_non_finite_first_loss_is_diverged_with_strict_json(tmp_path, capsys):
+    cfg = quadratic_cfg(tmp_path, nan_at_step=0)
+    summary = run(cfg)
+    assert summary["status"] == "diverged" and summary["diverged_at"] == 1
+    text = (store.run_dir(cfg) / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert "diverged in" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bad values, caught early
+
+
+BAD_VALUES = [
+    (["task.batch_size=0"], "task.batch_size must be an integer >= 1, got 0"),
+    (["task.batch_size=-4"], "task.batch_size must be an integer >= 1, got -4"),
+    (["task.model.n_head=3"], r"must be divisible by task.model.n_head \(3\)"),
+    (["task.model.block_size=0"], "task.model.block_size must be an integer >= 1, got 0"),
+    (["task=nonsmooth", "task.heavy_prob=2"], r"task.heavy_prob must be a number in \(0, 1\)"),
+    (["task=nonsmooth", "task.dim=0"], "task.dim must be an integer >= 1, got 0"),
+    (["task=cifar_tiny", "task.arch=resnet99"], r"task.arch must be one of \['resnet18'"),
+    (["seed=abc"], "seed must be an integer >= 0, got 'abc'"),
+    (["optim.betas=[0.9]"], r"optim.betas must be a list of 2 numbers in \[0, 1\), got \[0.9\]"),
+    (["optim.betas=abc"], "optim.betas must be a list of 2 numbers"),
+    (["optim.betas=[0.9,0.999,0.5]"], "optim.betas must be a list of 2 numbers"),
+    (["optim=adan", "optim.betas=[0.9,0.9]"], "optim.betas must be a list of 3 numbers"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_VALUES, ids=lambda v: str(v))
+def test_bad_values_are_caught_before_a_run_dir_or_a_submission(overrides, message, tmp_path):
+    base = ["progress=false"] if any(o.startswith("task=") for o in overrides) else TINY
+    cfg = compose_cfg([*base, *overrides], runs_root=tmp_path / "runs",
+                      data_root=tmp_path / "data")
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
+    with pytest.raises(ConfigError, match=message):
+        launch("bad", [*base, *overrides, f"runs_root={tmp_path / 'runs'}",
+                       "launcher=slurm"], dry_run=True)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda_is_refused_before_a_run_dir(tmp_path):
+    cfg = compose_cfg([*TINY, "device=cuda"], runs_root=tmp_path / "runs",
+                      data_root=tmp_path / "data")
+    with pytest.raises(ConfigError, match="device='cuda' but CUDA is not available"):
+        run(cfg)
+    assert not (tmp_path / "runs").exists()
