@@ -143,12 +143,15 @@ def _apply(data: dict, o: Override) -> None:
         node[leaf] = o.value()
 
 
-def check_run(run_overrides: list[str], cfg: dict) -> None:
-    """Validate one run's resolved config; the error names the run."""
-    from tasks.config import validate  # imports torch: only when there is something to check
+def check_run(run_overrides: list[str], cfg: dict, check_device: bool = False) -> None:
+    """Validate one run's resolved config (and, for runs that train on this machine, its
+    device); the error names the run."""
+    from tasks.config import validate, validate_device  # imports torch: only when needed
 
     try:
         validate(cfg)
+        if check_device:
+            validate_device(cfg["device"])
     except Exception as e:
         raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e
 

@@ -118,7 +118,8 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
         else:  # new, interrupted (resumes from its checkpoint) or failed (runs again)
             todo.append((key, cfg, overrides_i))
     for _, cfg, overrides_i in todo:
-        check_run(overrides_i, cfg)
+        # local and debug jobs train on this machine: its devices are theirs
+        check_run(overrides_i, cfg, check_device=launcher.name in ("local", "debug"))
     todo = [(key, cfg) for key, cfg, _ in todo]
     record.set_runs(listing)
     if dry_run:  # checked, nothing written

@@ -70,8 +70,10 @@ def validate_optim(optim_cfg: dict) -> None:
                      f"optim.{key} must be a number in [0, 1), got {value!r}")
     # The constructor's own checks, run on throw-away parameters so that every
     # hyperparameter error surfaces here, before any data is read or job submitted.
+    # An lr sweep constructs once: a positive lr (checked above) is all any constructor asks.
     kwargs = optimizer_kwargs(optim_cfg)
-    signature = json.dumps(kwargs, sort_keys=True, default=str)
+    signature = json.dumps({k: v for k, v in kwargs.items() if k != "lr"}, sort_keys=True,
+                           default=str)
     if signature in _CONSTRUCTED:  # a sweep validates many runs with the same optimizer
         return
     dummy = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))

@@ -78,6 +78,9 @@ class Lease:
                 "heartbeat": now}
 
     def acquire(self) -> "Lease":
+        # folders made for the lease alone are removed with it if nothing else went there
+        self._made = [p for p in [self.path.parent, *self.path.parent.parents]
+                      if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._started = time.time()
         for _ in range(3):
@@ -137,6 +140,11 @@ class Lease:
             self._thread.join(timeout=5)
         if self.held():
             self.path.unlink(missing_ok=True)
+        for folder in getattr(self, "_made", []):  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else lives there now
+                break
 
     def __enter__(self) -> "Lease":
         return self.acquire()

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -91,21 +92,24 @@ def test_only_the_holder_removes_a_lease(tmp_path):
 
 
 def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_root):
-    args = [sys.executable, "scripts/train.py", *TINY, "steps=300", "log_every=1",
-            f"runs_root={tmp_path}", f"data_root={data_root}"]
+    # the first trains far longer than the test lasts; it is stopped by a signal at the end
+    args = [sys.executable, "scripts/train.py", *TINY, "steps=1000000", "log_every=1",
+            "checkpoint_every=0", f"runs_root={tmp_path}", f"data_root={data_root}"]
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     deadline = time.time() + 120
     while not list(tmp_path.glob(f"*/*/*/{store.LEASE_FILE}")) and time.time() < deadline:
         time.sleep(0.1)
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    out, _ = first.communicate(timeout=600)
-    assert first.returncode == 0, out
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM, out
     assert second.returncode == 3, second.stdout + second.stderr
     assert f"in use by pid {first.pid}" in second.stderr
     [metrics] = tmp_path.glob("*/*/*/metrics.jsonl")
     steps = [r["step"] for r in store.MetricsLog(metrics).read()]
-    assert steps == list(range(1, 301))  # one writer: no duplicated, no reordered rows
+    assert steps == list(range(1, len(steps) + 1))  # one writer: no duplicated or reordered row
+    assert not list(tmp_path.glob(f"*/*/*/{store.LEASE_FILE}"))  # released on the way out
 
 
 def test_a_sweep_being_launched_cannot_be_launched_again(tmp_path):
@@ -310,4 +314,10 @@ def test_cuda_requested_without_cuda_is_refused_before_a_run_dir(tmp_path):
                       data_root=tmp_path / "data")
     with pytest.raises(ConfigError, match="device='cuda' but CUDA is not available"):
         run(cfg)
+    with pytest.raises(ConfigError, match="device='cuda' but CUDA is not available"):
+        launch("gpu", [*TINY, "device=cuda", f"runs_root={tmp_path / 'runs'}",
+                       "launcher=local"], dry_run=True)
+    # a SLURM job trains on a node with its own devices: not checked from here
+    launch("gpu", [*TINY, "device=cuda", f"runs_root={tmp_path / 'runs'}", "launcher=slurm"],
+           dry_run=True)
     assert not (tmp_path / "runs").exists()
