@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omegaconf import OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from sweeps.compose import Composer  # noqa: E402
+from sweeps.compose import CONF_DIR  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
 from sweeps.status import RunState, counts, format_table, sweep_status  # noqa: E402
 from tasks.errors import ConfigError  # noqa: E402
@@ -30,9 +31,11 @@ DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 
 
 def runs_root_of(overrides) -> Path:
-    picked = [o for o in overrides if o.startswith("runs_root=")]
-    cfg = Composer().compose(picked)
-    return Path(cfg.runs_root).expanduser().absolute()
+    """runs_root as a run would resolve it (the override, or train.yaml's default with its
+    environment variable), without composing a whole config."""
+    picked = [o.split("=", 1)[1] for o in overrides if o.startswith("runs_root=")]
+    root = picked[-1] if picked else OmegaConf.load(CONF_DIR / "train.yaml").runs_root
+    return Path(root).expanduser().absolute()
 
 
 def wait(runs_root: Path, name: str, poll_s: float) -> int:

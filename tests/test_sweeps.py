@@ -36,6 +36,9 @@ def test_expand_is_the_cartesian_product_in_order():
     ["optim=muon", "optim.aux_betas=[0.8,0.9]", "precision=bf16", "logger=wandb",
      "grad_clip=null"],
     ["+optim.foreach=true", "launcher=slurm", "launcher.partition=gpu"],
+    ["task=cifar_tiny", "optim=smuon", "logger=wandb", "launcher=debug", "precision=fp8_emulated",
+     "schedule=constant", "task.batch_size=8"],
+    ["task=lora_tiny_arith", "optim=stosignsgd", "seed=3"],
 ])
 def test_cached_composition_equals_hydra(overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
