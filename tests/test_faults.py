@@ -101,6 +101,10 @@ def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_
     while not list(tmp_path.glob(f"*/*/*/{store.LEASE_FILE}")) and time.time() < deadline:
         time.sleep(0.1)
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # stop the first once it has logged a step: its signal handler is in place by then
+    while time.time() < deadline and not any(
+            p.stat().st_size for p in tmp_path.glob("*/*/*/metrics.jsonl")):
+        time.sleep(0.1)
     first.send_signal(signal.SIGTERM)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 128 + signal.SIGTERM, out
