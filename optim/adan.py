@@ -31,7 +31,7 @@ class Adan(ElementwiseOptimizer):
     buffers = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.98, 0.92, 0.99), eps: float = 1e-8,
-                 weight_decay: float = 0.02, fused: bool = False):
+                 weight_decay: float = 0.0, fused: bool = False):
         check_lr_wd(lr, weight_decay)
         require(len(betas) == 3, "betas", betas, "three values (β1, β2, β3)")
         for i, beta in enumerate(betas):

@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optim  # noqa: E402
 from tasks.environment import cpu_name, git_commit  # noqa: E402
 
-# fp32 bytes per parameter element each update must move at the least: reads + writes of the
-# parameter, its gradient (read only) and every state buffer.
-BYTES_PER_ELEMENT = {
-    "adamw_fused": 28, "s3": 28, "signum": 20, "signsgd": 12, "lion": 20, "adan": 44,
-    "stosignsgd": 28, "softsignum_sign_phase": 20, "softsignum_soft_phase": 20,
-    "hardswitchsign": 20, "stochastic_sign_adam": 36,
-}
+
+def bytes_per_element(opt, param) -> int:
+    """fp32 bytes each update must move per parameter element at the least: read and write the
+    parameter and every state buffer of its shape, read its gradient."""
+    buffers = sum(torch.is_tensor(v) and v.shape == param.shape
+                  for v in opt.state[param].values())
+    return 4 * (3 + 2 * buffers)
 
 
 def block_shapes(blocks: int, width: int) -> list[tuple[int, ...]]:
@@ -98,8 +98,10 @@ def bandwidth(device, reps: int) -> float:
 
 
 def elementwise_cases(total_steps_for_soft: int):
+    """The elementwise rows: hand-picked phases and bases, then every other fused optimizer of
+    the registry at its example arguments."""
     soft = dict(total_steps=total_steps_for_soft, sign_fraction=0.5)
-    return {
+    cases = {
         "adamw_fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
         "adamw_foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
         "s3": lambda ps: optim.S3(ps, lr=1e-3),
@@ -113,6 +115,10 @@ def elementwise_cases(total_steps_for_soft: int):
         "softsignum_soft_phase": lambda ps: optim.SoftSignum(ps, **soft),
         "hardswitchsign": lambda ps: optim.HardSwitchSign(ps, **soft),
     }
+    for spec in optim.registry.ours():
+        if spec.fused and not any(k == spec.name or k.startswith(f"{spec.name}_") for k in cases):
+            cases[spec.name] = lambda ps, spec=spec: spec.cls(ps, **spec.example)
+    return cases
 
 
 def with_fused(cases: dict) -> dict:
@@ -139,7 +145,7 @@ def bench_elementwise(args, device, bw):
     shapes = block_shapes(args.blocks, args.width)
     n = sum(torch.Size(s).numel() for s in shapes)
     reference = torch.optim.AdamW(make_params(shapes, device, seed=1), lr=1e-3, fused=True)
-    times, ratios = {}, {}
+    times, ratios, moved = {}, {}, {}
     soft_steps = 1000
     cases = {name: build for name, build in with_fused(elementwise_cases(soft_steps)).items()
              if not args.only or name in args.only}
@@ -153,6 +159,7 @@ def bench_elementwise(args, device, bw):
                     group["step"] = soft_steps // 2
                 opt.step()
             ref, t = fastest([reference.step, opt.step], device, args.reps)
+            moved[name] = bytes_per_element(opt, params[2])
             times.setdefault(name, []).append(t)
             ratios.setdefault(name, []).append(t / ref)
             del opt, params
@@ -160,11 +167,10 @@ def bench_elementwise(args, device, bw):
     results = {}
     for name in cases:
         t = min(times[name])
-        base = name if name in BYTES_PER_ELEMENT else name.removesuffix("_fused")
         results[name] = {"ms": t * 1e3, "vs_fused_adamw": statistics.median(ratios[name]),
-                         "vs_fused_adamw_range": [min(ratios[name]), max(ratios[name])]}
-        if base in BYTES_PER_ELEMENT:
-            results[name]["vs_bound"] = t / (BYTES_PER_ELEMENT[base] * n / bw)
+                         "vs_fused_adamw_range": [min(ratios[name]), max(ratios[name])],
+                         "bytes_per_element": moved[name],
+                         "vs_bound": t / (moved[name] * n / bw)}
     return {"params": n, "rounds": args.rounds, "results": results}
 
 

@@ -14,12 +14,11 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-# Optimizer state buffers per trained parameter (fp32), by class name; aux AdamW of the Muon
-# family counted as the main update's buffers.
-STATE_BUFFERS = {"SGD": 1, "Signum": 1, "SignSGD": 0, "Lion": 1, "Adan": 4, "Muon": 1,
-                 "SoftMuon": 1, "MuAdam": 2, "SMuon": 2, "StoSignSGD": 2, "StochasticSign": 2,
-                 "SoftSignum": 1, "HardSwitchSign": 1, "S3": 2, "AdamW": 2, "Adam": 2,
-                 "NAdam": 2}
+from optim import registry
+
+# Optimizer state buffers per trained parameter (fp32), by class name, from the registry; the
+# aux AdamW of the Muon family is counted as the main update's buffers.
+STATE_BUFFERS = registry.STATE_BUFFERS
 
 
 def state_buffers(optim_cfg: dict) -> int:

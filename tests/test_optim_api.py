@@ -11,30 +11,14 @@ import torch
 import torch.nn as nn
 
 import optim
+from optim.registry import TEST_STEPS, ours
 from tasks.config import ConfigError, validate_optim
 from tests.conftest import ROOT
 
-STEPS = 24
-# Constructor arguments per optimizer for these tests: schedules short enough that a resume at
-# step 12 falls before Soft*'s switch (step 12 of 24) and SMuon re-selects p after it.
-CASES = {
-    "s3": (optim.S3, {"lr": 1e-2}),
-    "softsignum": (optim.SoftSignum, {"lr": 1e-2, "total_steps": STEPS, "sign_fraction": 0.6}),
-    "hardswitchsign": (optim.HardSwitchSign, {"lr": 1e-2, "total_steps": STEPS,
-                                              "sign_fraction": 0.6}),
-    "softmuon": (optim.SoftMuon, {"lr": 0.02, "total_steps": STEPS, "sign_fraction": 0.6,
-                                  "aux_lr": 1e-2}),
-    "stosignsgd": (optim.StoSignSGD, {"lr": 1e-2, "seed": 3}),
-    "stochastic_sign": (optim.StochasticSign, {"lr": 1e-2, "base": "adam"}),
-    "smuon": (optim.SMuon, {"lr": 0.02, "first_select": 5, "select_every": 8,
-                            "moment_type": "padam", "aux_lr": 1e-2}),
-    "muadam": (optim.MuAdam, {"lr": 0.02, "aux_lr": 1e-2}),
-    "muon": (optim.Muon, {"lr": 0.02, "aux_lr": 1e-2}),
-    "signum": (optim.Signum, {"lr": 1e-2}),
-    "signsgd": (optim.SignSGD, {"lr": 1e-2}),
-    "lion": (optim.Lion, {"lr": 3e-3}),
-    "adan": (optim.Adan, {"lr": 1e-2}),
-}
+STEPS = TEST_STEPS
+# Constructor arguments per optimizer, from the registry: schedules short enough that a resume
+# at step 12 falls before Soft*'s switch (step 12 of 24) and SMuon re-selects p after it.
+CASES = {spec.name: (spec.cls, spec.example) for spec in ours()}
 
 
 class Net(nn.Module):

@@ -10,34 +10,16 @@ import torch
 import optim
 from optim import _fused
 from optim._fused import _cbrt, compiled, hash_uniform, noise_keys, root
+from optim.registry import ours
 
 STEPS = 12
 SHAPES = [(40, 24), (24,), (3, 4, 5)]
-# every branch of every fused kernel: p's special cases, nesterov, each base × envelope ×
-# stochastic, both phases of the switched sign methods and the first soft step's fit
-CASES = {
-    "s3_p3": (optim.S3, {"lr": 1e-2, "weight_decay": 0.1}),
-    "s3_p2_plain": (optim.S3, {"lr": 1e-2, "p": 2, "nesterov": False, "beta2": 0.99}),
-    "s3_p1": (optim.S3, {"lr": 1e-2, "p": 1}),
-    "s3_p4": (optim.S3, {"lr": 1e-2, "p": 4}),
-    "s3_p2.5": (optim.S3, {"lr": 1e-2, "p": 2.5}),
-    "signsgd": (optim.SignSGD, {"lr": 1e-2, "weight_decay": 0.1}),
-    "signum": (optim.Signum, {"lr": 1e-2, "weight_decay": 0.1}),
-    "lion": (optim.Lion, {"lr": 1e-2, "weight_decay": 0.1}),
-    "adan": (optim.Adan, {"lr": 1e-2}),
-    "stosignsgd": (optim.StoSignSGD, {"lr": 1e-2, "seed": 5, "weight_decay": 0.1}),
-    "stochastic_adam_current": (optim.StochasticSign, {"lr": 1e-2, "base": "adam",
-                                                       "envelope": "current"}),
-    "stochastic_sgd_max": (optim.StochasticSign, {"lr": 1e-2, "base": "sgd"}),
-    "deterministic_adam": (optim.StochasticSign, {"lr": 1e-2, "base": "adam",
-                                                  "stochastic": False}),
-    "softsignum": (optim.SoftSignum, {"lr": 1e-2, "total_steps": STEPS, "sign_fraction": 0.5,
-                                      "weight_decay": 0.1}),
-    "softsignum_nesterov": (optim.SoftSignum, {"lr": 1e-2, "total_steps": STEPS,
-                                               "sign_fraction": 0.25, "nesterov": True}),
-    "hardswitchsign": (optim.HardSwitchSign, {"lr": 1e-2, "total_steps": STEPS,
-                                              "sign_fraction": 0.5, "dampening": 0.1}),
-}
+# every branch of every fused kernel (the registry's variants): p's special cases, nesterov,
+# each base × envelope × stochastic, both phases of the switched sign methods and the first
+# soft step's fit
+CASES = {(f"{spec.name}_{variant}" if variant else spec.name): (spec.cls, kwargs)
+         for spec in ours() if spec.fused
+         for variant, kwargs in (spec.fused_variants or {"": spec.example}).items()}
 
 
 def trajectory(cls, kw, fused, dtype=torch.float32):
