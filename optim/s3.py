@@ -7,7 +7,8 @@
     θ ← θ·(1 − lr·λ) − lr · n / (b + ε)
 
 With β2 = β every coordinate of n/b lies in [−1, 1] (Hölder), so no coordinate moves by more
-than lr per step. No bias correction: the first step's small size is the method's own warm-up.
+than lr per step; for any ε ≥ 0, including 0, where 0/0 (a coordinate that has only seen zero
+gradients) is a zero step. No bias correction: the first step's small size is the method's own warm-up.
 All math is fp32, also for bf16 parameters. `fused=True`: the same update as one compiled pass
 per tensor (optim/_fused.py; the cube root of the default p = 3 by a third-order iteration).
 """
@@ -69,7 +70,11 @@ class S3(ElementwiseOptimizer):
             numer = b.copy_into(1, m)
             denom = b.copy_into(0, r)
         _root_(denom, p)
-        torch._foreach_add_(denom, group["eps"])
+        if group["eps"] == 0:  # b = 0 only where every gradient so far was 0, and so is n
+            for d in denom:
+                d.masked_fill_(d == 0, 1.0)
+        else:
+            torch._foreach_add_(denom, group["eps"])
         torch._foreach_div_(numer, denom)
         return numer
 
@@ -89,4 +94,7 @@ def _s3_kernel(param, grad, m, r, lr, *, beta, beta2, p, nesterov, eps, weight_d
         numer, base = m.lerp(grad, 1.0 - beta), g_p.lerp(r, beta2)
     else:
         numer, base = m, r
-    apply_update(param, numer / (root(base, p) + eps), lr, weight_decay)
+    denom = root(base, p)
+    # with ε = 0, b = 0 only where every gradient so far was 0, and so is n: a zero step
+    denom = torch.where(denom == 0, 1.0, denom) if eps == 0 else denom + eps
+    apply_update(param, numer / denom, lr, weight_decay)

@@ -101,11 +101,15 @@ def test_roots_match_exact_math_over_the_float_range():
     x64 = torch.cat([torch.logspace(-37, 37, 20001, dtype=torch.float64),
                      torch.rand(20000, dtype=torch.float64)])
     x = x64.float()
-    for p in (1, 2, 3, 4, 2.5):
+    # bounds close to what each path reaches (measured: p = 2, 4 under 1.3e-7, the cube root
+    # 2.4e-7, pow at p = 2.5 5.6e-7; one fp32 ulp is 1.2e-7), so that a broken coefficient or
+    # a lost iteration shows by a wide margin
+    bounds = {1: 0.0, 2: 2.4e-7, 3: 4e-7, 4: 2.4e-7, 2.5: 1e-6}
+    for p, bound in bounds.items():
         exact = x.double().pow(1.0 / p)
         for fn in (root, compiled(root)):
             got = fn(x, p).double()
-            assert ((got - exact) / exact).abs().max() < 1e-6, (p, fn)
+            assert ((got - exact) / exact).abs().max() <= bound, (p, fn)
     assert torch.equal(_cbrt(torch.zeros(4)), torch.zeros(4))
 
 

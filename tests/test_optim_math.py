@@ -52,7 +52,7 @@ INIT = torch.linspace(-1, 1, 35, dtype=F64).reshape(SHAPE)
 @pytest.mark.parametrize("nesterov", [True, False])
 @pytest.mark.parametrize("beta2", [None, 0.99])
 def test_s3_matches_reference(p, nesterov, beta2):
-    lr, beta, eps, wd = 0.01, 0.9, 1e-8, 0.1
+    lr, beta, eps, wd = 0.01, 0.9, 1e-2, 0.1  # ε large: misplacing it shows
     b2 = beta if beta2 is None else beta2
 
     def ref(theta, g, s, t):
@@ -100,6 +100,21 @@ def test_s3_update_is_bounded_by_lr_on_heavy_tailed_gradients():
     assert worst > 0.04  # large steps happen: the bound is not met by making every step tiny
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_s3_with_zero_eps_does_not_move_a_coordinate_that_never_had_a_gradient(fused):
+    p = torch.nn.Parameter(torch.ones(4, 8))
+    opt = optim.S3([p], lr=0.1, eps=0.0, fused=fused)
+    for step in range(5):
+        g = torch.randn(4, 8, generator=torch.Generator().manual_seed(step))
+        g[:, 0] = 0.0  # column 0 never sees a gradient
+        p.grad = g
+        opt.step()
+    assert torch.isfinite(p).all()
+    assert torch.equal(p.detach()[:, 0], torch.ones(4))
+    assert (p.detach()[:, 1:] != 1).all()
+    assert ((p.detach() - 1).abs() <= 5 * 0.1 + 1e-6).all()  # |step| <= lr, every step
+
+
 def test_s3_first_step_is_the_built_in_warmup():
     p = torch.nn.Parameter(torch.zeros(10, dtype=F64))
     opt = optim.S3([p], lr=1.0, beta=0.95, p=3, eps=0.0)
@@ -141,7 +156,7 @@ def test_signum_and_lion_match_reference():
 
 
 def test_adan_matches_reference():
-    lr, (b1, b2, b3), eps, wd = 0.01, (0.98, 0.92, 0.99), 1e-8, 0.02
+    lr, (b1, b2, b3), eps, wd = 0.01, (0.98, 0.92, 0.99), 1e-2, 0.02  # ε large: misplacing it shows
 
     def ref(theta, g, s, t):
         prev = s.get("prev", g)
@@ -228,6 +243,29 @@ def test_stosignsgd_same_seed_same_noise_other_seed_other_noise():
     c = run_optimizer(optim.StoSignSGD, (50,), 20, seed=1, lr=0.1)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_stochastic_sign_noise_is_fresh_every_step_and_for_every_tensor(fused):
+    """After a step with gradient 1 the max-envelope is 1; with zero gradients after it each
+    step is lr·sign(u) with u the noise, so the steps expose the noise. Noise repeated across
+    steps, or shared by same-shaped tensors, would make these sign patterns agree."""
+    n = 20_000
+    a, b = (torch.nn.Parameter(torch.zeros(n)) for _ in range(2))
+    opt = optim.StochasticSign([a, b], lr=1.0, base="sgd", envelope="max", seed=7,
+                               fused=fused)
+    steps = []
+    for grad in (1.0, 0.0, 0.0):
+        before = [a.detach().clone(), b.detach().clone()]
+        a.grad, b.grad = torch.full((n,), grad), torch.full((n,), grad)
+        opt.step()
+        steps.append([before[0] - a.detach(), before[1] - b.detach()])
+    (a2, b2), (a3, _) = steps[1], steps[2]
+    assert set(a2.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    noise = 4 / n ** 0.5  # four binomial standard deviations of a fair-coin share
+    for x, y in ((a2, b2), (a2, a3)):
+        assert abs((x == y).float().mean().item() - 0.5) < noise
+    assert abs((a2 > 0).float().mean().item() - 0.5) < noise
 
 
 # ---------------------------------------------------------------- SoftSignum / HardSwitchSign
@@ -370,7 +408,7 @@ def test_muon_flattens_conv_kernels_and_scales_by_flattened_shape():
 def test_muadam_matches_reference():
     torch.manual_seed(1)
     w0 = torch.randn(12, 20, dtype=torch.float32)
-    lr, b1, b2, eps = 0.02, 0.9, 0.999, 1e-8
+    lr, b1, b2, eps = 0.02, 0.9, 0.999, 0.5  # ε large: misplacing it shows
     w = torch.nn.Parameter(w0.clone())
     opt = optim.MuAdam([w], lr=lr, momentum=b1, beta2=b2, eps=eps, ns_dtype="bf16")
     theta, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
@@ -451,10 +489,10 @@ def test_smuon_tightness_picks_the_p_that_maximizes_J():
 @pytest.mark.parametrize("moment_type", ["none", "adam", "padam"])
 def test_smuon_matches_reference_at_intermediate_p(moment_type):
     torch.manual_seed(4)
-    p, b1, b2, eps, lr, wd = 3.0, 0.95, 0.999, 1e-8, 0.05, 0.1
+    p, b1, b2, eps, lr, wd = 3.0, 0.95, 0.999, 1e-2, 0.05, 0.1  # ε large: misplacing it shows
     w0 = torch.randn(9, 14, dtype=torch.float32)
     w = torch.nn.Parameter(w0.clone())
-    opt = optim.SMuon([w], lr=lr, moment_type=moment_type, fixed_p=p, weight_decay=wd)
+    opt = optim.SMuon([w], lr=lr, moment_type=moment_type, fixed_p=p, weight_decay=wd, eps=eps)
     theta, m, v = w0.double(), torch.zeros(9, 14, dtype=F64), torch.zeros(9, 14, dtype=F64)
     for t in range(1, 8):
         g = torch.randn(9, 14, dtype=torch.float32)
