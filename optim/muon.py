@@ -1,11 +1,11 @@
 """Muon, MuAdam and SoftMuon: orthogonalized-momentum optimizers for hidden matrices, with an
 auxiliary AdamW for every other parameter (groups with `use_matrix=False`, see optim.routing).
 
-Muon (baselines.md):      m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nesterov else m
+Muon (Jordan et al. 2024): m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nesterov else m
                           θ ← θ·(1 − lr·λ) − lr·NS5(u)·sqrt(max(1, rows/cols))
-MuAdam (smuon.md):        v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
+MuAdam (arXiv:2510.10777): v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
                           θ ← θ·(1 − lr·λ) − lr·D ⊙ NS5(D ⊙ n)·sqrt(max(1, rows/cols))
-SoftMuon (softsign.md):   Muon for the first ⌊α_sign·T⌋ steps, then the exact spectral soft sign
+SoftMuon (arXiv:2605.31371): Muon for the first ⌊α_sign·T⌋ steps, then the exact spectral soft sign
                           (U·Uᵀ + τ_j⁻²·I)^(−1/2)·U, τ_j from the folded-Cauchy schedule fitted
                           to the singular values of the raw gradients of the group's matrices.
 Momentum is never written into p.grad: later gradient logging sees the real gradient.

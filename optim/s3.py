@@ -1,4 +1,4 @@
-"""S3 — SoftSignSGD (Peng et al. 2025; shared/papers/s3.md).
+"""S3 — SoftSignSGD (Peng et al. 2025; arXiv:2507.06464).
 
     m ← β·m + (1−β)·g
     r ← β2·r + (1−β2)·|g|^p                    β2 = β unless set (the ablation)
@@ -8,9 +8,10 @@
 
 With β2 = β every coordinate of n/b lies in [−1, 1] (Hölder), so no coordinate moves by more
 than lr per step; for any ε ≥ 0, including 0, where 0/0 (a coordinate that has only seen zero
-gradients) is a zero step. No bias correction: the first step's small size is the method's own warm-up.
-All math is fp32, also for bf16 parameters. `fused=True`: the same update as one compiled pass
-per tensor (optim/_fused.py; the cube root of the default p = 3 by a third-order iteration).
+gradients) is a zero step. No bias correction: the first step's small size is the method's own
+warm-up. All math is fp32, also for bf16 parameters. `fused=True`: the same update as one
+compiled pass per tensor (optim/_fused.py; the cube root of the default p = 3 by a third-order
+iteration).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Sign-family baselines (shared/papers/baselines.md): SignSGD, Signum, Lion.
+"""Sign-family baselines: SignSGD and Signum (Bernstein et al. 2018, arXiv:1802.04434), Lion
+(Chen et al. 2023, arXiv:2302.06675).
 `fused=True`: each update as one compiled pass per tensor (optim/_fused.py)."""
 
 from __future__ import annotations

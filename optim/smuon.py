@@ -1,5 +1,5 @@
 """SMuon: steepest descent in a Schatten-(p+1) geometry with a per-layer p chosen from data
-(Massena et al. 2026; shared/papers/smuon.md).
+(Massena et al. 2026; arXiv:2605.19781).
 
     m ← lerp(m, g, 1−β1);  m̂ = m/(1−β1^t);  n = lerp(m̂, g, 1−β1)
     moment_type none:   O = U_n Σ_n^(1/p) V_nᵀ, Frobenius norm pinned to Muon's (√min(rows, cols))

@@ -1,4 +1,4 @@
-"""SoftSignum and HardSwitchSign (Feoktistov et al., ICML 2026; shared/papers/softsign.md).
+"""SoftSignum and HardSwitchSign (Feoktistov et al., ICML 2026; arXiv:2605.31371).
 
 Momentum, torch-SGD style: buf ← g at the first step, then buf ← β·buf + (1 − dampening)·g;
 u = g + β·buf with nesterov, else buf.

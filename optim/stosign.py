@@ -1,4 +1,4 @@
-"""StoSignSGD and the sign-conversion framework (shared/papers/stosignsgd.md).
+"""StoSignSGD and the sign-conversion framework (arXiv:2604.15416).
 
 Any base direction d_t becomes a sign method through an envelope D_t ≥ |d_t|:
 

@@ -6,7 +6,7 @@ Two faces of the same definitions:
   small (an EMA, a window, counters) and goes into the checkpoint, so a resumed run reports
   exactly what an uninterrupted one would.
 
-Definitions (DESIGN.md, "Metrics"):
+Definitions:
 - EMA spike: after `warmup` steps, step t spikes when loss_t > (1 + delta) * EMA_{t-1}, with
   EMA_t = decay * EMA_{t-1} + (1 - decay) * loss_t and EMA_0 = loss_0. Consecutive spiking steps
   form one spike *event*: `spike_count` counts events, `spike_steps` counts steps, `spike_rate`

@@ -1,4 +1,4 @@
-"""Each update against an independent reference written from shared/papers, over many steps,
+"""Each update against an independent reference written from the papers' equations, over many steps,
 or against torch.optim where an equivalent exists."""
 
 import math
