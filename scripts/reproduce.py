@@ -21,22 +21,15 @@ totals. It exits 2 if any run is invalid.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps import table  # noqa: E402
-from sweeps.compose import compose_runs  # noqa: E402
-from sweeps.launch import launch  # noqa: E402
-from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware, plan_table  # noqa: E402
-from sweeps.render import render  # noqa: E402
-from sweeps.status import RunState, run_state  # noqa: E402
-from tasks import store  # noqa: E402
+from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware  # noqa: E402
+from sweeps.reproduce import reproduce  # noqa: E402
 from tasks.errors import ConfigError  # noqa: E402
 from tasks.lease import LeaseHeld  # noqa: E402
-
-DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 
 
 def main() -> int:
@@ -54,51 +47,15 @@ def main() -> int:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="--plan: the GPU's peak instead of the --gpu table's")
     args = parser.parse_intermixed_args()  # flags anywhere among the overrides
-    scale = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("scale=")), "tiny")
-    extra, notes = table.launcher_overrides(
-        scale, [o for o in args.overrides if not o.startswith("scale=")])
-    for note in notes:
-        print(note)
+    command = "python scripts/reproduce.py " + " ".join([args.table, *args.overrides])
     try:
-        spec = table.load_spec(args.table)
-        runs = table.expand(spec, scale, extra)
-        spec = table.for_scale(spec, scale)
-        name, ablation = table.sweep_name(spec, scale, extra)
-        suffix = name.removeprefix(f"table-{spec['name']}-{scale}")
-        if args.plan:
-            hardware = Hardware(args.gpu, args.mfu,
-                                args.peak_tflops * 1e12 if args.peak_tflops else None)
-            text, invalid = plan_table(name, scale, runs, hardware)
-            print(text)
-            return 2 if invalid else 0
-        composed = compose_runs([r.overrides for r in runs[:1]], validate_runs=False)
-        for warning in table.launcher_warnings(scale, composed[0][1]["launcher"]):
-            print(warning, file=sys.stderr)
-        result = launch(name, runs=[r.overrides for r in runs])
+        hardware = Hardware(args.gpu, args.mfu, args.peak_tflops * 1e12
+                            if args.peak_tflops else None) if args.plan else None
+        return reproduce(args.table, args.overrides, command, wait=args.wait,
+                         poll_s=args.poll, plan=hardware)
     except (ConfigError, ValueError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    dirs = {i: store.run_dir(cfg) for i, (_, cfg) in enumerate(result.runs)}
-    print(f"{name}: {len(runs)} runs; submitted {len(result.submitted)}"
-          + (f" as job array {result.job_ids[0].split('_')[0]}" if result.job_ids else ""))
-    while True:
-        states = [run_state(d).name for d in dirs.values()]
-        if all(s in DONE for s in states) or not args.wait:
-            break
-        time.sleep(args.poll)
-    pending = sum(s not in DONE for s in states)
-    if pending:
-        print(f"{pending} runs not finished yet; run the same command again (or --wait) to "
-              f"render. Status: python scripts/sweep.py status {name}")
-        return 0
-    rows = table.collect(spec, runs, dirs)
-    best, verdict = table.ranking(spec, rows)
-    out = render(spec, scale, rows, best, verdict,
-                 "python scripts/reproduce.py " + " ".join([args.table, *args.overrides]),
-                 variant=suffix.lstrip("-"), ablation=ablation)
-    print(f"wrote {out}/table.md (+ .csv, .tex, loss_curves.png, metric_vs_lr.png)")
-    failed = sum(s == RunState.FAILED for s in states)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

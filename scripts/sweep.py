@@ -19,15 +19,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import OmegaConf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from sweeps.compose import CONF_DIR  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
-from sweeps.status import RunState, counts, format_table, sweep_status  # noqa: E402
+from sweeps.status import (  # noqa: E402
+    ENDED,
+    RunState,
+    counts,
+    format_table,
+    sweep_status,
+    wait_for_sweep,
+)
 from tasks.errors import ConfigError  # noqa: E402
 from tasks.lease import LeaseHeld  # noqa: E402
-
-DONE = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 
 
 def runs_root_of(overrides) -> Path:
@@ -39,21 +43,10 @@ def runs_root_of(overrides) -> Path:
 
 
 def wait(runs_root: Path, name: str, poll_s: float) -> int:
-    rows = sweep_status(runs_root, name)
-    bar = tqdm(total=len(rows), desc=f"sweep {name}", unit="run")
-    while True:
-        rows = sweep_status(runs_root, name)
-        c = counts(rows)
-        finished = sum(c[s] for s in DONE)
-        bar.n = finished
-        bar.set_postfix({k: v for k, v in c.items() if v and k not in DONE}, refresh=True)
-        live = c[RunState.RUNNING] + c[RunState.PENDING]
-        if finished == len(rows) or live == 0:
-            break
-        time.sleep(poll_s)
-    bar.close()
+    rows = wait_for_sweep(runs_root, name, poll_s)
     print(format_table(name, rows))
-    return 1 if c[RunState.FAILED] or finished < len(rows) else 0
+    c = counts(rows)
+    return 1 if c[RunState.FAILED] or sum(c[s] for s in ENDED) < len(rows) else 0
 
 
 def main() -> int:

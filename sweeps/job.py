@@ -19,6 +19,7 @@ import submitit
 from omegaconf import OmegaConf
 
 from tasks import store
+from tasks.lease import LeaseHeld
 
 CLAIM = "running.json"
 
@@ -65,10 +66,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         rdir = store.run_dir(config)
         rdir.mkdir(parents=True, exist_ok=True)
         distributed.init_from_submitit()
-        if is_rank_zero():
-            write_claim(rdir, str(config.launcher.name))
         try:
+            if is_rank_zero():
+                write_claim(rdir, str(config.launcher.name))
             summary = run(config)
+        except LeaseHeld as e:  # another live process writes this run: leave it to it
+            print(f"[optbench] {e}")
+            return {"status": "busy", "run_dir": str(rdir), "holder": str(e)}
         finally:
             if is_rank_zero():
                 release_claim(rdir)

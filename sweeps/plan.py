@@ -190,9 +190,9 @@ def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[s
         try:
             check_run(overrides, cfg)
             state = run_state(store.run_dir(cfg, key), record.last_job(key)).name
-            plans.append(planner.plan_run(run.row, run.lr, run.seed, key, state, cfg))
+            plans.append(planner.plan_run(run.row.label, run.lr, run.seed, key, state, cfg))
         except Exception as e:  # the plan reports every invalid run
-            plans.append(RunPlan(run.row, run.lr, run.seed, key, "invalid", None, None, None,
+            plans.append(RunPlan(run.row.label, run.lr, run.seed, key, "invalid", None, None, None,
                                  error=f"{type(e).__name__}: {e}"))
     text = "\n".join([*launcher_warnings(scale, launcher),
                       format_plan(name, plans, hardware, launcher)])

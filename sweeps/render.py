@@ -59,7 +59,7 @@ def table_rows(spec: dict, rows, best: str | None) -> tuple[list[str], list[list
         else:
             mean = f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}"
         label = f"**{r.label}**" if r.label == best else r.label
-        paper = (spec.get("paper") or {}).get(r.label.split(" [")[0])
+        paper = (spec.get("paper") or {}).get(r.key.base)
         body.append([label, _fmt(r.best_lr), mean, str(r.n), str(r.diverged),
                      *[_fmt(r.extra.get(c)) for c in spec.get("report", [])],
                      *[_fmt(values[r.label], 3) for values in ratios.values()],
@@ -166,7 +166,8 @@ def figures(spec: dict, rows, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "metric_vs_lr.png", dpi=120)
     plt.close(fig)
-    p_per_layer_figure(rows, out, plt)
+    for name in spec.get("figures", []):  # the table's own figures (table.FIGURES)
+        FIGURES[name](rows, out, plt)
 
 
 def p_per_layer_figure(rows, out: Path, plt) -> None:
@@ -194,3 +195,7 @@ def p_per_layer_figure(rows, out: Path, plt) -> None:
     fig.tight_layout()
     fig.savefig(out / "p_per_layer.png", dpi=120)
     plt.close(fig)
+
+
+# Figures a table spec may ask for with `figures: [name, ...]`, beyond the two every table has.
+FIGURES = {"p_per_layer": p_per_layer_figure}

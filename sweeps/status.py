@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -144,6 +145,7 @@ def error_tail(rdir: Path) -> str:
 
 @dataclass
 class RunRow:
+    run_dir: str
     run_key: str
     overrides: list[str]
     state: State
@@ -163,9 +165,34 @@ def sweep_status(runs_root: Path, name: str) -> list[RunRow]:
         state = run_state(rdir, record.last_job(r["run_key"]))
         summary = {} if state.name == RunState.CORRUPT else store.read_summary(rdir) or {}
         error = {RunState.FAILED: error_tail(rdir), RunState.CORRUPT: state.detail}
-        rows.append(RunRow(r["run_key"], r["overrides"], state, progress(rdir),
+        rows.append(RunRow(str(rdir), r["run_key"], r["overrides"], state, progress(rdir),
                            (summary.get("final") or {}).get("train_loss"),
                            error.get(state.name, "")))
+    return rows
+
+
+ENDED = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
+
+
+def wait_for_sweep(runs_root: Path, name: str, poll_s: float, until_done: bool = True,
+                   progress: bool = True) -> list[RunRow]:
+    """The sweep's rows, after waiting (with `until_done`) until no run is left to wait for:
+    every run ended, or none is running or queued (an interrupted or corrupt run waits for a
+    relaunch, not for time)."""
+    from tqdm import tqdm
+
+    rows = sweep_status(runs_root, name)
+    bar = tqdm(total=len(rows), desc=f"sweep {name}", unit="run",
+               disable=not (until_done and progress))
+    while until_done:
+        c = counts(rows)
+        bar.n = sum(c[s] for s in ENDED)
+        bar.set_postfix({k: v for k, v in c.items() if v and k not in ENDED}, refresh=True)
+        if bar.n == len(rows) or c[RunState.RUNNING] + c[RunState.PENDING] == 0:
+            break
+        time.sleep(poll_s)
+        rows = sweep_status(runs_root, name)
+    bar.close()
     return rows
 
 

@@ -22,6 +22,8 @@ Spec keys:
                                   e.g. SMuon's optimizer time over Muon's; `speedup: true`
                                   divides the other way (tokens to target: reference / row)
     paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
+    figures: [p_per_layer]        further figures (sweeps/render.py FIGURES), e.g. SMuon's p
+                                  per layer for tables with SMuon rows
 
 Fair tuning: per optimizer (and variant), the lr with the best mean metric over seeds; the table
 shows mean ± std over seeds at that lr, marks the best row, and says whether its lead over the
@@ -60,6 +62,11 @@ def load_spec(name: str) -> dict:
             raise ValueError(f"table {name}: ratio {ratio.get('label')!r} needs its key "
                              f"{ratio['key']!r} among report {spec.get('report', [])} and its "
                              f"versus rows among the optimizers (not: {missing})")
+    from sweeps.render import FIGURES  # matplotlib is imported by the figures only
+
+    unknown = [f for f in spec.get("figures", []) if f not in FIGURES]
+    if unknown:
+        raise ValueError(f"table {name}: unknown figures {unknown}; known: {sorted(FIGURES)}")
     grids = {o: len(v["lr"]) for o, v in spec["optimizers"].items()}
     if len(set(grids.values())) > 1:
         raise ValueError(f"table {name}: lr grids differ in size {grids}; the fair-tuning rule "
@@ -67,13 +74,37 @@ def load_spec(name: str) -> dict:
     return spec
 
 
+@dataclass(frozen=True)
+class RowKey:
+    """What a table row is: an optimizer, and which of the spec's variants, lr multiples and
+    ablation overrides it runs with."""
+
+    optim: str
+    variant: str = ""
+    multiplier: float | None = None
+    ablation: tuple[str, ...] = ()
+
+    @property
+    def base(self) -> str:
+        """The row without its ablation: what the paper's numbers are keyed by."""
+        return self.optim + (f" {self.variant}" if self.variant else "") + (
+            f" {self.multiplier:g}×lr" if self.multiplier is not None else "")
+
+    @property
+    def label(self) -> str:
+        return self.base + (f" [{' '.join(self.ablation)}]" if self.ablation else "")
+
+
 @dataclass
 class Run:
-    row: str  # optimizer (+ variant) label
-    optim: str
+    row: RowKey
     lr: float
     seed: int
     overrides: list[str]
+
+    @property
+    def optim(self) -> str:
+        return self.row.optim
 
 
 def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
@@ -99,13 +130,11 @@ def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
         per_optim = (scale_spec.get("per_optimizer") or {}).get(optim, [])
         for label, variant in variants.items():
             for mult in multipliers:
-                row = optim + (f" {label}" if label else "") + (
-                    f" {mult:g}×lr" if mult is not None else "") + (
-                    f" [{' '.join(mine)}]" if mine else "")
+                row = RowKey(optim, label, mult, tuple(mine))
                 lrs = entry["lr"] if mult is None else [entry["lr"][0] * mult]
                 for lr in lrs:
                     for seed in spec["seeds"]:
-                        runs.append(Run(row, optim, lr, seed, [
+                        runs.append(Run(row, lr, seed, [
                             *scale_spec["overrides"], f"optim={optim}",
                             *entry.get("overrides", []), *per_optim, *variant,
                             f"optim.lr={lr:g}", f"seed={seed}", *plain, *mine]))
@@ -131,7 +160,7 @@ def _get(summary: dict, dotted: str):
 
 @dataclass
 class Row:
-    label: str
+    key: RowKey
     best_lr: float | None
     mean: float | None
     std: float | None
@@ -140,6 +169,10 @@ class Row:
     extra: dict
     per_lr: dict  # lr → mean metric (None where every seed diverged)
     best_runs: list  # run dirs at the chosen lr
+
+    @property
+    def label(self) -> str:
+        return self.key.label
 
 
 def for_scale(spec: dict, scale: str) -> dict:
@@ -152,8 +185,8 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
     metric, mode = spec["metric"]["key"], spec["metric"].get("mode", "min")
     worst = math.inf if mode == "min" else -math.inf
     rows = []
-    for label in dict.fromkeys(r.row for r in runs):
-        mine = [(i, r) for i, r in enumerate(runs) if r.row == label]
+    for key in dict.fromkeys(r.row for r in runs):
+        mine = [(i, r) for i, r in enumerate(runs) if r.row == key]
         per_lr, values_at, dirs_at, diverged_at = {}, {}, {}, {}
         for lr in dict.fromkeys(r.lr for _, r in mine):
             vals, dirs, div = [], [], 0
@@ -178,7 +211,7 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                 xs = [_get(store.read_summary(d) or {}, col) for d in dirs_at[best]]
                 xs = [x for x in xs if isinstance(x, (int, float))]
                 extra[col] = statistics.mean(xs) if xs else None
-        rows.append(Row(label, best, statistics.mean(vals) if vals else None,
+        rows.append(Row(key, best, statistics.mean(vals) if vals else None,
                         statistics.stdev(vals) if len(vals) > 1 else 0.0 if vals else None,
                         len(vals), sum(diverged_at.values()), extra, per_lr,
                         dirs_at.get(best, [])))
@@ -192,7 +225,7 @@ def ratio_columns(spec: dict, rows: list[Row]) -> dict[str, dict[str, float | No
     columns = {}
     for ratio in spec.get("ratios", []):
         key = ratio["key"]
-        refs = [r.extra.get(key) for r in rows if r.label.split(" [")[0] in ratio["versus"]]
+        refs = [r.extra.get(key) for r in rows if r.key.base in ratio["versus"]]
         refs = [x for x in refs if isinstance(x, (int, float)) and x > 0]
         ref = min(refs) if refs else None
         values = {}

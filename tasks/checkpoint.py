@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from tasks import store
+
 DISCARD_HINT = ("to discard it and start the run from step 0, run the same command with "
                 "discard_bad_checkpoint=true")
 
@@ -63,19 +65,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_small(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(path: Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +83,7 @@ def save(path: Path, obj: Any) -> None:
             else:
                 digest_path(previous_path(path)).unlink(missing_ok=True)
         os.replace(tmp, path)
-        _write_small(digest_path(path), writer.sha.hexdigest() + "\n")
+        store.write_text(digest_path(path), writer.sha.hexdigest() + "\n")
         _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,7 +35,11 @@ from tasks.wandb_mirror import start_mirror
 def record_environment(rdir: Path, env: dict, from_step: int) -> None:
     """Append this attempt's environment to env.json (a resumed run may land on another node
     or, after an upgrade, other library versions: every attempt is kept)."""
-    previous = store.read_json(rdir / "env.json") or {}
+    try:
+        previous = store.read_json(rdir / "env.json") or {}
+    except store.CorruptFile as e:  # a record of earlier attempts only: start it again
+        warnings.warn(f"{e}; starting a new attempt list")
+        previous = {}
     attempts = [*previous.get("attempts", []),
                 {**env, "from_step": from_step,
                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
@@ -189,12 +194,12 @@ def run(cfg: DictConfig) -> dict:
 def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -> dict:
     for stale in ("summary.json", "error.txt"):  # a failed attempt's
         (rdir / stale).unlink(missing_ok=True)
-    store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     summary = {"status": "failed", "run_key": key, "run_dir": str(rdir), "task": cfg.task.name,
                "optim": cfg.optim.name, "sweep": cfg.get("sweep"), "steps": cfg.steps,
                "steps_done": 0}
     trainer = None
     try:
+        store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         env = environment()
         summary.update(git_commit=env["git_commit"], environment=env)
         task, trainer, device = _build(cfg, ctx, rdir)

@@ -71,7 +71,9 @@ def run_dir(cfg: DictConfig | dict, key: str | None = None) -> Path:
 # ---------------------------------------------------------------- atomic writes
 
 
-def _atomic_replace(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Write `path` through `write(file)` into a temporary file, fsync, then rename it into
+    place: readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -88,7 +90,7 @@ def _atomic_replace(path: Path, write) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic_replace(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def strict(obj: Any) -> Any:
@@ -108,12 +110,6 @@ def _dumps(obj: Any, **kwargs) -> str:
 
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, _dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def save_torch(path: Path, obj: Any) -> None:
-    import torch  # here, not at the top: reading the store must not need torch
-
-    _atomic_replace(Path(path), lambda f: torch.save(obj, f))
 
 
 class CorruptFile(ValueError):

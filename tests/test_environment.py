@@ -5,7 +5,7 @@ from importlib import metadata
 import pytest
 
 from sweeps.render import run_environments
-from sweeps.table import Row
+from sweeps.table import Row, RowKey
 from tasks import environment, store
 
 
@@ -40,7 +40,7 @@ def _row(tmp_path, envs):
         d = tmp_path / f"run{i}"
         store.write_json(d / "summary.json", {"status": "completed", "environment": env})
         dirs.append(d)
-    return Row("adamw", 1e-3, 1.0, 0.0, len(dirs), 0, {}, {}, dirs)
+    return Row(RowKey("adamw"), 1e-3, 1.0, 0.0, len(dirs), 0, {}, {}, dirs)
 
 
 @pytest.fixture

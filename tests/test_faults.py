@@ -210,6 +210,16 @@ def test_a_torn_final_metrics_line_is_dropped_with_a_warning(interrupted, fresh_
     assert steps == sorted(set(steps))
 
 
+def test_a_damaged_env_record_is_started_again(interrupted, fresh_evals):
+    cfg, rdir = interrupted
+    (rdir / "env.json").write_text('{"attempts": [')
+    with pytest.warns(UserWarning, match="env.json is not valid JSON"):
+        summary = run(cfg)
+    assert summary["evals"] == fresh_evals
+    assert [a["from_step"] for a in json.loads((rdir / "env.json").read_text())["attempts"]] \
+        == [20]
+
+
 def test_status_and_launch_survive_a_corrupt_summary(tmp_path):
     overrides = ["steps=10", "eval_every=10", f"runs_root={tmp_path}", "launcher=debug", *TINY,
                  f"data_root={tmp_path / 'data'}"]

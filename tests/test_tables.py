@@ -101,7 +101,7 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
 
 
 def _row(label, **extra):
-    return table.Row(label, 1e-3, 1.0, 0.0, 1, 0, extra, {1e-3: 1.0}, [])
+    return table.Row(table.RowKey(label), 1e-3, 1.0, 0.0, 1, 0, extra, {1e-3: 1.0}, [])
 
 
 def test_ratio_columns_use_the_best_baseline_that_finished():
@@ -135,6 +135,13 @@ def test_a_ratio_must_name_a_reported_key_and_rows_of_the_table(tmp_path, monkey
         table.load_spec("bad")
 
 
+def test_a_table_asks_only_for_known_figures(tmp_path, monkeypatch):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(dict(MINI, figures=["p_per_lr"])))
+    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"unknown figures \['p_per_lr'\]; known: \['p_per_l"):
+        table.load_spec("bad")
+
+
 def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
@@ -146,7 +153,7 @@ def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
     log = store.MetricsLog(run_dir / "metrics.jsonl")
     for step in (10, 20, 30):
         log.append({"step": step, "loss": 3.0, "p/blocks.0.fc": 2.0 + step / 10, "p/head": 8.0})
-    row = table.Row("smuon", 0.02, 1.0, 0.0, 1, 0, {}, {0.02: 1.0}, [run_dir])
+    row = table.Row(table.RowKey("smuon"), 0.02, 1.0, 0.0, 1, 0, {}, {0.02: 1.0}, [run_dir])
     p_per_layer_figure([_row("muon"), row], tmp_path, plt)
     assert (tmp_path / "p_per_layer.png").stat().st_size > 0
     (tmp_path / "p_per_layer.png").unlink()

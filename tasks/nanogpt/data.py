@@ -34,7 +34,7 @@ def stdlib_source_files() -> list[Path]:
 
 def write_token_split(path: Path, tokens: np.ndarray) -> None:
     """Write a uint16 token file atomically (the memmap format every corpus uses)."""
-    store._atomic_replace(Path(path), lambda f: f.write(tokens.astype(np.uint16).tobytes()))
+    store.atomic_write(Path(path), lambda f: f.write(tokens.astype(np.uint16).tobytes()))
 
 
 def prepare_pystdlib(out_dir: Path, max_bytes: int, val_fraction: float) -> dict:
