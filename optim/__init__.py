@@ -7,7 +7,8 @@ AdamW, Adam, NAdam and SGD are torch.optim's own.
 """
 
 from optim.adan import Adan
-from optim.muon import MatrixOptimizer, MuAdam, Muon, SoftMuon
+from optim.matrix import MatrixOptimizer
+from optim.muon import MuAdam, Muon, SoftMuon
 from optim.registry import BY_NAME, REGISTRY, OptimSpec
 from optim.routing import infer_roles, is_matrix_optimizer, param_groups, param_roles
 from optim.s3 import S3

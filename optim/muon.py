@@ -14,21 +14,15 @@ Momentum is never written into p.grad: later gradient logging sees the real grad
 from __future__ import annotations
 
 import torch
-from torch.optim import Optimizer
 
 from optim._common import (
-    AUX_DEFAULTS,
     Batch,
-    aux_adamw_step,
-    check_aux,
     check_beta,
     check_lr_wd,
-    closure_loss,
     muon_scale,
     require,
-    split_matrix_groups,
 )
-from optim.softsign import temperature_schedule
+from optim.matrix import MatrixOptimizer
 from optim.spectral import (
     as_matrix,
     newton_schulz5,
@@ -36,30 +30,7 @@ from optim.spectral import (
     singular_values,
     soft_sign_matrix,
 )
-
-
-class MatrixOptimizer(Optimizer):
-    """Routes `use_matrix` groups to `_matrix_step` and the rest to torch's AdamW math."""
-
-    matrix_optimizer = True  # optim.param_groups splits matrices from aux params for us
-
-    def __init__(self, params, defaults: dict, aux: dict):
-        aux = {**AUX_DEFAULTS, **{k: v for k, v in aux.items() if v is not None}}
-        check_aux(aux)
-        super().__init__(split_matrix_groups(params, aux), defaults)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure_loss(closure)
-        for group in self.param_groups:
-            if group["use_matrix"]:
-                self._matrix_step(group)
-            else:
-                aux_adamw_step(self, group)
-        return loss
-
-    def _matrix_step(self, group) -> None:
-        raise NotImplementedError
+from optim.temperature import temperature_schedule
 
 
 def _check_ns(ns_steps, ns_dtype):

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from optim._common import Batch, check_beta, check_lr_wd, muon_scale, require
-from optim.muon import MatrixOptimizer
+from optim.matrix import MatrixOptimizer
 from optim.spectral import as_matrix, schatten_power
 
 MOMENT_TYPES = ("none", "adam", "padam")
@@ -205,6 +205,10 @@ class SMuon(MatrixOptimizer):
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
+
+    def log_values(self) -> dict[str, float]:
+        """The chosen p per layer, as `p/<layer>` (optim.hooks)."""
+        return {f"p/{name}": p for name, p in self.p_per_layer().items()}
 
     def p_per_layer(self) -> dict[str, float]:
         """The p each matrix uses now, by parameter name where attach() knows it."""

@@ -14,7 +14,6 @@ throughput, over the FLOP/s of a large matmul in the run's compute dtype measure
 """
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -27,12 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps.compose import Composer  # noqa: E402
-from tasks import config as run_config  # noqa: E402
-from tasks import store  # noqa: E402
 from tasks.environment import cpu_name, git_commit  # noqa: E402
-from tasks.loop import Trainer  # noqa: E402
-from tasks.metrics import LossTracker, SpikeConfig  # noqa: E402
-from tasks.schedule import build_scheduler  # noqa: E402
+from tasks.runner import build_run  # noqa: E402
 
 
 def timed_pair(fns, steps: int, warmup: int, device) -> list[list[float]]:
@@ -83,22 +78,14 @@ def main():
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = Composer().compose(args.overrides)
-    device = run_config.resolve_device(cfg.device)
-    task = run_config.build_task(cfg, device)
-    precision = run_config.precision(cfg.precision, device)
-    task.model = precision.prepare_model(task.model)
-    plain_model = copy.deepcopy(task.model)
-
-    optimizer = run_config.build_optimizer(cfg.optim, task.model)
-    trainer = Trainer(cfg, task, optimizer, build_scheduler(optimizer, cfg.schedule, cfg.steps),
-                      LossTracker(SpikeConfig(**cfg.metrics)), store.MetricsLog("/dev/null"),
-                      None, Path("/dev/null"), precision)
+    task, trainer, device = build_run(cfg)
     task.model.train()
-
-    plain_opt = run_config.build_optimizer(cfg.optim, plain_model)
+    # the plain loop: the same run assembled again (same seed: same weights), stepped by hand
+    plain_task, plain_trainer, _ = build_run(cfg)
+    plain_model, plain_opt = plain_task.model, plain_trainer.optimizer
     batch = task.train_batch(0, 0)  # prepared once: the plain loop does no data work
     plain_model.train()
-    autocast = precision.autocast
+    autocast = trainer.precision.autocast
 
     def plain_step(_):
         plain_opt.zero_grad(set_to_none=True)

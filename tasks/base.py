@@ -20,10 +20,14 @@ class Target:
 
 
 class Task(Protocol):
+    """Built as `cls(**task_config, seed=, device=, data_root=, grad_accum=)`."""
+
     name: str
     model: nn.Module
     target: Target
     tokens_per_batch: int  # tokens (or examples) in one micro-batch, for tokens_to_target
+    # checkpoints hold only the trained tensors (LoRA: the frozen base is the same file)
+    checkpoint_trainable_only: bool
 
     def train_batch(self, step: int, micro: int) -> Any:
         """Micro-batch `micro` of optimizer step `step`, a pure function of (seed, step, micro)."""

@@ -14,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import optim
+from optim import hooks
 from tasks.errors import ConfigError
 from tasks.metrics import SpikeConfig
 from tasks.precision import COMPUTE_DTYPES, PRECISIONS, Precision
@@ -167,18 +168,15 @@ def resolve_device(name: str) -> torch.device:
 
 def build_task(cfg: DictConfig, device: torch.device):
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
-    extra = {"seed": cfg.seed, "device": device, "data_root": cfg.data_root}
-    # tasks that order data by epoch need to know how many micro-batches make a step
-    if "grad_accum" in inspect.signature(get_class(task_cfg["_target_"])).parameters:
-        extra["grad_accum"] = cfg.grad_accum
-    return instantiate(task_cfg, **extra)
+    # grad_accum: tasks that order data by epoch need the micro-batches per step
+    return instantiate(task_cfg, seed=cfg.seed, device=device, data_root=cfg.data_root,
+                       grad_accum=cfg.grad_accum)
 
 
 def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     factory = instantiate(optimizer_kwargs(optim_cfg))
     optimizer = factory(optim.param_groups(model, optim.is_matrix_optimizer(factory)))
-    if hasattr(optimizer, "attach"):  # optimizers that read activations (SMuon)
-        optimizer.attach(model)
+    hooks.attach(optimizer, model)  # optimizers that read activations (SMuon)
     return optimizer
 
 

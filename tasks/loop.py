@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from optim import hooks
 from tasks import checkpoint, distributed
 from tasks.metrics import LossTracker
 
@@ -105,17 +106,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def optimizer_dynamics(optimizer) -> dict:
-    """Optimizer-specific numbers worth a curve: SMuon's p per layer, Soft*'s temperature."""
-    row = {}
-    if hasattr(optimizer, "p_per_layer"):
-        row.update({f"p/{name}": p for name, p in optimizer.p_per_layer().items()})
-    if hasattr(optimizer, "current_temperature"):
-        row.update({f"tau/group{i}": t for i, t in enumerate(optimizer.current_temperature())
-                    if t is not None})
-    return row
-
-
 class Trainer:
     def __init__(self, cfg, task, optimizer, scheduler, tracker: LossTracker, metrics_log,
                  mirror, ckpt_path, precision, ctx: distributed.Context = distributed.Context(),
@@ -158,14 +148,14 @@ class Trainer:
         """The model's state_dict; only the trained tensors for tasks that say so (LoRA: the
         frozen base model is the same file every time)."""
         state = self.model.state_dict()
-        if getattr(self.task, "checkpoint_trainable_only", False):
+        if self.task.checkpoint_trainable_only:
             trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
             state = {k: v for k, v in state.items() if k in trained}
         return state
 
     def load_checkpoint(self) -> None:
         ckpt = checkpoint.load(self.ckpt_path)
-        partial = getattr(self.task, "checkpoint_trainable_only", False)
+        partial = self.task.checkpoint_trainable_only
         result = self.model.load_state_dict(ckpt["model"], strict=not partial)
         if partial and result.unexpected_keys:
             raise RuntimeError(f"checkpoint holds unknown tensors {result.unexpected_keys[:5]}")
@@ -275,7 +265,7 @@ class Trainer:
                     grad_norm=float(grad_norm),
                     tokens_per_s=(done - window_start) * tokens_per_step / max(elapsed, 1e-9),
                     **self.update_stats(before),
-                    **optimizer_dynamics(self.optimizer),
+                    **hooks.log_values(self.optimizer),
                 )
                 window_start, window_t0 = done, time.perf_counter()
                 bar.set_postfix(loss=f"{row['loss']:.4f}",

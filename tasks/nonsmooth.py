@@ -28,10 +28,12 @@ class Point(nn.Module):
 
 
 class NonSmoothTask:
+    checkpoint_trainable_only = False  # the whole model trains
+
     def __init__(self, *, seed: int, device: torch.device, data_root: str, dim: int = 100,
                  heavy_prob: float = 0.3, heavy_weight: float = 10.0, a: float = 0.0,
                  b: float = 1.0, init: float = 0.5, target_distance: float = 0.05,
-                 name: str = "nonsmooth"):
+                 name: str = "nonsmooth", grad_accum: int = 1):
         if not 0 < heavy_prob < 1:
             raise ValueError(f"task.heavy_prob must be in (0, 1), got {heavy_prob}")
         if heavy_prob * heavy_weight <= 1 - heavy_prob:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import shutil
 import sys
 import time
@@ -93,8 +94,11 @@ def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
     }
 
 
-def _build(cfg: DictConfig, ctx: distributed.Context, rdir: Path):
-    """Task, optimizer, schedule and trainer; restored from the run's checkpoint if any."""
+def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
+              rdir: Path | None = None):
+    """(task, trainer, device): the one way a run is assembled (the runner, the benchmarks,
+    the tests). With a run dir the metrics log and checkpoint live there and the trainer is
+    restored from the run's checkpoint if any; without one nothing is read or written."""
     device = run_config.resolve_device(cfg.device)
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
@@ -108,10 +112,11 @@ def _build(cfg: DictConfig, ctx: distributed.Context, rdir: Path):
         train_model = torch.nn.parallel.DistributedDataParallel(
             task.model, device_ids=[device.index] if device.type == "cuda" else None)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
+    nowhere = Path(os.devnull)
     trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
-                      store.MetricsLog(rdir / "metrics.jsonl"), None, rdir / "ckpt.pt",
-                      precision, ctx, train_model)
-    if checkpoint.exists(trainer.ckpt_path):
+                      store.MetricsLog(rdir / "metrics.jsonl" if rdir else nowhere), None,
+                      rdir / "ckpt.pt" if rdir else None, precision, ctx, train_model)
+    if rdir is not None and checkpoint.exists(trainer.ckpt_path):
         try:
             trainer.load_checkpoint()
             print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
@@ -185,7 +190,7 @@ def run(cfg: DictConfig) -> dict:
             f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of data-parallel "
             f"processes ({ctx.world}): each step's global batch is split between them")
     if not ctx.is_main:
-        return _run_follower(_build(cfg, ctx, rdir)[1])
+        return _run_follower(build_run(cfg, ctx, rdir)[1])
     # one writer per run dir: the lease is taken before anything is written there
     with Lease(rdir / store.LEASE_FILE, f"run dir {rdir}"):
         return _run_main(cfg, ctx, key, rdir)
@@ -202,7 +207,7 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
         store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         env = environment()
         summary.update(git_commit=env["git_commit"], environment=env)
-        task, trainer, device = _build(cfg, ctx, rdir)
+        task, trainer, device = build_run(cfg, ctx, rdir)
         trainer.metrics_log.truncate_after(trainer.state.step)
         env = environment(device)
         record_environment(rdir, env, from_step=trainer.state.step)

@@ -11,8 +11,10 @@ from tasks.base import Target
 
 
 class QuadraticTask:
+    checkpoint_trainable_only = False  # the whole model trains
+
     def __init__(self, *, seed, device, data_root, name="quadratic", dim=8, batch_size=16,
-                 nan_at_step=None, raise_at_step=None):
+                 nan_at_step=None, raise_at_step=None, grad_accum=1):
         g = torch.Generator().manual_seed(1234)
         self.w_true = torch.randn(dim, 1, generator=g)
         self.name, self.seed, self.dim, self.batch_size = name, seed, dim, batch_size

@@ -8,8 +8,8 @@ import torch
 from torch.optim._muon import _zeropower_via_newtonschulz as torch_ns
 
 import optim
-from optim.softsign import folded_cauchy_quantiles
 from optim.spectral import schatten_power, soft_sign_matrix
+from optim.temperature import folded_cauchy_quantiles
 
 F64 = torch.float64  # references in fp64: differences are the method's own
 

@@ -28,6 +28,8 @@ def _generator(*key) -> torch.Generator:
 
 
 class CifarTask:
+    checkpoint_trainable_only = False  # the whole model trains
+
     def __init__(self, *, dataset: str, arch: str, batch_size: int, data_root: str, seed: int,
                  device: torch.device, grad_accum: int = 1, width: float = 1.0,
                  imbalance: float = 1.0, crop_pad: int = 4, flip: bool = True, cutout: int = 0,

@@ -15,6 +15,8 @@ from tasks.nanogpt.model import GPT, GPTConfig
 
 
 class NanoGPTTask:
+    checkpoint_trainable_only = False  # the whole model trains
+
     def __init__(
         self,
         *,
@@ -30,6 +32,7 @@ class NanoGPTTask:
         prepare: dict | None = None,
         compile: bool = False,
         name: str = "nanogpt",
+        grad_accum: int = 1,  # unused: windows are drawn per (step, micro-batch)
     ):
         if batch_size <= 0:
             raise ValueError(f"task.batch_size must be > 0, got {batch_size}")
