@@ -70,7 +70,7 @@ class StochasticSign(ElementwiseOptimizer):
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
-        state_dict.pop("generators", None)  # checkpoints from before the counter-based noise
+        state_dict.pop("generators", None)  # RNG states have no use: the noise is a hash of keys
         self.seed = state_dict.pop("seed", self.seed)
         super().load_state_dict(state_dict)
 

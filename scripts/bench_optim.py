@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optim  # noqa: E402
-from tasks.environment import cpu_name, git_commit  # noqa: E402
+from tasks.train.environment import cpu_name, git_commit  # noqa: E402
 
 
 def bytes_per_element(opt, param) -> int:

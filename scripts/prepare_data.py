@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks import store  # noqa: E402
 from tasks.nanogpt import data  # noqa: E402
+from tasks.train import store  # noqa: E402
 
 
 def prepare_text(path: Path, out_dir: Path, val_fraction: float) -> dict:

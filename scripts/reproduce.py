@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sweeps import table  # noqa: E402
 from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware  # noqa: E402
 from sweeps.reproduce import reproduce  # noqa: E402
-from tasks.errors import ConfigError  # noqa: E402
-from tasks.lease import LeaseHeld  # noqa: E402
+from tasks.train.errors import ConfigError  # noqa: E402
+from tasks.train.lease import LeaseHeld  # noqa: E402
 
 
 def main() -> int:

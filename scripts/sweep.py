@@ -30,8 +30,8 @@ from sweeps.status import (  # noqa: E402
     sweep_status,
     wait_for_sweep,
 )
-from tasks.errors import ConfigError  # noqa: E402
-from tasks.lease import LeaseHeld  # noqa: E402
+from tasks.train.errors import ConfigError  # noqa: E402
+from tasks.train.lease import LeaseHeld  # noqa: E402
 
 
 def runs_root_of(overrides) -> Path:

@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
 from tasks import run  # noqa: E402
-from tasks.config import ConfigError  # noqa: E402
-from tasks.lease import LeaseHeld  # noqa: E402
-from tasks.loop import Preempted  # noqa: E402
+from tasks.train.config import ConfigError  # noqa: E402
+from tasks.train.lease import LeaseHeld  # noqa: E402
+from tasks.train.loop import Preempted  # noqa: E402
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base=None)

@@ -22,8 +22,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf
 
-from tasks import store
-from tasks.errors import ConfigError
+from tasks.train import store
+from tasks.train.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -173,7 +173,7 @@ def _apply(data: dict, o: Override) -> None:
 def check_run(run_overrides: list[str], cfg: dict, check_device: bool = False) -> None:
     """Validate one run's resolved config (and, for runs that train on this machine, its
     device); the error names the run."""
-    from tasks.config import validate, validate_device  # imports torch: only when needed
+    from tasks.train.config import validate, validate_device  # imports torch: only when needed
 
     try:
         validate(cfg)

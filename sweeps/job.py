@@ -18,8 +18,8 @@ from pathlib import Path
 import submitit
 from omegaconf import OmegaConf
 
-from tasks import store
-from tasks.lease import LeaseHeld
+from tasks.train import store
+from tasks.train.lease import LeaseHeld
 
 CLAIM = "running.json"
 
@@ -60,7 +60,8 @@ class TrainJob(submitit.helpers.Checkpointable):
     """Runs `tasks.run` on a resolved config (a plain dict, so it pickles cleanly)."""
 
     def __call__(self, cfg: dict) -> dict:
-        from tasks import distributed, run
+        from tasks import run
+        from tasks.train import distributed
 
         config = OmegaConf.create(cfg)
         rdir = store.run_dir(config)

@@ -21,8 +21,8 @@ from sweeps import manifest
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import Queue, RunState, run_state
-from tasks import store
-from tasks.lease import Lease
+from tasks.train import store
+from tasks.train.lease import Lease
 
 LAUNCHERS = ("slurm", "local", "debug")
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks import store
+from tasks.train import store
 
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from hydra.utils import get_class
 
-from tasks import store
-from tasks.base import Cost
-from tasks.cost import state_buffers
+from tasks.train import store
+from tasks.train.base import Cost
+from tasks.train.cost import state_buffers
 
 # Dense peaks (FLOP/s) for bf16 and for fp32 without TF32, and memory (GB), from the vendors'
 # datasheets (SXM parts). V100 has no bf16: its fp16 tensor-core peak stands in.

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sweeps.table import ratio_columns
-from tasks import store
-from tasks.environment import environment_label, git_commit
+from tasks.train import store
+from tasks.train.environment import environment_label, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,7 @@ def figures(spec: dict, rows, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tasks.metrics import SpikeConfig, ema_spike_steps
+    from tasks.train.metrics import SpikeConfig, ema_spike_steps
 
     colors = plt.cm.tab20.colors
     fig, ax = plt.subplots(figsize=(9, 4.5))

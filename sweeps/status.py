@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tasks import lease, store
+from tasks.train import lease, store
 
 
 class RunState:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tasks import store
+from tasks.train import store
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
 OPTIM_DIR = TABLE_DIR.parent / "optim"

@@ -16,9 +16,9 @@ import hashlib
 import torch
 import torch.nn as nn
 
-from tasks import checks
-from tasks.base import Cost, DataNeed, Target
-from tasks.cost import training_memory
+from tasks.train import checks
+from tasks.train.base import Cost, DataNeed, Target
+from tasks.train.cost import training_memory
 
 
 class Point(nn.Module):

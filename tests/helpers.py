@@ -6,8 +6,8 @@ import os
 import torch
 import torch.nn as nn
 
-from tasks import checks
-from tasks.base import Target
+from tasks.train import checks
+from tasks.train.base import Target
 
 
 class QuadraticTask:

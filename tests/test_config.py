@@ -6,8 +6,8 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from tasks import config as run_config
-from tasks.schedule import lr_multiplier
+from tasks.train import config as run_config
+from tasks.train.schedule import lr_multiplier
 from tests.conftest import ROOT, compose_cfg
 
 GROUPS = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml"))

@@ -6,7 +6,7 @@ import pytest
 
 from sweeps.render import run_environments
 from sweeps.table import Row, RowKey
-from tasks import environment, store
+from tasks.train import environment, store
 
 
 def test_environment_names_commit_python_torch_device_and_libraries():

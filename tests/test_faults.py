@@ -19,9 +19,10 @@ from omegaconf import OmegaConf, open_dict
 
 from sweeps.launch import launch
 from sweeps.status import RunState, run_state, sweep_status
-from tasks import checkpoint, run, runner, store
-from tasks.config import ConfigError
-from tasks.lease import Lease, LeaseHeld
+from tasks import run
+from tasks.train import checkpoint, runner, store
+from tasks.train.config import ConfigError
+from tasks.train.lease import Lease, LeaseHeld
 from tests.conftest import ROOT, TINY, compose_cfg
 
 

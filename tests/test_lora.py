@@ -4,10 +4,11 @@
 import pytest
 import torch
 
-from tasks import run, store
-from tasks.config import build_optimizer, build_task, resolve_device
+from tasks import run
 from tasks.lora import data
 from tasks.lora.answers import extract_answer, is_correct, to_number
+from tasks.train import store
+from tasks.train.config import build_optimizer, build_task, resolve_device
 from tests.conftest import compose_cfg
 
 TINY_LORA = ["task=lora_tiny_arith", "progress=false", "optim.weight_decay=0"]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.metrics import (
+from tasks.train.metrics import (
     LossTracker,
     SpikeConfig,
     auc_log_loss,

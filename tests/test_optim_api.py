@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import optim
 from optim.registry import TEST_STEPS, ours
-from tasks.config import ConfigError, validate_optim
+from tasks.train.config import ConfigError, validate_optim
 from tests.conftest import ROOT
 
 STEPS = TEST_STEPS
@@ -155,7 +155,7 @@ def test_invalid_hyperparameters_name_the_argument(cls, kwargs, arg):
 
 
 def test_config_check_constructs_without_importing_dynamo():
-    code = ("import sys; from tasks.config import validate_optim; "
+    code = ("import sys; from tasks.train.config import validate_optim; "
             "validate_optim({'_target_': 'optim.S3', '_partial_': True, 'name': 's', 'lr': 1}); "
             "validate_optim({'_target_': 'torch.optim.AdamW', '_partial_': True, 'name': 'a', "
             "'lr': 1}); "

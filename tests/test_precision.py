@@ -6,7 +6,7 @@ import torch
 
 import optim
 from tasks import run
-from tasks.precision import Precision, round_state_e4m3, round_through
+from tasks.train.precision import Precision, round_state_e4m3, round_through
 from tests.conftest import TINY, compose_cfg
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tasks import store
+from tasks.train import store
 from tests.conftest import ROOT, TINY
 
 STEPS = 300

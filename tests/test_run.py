@@ -8,8 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from tasks import environment, run, store
-from tasks.config import ConfigError
+from tasks import run
+from tasks.train import environment, store
+from tasks.train.config import ConfigError
 from tests.conftest import compose_cfg
 
 

@@ -17,8 +17,9 @@ from omegaconf import OmegaConf
 from sweeps.compose import CONF_DIR, Composer, compose_sweep, expand
 from sweeps.launch import launch
 from sweeps.status import RunState, counts, format_table, sweep_status
-from tasks import run, store
-from tasks.config import ConfigError
+from tasks import run
+from tasks.train import store
+from tasks.train.config import ConfigError
 from tests.conftest import ROOT, TINY, compose_cfg
 
 

@@ -8,7 +8,7 @@ from sweeps import table
 from sweeps.compose import compose_runs
 from sweeps.launch import launch
 from sweeps.render import render
-from tasks import store
+from tasks.train import store
 from tests.conftest import TINY
 
 MINI = {

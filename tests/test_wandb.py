@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from tasks import run, store
+from tasks import run
+from tasks.train import store
 from tests import wandb_records
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks import checks
-from tasks.base import Cost, DataNeed, Target, evals_in_run
 from tasks.cifar import data
 from tasks.cifar.models import ARCHS, build_model
-from tasks.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
+from tasks.train import checks
+from tasks.train.base import Cost, DataNeed, Target, evals_in_run
+from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 
 
 def _generator(*key) -> torch.Generator:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tasks import store
+from tasks.train import store
 
 # dataset → (question field, answer field, prompt template, hub source for preparation)
 DATASETS = {

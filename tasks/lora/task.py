@@ -13,11 +13,11 @@ import hashlib
 
 import torch
 
-from tasks import checks
-from tasks.base import Cost, DataNeed, Target, evals_in_run
-from tasks.cost import STATE_BUFFERS, training_memory
 from tasks.lora import data
 from tasks.lora.answers import is_correct
+from tasks.train import checks
+from tasks.train.base import Cost, DataNeed, Target, evals_in_run
+from tasks.train.cost import STATE_BUFFERS, training_memory
 
 # Architectures of the hub models the presets name, from each model's published config.json,
 # so that a plan can size them without downloading anything (a locally cached config wins).

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks import store
+from tasks.train import store
 
 BYTE_VOCAB = 256
 

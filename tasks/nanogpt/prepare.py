@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from tasks import store
+from tasks.train import store
 
 HUB = {  # corpus name → load_dataset arguments
     "openwebtext": {"path": "Skylion007/openwebtext", "split": "train"},

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from tasks import checks, store
-from tasks.base import Cost, DataNeed, Target, evals_in_run
-from tasks.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 from tasks.nanogpt import data
 from tasks.nanogpt.model import GPT, GPTConfig
+from tasks.train import checks, store
+from tasks.train.base import Cost, DataNeed, Target, evals_in_run
+from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 
 
 class NanoGPTTask:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tasks import store
+from tasks.train import store
 
 DISCARD_HINT = ("to discard it and start the run from step 0, run the same command with "
                 "discard_bad_checkpoint=true")

@@ -14,7 +14,7 @@ gradients and optimizer state are rounded to.
 bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this project's CI
 machine has AVX2 only, where bf16 matmuls are emulated ~20x slower): the model stays fp32 and, for
 fp8_emulated, every parameter is rounded through bf16 after each step, so the master weights still
-only hold bf16 values; only the activations are no longer rounded to bf16. Miniatures that use it
+only hold bf16 values; only the activations are not rounded to bf16. Miniatures that use it
 say so in their label.
 """
 

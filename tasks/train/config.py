@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import optim
 from optim import hooks
-from tasks.errors import ConfigError
-from tasks.metrics import SpikeConfig
-from tasks.precision import COMPUTE_DTYPES, PRECISIONS, Precision
-from tasks.schedule import validate_schedule
+from tasks.train.errors import ConfigError
+from tasks.train.metrics import SpikeConfig
+from tasks.train.precision import COMPUTE_DTYPES, PRECISIONS, Precision
+from tasks.train.schedule import validate_schedule
 
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")

@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tasks import checkpoint, distributed, store
-from tasks import config as run_config
-from tasks.environment import environment
-from tasks.lease import Lease
-from tasks.loop import Preempted, PreemptionFlag, Trainer
-from tasks.metrics import LossTracker, SpikeConfig, first_at_target
-from tasks.schedule import build_scheduler
-from tasks.wandb_mirror import start_mirror
+from tasks.train import checkpoint, distributed, store
+from tasks.train import config as run_config
+from tasks.train.environment import environment
+from tasks.train.lease import Lease
+from tasks.train.loop import Preempted, PreemptionFlag, Trainer
+from tasks.train.metrics import LossTracker, SpikeConfig, first_at_target
+from tasks.train.schedule import build_scheduler
+from tasks.train.wandb_mirror import start_mirror
 
 
 def record_environment(rdir: Path, env: dict, from_step: int) -> None:

@@ -20,8 +20,8 @@ import torch
 from tqdm import tqdm
 
 from optim import hooks
-from tasks import checkpoint, distributed
-from tasks.metrics import LossTracker
+from tasks.train import checkpoint, distributed
+from tasks.train.metrics import LossTracker
 
 
 class Preempted(Exception):

@@ -43,7 +43,7 @@ NON_IDENTITY_KEYS = (
 DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16"}
 
 FINISHED_STATUSES = ("completed", "diverged")
-LEASE_FILE = "lease.json"  # held by the one process writing the run dir (tasks/lease.py)
+LEASE_FILE = "lease.json"  # held by the one process writing the run dir (tasks/train/lease.py)
 
 
 def identity_dict(cfg: DictConfig | dict) -> dict:

@@ -1,0 +1,56 @@
+"""The structure reads as layers, each with one job: scripts → sweeps → tasks → optim, never
+upward; no optimizer file imports another optimizer file (shared machinery has its own
+modules); a problem uses only the harness's public modules."""
+
+import ast
+
+from tests.conftest import ROOT
+
+OPTIMIZERS = {"adan", "muon", "s3", "sign", "smuon", "softsign", "stosign"}
+HARNESS_PUBLIC = {"tasks.train.base", "tasks.train.checks", "tasks.train.cost",
+                  "tasks.train.store"}
+
+
+def imports(path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def ours(path) -> set[str]:
+    return {m for m in imports(path) if m.split(".")[0] in {"optim", "tasks", "sweeps",
+                                                            "scripts", "tests"}}
+
+
+def test_packages_import_only_downward():
+    allowed = {"optim": {"optim"}, "tasks": {"optim", "tasks"},
+               "sweeps": {"optim", "tasks", "sweeps"}}
+    for package, may in allowed.items():
+        for path in (ROOT / package).rglob("*.py"):
+            up = {m for m in ours(path) if m.split(".")[0] not in may}
+            assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
+
+
+def test_no_optimizer_file_imports_another():
+    for name in OPTIMIZERS:
+        path = ROOT / "optim" / f"{name}.py"
+        other = {m for m in ours(path)
+                 if m.startswith("optim.") and m.split(".")[1] in OPTIMIZERS - {name}}
+        assert not other, f"optim/{name}.py imports {sorted(other)}"
+
+
+def test_problems_use_only_the_public_harness():
+    problems = [p for p in (ROOT / "tasks").rglob("*.py")
+                if p.relative_to(ROOT / "tasks").parts[0] not in ("train", "__init__.py")]
+    assert len(problems) >= 10
+    for path in problems:
+        harness = {m for m in ours(path) if m.startswith("tasks.train")}
+        private = {m for m in harness
+                   if not any(m == h or m.startswith(h + ".") for h in HARNESS_PUBLIC)
+                   and m != "tasks.train"}
+        assert not private, f"{path.relative_to(ROOT)} uses {sorted(private)}"
