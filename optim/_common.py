@@ -68,7 +68,7 @@ class Batch:
         foreach updates ~5x slower than in-place ones. On accelerators the caching allocator
         makes fresh tensors free, so nothing extra is kept.
         """
-        cache = self.optimizer.__dict__.setdefault("_scratch", {})
+        cache = self.optimizer.scratch_buffers
         out = []
         for orig, work in zip(self.originals, self.params):
             if work.device.type != "cpu":
@@ -187,6 +187,10 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     """
 
     buffers: tuple[str, ...] = ()
+
+    def __init__(self, params, defaults: dict):
+        super().__init__(params, defaults)
+        self.scratch_buffers: dict = {}  # Batch.scratch's CPU work tensors, per parameter
 
     def _buffers(self, group: dict) -> tuple[str, ...]:
         return self.buffers

@@ -24,6 +24,7 @@ class MatrixOptimizer(Optimizer):
         aux = {**AUX_DEFAULTS, **{k: v for k, v in aux.items() if v is not None}}
         check_aux(aux)
         super().__init__(split_matrix_groups(params, aux), defaults)
+        self.scratch_buffers: dict = {}  # Batch.scratch's CPU work tensors, per parameter
 
     @torch.no_grad()
     def step(self, closure=None):

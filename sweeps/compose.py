@@ -170,13 +170,15 @@ def _apply(data: dict, o: Override) -> None:
         node[leaf] = o.value()
 
 
-def check_run(run_overrides: list[str], cfg: dict, check_device: bool = False) -> None:
+def check_run(run_overrides: list[str], cfg: dict, check_device: bool = False,
+              accepted: set[str] | None = None) -> None:
     """Validate one run's resolved config (and, for runs that train on this machine, its
-    device); the error names the run."""
+    device); the error names the run. `accepted` carries the optimizer configs already
+    constructed across the runs of one sweep (tasks.train.config.validate_optim)."""
     from tasks.train.config import validate, validate_device  # imports torch: only when needed
 
     try:
-        validate(cfg)
+        validate(cfg, accepted)
         if check_device:
             validate_device(cfg["device"])
     except Exception as e:
@@ -193,7 +195,7 @@ def compose_runs(run_overrides_list: list[list[str]],
                  validate_runs: bool = True) -> list[tuple[list[str], dict]]:
     """Explicit runs as (overrides, resolved config), validated unless told not to; fails on
     the first bad run, with its overrides in the message, before anything is submitted."""
-    composer = Composer()
+    composer, accepted = Composer(), set()
     runs = []
     for run_overrides in run_overrides_list:
         try:
@@ -201,7 +203,7 @@ def compose_runs(run_overrides_list: list[list[str]],
         except Exception as e:
             raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e
         if validate_runs:
-            check_run(run_overrides, cfg)
+            check_run(run_overrides, cfg, accepted=accepted)
         runs.append((run_overrides, cfg))
     keys = [store.run_key(cfg) for _, cfg in runs]
     duplicates = {k for k in keys if keys.count(k) > 1}

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeps import manifest
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
-from sweeps.status import Queue, RunState, run_state
+from sweeps.status import RunState, SlurmQueue, run_state
 from tasks.train import store
 from tasks.train.lease import Lease
 
@@ -105,21 +105,23 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
 
 def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bool) -> Launch:
     record = manifest.Manifest.load_or_new(root, name)
-    Queue.refresh()
+    queue = SlurmQueue()
     todo, skipped, listing = [], {}, []
     for overrides_i, cfg in runs:
         key = store.run_key(cfg)
         rdir = store.run_dir(cfg, key)
         listing.append((overrides_i, key, str(rdir)))
-        state = run_state(rdir, record.last_job(key))
+        state = run_state(rdir, record.last_job(key), queue)
         if state.name in (RunState.COMPLETED, RunState.DIVERGED, RunState.RUNNING,
                           RunState.PENDING, RunState.CORRUPT):
             skipped[key] = state.name
         else:  # new, interrupted (resumes from its checkpoint) or failed (runs again)
             todo.append((key, cfg, overrides_i))
+    accepted = set()  # optimizer configs checked once per sweep, whatever their lr
     for _, cfg, overrides_i in todo:
         # local and debug jobs train on this machine: its devices are theirs
-        check_run(overrides_i, cfg, check_device=launcher.name in ("local", "debug"))
+        check_run(overrides_i, cfg, check_device=launcher.name in ("local", "debug"),
+                  accepted=accepted)
     todo = [(key, cfg) for key, cfg, _ in todo]
     record.set_runs(listing)
     if dry_run:  # checked, nothing written

@@ -176,20 +176,20 @@ def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[s
     writes nothing and trains nothing."""
     from sweeps.compose import check_run, compose_runs
     from sweeps.manifest import Manifest
-    from sweeps.status import run_state
+    from sweeps.status import SlurmQueue, run_state
     from sweeps.table import launcher_warnings
 
     composed = compose_runs([r.overrides for r in runs], validate_runs=False)
     launcher = composed[0][1]["launcher"]
     runs_root = Path(composed[0][1]["runs_root"]).expanduser().absolute()
     record = Manifest.load_or_new(runs_root, name)
-    planner = Planner(hardware)
+    planner, queue, accepted = Planner(hardware), SlurmQueue(), set()
     plans = []
     for run, (overrides, cfg) in zip(runs, composed):
         key = store.run_key(cfg)
         try:
-            check_run(overrides, cfg)
-            state = run_state(store.run_dir(cfg, key), record.last_job(key)).name
+            check_run(overrides, cfg, accepted=accepted)
+            state = run_state(store.run_dir(cfg, key), record.last_job(key), queue).name
             plans.append(planner.plan_run(run.row.label, run.lr, run.seed, key, state, cfg))
         except Exception as e:  # the plan reports every invalid run
             plans.append(RunPlan(run.row.label, run.lr, run.seed, key, "invalid", None, None, None,

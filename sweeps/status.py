@@ -19,7 +19,6 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from tasks.train import lease, store
@@ -38,9 +37,20 @@ class State:
     detail: str = ""
 
 
-@lru_cache(maxsize=1)
-def _squeue_snapshot(_tick: int) -> dict[str, str]:
-    """job id → SLURM state code for every job in the queue (arrays expanded)."""
+class SlurmQueue:
+    """One look at the SLURM queue (job id → state code, arrays expanded), taken on first use
+    and kept by this object: a status pass asks once however many runs it covers."""
+
+    def __init__(self):
+        self._jobs: dict[str, str] | None = None
+
+    def state(self, job_id: str) -> str | None:
+        if self._jobs is None:
+            self._jobs = _squeue()
+        return self._jobs.get(str(job_id))
+
+
+def _squeue() -> dict[str, str]:
     if shutil.which("squeue") is None:
         return {}
     out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %t"], capture_output=True, text=True,
@@ -53,20 +63,6 @@ def _squeue_snapshot(_tick: int) -> dict[str, str]:
     return jobs
 
 
-class Queue:
-    """One squeue call per status pass, however many runs are asked about."""
-
-    _tick = 0
-
-    @classmethod
-    def refresh(cls) -> None:
-        cls._tick += 1
-
-    @classmethod
-    def slurm_state(cls, job_id: str) -> str | None:
-        return _squeue_snapshot(cls._tick).get(str(job_id))
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -77,9 +73,10 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def job_alive(job_id: str, launcher: str, host: str | None = None) -> bool:
+def job_alive(job_id: str, launcher: str, host: str | None = None,
+              queue: SlurmQueue | None = None) -> bool:
     if launcher == "slurm":
-        return Queue.slurm_state(job_id) is not None
+        return (queue or SlurmQueue()).state(job_id) is not None
     if host is not None and host != socket.gethostname():
         return True  # a local job on another machine: cannot tell, assume alive
     try:
@@ -88,15 +85,18 @@ def job_alive(job_id: str, launcher: str, host: str | None = None) -> bool:
         return False
 
 
-def run_state(rdir: Path, last_job: dict | None = None) -> State:
+def run_state(rdir: Path, last_job: dict | None = None,
+              queue: SlurmQueue | None = None) -> State:
+    """Where the run stands; `queue` is the SLURM queue look to use (a status pass shares
+    one), a fresh one if none is given."""
     rdir = Path(rdir)
     try:
-        return _run_state(rdir, last_job)
+        return _run_state(rdir, last_job, queue or SlurmQueue())
     except (store.CorruptFile, store.MetricsError) as e:
         return State(RunState.CORRUPT, str(e))
 
 
-def _run_state(rdir: Path, last_job: dict | None) -> State:
+def _run_state(rdir: Path, last_job: dict | None, queue: SlurmQueue) -> State:
     from sweeps.job import read_claim
 
     summary = store.read_summary(rdir)
@@ -111,10 +111,10 @@ def _run_state(rdir: Path, last_job: dict | None) -> State:
         holder = lease.read(rdir / store.LEASE_FILE)
         return State(RunState.RUNNING, f"pid {holder.get('pid')} on {holder.get('host')}")
     claim = read_claim(rdir)
-    if claim and job_alive(claim["job_id"], claim["launcher"], claim.get("host")):
+    if claim and job_alive(claim["job_id"], claim["launcher"], claim.get("host"), queue):
         return State(RunState.RUNNING, f"job {claim['job_id']} on {claim.get('host')}")
     if last_job and last_job["launcher"] == "slurm":
-        code = Queue.slurm_state(last_job["job_id"])
+        code = queue.state(last_job["job_id"])
         if code is not None:
             name = RunState.RUNNING if code in ("R", "CG") else RunState.PENDING
             return State(name, f"job {last_job['job_id']} ({code})")
@@ -158,11 +158,11 @@ def sweep_status(runs_root: Path, name: str) -> list[RunRow]:
     from sweeps.manifest import Manifest
 
     record = Manifest.load(runs_root, name)
-    Queue.refresh()
+    queue = SlurmQueue()
     rows = []
     for r in record.runs:
         rdir = Path(r["run_dir"])
-        state = run_state(rdir, record.last_job(r["run_key"]))
+        state = run_state(rdir, record.last_job(r["run_key"]), queue)
         summary = {} if state.name == RunState.CORRUPT else store.read_summary(rdir) or {}
         error = {RunState.FAILED: error_tail(rdir), RunState.CORRUPT: state.detail}
         rows.append(RunRow(str(rdir), r["run_key"], r["overrides"], state, progress(rdir),

@@ -48,7 +48,9 @@ def optimizer_kwargs(optim_cfg: DictConfig | dict) -> dict:
     return {k: v for k, v in optim_cfg.items() if k != "name"}
 
 
-def validate_optim(optim_cfg: dict) -> None:
+def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
+    """`accepted`: the optimizer configs (lr aside) whose constructor already accepted them,
+    kept by the caller across the runs of one sweep."""
     _require("name" in optim_cfg and "_target_" in optim_cfg,
              "optim must have `name` and `_target_` (see conf/optim/*.yaml)")
     lr = optim_cfg.get("lr")
@@ -76,7 +78,7 @@ def validate_optim(optim_cfg: dict) -> None:
     kwargs = optimizer_kwargs(optim_cfg)
     signature = json.dumps({k: v for k, v in kwargs.items() if k != "lr"}, sort_keys=True,
                            default=str)
-    if signature in _CONSTRUCTED:  # a sweep validates many runs with the same optimizer
+    if accepted is not None and signature in accepted:  # the sweep checked it already
         return
     # Every constructor checks its hyperparameters before it looks at its parameters; an empty
     # list stops it right there, before torch.optim's param-group code, whose first call
@@ -88,15 +90,16 @@ def validate_optim(optim_cfg: dict) -> None:
             raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
     except (TypeError, InstantiationException) as e:
         raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
-    _CONSTRUCTED.add(signature)
+    if accepted is not None:
+        accepted.add(signature)
 
 
-_CONSTRUCTED: set[str] = set()  # optimizer configs whose constructor already accepted them
 EMPTY_PARAMS = "optimizer got an empty parameter list"  # torch.optim.Optimizer's own words
 
 
-def validate(cfg: DictConfig | dict) -> None:
-    """Raise ConfigError on the first key that cannot run (a composed or resolved config)."""
+def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:
+    """Raise ConfigError on the first key that cannot run (a composed or resolved config);
+    `accepted` as in `validate_optim`."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     for key in ("steps", "grad_accum", "eval_every", "log_every"):
@@ -123,7 +126,7 @@ def validate(cfg: DictConfig | dict) -> None:
     if logger["name"] == "wandb":
         _require(logger.get("mode") in WANDB_MODES,
                  f"logger.mode must be one of {list(WANDB_MODES)}, got {logger.get('mode')!r}")
-    validate_optim(cfg["optim"])
+    validate_optim(cfg["optim"], accepted)
     validate_task(cfg["task"])
 
 
