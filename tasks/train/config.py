@@ -17,7 +17,7 @@ import optim
 from optim import hooks
 from tasks.train.errors import ConfigError
 from tasks.train.metrics import SpikeConfig
-from tasks.train.precision import COMPUTE_DTYPES, PRECISIONS, Precision
+from tasks.train.precision import Precision, check_precision
 from tasks.train.schedule import validate_schedule
 
 LOGGERS = ("none", "wandb")
@@ -110,17 +110,13 @@ def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:
     _require(clip is None or clip > 0, f"grad_clip must be null or > 0, got {clip!r}")
     _require(device == "auto" or device.split(":")[0] in ("cpu", "cuda", "mps"),
              f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
-    try:
+    try:  # each component's own check, the one its constructor runs
         validate_schedule(cfg["schedule"], cfg["steps"])
         SpikeConfig(**cfg["metrics"])
+        check_precision(cfg["precision"]["name"], cfg["precision"].get("compute", "bf16"))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
-    precision, logger = cfg["precision"]["name"], cfg["logger"]
-    _require(precision in PRECISIONS,
-             f"precision.name must be one of {list(PRECISIONS)}, got {precision!r}")
-    compute = cfg["precision"].get("compute", "bf16")
-    _require(compute in COMPUTE_DTYPES,
-             f"precision.compute must be one of {list(COMPUTE_DTYPES)}, got {compute!r}")
+    logger = cfg["logger"]
     _require(logger["name"] in LOGGERS,
              f"logger.name must be one of {list(LOGGERS)}, got {logger['name']!r}")
     if logger["name"] == "wandb":

@@ -40,13 +40,18 @@ def round_state_e4m3(state: torch.Tensor) -> None:
         round_through(state, torch.float8_e4m3fn, amax.float() / E4M3_MAX)
 
 
+def check_precision(name: str, compute: str = "bf16") -> None:
+    """The precision config's values (before a run, and when one is built)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision.name must be one of {list(PRECISIONS)}, got {name!r}")
+    if compute not in COMPUTE_DTYPES:
+        raise ValueError(f"precision.compute must be one of {list(COMPUTE_DTYPES)}, "
+                         f"got {compute!r}")
+
+
 class Precision:
     def __init__(self, name: str, device: torch.device, compute: str = "bf16"):
-        if name not in PRECISIONS:
-            raise ValueError(f"precision.name must be one of {list(PRECISIONS)}, got {name!r}")
-        if compute not in COMPUTE_DTYPES:
-            raise ValueError(f"precision.compute must be one of {list(COMPUTE_DTYPES)}, "
-                             f"got {compute!r}")
+        check_precision(name, compute)
         self.name, self.device = name, device
         self.bf16_compute = name != "fp32" and compute == "bf16"
 
