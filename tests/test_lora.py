@@ -7,8 +7,9 @@ import torch
 from tasks import run
 from tasks.lora import data
 from tasks.lora.answers import extract_answer, is_correct, to_number
-from tasks.train import store
-from tasks.train.config import build_optimizer, build_task, resolve_device
+from tasks.train import checkpoint, store
+from tasks.train.config import build_task
+from tasks.train.runner import build_run
 from tests.conftest import compose_cfg
 
 TINY_LORA = ["task=lora_tiny_arith", "progress=false", "optim.weight_decay=0"]
@@ -66,7 +67,7 @@ def test_tiny_preset_fine_tunes_and_accuracy_rises(arith_root, tmp_path):
     assert summary["status"] == "completed"
     assert summary["final"]["eval_questions"] == 50
     assert summary["final"]["arith_acc"] > 0.1  # from 0 at init, through real generation
-    ckpt = torch.load(store.run_dir(cfg) / "ckpt.pt", weights_only=False)
+    ckpt = checkpoint.load(store.run_dir(cfg) / "ckpt.pt")  # verified, weights only
     assert all("lora_" in k or "modules_to_save" in k for k in ckpt["model"])
 
 
@@ -74,8 +75,8 @@ def test_tiny_preset_fine_tunes_and_accuracy_rises(arith_root, tmp_path):
 def test_only_lora_parameters_change(arith_root, optim_name):
     cfg = compose_cfg([*TINY_LORA, f"optim={optim_name}", "task.lora.modules_to_save=[]",
                        "steps=3"], data_root=arith_root)
-    task = build_task(cfg, resolve_device("cpu"))
-    optimizer = build_optimizer(cfg.optim, task.model)
+    task, trainer, _ = build_run(cfg)
+    optimizer = trainer.optimizer
     if optim_name in ("muon", "smuon"):
         matrix = [g for g in optimizer.param_groups if g.get("use_matrix")]
         assert matrix and all(p.ndim == 2 for g in matrix for p in g["params"])

@@ -6,6 +6,7 @@ import torch
 
 import optim
 from tasks import run
+from tasks.train import checkpoint
 from tasks.train.precision import Precision, round_state_e4m3, round_through
 from tests.conftest import TINY, compose_cfg
 
@@ -59,7 +60,7 @@ def test_fp8_emulated_run_keeps_bf16_master_weights_and_fp8_state(tmp_path):
                        "eval_every=10"], runs_root=tmp_path)
     summary = run(cfg)
     assert summary["status"] in ("completed", "diverged")
-    ckpt = torch.load(next(tmp_path.glob("*/*/*/ckpt.pt")), weights_only=False)
+    ckpt = checkpoint.load(next(tmp_path.glob("*/*/*/ckpt.pt")))
     assert all(v.dtype == torch.bfloat16 for v in ckpt["model"].values()
                if v.is_floating_point())
     envelope = [s["envelope"] for s in ckpt["optimizer"]["state"].values() if "envelope" in s]
@@ -74,7 +75,7 @@ def test_fp32_compute_keeps_master_weights_on_bf16_values(tmp_path):
                        "optim=adamw", "steps=6", "eval_every=6"], runs_root=tmp_path)
     summary = run(cfg)
     assert summary["status"] == "completed"
-    ckpt = torch.load(next(tmp_path.glob("*/*/*/ckpt.pt")), weights_only=False)
+    ckpt = checkpoint.load(next(tmp_path.glob("*/*/*/ckpt.pt")))
     weights = [v for v in ckpt["model"].values() if v.is_floating_point()]
     assert all(v.dtype == torch.float32 for v in weights)
     assert all(representable(v, torch.bfloat16) for v in weights)

@@ -18,7 +18,7 @@ from sweeps.compose import CONF_DIR, Composer, compose_sweep, expand
 from sweeps.launch import launch
 from sweeps.status import RunState, counts, format_table, sweep_status
 from tasks import run
-from tasks.train import store
+from tasks.train import checkpoint, store
 from tasks.train.config import ConfigError
 from tests.conftest import ROOT, TINY, compose_cfg
 
@@ -220,8 +220,8 @@ def test_two_task_ddp_job_matches_one_process(slurm, tmp_path, data_root, optim_
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     if optim_args == ["optim=adamw"]:
         # the same averaged gradient up to summation order: the same weights
-        ckpt_a = torch.load(ddp_dir / "ckpt.pt", weights_only=False)["model"]
-        ckpt_b = torch.load(single_dir / "ckpt.pt", weights_only=False)["model"]
+        ckpt_a = checkpoint.load(ddp_dir / "ckpt.pt")["model"]
+        ckpt_b = checkpoint.load(single_dir / "ckpt.pt")["model"]
         for name, value in ckpt_a.items():
             torch.testing.assert_close(value, ckpt_b[name], rtol=1e-4, atol=1e-5)
     # (sign methods may flip a coordinate whose momentum is ~1e-9 from zero under a different
