@@ -110,7 +110,7 @@ class Planner:
     def plan_run(self, row: str, lr: float, seed: int, key: str, state: str,
                  cfg: dict) -> RunPlan:
         cost = self.cost(cfg)
-        memory = {**cost.memory_bytes,
+        memory = {**cost.memory_bytes,  # + the state of this run's optimizer
                   "optimizer_state": cost.trained_params * 4.0 * state_buffers(cfg["optim"])}
         hours = ((cost.train_flops + cost.eval_flops)
                  / (self.hardware.mfu * self.hardware.peak(cost.compute)) / 3600)
@@ -168,7 +168,6 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
         lines += ["", f"{len(invalid)} invalid run(s); the first: run key {invalid[0].key}: "
                       f"{invalid[0].error}"]
     return "\n".join(lines)
-
 
 
 def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[str, int]:

@@ -13,7 +13,6 @@ A failed run is never shown as completed: only the run itself writes its status.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -63,16 +62,6 @@ def _squeue() -> dict[str, str]:
     return jobs
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def job_alive(job_id: str, launcher: str, host: str | None = None,
               queue: SlurmQueue | None = None) -> bool:
     if launcher == "slurm":
@@ -80,7 +69,7 @@ def job_alive(job_id: str, launcher: str, host: str | None = None,
     if host is not None and host != socket.gethostname():
         return True  # a local job on another machine: cannot tell, assume alive
     try:
-        return _pid_alive(int(str(job_id).removeprefix("local-")))
+        return lease.pid_alive(int(str(job_id).removeprefix("local-")))
     except ValueError:
         return False
 
@@ -107,8 +96,8 @@ def _run_state(rdir: Path, last_job: dict | None, queue: SlurmQueue) -> State:
                                     f"aside or delete it")
         return State(summary["status"], summary.get("error") or summary.get("diverged_reason")
                      or "")
-    if lease.is_live(lease.read(rdir / store.LEASE_FILE)):
-        holder = lease.read(rdir / store.LEASE_FILE)
+    holder = lease.read(rdir / store.LEASE_FILE)
+    if lease.is_live(holder):
         return State(RunState.RUNNING, f"pid {holder.get('pid')} on {holder.get('host')}")
     claim = read_claim(rdir)
     if claim and job_alive(claim["job_id"], claim["launcher"], claim.get("host"), queue):
@@ -134,7 +123,7 @@ def progress(rdir: Path) -> int | None:
     return rows[-1]["step"] if rows else None
 
 
-def error_tail(rdir: Path) -> str:
+def error_cause(rdir: Path) -> str:
     """The root cause: the first line of error.txt."""
     path = Path(rdir) / "error.txt"
     if not path.exists():
@@ -164,7 +153,7 @@ def sweep_status(runs_root: Path, name: str) -> list[RunRow]:
         rdir = Path(r["run_dir"])
         state = run_state(rdir, record.last_job(r["run_key"]), queue)
         summary = {} if state.name == RunState.CORRUPT else store.read_summary(rdir) or {}
-        error = {RunState.FAILED: error_tail(rdir), RunState.CORRUPT: state.detail}
+        error = {RunState.FAILED: error_cause(rdir), RunState.CORRUPT: state.detail}
         rows.append(RunRow(str(rdir), r["run_key"], r["overrides"], state, progress(rdir),
                            (summary.get("final") or {}).get("train_loss"),
                            error.get(state.name, "")))

@@ -62,7 +62,7 @@ class NonSmoothTask:
         dim = cfg["task"].get("dim", 100)
         return Cost(params=dim, trained_params=dim,
                     train_flops=10.0 * dim * cfg["steps"] * cfg["grad_accum"], eval_flops=0.0,
-                    memory_bytes=training_memory(dim, dim, cfg["optim"], 4 * dim),
+                    memory_bytes=training_memory(dim, dim, 4 * dim),
                     data=(DataNeed("samples", "(generated in the run)", True, ""),),
                     compute="fp32", basis="about 10 elementwise operations per coordinate and step")
 

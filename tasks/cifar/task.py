@@ -113,7 +113,7 @@ class CifarTask:
                             f"python scripts/prepare_data.py {dataset}")
         return Cost(params=params, trained_params=params, train_flops=per_image * train_images,
                     eval_flops=per_image / 3 * eval_images,
-                    memory_bytes=training_memory(params, params, cfg["optim"],
+                    memory_bytes=training_memory(params, params,
                                                  saved * compute_bytes(cfg["precision"]) / 4),
                     data=(need,),
                     compute=compute_dtype(cfg["precision"]),

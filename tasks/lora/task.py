@@ -13,11 +13,12 @@ import hashlib
 
 import torch
 
+from optim.registry import STATE_BUFFERS
 from tasks.lora import data
 from tasks.lora.answers import is_correct
 from tasks.train import checks
 from tasks.train.base import Cost, DataNeed, Target, evals_in_run
-from tasks.train.cost import STATE_BUFFERS, training_memory
+from tasks.train.cost import training_memory
 
 # Architectures of the hub models the presets name, from each model's published config.json,
 # so that a plan can size them without downloading anything (a locally cached config wins).
@@ -236,7 +237,7 @@ class LoraMathTask:
         return Cost(params=params, trained_params=trained, train_flops=per_token * tokens,
                     eval_flops=2.0 * params * eval_tokens * evals_in_run(cfg["steps"],
                                                                          cfg["eval_every"]),
-                    memory_bytes=training_memory(params, trained, cfg["optim"], activations,
+                    memory_bytes=training_memory(params, trained, activations,
                                                  weight_bytes),
                     data=tuple(needs),
                     compute="bf16" if dtype_bytes == 2 else "fp32",

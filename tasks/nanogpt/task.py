@@ -102,7 +102,7 @@ class NanoGPTTask:
             else f"python scripts/prepare_data.py text --input FILE --name {task['corpus']}")
         return Cost(params=params, trained_params=params, train_flops=per_token * train_tokens,
                     eval_flops=per_token / 3 * eval_tokens,
-                    memory_bytes=training_memory(params, params, cfg["optim"], act),
+                    memory_bytes=training_memory(params, params, act),
                     data=(DataNeed(f"corpus {task['corpus']}", str(corpus_dir), ready,
                                    prepare),),
                     compute=compute_dtype(cfg["precision"]),

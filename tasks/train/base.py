@@ -71,7 +71,8 @@ class Cost:
     """What one run needs, estimated from its config alone (no data read, nothing trained).
 
     `train_flops` and `eval_flops` cover the whole run. `memory_bytes` is per GPU: weights,
-    gradients and optimizer state of what trains, and the activations of one micro-batch.
+    gradients of what trains and the activations of one micro-batch (the optimizer's state is
+    the planner's to add: it depends on the optimizer only).
     `basis` says how the numbers were obtained, so a reader can judge them.
     """
 

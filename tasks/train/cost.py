@@ -16,14 +16,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from optim import registry
 
-# Optimizer state buffers per trained parameter (fp32), by class name, from the registry; the
-# aux AdamW of the Muon family is counted as the main update's buffers.
-STATE_BUFFERS = registry.STATE_BUFFERS
-
 
 def state_buffers(optim_cfg: dict) -> int:
-    """Buffers per parameter of the run's optimizer (2, as Adam, for one not listed)."""
-    return STATE_BUFFERS.get(str(optim_cfg.get("_target_", "")).rsplit(".", 1)[-1], 2)
+    """fp32 state buffers per trained parameter of the run's optimizer, from the registry (2,
+    as Adam, for one not listed); the Muon family's aux AdamW counts as its main update."""
+    name = str(optim_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+    return registry.STATE_BUFFERS.get(name, 2)
 
 
 def compute_dtype(precision_cfg: dict) -> str:
@@ -60,10 +58,9 @@ def trace_on_meta(build: Callable[[], torch.nn.Module], inputs: Callable[[], tup
     return n_params, float(counter.get_total_flops()), sum(saved.values())
 
 
-def training_memory(params: int, trained: int, optim_cfg: dict, activation_bytes: float,
+def training_memory(params: int, trained: int, activation_bytes: float,
                     weight_bytes: float = 4.0) -> dict:
-    """Bytes per GPU: weights, gradients and optimizer state (fp32) of what trains, and the
-    activations of one micro-batch."""
+    """Bytes per GPU of the weights, the fp32 gradients of what trains and the activations of
+    one micro-batch; the optimizer's state is added by whoever knows the optimizer."""
     return {"weights": params * weight_bytes, "gradients": trained * 4.0,
-            "optimizer_state": trained * 4.0 * state_buffers(optim_cfg),
             "activations": float(activation_bytes)}

@@ -12,7 +12,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Distributions whose versions can change a run's numbers or its data handling.
 LIBRARIES = ("hydra-core", "omegaconf", "submitit", "wandb", "transformers", "peft", "datasets",

@@ -27,7 +27,8 @@ class LeaseHeld(RuntimeError):
     """Another live process holds the lease."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +58,7 @@ def is_live(holder: dict | None, stale_s: float = STALE_S) -> bool:
     """Whether the holder described by a lease file still holds it."""
     if not holder:
         return False
-    if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
+    if holder.get("host") == socket.gethostname() and not pid_alive(int(holder.get("pid", -1))):
         return False
     return time.time() - float(holder.get("heartbeat", 0)) < stale_s
 
@@ -68,21 +69,21 @@ class Lease:
         self.path, self.what = Path(path), what
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
         self.token = uuid.uuid4().hex
+        self.started = time.time()
+        self._made: list[Path] = []  # folders made for the lease, removed with it if empty
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _record(self) -> dict:
         now = time.time()
         return {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                "job": scheduler_job(), "started": getattr(self, "_started", now),
-                "heartbeat": now}
+                "job": scheduler_job(), "started": self.started, "heartbeat": now}
 
     def acquire(self) -> "Lease":
-        # folders made for the lease alone are removed with it if nothing else went there
         self._made = [p for p in [self.path.parent, *self.path.parent.parents]
                       if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._started = time.time()
+        self.started = time.time()
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -140,7 +141,7 @@ class Lease:
             self._thread.join(timeout=5)
         if self.held():
             self.path.unlink(missing_ok=True)
-        for folder in getattr(self, "_made", []):  # innermost first
+        for folder in self._made:  # innermost first
             try:
                 folder.rmdir()
             except OSError:  # not empty: something else lives there now

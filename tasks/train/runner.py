@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks.train import checkpoint, distributed, store
 from tasks.train import config as run_config
-from tasks.train.environment import environment
+from tasks.train.environment import device_info, environment
 from tasks.train.lease import Lease
 from tasks.train.loop import Preempted, PreemptionFlag, Trainer
 from tasks.train.metrics import LossTracker, SpikeConfig, first_at_target
@@ -209,7 +209,7 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
         summary.update(git_commit=env["git_commit"], environment=env)
         task, trainer, device = build_run(cfg, ctx, rdir)
         trainer.metrics_log.truncate_after(trainer.state.step)
-        env = environment(device)
+        env = {**env, **device_info(device)}  # the device the run trains on
         record_environment(rdir, env, from_step=trainer.state.step)
         trainer.mirror = start_mirror(
             cfg.logger, run_key=key, run_dir=rdir, config=OmegaConf.to_container(cfg,

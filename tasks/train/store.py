@@ -5,11 +5,14 @@ computed (where it logs, where it runs, where files go). The run dir is derived 
 never from a timestamp, so a requeued or re-launched job finds its own checkpoint.
 
     <runs_root>/<task>/<optim>/<key>/
+        lease.json      held by the one process writing the run (tasks/train/lease.py)
         config.yaml     resolved config (written at start)
+        env.json        commit, versions and device of each attempt
         metrics.jsonl   one JSON object per log step
-        summary.json    written last; its presence means the run finished
-        ckpt.pt         model + optimizer + scheduler + step + tracker + RNG states
-        error.txt       traceback of a failed run
+        summary.json    written last; its presence means the run ended
+        ckpt.pt         model + optimizer + scheduler + step + tracker + RNG states, with
+                        ckpt.pt.sha256 and the previous pair ckpt.prev.pt(.sha256)
+        error.txt       a failed run's root cause, then its traceback
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ NON_IDENTITY_KEYS = (
 DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16"}
 
 FINISHED_STATUSES = ("completed", "diverged")
-LEASE_FILE = "lease.json"  # held by the one process writing the run dir (tasks/train/lease.py)
+LEASE_FILE = "lease.json"
 
 
 def identity_dict(cfg: DictConfig | dict) -> dict:
