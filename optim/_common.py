@@ -3,13 +3,14 @@ parameters, and the auxiliary AdamW that matrix optimizers use for non-matrix pa
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
 import torch
 from torch.optim.adam import adam as torch_adam
 
-from optim._fused import compiled, flat, scalar
+from optim._fused import Kernel, flat, recompile_limit, scalar
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -176,17 +177,20 @@ def muon_scale(shape) -> float:
 
 
 class ElementwiseOptimizer(torch.optim.Optimizer):
-    """The step every elementwise optimizer here shares:
+    """The step every elementwise optimizer here shares. A subclass names its state buffers and
+    writes `_kernel_step(group, batch)`, which calls `run_kernel` with its `Kernel`: the update
+    of one tensor, the optimizer's one definition of its equations (optim/_fused.py):
 
-        d = self._direction(group, batch)        (updates the state, returns the step direction)
-        θ ← θ·(1 − lr·λ) − lr·d
+        kernel(param, grad, *buffers, lr, ...)    θ ← θ·(1 − lr·λ) − lr·d, state updated
 
-    Subclasses name their state buffers and write `_direction` as the paper's equations (foreach
-    ops). With `fused=True` in a group, `_fused(group, batch)` does the same update as one
-    compiled kernel per tensor (optim/_fused.py); tests hold the two paths equal.
+    `fused=True` in a group runs the kernel compiled, otherwise eagerly. A subclass may also
+    write `_direction(group, batch)` (foreach ops returning d) where a benchmark shows the eager
+    kernel too slow; `fused=False` then takes that path, and tests hold it equal to the kernel.
+    `reference = True` (tests) runs the eager kernel even there.
     """
 
     buffers: tuple[str, ...] = ()
+    reference = False
 
     def __init__(self, params, defaults: dict):
         super().__init__(params, defaults)
@@ -195,7 +199,14 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     def _buffers(self, group: dict) -> tuple[str, ...]:
         return self.buffers
 
+    @classmethod
+    def has_foreach_path(cls) -> bool:
+        return cls._direction is not ElementwiseOptimizer._direction
+
     def _direction(self, group: dict, b: Batch) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _kernel_step(self, group: dict, b: Batch) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -205,8 +216,8 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
             b = Batch(self, group, buffers=self._buffers(group))
             if not len(b):
                 continue
-            if group.get("fused"):
-                self._fused(group, b)
+            if group.get("fused") or self.reference or not self.has_foreach_path():
+                self._kernel_step(group, b)
             else:
                 self._foreach_update(group, b)
             b.commit()
@@ -217,21 +228,20 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, direction, alpha=-group["lr"])
 
-    def _fused(self, group: dict, b: Batch) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no fused path")
-
     @staticmethod
-    def run_kernel(kernel, group: dict, b: Batch, buffers: tuple[str, ...], scalars=(),
+    def run_kernel(kernel: Kernel, group: dict, b: Batch, buffers: tuple[str, ...], scalars=(),
                    per_tensor=None, **static) -> None:
         """kernel(param, grad, *buffers, lr, *scalars, *per_tensor(i), weight_decay=…,
-        **static) on every tensor of the batch, compiled; lr and `scalars` are 0-d tensors
-        shared by all tensors."""
-        run = compiled(kernel)
+        **static) on every tensor of the batch, compiled if the group says `fused`; lr and
+        `scalars` are 0-d tensors shared by all tensors."""
+        fused = bool(group.get("fused"))
+        run = kernel.compiled() if fused else kernel
         shared = [scalar(group["lr"], b.params[0]), *scalars]
-        for i, (param, grad) in enumerate(zip(b.params, b.grads)):
-            tensors = [flat(param), flat(grad), *(flat(b.buffers[n][i]) for n in buffers)]
-            extra = per_tensor(i) if per_tensor is not None else ()
-            run(*tensors, *shared, *extra, weight_decay=group["weight_decay"], **static)
+        with recompile_limit() if fused else contextlib.nullcontext():
+            for i, (param, grad) in enumerate(zip(b.params, b.grads)):
+                tensors = [flat(param), flat(grad), *(flat(b.buffers[n][i]) for n in buffers)]
+                extra = per_tensor(i) if per_tensor is not None else ()
+                run(*tensors, *shared, *extra, weight_decay=group["weight_decay"], **static)
 
 
 def per_step_scalars(b: Batch, values: Callable[[int], list[float]]) -> Callable:

@@ -1,44 +1,66 @@
-"""`fused=True`: an elementwise optimizer's whole update as ONE compiled pass over each tensor.
+"""Elementwise kernels: each optimizer's update of one tensor, written once, eager or compiled.
 
-The foreach path (the default, and the reference the fused path is tested against) makes one
-pass over memory per operation: 8-15 for S3, Adan or StoSignSGD, which made them 6-12x torch's
-fused AdamW (one pass) on this project's CPU. Each optimizer also writes its update as a
-per-tensor kernel in plain tensor ops; torch.compile (inductor: C++/OpenMP on CPU, Triton on
-GPU) fuses it into one loop. A kernel is compiled once per process with dynamic shapes, so one
-compiled kernel serves every tensor size. Values that change from step to step (lr, bias
-corrections, the temperature, noise keys) go in as 0-d tensors, never as Python numbers, so they
-never trigger a recompile; hyperparameters fixed for a group (betas, eps, p, flags) are Python
-constants the kernel is specialized on.
+An elementwise optimizer defines its update as a per-tensor function of plain tensor ops (a
+`Kernel`). Called eagerly it is the reference; with `fused=True` the same function goes through
+torch.compile and becomes ONE pass over memory per tensor, where eager or foreach ops make one
+pass per operation (8-15 for S3, Adan or StoSignSGD: 6-12x torch's fused AdamW on this
+project's CPU). Values that change from step to step (lr, bias corrections, the temperature,
+noise keys) go in as 0-d tensors, never as Python numbers, so they never trigger a recompile;
+hyperparameters fixed for a group (betas, eps, p, flags) are Python constants the kernel is
+specialized on.
+
+Where the eager kernel is much slower than foreach ops (results/bench/elementwise_paths_cpu.md),
+an optimizer also keeps a foreach path for `fused=False`, tested equal to its kernel.
 
 Two helpers keep expensive functions cheap inside a fused pass (both tested against exact math):
 - `root(x, p)`: x^(1/p) without `pow` for S3's usual p (1, 2, 4 exactly; 3 by a division-free
   third-order iteration to fp32 rounding); other p through `pow`.
 - `hash_uniform(shape, key)`: uniform noise as a counter-based hash of (element index, key),
-  integer ops only (the foreach path uses the same function, so both draw the same noise).
+  integer ops only, so eager, foreach and compiled paths draw the same noise.
 """
 
 from __future__ import annotations
 
 import torch
 
-_COMPILED: dict = {}
 FLT_MIN = 1.17549435e-38  # smallest normal float32: the bit-level guess below needs normals
+# variants of one kernel a process may compile (one per set of fixed hyperparameters); dynamo's
+# default of 8 per function is too few for a sweep over p, betas or bases in one process
+RECOMPILE_LIMIT = 64
 
 
-def compiled(kernel):
-    """`kernel` compiled once per process, with dynamic shapes."""
-    if kernel not in _COMPILED:
-        # one variant per set of fixed hyperparameters and dtype; dynamo's default of 8 per
-        # function is too few for a sweep over p, bases or envelopes in one process
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        # dynamic_threads: the C++ kernel picks its thread count per call; otherwise inductor
-        # fixes it from the first call's size, and a small first tensor (a bias) made every
-        # later call single-threaded
-        # floating-point contraction: a·b + c as one FMA, as Triton does on GPU; inductor's C++
-        # default keeps them apart, and these kernels are bound by arithmetic on a CPU
-        _COMPILED[kernel] = torch.compile(kernel, dynamic=True, fullgraph=True, options={
-            "cpp.dynamic_threads": True, "cpp.enable_floating_point_contract_flag": "fast"})
-    return _COMPILED[kernel]
+class Kernel:
+    """One tensor's update, written once in plain tensor ops. Called as is, it is the eager
+    reference; `compiled()` is the same function through torch.compile (inductor: C++/OpenMP on
+    CPU, Triton on GPU), which fuses it into one loop. Compiled once per process, on first use,
+    with dynamic shapes, so one compiled kernel serves every tensor size."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._compiled = None
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def compiled(self):
+        if self._compiled is None:
+            # dynamic_threads: the C++ kernel picks its thread count per call; otherwise inductor
+            # fixes it from the first call's size, and a small first tensor (a bias) made every
+            # later call single-threaded
+            # floating-point contraction: a·b + c as one FMA, as Triton does on GPU; inductor's
+            # C++ default keeps them apart, and these kernels are bound by arithmetic on a CPU
+            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True, options={
+                "cpp.dynamic_threads": True, "cpp.enable_floating_point_contract_flag": "fast"})
+        return self._compiled
+
+
+def recompile_limit():
+    """A context in which dynamo may compile RECOMPILE_LIMIT variants per kernel (scoped, so
+    the process-wide setting is left as it is)."""
+    config = torch._dynamo.config
+    return config.patch(recompile_limit=max(config.recompile_limit, RECOMPILE_LIMIT))
 
 
 def flat(t: torch.Tensor) -> torch.Tensor:

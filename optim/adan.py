@@ -24,7 +24,7 @@ from optim._common import (
     per_step_scalars,
     require,
 )
-from optim._fused import apply_update
+from optim._fused import Kernel, apply_update
 
 
 class Adan(ElementwiseOptimizer):
@@ -72,7 +72,7 @@ class Adan(ElementwiseOptimizer):
         torch._foreach_div_(update, denom)
         return update
 
-    def _fused(self, group, b: Batch):
+    def _kernel_step(self, group, b: Batch):
         beta1, beta2, beta3 = group["betas"]
 
         def scalars(k):  # reciprocals, so the kernel multiplies (a division costs ~4 products)
@@ -84,6 +84,7 @@ class Adan(ElementwiseOptimizer):
                         eps=group["eps"])
 
 
+@Kernel
 def _adan_kernel(param, grad, m, v, n, prev, lr, inv_bc1, beta2_over_bc2, inv_sqrt_bc3, first,
                  *, betas, eps, weight_decay):
     beta1, beta2, beta3 = betas

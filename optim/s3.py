@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, require
-from optim._fused import abs_pow, apply_update, root
+from optim._fused import Kernel, abs_pow, apply_update, root
 
 
 def _abs_pow_(xs, p: float) -> None:
@@ -79,13 +79,14 @@ class S3(ElementwiseOptimizer):
         torch._foreach_div_(numer, denom)
         return numer
 
-    def _fused(self, group, b: Batch):
+    def _kernel_step(self, group, b: Batch):
         beta = group["beta"]
         self.run_kernel(_s3_kernel, group, b, self.buffers, beta=beta,
                         beta2=beta if group["beta2"] is None else group["beta2"], p=group["p"],
                         nesterov=group["nesterov"], eps=group["eps"])
 
 
+@Kernel
 def _s3_kernel(param, grad, m, r, lr, *, beta, beta2, p, nesterov, eps, weight_decay):
     """One tensor's S3 step (the foreach `_direction` above, fused)."""
     g_p = abs_pow(grad, p)

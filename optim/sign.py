@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd
-from optim._fused import apply_update
+from optim._fused import Kernel, apply_update
 
 
 class SignSGD(ElementwiseOptimizer):
@@ -23,10 +23,11 @@ class SignSGD(ElementwiseOptimizer):
         torch._foreach_sign_(direction)
         return direction
 
-    def _fused(self, group, b: Batch):
+    def _kernel_step(self, group, b: Batch):
         self.run_kernel(_signsgd_kernel, group, b, ())
 
 
+@Kernel
 def _signsgd_kernel(param, grad, lr, *, weight_decay):
     apply_update(param, grad.sign(), lr, weight_decay)
 
@@ -50,10 +51,11 @@ class Signum(ElementwiseOptimizer):
         torch._foreach_sign_(direction)
         return direction
 
-    def _fused(self, group, b: Batch):
+    def _kernel_step(self, group, b: Batch):
         self.run_kernel(_signum_kernel, group, b, self.buffers, beta=group["beta"])
 
 
+@Kernel
 def _signum_kernel(param, grad, m, lr, *, beta, weight_decay):
     m.lerp_(grad, 1.0 - beta)
     apply_update(param, m.sign(), lr, weight_decay)
@@ -81,11 +83,12 @@ class Lion(ElementwiseOptimizer):
         torch._foreach_lerp_(m, b.grads, 1.0 - beta2)  # after c: the update uses the old m
         return c
 
-    def _fused(self, group, b: Batch):
+    def _kernel_step(self, group, b: Batch):
         beta1, beta2 = group["betas"]
         self.run_kernel(_lion_kernel, group, b, self.buffers, beta1=beta1, beta2=beta2)
 
 
+@Kernel
 def _lion_kernel(param, grad, m, lr, *, beta1, beta2, weight_decay):
     direction = m.lerp(grad, 1.0 - beta1).sign()
     m.lerp_(grad, 1.0 - beta2)

@@ -13,8 +13,9 @@ pooled momentum entries are modelled as a folded Cauchy(μ = median, s = MAD), q
 coordinates is magnitude-sensitive at soft step j and the rest saturated. Past step T the last τ
 is kept. T (`total_steps`) comes from the run config (conf/optim/*.yaml: `${steps}`).
 The schedule lives in the param group, so it round-trips through state_dict.
-`fused=True`: each step as one compiled pass per tensor (optim/_fused.py), except SoftSignum's
-first soft step, where the schedule is fitted to the pooled momentum by the foreach path.
+Each step is one kernel per tensor (`_switched_kernel`; compiled with `fused=True`, see
+optim/_fused.py); `fused=False` runs the same math as foreach ops, 3-7x faster than the eager
+kernel on CPU (results/bench/elementwise_paths_cpu.md).
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ from optim._common import (
     per_step_scalars,
     require,
 )
-from optim._fused import apply_update, scalar
+from optim._fused import Kernel, apply_update, scalar
 from optim.temperature import temperature_schedule
 
 
 class _SwitchedSign(ElementwiseOptimizer):
-    """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then `_after_switch`."""
+    """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then the `after_switch` phase."""
 
     buffers = ("momentum_buffer",)
-    after_switch = ""  # what the fused kernel does after the switch: "soft" or "momentum"
+    after_switch = ""  # the phase after the switch: "soft" or "momentum"
 
     def __init__(self, params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
                  weight_decay, fused=False, **extra):
@@ -60,7 +61,20 @@ class _SwitchedSign(ElementwiseOptimizer):
     def switch_step(group) -> int:
         return int(group["sign_fraction"] * group["total_steps"])
 
-    def _direction_buffers(self, group, b: Batch) -> list[torch.Tensor]:
+    def _advance(self, group, b: Batch) -> tuple[str, float]:
+        """This step's phase ("sign" or `after_switch`) and temperature; counts the step."""
+        k, switch = group["step"], self.switch_step(group)
+        group["step"] = k + 1
+        if k < switch:
+            return "sign", 1.0
+        return self.after_switch, self._temperature(group, b, k - switch)
+
+    def _temperature(self, group, b: Batch, soft_step: int) -> float:
+        """τ of this soft step (before the kernel has updated any state)."""
+        return 1.0
+
+    def _direction(self, group, b: Batch):
+        phase, tau = self._advance(group, b)
         beta, damp = group["momentum"], group["dampening"]
         bufs = b.buffers["momentum_buffer"]
         for st, buf, g in zip(b.states, bufs, b.grads):
@@ -68,48 +82,37 @@ class _SwitchedSign(ElementwiseOptimizer):
                 buf.copy_(g)
             else:
                 buf.mul_(beta).add_(g, alpha=1.0 - damp)
-        u = b.copy_into(0, bufs)  # the direction; later turned into the step in place
+        u = b.copy_into(0, bufs)  # the direction; turned into the step in place
         if group["nesterov"]:
             torch._foreach_mul_(u, beta)
             torch._foreach_add_(u, b.grads)
+        if phase == "sign":
+            torch._foreach_sign_(u)
+        elif phase == "soft":
+            torch._foreach_mul_(u, tau)
+            torch._foreach_tanh_(u)
         return u
 
-    def _after_switch(self, group, u: list[torch.Tensor], soft_step: int):
-        """The step direction after the switch; may overwrite `u` (a scratch copy)."""
-        raise NotImplementedError
-
-    def _direction(self, group, b: Batch):
-        u = self._direction_buffers(group, b)
-        k, switch = group["step"], self.switch_step(group)
-        group["step"] = k + 1
-        if k < switch:
-            torch._foreach_sign_(u)
-            return u
-        return self._after_switch(group, u, k - switch)
-
-    def _temperature(self, group, soft_step: int) -> float | None:
-        """τ of this soft step; None where it is not known yet (SoftSignum before its fit)."""
-        return 1.0
-
-    def _fused(self, group, b: Batch):
-        k, switch = group["step"], self.switch_step(group)
-        tau = self._temperature(group, k - switch) if k >= switch else 1.0
-        if tau is None:  # the schedule's fit needs the pooled momentum: foreach, once
-            self._foreach_update(group, b)
-            return
-        group["step"] = k + 1
+    def _kernel_step(self, group, b: Batch):
+        phase, tau = self._advance(group, b)
         self.run_kernel(_switched_kernel, group, b, self.buffers, [scalar(tau, b.params[0])],
-                        per_step_scalars(b, lambda s: [float(s == 1)]),
-                        phase="sign" if k < switch else self.after_switch,
+                        per_step_scalars(b, lambda s: [float(s == 1)]), phase=phase,
                         momentum=group["momentum"], dampening=group["dampening"],
                         nesterov=group["nesterov"])
 
 
+def momentum_direction(buf, grad, first, *, momentum, dampening, nesterov):
+    """The new momentum buffer and the direction u of one tensor (its buffer is not written)."""
+    new = torch.where(first > 0, grad, buf * momentum + grad * (1.0 - dampening))
+    return new, (new * momentum + grad if nesterov else new)
+
+
+@Kernel
 def _switched_kernel(param, grad, buf, lr, tau, first, *, phase, momentum, dampening, nesterov,
                      weight_decay):
-    new = torch.where(first > 0, grad, buf * momentum + grad * (1.0 - dampening))
+    new, u = momentum_direction(buf, grad, first, momentum=momentum, dampening=dampening,
+                                nesterov=nesterov)
     buf.copy_(new)
-    u = new * momentum + grad if nesterov else new
     if phase == "sign":
         direction = u.sign()
     elif phase == "soft":
@@ -134,21 +137,24 @@ class SoftSignum(_SwitchedSign):
                          weight_decay, fused, eps=eps, tau_max=tau_max,
                          newton_steps=newton_steps, tau_schedule=None)
 
-    def _after_switch(self, group, u, soft_step):
-        if group["tau_schedule"] is None:
+    def _temperature(self, group, b: Batch, soft_step):
+        if group["tau_schedule"] is None:  # the first soft step: fit τ_j to this step's momenta
             n = max(group["total_steps"] - self.switch_step(group), 1)
-            pooled = torch.cat([x.flatten() for x in u])
+            pooled = torch.cat([self._soft_direction(group, b, i).flatten()
+                                for i in range(len(b))])
             group["tau_schedule"] = temperature_schedule(
                 pooled, n, math.atanh(1.0 - group["eps"]), group["tau_max"],
                 group["newton_steps"])
-        tau = self._temperature(group, soft_step)
-        torch._foreach_mul_(u, tau)
-        torch._foreach_tanh_(u)
-        return u
-
-    def _temperature(self, group, soft_step):
         schedule = group["tau_schedule"]
-        return None if schedule is None else schedule[min(soft_step, len(schedule) - 1)]
+        return schedule[min(soft_step, len(schedule) - 1)]
+
+    @staticmethod
+    def _soft_direction(group, b: Batch, i: int) -> torch.Tensor:
+        """Tensor i's direction u at this step, from its state before the update."""
+        first = torch.tensor(float(b.states[i]["step"] == 1), device=b.grads[i].device)
+        return momentum_direction(b.buffers["momentum_buffer"][i], b.grads[i], first,
+                                  momentum=group["momentum"], dampening=group["dampening"],
+                                  nesterov=group["nesterov"])[1]
 
     def log_values(self) -> dict[str, float]:
         """τ per group once the soft phase has begun, as `tau/group<i>` (optim.hooks)."""
@@ -176,5 +182,3 @@ class HardSwitchSign(_SwitchedSign):
         super().__init__(params, lr, total_steps, sign_fraction, momentum, nesterov, dampening,
                          weight_decay, fused)
 
-    def _after_switch(self, group, u, soft_step):
-        return u

@@ -16,10 +16,17 @@ coordinate is an integer hash of (seed, step, tensor slot, element index) (optim
 `hash_uniform`; uniform on a symmetric 24-bit grid, as fine as torch.rand in fp32). So it needs
 no generator state: a resumed run draws the same noise, data-parallel replicas built with the
 same seed draw identical noise (identical updates), and the fused path (`fused=True`, one
-compiled pass per tensor) draws exactly what the foreach path draws.
+compiled pass per tensor) draws exactly what the eager kernel draws.
+
+The family is built from parts: a `Base` (its state buffers, its per-step bias corrections and
+its direction), an `Envelope` (its buffers and its bound D), and whether the sign is stochastic.
+One kernel composes them; the config names them (`base=`, `envelope=`). The eager kernel is as
+fast as foreach ops here (results/bench/elementwise_paths_cpu.md), so there is no foreach path.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -31,10 +38,97 @@ from optim._common import (
     per_step_scalars,
     require,
 )
-from optim._fused import apply_update, hash_uniform, noise_keys
+from optim._fused import Kernel, apply_update, hash_uniform, noise_keys
 
-BASES = ("sgd", "momentum", "adam")
-ENVELOPES = ("max", "current")
+# ---------------------------------------------------------------- the parts
+
+
+@dataclass(frozen=True)
+class Base:
+    """d = g: SignSGD's base."""
+
+    buffers: tuple[str, ...] = ()
+
+    def corrections(self, step: int, beta1: float, beta2: float) -> list[float]:
+        """Per-step scalars the direction needs (0-d tensors in the kernel)."""
+        return []
+
+    def direction(self, grad, buffers, corrections, beta1, beta2, eps):
+        return grad
+
+
+@dataclass(frozen=True)
+class MomentumBase(Base):
+    """d = m, m ← β1·m + (1−β1)·g."""
+
+    buffers: tuple[str, ...] = ("exp_avg",)
+
+    def direction(self, grad, buffers, corrections, beta1, beta2, eps):
+        m = buffers[0]
+        m.lerp_(grad, 1.0 - beta1)
+        return m
+
+
+@dataclass(frozen=True)
+class AdamBase(Base):
+    """d = m̂ / (sqrt(v̂) + ε), Adam's bias-corrected moments."""
+
+    buffers: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+
+    def corrections(self, step, beta1, beta2):
+        # reciprocals, so the kernel multiplies instead of dividing
+        return [1.0 / (1.0 - beta1**step), 1.0 / (1.0 - beta2**step)]
+
+    def direction(self, grad, buffers, corrections, beta1, beta2, eps):
+        m, v = buffers
+        inv_bc1, inv_bc2 = corrections
+        m.lerp_(grad, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        return (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """D = |d|: with the noise, sign(d + |d|·u) = sign(d) again."""
+
+    buffers: tuple[str, ...] = ()
+
+    def bound(self, d, buffers):
+        return d.abs()
+
+
+@dataclass(frozen=True)
+class MaxEnvelope(Envelope):
+    """D = max(D_{t−1}, |d|): a running maximum that never decays."""
+
+    buffers: tuple[str, ...] = ("envelope",)
+
+    def bound(self, d, buffers):
+        env = torch.maximum(buffers[0], d.abs())
+        buffers[0].copy_(env)
+        return env
+
+
+BASES = {"sgd": Base(), "momentum": MomentumBase(), "adam": AdamBase()}
+ENVELOPES = {"max": MaxEnvelope(), "current": Envelope()}
+
+
+@Kernel
+def _sign_conversion_kernel(param, grad, *tensors, base: Base, envelope: Envelope | None,
+                            beta1, beta2, eps, weight_decay):
+    """One tensor's step. `tensors`: the base's buffers, the envelope's, lr, the base's
+    corrections, then the two noise keys if `envelope` (stochastic) else none."""
+    n_base, n_env = len(base.buffers), len(envelope.buffers) if envelope is not None else 0
+    base_buffers, env_buffers = tensors[:n_base], tensors[n_base:n_base + n_env]
+    lr, rest = tensors[n_base + n_env], tensors[n_base + n_env + 1:]
+    n_corr = len(rest) - (2 if envelope is not None else 0)
+    d = base.direction(grad, base_buffers, rest[:n_corr], beta1, beta2, eps)
+    if envelope is not None:
+        d = d + envelope.bound(d, env_buffers) * hash_uniform(d, rest[n_corr], rest[n_corr + 1])
+    apply_update(param, d.sign(), lr, weight_decay)
+
+
+# ---------------------------------------------------------------- the optimizer
 
 
 class StochasticSign(ElementwiseOptimizer):
@@ -52,6 +146,15 @@ class StochasticSign(ElementwiseOptimizer):
                                   "stochastic": stochastic, "beta1": beta1, "beta2": beta2,
                                   "eps": eps, "weight_decay": weight_decay, "fused": fused})
         self.seed = int(seed)
+
+    @staticmethod
+    def _parts(group) -> tuple[Base, Envelope | None]:
+        """The group's base, and its envelope where the sign is stochastic (else None)."""
+        return BASES[group["base"]], ENVELOPES[group["envelope"]] if group["stochastic"] else None
+
+    def _buffers(self, group):
+        base, envelope = self._parts(group)
+        return base.buffers + (envelope.buffers if envelope is not None else ())
 
     # ------------------------------------------------------------ noise
 
@@ -76,94 +179,21 @@ class StochasticSign(ElementwiseOptimizer):
 
     # ------------------------------------------------------------ the update
 
-    def _base_direction(self, group, b: Batch) -> list[torch.Tensor]:
-        if group["base"] == "sgd":
-            return b.grads
-        m = b.buffers["exp_avg"]
-        torch._foreach_lerp_(m, b.grads, 1.0 - group["beta1"])
-        if group["base"] == "momentum":
-            return m
-        v = b.buffers["exp_avg_sq"]
-        torch._foreach_mul_(v, group["beta2"])
-        torch._foreach_addcmul_(v, b.grads, b.grads, value=1.0 - group["beta2"])
-        steps = [st["step"] for st in b.states]
-        direction = b.copy_into(0, m)  # becomes m̂ / (sqrt(v̂) + ε)
-        torch._foreach_div_(direction, [1.0 - group["beta1"] ** k for k in steps])
-        denom = b.copy_into(1, v)
-        torch._foreach_div_(denom, [1.0 - group["beta2"] ** k for k in steps])
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, group["eps"])
-        torch._foreach_div_(direction, denom)
-        return direction
-
-    def _buffers(self, group):
-        buffers = {"sgd": (), "momentum": ("exp_avg",),
-                   "adam": ("exp_avg", "exp_avg_sq")}[group["base"]]
-        if group["envelope"] == "max" and group["stochastic"]:
-            buffers += ("envelope",)
-        return buffers
-
-    def _direction(self, group, b: Batch):
-        d = self._base_direction(group, b)
-        abs_d = b.copy_into(1, d)
-        torch._foreach_abs_(abs_d)
-        direction = b.copy_into(2, d)  # becomes the sign step, in place
-        if group["stochastic"]:
-            env = abs_d
-            if group["envelope"] == "max":
-                env = b.buffers["envelope"]
-                torch._foreach_maximum_(env, abs_d)
-            noise = [hash_uniform(p, k1, k2)
-                     for p, (k1, k2) in zip(b.params, self._noise_keys(group, b))]
-            torch._foreach_addcmul_(direction, env, noise)
-        torch._foreach_sign_(direction)
-        return direction
-
-    def _fused(self, group, b: Batch):
+    def _kernel_step(self, group, b: Batch):
+        base, envelope = self._parts(group)
         beta1, beta2 = group["beta1"], group["beta2"]
-        # reciprocal bias corrections (adam), so the kernel multiplies instead of dividing
-        corrections = per_step_scalars(
-            b, lambda k: [1.0 / (1.0 - beta1**k), 1.0 / (1.0 - beta2**k)]
-            if group["base"] == "adam" else [])
-        keys = self._noise_keys(group, b) if group["stochastic"] else None
+        corrections = per_step_scalars(b, lambda k: base.corrections(k, beta1, beta2))
+        keys = self._noise_keys(group, b) if envelope is not None else None
         device = b.params[0].device
 
-        def per_tensor(i):  # the bias corrections (adam), then the noise keys (stochastic)
+        def per_tensor(i):  # the base's corrections, then the noise keys (stochastic)
             noise = [] if keys is None else [torch.tensor(k, dtype=torch.int32, device=device)
                                              for k in keys[i]]
             return [*corrections(i), *noise]
 
-        self.run_kernel(_stochastic_sign_kernel, group, b, self._buffers(group),
-                        per_tensor=per_tensor, base=group["base"], envelope=group["envelope"],
-                        stochastic=group["stochastic"], beta1=beta1, beta2=beta2,
-                        eps=group["eps"])
-
-
-def _stochastic_sign_kernel(param, grad, *tensors, base, envelope, stochastic, beta1, beta2,
-                            eps, weight_decay):
-    """One tensor's step; `tensors` = the state buffers of `_buffers`, lr, then the reciprocal
-    bias corrections (adam) and the two noise keys (stochastic)."""
-    n_buffers = {"sgd": 0, "momentum": 1, "adam": 2}[base]
-    has_envelope = stochastic and envelope == "max"
-    buffers, rest = tensors[:n_buffers + has_envelope], tensors[n_buffers + has_envelope:]
-    lr, rest = rest[0], rest[1:]
-    d = grad
-    if base != "sgd":
-        m = buffers[0]
-        m.lerp_(grad, 1.0 - beta1)
-        d = m
-    if base == "adam":
-        v = buffers[1]
-        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        inv_bc1, inv_bc2, rest = rest[0], rest[1], rest[2:]
-        d = (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps)
-    if stochastic:
-        env = d.abs()
-        if has_envelope:
-            env = torch.maximum(buffers[-1], env)
-            buffers[-1].copy_(env)
-        d = d + env * hash_uniform(d, rest[0], rest[1])
-    apply_update(param, d.sign(), lr, weight_decay)
+        self.run_kernel(_sign_conversion_kernel, group, b, self._buffers(group),
+                        per_tensor=per_tensor, base=base, envelope=envelope, beta1=beta1,
+                        beta2=beta2, eps=group["eps"])
 
 
 class StoSignSGD(StochasticSign):

@@ -2,7 +2,7 @@
 
     python scripts/bench_optim.py [--device cpu|cuda] [--blocks 12] [--width 768]
                                   [--muon-width W] [--matrix-blocks B] [--select-every 100]
-                                  [--reps 5] [--rounds 1] [--out results/bench]
+                                  [--reps 5] [--rounds 1] [--out results/bench] [--name N]
                                   [--skip-matrix] [--only s3_fused,adan_fused,...]
 
 Elementwise optimizers run on GPT-2-small-shaped parameters (12 blocks of width 768, ~85M
@@ -11,8 +11,10 @@ parameters) and are reported as
   (the `adamw_fused` row, a second fused AdamW against the reference, shows the noise);
 - `vs_bound`: step time / (bytes the update must read and write / measured bandwidth), the
   bandwidth being that of a large in-place tensor add timed in the same run.
-Each of our elementwise optimizers is timed twice: the foreach path (default) and `fused=True`
-(one compiled pass per tensor; compilation happens in the warm-up calls, outside the timing).
+Each of our elementwise optimizers is timed on each path: the default (`fused=False`), its eager
+kernel where the default is a foreach path (`<name>_kernel`: these rows decide whether a foreach
+path is worth keeping), and `fused=True` (the kernel compiled, one pass per tensor; compilation
+happens in the warm-up calls, outside the timing).
 Matrix optimizers (Muon family), on the same block shapes:
 - against torch.optim.Muon at `--muon-width` (default: the full width on CUDA; 128 on CPU, where
   torch.optim.Muon's bf16 Newton–Schulz takes ~25 s a step at width 256);
@@ -121,19 +123,26 @@ def elementwise_cases(total_steps_for_soft: int):
     return cases
 
 
-def with_fused(cases: dict) -> dict:
-    """Each of our optimizers also as `<name>_fused` (fused=True), right after its foreach row."""
+def with_paths(cases: dict) -> dict:
+    """Each of our optimizers on each of its paths, in a row each: `<name>` the default
+    (fused=False: foreach where the class keeps a foreach path, else its eager kernel),
+    `<name>_kernel` its eager kernel where that is not the default, `<name>_fused` the kernel
+    compiled (fused=True)."""
     out = {}
     for name, build in cases.items():
         out[name] = build
-        if not name.startswith("adamw"):
-            out[f"{name}_fused"] = lambda ps, build=build: _fused(build(ps))
+        if name.startswith("adamw"):
+            continue
+        if type(build([torch.nn.Parameter(torch.zeros(1))])).has_foreach_path():
+            out[f"{name}_kernel"] = lambda ps, build=build: _on_path(build(ps), reference=True)
+        out[f"{name}_fused"] = lambda ps, build=build: _on_path(build(ps), fused=True)
     return out
 
 
-def _fused(opt):
+def _on_path(opt, reference=False, fused=False):
+    opt.reference = reference
     for group in opt.param_groups:
-        group["fused"] = True
+        group["fused"] = fused
     return opt
 
 
@@ -147,7 +156,7 @@ def bench_elementwise(args, device, bw):
     reference = torch.optim.AdamW(make_params(shapes, device, seed=1), lr=1e-3, fused=True)
     times, ratios, moved = {}, {}, {}
     soft_steps = 1000
-    cases = {name: build for name, build in with_fused(elementwise_cases(soft_steps)).items()
+    cases = {name: build for name, build in with_paths(elementwise_cases(soft_steps)).items()
              if not args.only or name in args.only}
     for round_ in range(args.rounds):
         print(f" round {round_ + 1}/{args.rounds}", flush=True)
@@ -265,7 +274,8 @@ def to_markdown(report) -> str:
               "12 bytes an element). `× fused AdamW` is paired: each row's steps alternate with "
               "a fused AdamW's steps on their own parameters; the ratio of the two fastest is "
               "taken in each round, and the table gives the median and range over the rounds. "
-              "`<name>_fused` is the optimizer with fused=True. `muon_bf16` runs the same bf16 "
+              "`<name>_fused` is the optimizer with fused=True; `<name>_kernel` its eager "
+              "kernel, where `<name>` is a foreach path. `muon_bf16` runs the same bf16 "
               "Newton–Schulz as torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 "
               "on CPU. Each time is the fastest of the reps (on a shared machine slower reps "
               "time the neighbours), from one process."]
@@ -285,6 +295,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=1,
                         help="passes over the elementwise rows (the ratio is their median)")
     parser.add_argument("--out", default="results/bench")
+    parser.add_argument("--name", default="optim_step",
+                        help="file stem of the report: <out>/<name>_<device>.{json,md}")
     parser.add_argument("--skip-matrix", action="store_true")
     parser.add_argument("--only", type=lambda text: text.split(","), default=None,
                         help="comma-separated elementwise rows to time (default: all)")
@@ -292,7 +304,7 @@ def main():
     for name in ("reps", "rounds", "blocks", "width"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    rows = sorted(with_fused(elementwise_cases(1)))
+    rows = sorted(with_paths(elementwise_cases(1)))
     unknown = set(args.only or ()) - set(rows)
     if unknown:
         parser.error(f"--only: unknown rows {sorted(unknown)}; choose from {rows}")
@@ -309,7 +321,7 @@ def main():
         report["muon_family"] = bench_muon_family(args, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"optim_step_{device.type}"
+    stem = f"{args.name}_{device.type}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(to_markdown(report))
     print(f"wrote {out / stem}.json/.md")

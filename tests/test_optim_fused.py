@@ -1,5 +1,6 @@
-"""The fused path (`fused=True`: one compiled pass per tensor) does what the foreach path does,
-step for step, for every elementwise optimizer; and the two helpers it relies on (a Newton cube
+"""Each elementwise optimizer's kernel, its one definition of the update, gives the same steps
+eager (the reference) and compiled (`fused=True`: one pass per tensor), and so does its foreach
+path where it keeps one; and the two helpers it relies on (a Newton cube
 root and counter-based uniform noise) match exact math and are uniform."""
 
 import math
@@ -8,8 +9,7 @@ import pytest
 import torch
 
 import optim
-from optim import _fused
-from optim._fused import _cbrt, compiled, hash_uniform, noise_keys, root
+from optim._fused import Kernel, _cbrt, hash_uniform, noise_keys, root
 from optim.registry import ours
 
 STEPS = 12
@@ -22,10 +22,13 @@ CASES = {(f"{spec.name}_{variant}" if variant else spec.name): (spec.cls, kwargs
          for variant, kwargs in (spec.fused_variants or {"": spec.example}).items()}
 
 
-def trajectory(cls, kw, fused, dtype=torch.float32):
+def trajectory(cls, kw, path, dtype=torch.float32):
+    """Parameters after each step, and the optimizer, on one of the paths: "kernel" (eager),
+    "fused" (compiled) or "foreach"."""
     params = [torch.nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(i))
                                  .to(dtype)) for i, s in enumerate(SHAPES)]
-    opt = cls(params, fused=fused, **kw)
+    opt = cls(params, fused=path == "fused", **kw)
+    opt.reference = path == "kernel"
     out = []
     for step in range(STEPS):
         g = torch.Generator().manual_seed(100 + step)
@@ -38,17 +41,13 @@ def trajectory(cls, kw, fused, dtype=torch.float32):
     return out, opt
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_fused_step_equals_foreach_step(name):
-    cls, kw = CASES[name]
-    reference, ref_opt = trajectory(cls, kw, fused=False)
-    fused, fused_opt = trajectory(cls, kw, fused=True)
-    for step, (a, b) in enumerate(zip(reference, fused)):
+def assert_same_run(reference, ref_opt, other, other_opt, path):
+    for step, (a, b) in enumerate(zip(reference, other)):
         for x, y in zip(a, b):
             torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6,
-                                       msg=lambda m: f"step {step + 1}: {m}")
+                                       msg=lambda m: f"{path}, step {step + 1}: {m}")
     # the state too (momenta, envelopes, previous gradients, the temperature schedule)
-    sa, sb = ref_opt.state_dict(), fused_opt.state_dict()
+    sa, sb = ref_opt.state_dict(), other_opt.state_dict()
     for k, st in sa["state"].items():
         for key, value in st.items():
             if torch.is_tensor(value):
@@ -64,9 +63,19 @@ def test_fused_step_equals_foreach_step(name):
             assert schedule_b == pytest.approx(schedule_a, rel=1e-6)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_every_path_equals_the_eager_kernel(name):
+    cls, kw = CASES[name]
+    reference, ref_opt = trajectory(cls, kw, "kernel")
+    paths = ["fused"] + (["foreach"] if cls.has_foreach_path() else [])
+    for path in paths:
+        other, other_opt = trajectory(cls, kw, path)
+        assert_same_run(reference, ref_opt, other, other_opt, path)
+
+
 def test_fused_path_with_bf16_parameters_keeps_them_bf16():
-    reference, _ = trajectory(optim.S3, {"lr": 1e-2}, fused=False, dtype=torch.bfloat16)
-    fused, opt = trajectory(optim.S3, {"lr": 1e-2}, fused=True, dtype=torch.bfloat16)
+    reference, _ = trajectory(optim.S3, {"lr": 1e-2}, "kernel", dtype=torch.bfloat16)
+    fused, opt = trajectory(optim.S3, {"lr": 1e-2}, "fused", dtype=torch.bfloat16)
     for a, b in zip(reference[-1], fused[-1]):
         torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-2)
     assert all(p.dtype == torch.bfloat16 for p in opt.param_groups[0]["params"])
@@ -80,7 +89,6 @@ def test_a_changing_lr_does_not_recompile():
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (t + 1))
     # a fresh compile, so that the first step is seen compiling (the counter works) and any
     # later compile is a recompile
-    _fused._COMPILED.clear()
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     p.grad = torch.randn(10)
@@ -107,7 +115,7 @@ def test_roots_match_exact_math_over_the_float_range():
     bounds = {1: 0.0, 2: 2.4e-7, 3: 4e-7, 4: 2.4e-7, 2.5: 1e-6}
     for p, bound in bounds.items():
         exact = x.double().pow(1.0 / p)
-        for fn in (root, compiled(root)):
+        for fn in (root, Kernel(root).compiled()):
             got = fn(x, p).double()
             assert ((got - exact) / exact).abs().max() <= bound, (p, fn)
     assert torch.equal(_cbrt(torch.zeros(4)), torch.zeros(4))
@@ -136,4 +144,4 @@ def test_hash_uniform_is_uniform_symmetric_and_independent():
 def test_compiled_noise_equals_eager_noise():
     k = [torch.tensor(x, dtype=torch.int32) for x in noise_keys(3, 7, 2)]
     like = torch.empty(10_001)
-    assert torch.equal(compiled(hash_uniform)(like, *k), hash_uniform(like, *k))
+    assert torch.equal(Kernel(hash_uniform).compiled()(like, *k), hash_uniform(like, *k))
