@@ -98,6 +98,15 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     rows2 = table.collect(mini_table, runs, dirs)
     assert [(r.label, r.best_lr, r.mean) for r in rows2] == [(r.label, r.best_lr, r.mean)
                                                              for r in rows]
+    # the same runs render the same table, byte for byte (but the render's own date)
+    best2, verdict2 = table.ranking(mini_table, rows2)
+    out2 = render(mini_table, "tiny", rows2, best2, verdict2, "test",
+                  out_root=tmp_path / "results2")
+    for name in ("table.md", "table.csv", "table.tex"):
+        first_text, second_text = ((d / name).read_text().splitlines() for d in (out, out2))
+        undated = [[line for line in text if "date" not in line]
+                   for text in (first_text, second_text)]
+        assert undated[0] == undated[1], name
 
 
 def _row(label, **extra):
