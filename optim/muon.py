@@ -5,10 +5,14 @@ Muon (Jordan et al. 2024): m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nest
                           θ ← θ·(1 − lr·λ) − lr·NS5(u)·sqrt(max(1, rows/cols))
 MuAdam (arXiv:2510.10777): v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
                           θ ← θ·(1 − lr·λ) − lr·D ⊙ NS5(D ⊙ n)·sqrt(max(1, rows/cols))
-SoftMuon (arXiv:2605.31371): Muon for the first ⌊α_sign·T⌋ steps, then the exact spectral soft sign
+SoftMuon (arXiv:2605.31371): Muon for the first ⌊α_sign·T⌋ steps, then the spectral soft sign
                           (U·Uᵀ + τ_j⁻²·I)^(−1/2)·U, τ_j from the folded-Cauchy schedule fitted
-                          to the singular values of the raw gradients of the group's matrices.
-Momentum is never written into p.grad: later gradient logging sees the real gradient.
+                          to the singular values of the raw gradients of the group's matrices;
+                          matmuls only by default (the polar factor of [U, τ_j⁻¹·I],
+                          optim/spectral.py `soft_sign_fast`), the fp64 eigendecomposition with
+                          `exact=True`.
+Same-shape matrices are stacked and orthogonalized as one batch. Momentum is never written into
+p.grad: later gradient logging sees the real gradient.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from optim._common import (
 from optim.matrix import MatrixOptimizer
 from optim.spectral import (
     as_matrix,
+    batched,
     newton_schulz5,
     ns_dtype_for,
     singular_values,
+    soft_sign_fast,
     soft_sign_matrix,
 )
 from optim.temperature import temperature_schedule
@@ -59,16 +65,18 @@ class Muon(MatrixOptimizer):
         torch._foreach_lerp_(m, b.grads, 1.0 - beta)
         return torch._foreach_lerp(b.grads, m, beta) if group["nesterov"] else m
 
-    def _orthogonalize(self, group, u: torch.Tensor) -> torch.Tensor:
-        dtype = ns_dtype_for(u.device, group["ns_dtype"])
-        out = newton_schulz5(as_matrix(u), group["ns_steps"], dtype=dtype)
-        return out.view_as(u).to(u.dtype) * muon_scale(u.shape)
+    def _orthogonalize(self, group, us: list[torch.Tensor]) -> list[torch.Tensor]:
+        """NS5(u)·sqrt(max(1, rows/cols)) of each u, same shapes as one batch."""
+        dtype = ns_dtype_for(us[0].device, group["ns_dtype"])
+        out = batched(lambda xs: newton_schulz5(xs, group["ns_steps"], dtype=dtype),
+                      [as_matrix(u) for u in us])
+        return [o.view_as(u).to(u.dtype) * muon_scale(u.shape) for o, u in zip(out, us)]
 
     def _matrix_step(self, group) -> None:
         b = Batch(self, group, buffers=("momentum_buffer",))
         if not len(b):
             return
-        updates = [self._orthogonalize(group, u) for u in self._momentum_direction(group, b)]
+        updates = self._orthogonalize(group, self._momentum_direction(group, b))
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
@@ -98,12 +106,14 @@ class MuAdam(Muon):
         m, v = b.buffers["exp_avg"], b.buffers["exp_avg_sq"]
         torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
         torch._foreach_lerp_(v, torch._foreach_mul(b.grads, b.grads), 1.0 - beta2)
-        updates = []
+        inputs, scales = [], []
         for st, g, m_i, v_i in zip(b.states, b.grads, m, v):
             t = st["step"]
             n = (m_i / (1.0 - beta1**t)).lerp_(g, 1.0 - beta1)  # bias-corrected Nesterov
             d = (v_i / (1.0 - beta2**t)).add_(group["eps"]).pow_(-0.25)
-            updates.append(d * self._orthogonalize(group, d * n))
+            inputs.append(d * n)
+            scales.append(d)
+        updates = [d * o for d, o in zip(scales, self._orthogonalize(group, inputs))]
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
@@ -114,7 +124,8 @@ class SoftMuon(Muon):
                  sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
                  newton_steps: int = 10, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
-                 aux_lr=None, aux_betas=None, aux_eps=None, aux_weight_decay=None):
+                 exact: bool = False, aux_lr=None, aux_betas=None, aux_eps=None,
+                 aux_weight_decay=None):
         require(isinstance(total_steps, int) and total_steps > 0, "total_steps", total_steps,
                 "a positive integer (set it from the run's steps)")
         require(0.0 <= sign_fraction <= 1.0, "sign_fraction", sign_fraction, "in [0, 1]")
@@ -126,7 +137,7 @@ class SoftMuon(Muon):
                          aux_weight_decay=aux_weight_decay)
         extra = {"total_steps": total_steps, "sign_fraction": sign_fraction, "eps": eps,
                  "tau_max": tau_max, "newton_steps": newton_steps, "step": 0,
-                 "tau_schedule": None}
+                 "tau_schedule": None, "exact": exact}
         for group in self.param_groups:
             if group["use_matrix"]:
                 for k, v in extra.items():
@@ -144,7 +155,7 @@ class SoftMuon(Muon):
         k, switch = group["step"], self.switch_step(group)
         u = self._momentum_direction(group, b)
         if k < switch:
-            updates = [self._orthogonalize(group, x) for x in u]
+            updates = self._orthogonalize(group, u)
         else:
             if group["tau_schedule"] is None:
                 eps = group["eps"]
@@ -155,9 +166,17 @@ class SoftMuon(Muon):
                     group["newton_steps"])
             sched = group["tau_schedule"]
             tau = sched[min(k - switch, len(sched) - 1)]
-            updates = [soft_sign_matrix(as_matrix(x).float(), tau).view_as(x).to(x.dtype)
-                       * muon_scale(x.shape) for x in u]
+            updates = [y.view_as(x).to(x.dtype) * muon_scale(x.shape)
+                       for x, y in zip(u, self._soft_sign(group, u, tau))]
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
         group["step"] = k + 1
+
+    @staticmethod
+    def _soft_sign(group, us: list[torch.Tensor], tau: float) -> list[torch.Tensor]:
+        matrices = [as_matrix(x).float() for x in us]
+        if group["exact"]:
+            return [soft_sign_matrix(x, tau) for x in matrices]
+        dtype = ns_dtype_for(matrices[0].device, group["ns_dtype"])
+        return batched(lambda xs: soft_sign_fast(xs, tau, dtype), matrices)

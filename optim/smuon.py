@@ -17,9 +17,17 @@ with m̂ = Σ σ_i u_i v_iᵀ, the raw gradient G and the layer's input Gram A·
     tightness:       J(p) = (Σ C_i σ_i^(1/p))² / Σ B_i σ_i^(2/p)
     exact_momentum:  J(p) = (Σ C_i σ_i^(1/p))² / (‖A‖²_{S_k} · ‖σ^(1/p)‖²_{ℓ_{p+1}}),
                      k = 2(p+1)/(p−1)
-and p = argmax J on [p_min, p_max] by bounded Brent search (scipy). Input Grams come from forward
-hooks that `attach(model)` installs; they record only before selection steps and are summed
-over data-parallel ranks. A matrix with no hooked module uses A·Aᵀ = I.
+and p = argmax J on [p_min, p_max], for all same-shape layers at once on the device
+(optim/p_selection.py: a grid, then golden-section search; `approx_*` criteria from a top-k SVD
+and a bounded tail). N is the step's direction n (Nesterov, as the authors' code); C and B, and
+for exact_momentum the Gram's eigenvalues, are EMA-smoothed with `stat_ema` (the authors'
+sv_momentum). Input Grams come from forward hooks that `attach(model)` installs; they record
+only before selection steps and are summed over data-parallel ranks. A matrix with no hooked
+module uses A·Aᵀ = I.
+
+The map Σ ↦ Σ^(1/p) is matmul-only by default (optim/spectral.py `schatten_power_fast`: polar
+factor by Newton–Schulz, then the authors' binomial series), batched over same-shape matrices;
+`exact=True` takes the fp64 eigendecomposition instead.
 """
 
 from __future__ import annotations
@@ -33,34 +41,20 @@ import torch.nn.functional as F
 
 from optim._common import Batch, check_beta, check_lr_wd, muon_scale, require
 from optim.matrix import MatrixOptimizer
-from optim.spectral import as_matrix, schatten_power
+from optim.p_selection import CRITERIA, Spectrum, fit_tail, maximize
+from optim.spectral import as_matrix, batched, ns_dtype_for, schatten_power, schatten_power_fast
 
 MOMENT_TYPES = ("none", "adam", "padam")
-CRITERIA = ("tightness", "exact_momentum")
-
-
-def tightness(p: float, C, sigma, B) -> float:
-    s = sigma ** (1.0 / p)
-    return float((C * s).sum() ** 2 / (B * s * s).sum().clamp(min=1e-300))
-
-
-def exact_momentum(p: float, C, sigma, gram_eigs) -> float:
-    s = sigma ** (1.0 / p)
-    k = 2.0 * (p + 1.0) / (p - 1.0)
-    a = gram_eigs.clamp(min=0).sqrt()
-    a = a / a.max().clamp(min=1e-300)  # J's argmax is unchanged by scaling A
-    schatten_k = (a ** k).sum() ** (1.0 / k)
-    lp = (s ** (p + 1.0)).sum() ** (1.0 / (p + 1.0))
-    return float((C * s).sum() ** 2 / (schatten_k**2 * lp**2).clamp(min=1e-300))
 
 
 class SMuon(MatrixOptimizer):
     def __init__(self, params, lr: float = 0.02, beta1: float = 0.95, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, moment_type: str = "none",
-                 criterion: str = "tightness", p_min: float = 1.02, p_max: float = 10.0,
+                 criterion: str = "exact_momentum", p_min: float = 1.02, p_max: float = 10.0,
                  select_every: int = 100, first_select: int = 10, stat_ema: float = 0.95,
-                 fixed_p: float | None = None, aux_lr=None, aux_betas=None, aux_eps=None,
-                 aux_weight_decay=None):
+                 fixed_p: float | None = None, exact: bool = False, approx_rank: float = 0.1,
+                 approx_min_rank: int = 50, ns_dtype: str = "auto", aux_lr=None,
+                 aux_betas=None, aux_eps=None, aux_weight_decay=None):
         check_lr_wd(lr, weight_decay)
         check_beta("beta1", beta1)
         check_beta("beta2", beta2)
@@ -73,11 +67,18 @@ class SMuon(MatrixOptimizer):
         require(isinstance(select_every, int) and select_every > 0, "select_every",
                 select_every, "a positive integer")
         require(0.0 <= stat_ema < 1.0, "stat_ema", stat_ema, "in [0, 1)")
+        require(0.0 < approx_rank <= 1.0, "approx_rank", approx_rank, "in (0, 1]")
+        require(isinstance(approx_min_rank, int) and approx_min_rank >= 1, "approx_min_rank",
+                approx_min_rank, "a positive integer")
+        require(ns_dtype in ("auto", "bf16", "fp32"), "ns_dtype", ns_dtype,
+                "one of ['auto', 'bf16', 'fp32']")
         defaults = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps,
                     "weight_decay": weight_decay, "moment_type": moment_type,
                     "criterion": criterion, "p_min": p_min, "p_max": p_max,
                     "select_every": select_every, "first_select": first_select,
-                    "stat_ema": stat_ema, "fixed_p": fixed_p}
+                    "stat_ema": stat_ema, "fixed_p": fixed_p, "exact": exact,
+                    "approx_rank": approx_rank, "approx_min_rank": approx_min_rank,
+                    "ns_dtype": ns_dtype}
         super().__init__(params, defaults, {"aux_lr": aux_lr, "aux_betas": aux_betas,
                                             "aux_eps": aux_eps,
                                             "aux_weight_decay": aux_weight_decay})
@@ -142,36 +143,76 @@ class SMuon(MatrixOptimizer):
             return False
         return t == group["first_select"] or t % group["select_every"] == 0
 
-    def _select_p(self, group, st, m_hat, grad, gram) -> float:
-        u, sigma, vh = torch.linalg.svd(as_matrix(m_hat).float(), full_matrices=False)
-        sigma = sigma / sigma.max().clamp(min=1e-30)
-        C = torch.einsum("ij,jk,ki->i", u.T, as_matrix(grad).float(), vh.T)
-        if gram is None:
-            B = torch.ones_like(C)
-            gram_eigs = torch.ones(vh.shape[1], device=C.device)
+    def _spectra(self, group, directions, grads, grams, states) -> Spectrum:
+        """The statistics the criterion needs, for a batch of same-shape layers (float64), with
+        C, B and the Gram's eigenvalues EMA-smoothed in each layer's state."""
+        n = torch.stack([as_matrix(d).float() for d in directions])
+        g = torch.stack([as_matrix(x).float() for x in grads])
+        cols = n.shape[-1]
+        gram = torch.stack([a if a is not None else torch.eye(cols, device=n.device)
+                            for a in grams])
+        min_dim = min(n.shape[-2:])
+        approx = group["criterion"].startswith("approx")
+        if approx:
+            k = min(min_dim, max(group["approx_min_rank"], int(group["approx_rank"] * min_dim)))
+            u, sigma, v = torch.svd_lowrank(n, q=min(k + 20, min_dim), niter=4)
+            u, sigma, v = u[..., :k], sigma[..., :k], v[..., :k]
         else:
-            B = torch.einsum("ij,jk,ik->i", vh, gram, vh)
-            gram_eigs = torch.linalg.eigvalsh(gram)
+            u, sigma, vh = torch.linalg.svd(n, full_matrices=False)
+            v = vh.mT
+        C = torch.einsum("bmi,bmn,bni->bi", u, g, v)
+        B = torch.einsum("bni,bnk,bki->bi", v, gram, v)
+        eigs = torch.linalg.eigvalsh(gram) if "momentum" in group["criterion"] else \
+            torch.ones_like(gram[..., 0])
         ema = group["stat_ema"]
-        if "C_ema" in st and st["C_ema"].shape == C.shape:
-            st["C_ema"].lerp_(C, 1.0 - ema)
-            st["B_ema"].lerp_(B, 1.0 - ema)
-        else:
-            st["C_ema"], st["B_ema"] = C.clone(), B.clone()
-        C, B = st["C_ema"].double().cpu(), st["B_ema"].double().cpu()
-        sigma = sigma.double().cpu()
-        if group["criterion"] == "tightness":
-            objective = lambda p: -tightness(p, C, sigma, B)  # noqa: E731
-        else:
-            eigs = gram_eigs.double().cpu()
-            objective = lambda p: -exact_momentum(p, C, sigma, eigs)  # noqa: E731
-        from scipy.optimize import minimize_scalar  # on first use: ~0.5 s off every launch
+        for i, st in enumerate(states):
+            for key, value in (("C_ema", C[i]), ("B_ema", B[i]), ("gram_eigs_ema", eigs[i])):
+                if key in st and st[key].shape == value.shape:
+                    st[key].lerp_(value, 1.0 - ema)
+                else:
+                    st[key] = value.clone()
+        stacked = {key: torch.stack([st[key] for st in states]).double()
+                   for key in ("C_ema", "B_ema", "gram_eigs_ema")}
+        top = sigma.double().amax(-1, keepdim=True).clamp(min=1e-30)
+        spec = Spectrum(sigma.double() / top, stacked["C_ema"], stacked["B_ema"],
+                        stacked["gram_eigs_ema"])
+        if approx and sigma.shape[-1] < min_dim:
+            nd = n.double()
+            total_N = (g.double() * nd).sum((-2, -1)) / top.squeeze(-1)
+            total_D = torch.einsum("bmn,bnk,bmk->b", nd, gram.double(), nd) / top.squeeze(-1)**2
+            spec.tail_ranks, spec.tail_scale, spec.tail_alpha = fit_tail(spec.sigma, min_dim)
+            spec.tail_N = total_N - (spec.C * spec.sigma).sum(-1)
+            spec.tail_D = (total_D - (spec.B * spec.sigma**2).sum(-1)).clamp(min=0.0)
+        return spec
 
-        result = minimize_scalar(objective, bounds=(group["p_min"], group["p_max"]),
-                                 method="bounded", options={"xatol": 1e-3})
-        return float(result.x)
+    def _select_p(self, group, params, states, directions, grads) -> None:
+        """Choose p for every matrix of the group, one batch per shape; one transfer of all the
+        chosen values to the host."""
+        criterion = CRITERIA[group["criterion"]]
+        grams = [self._input_gram(param) for param in params]
+        chosen = {}
+        shapes: dict = {}
+        for i, d in enumerate(directions):
+            shapes.setdefault(tuple(as_matrix(d).shape), []).append(i)
+        for index in shapes.values():
+            spec = self._spectra(group, [directions[i] for i in index],
+                                 [grads[i] for i in index], [grams[i] for i in index],
+                                 [states[i] for i in index])
+            p = maximize(lambda ps, spec=spec: criterion(spec, ps), len(index),
+                         group["p_min"], group["p_max"], device=spec.sigma.device)
+            chosen.update(zip(index, p))
+        values = torch.stack([chosen[i] for i in range(len(directions))]).tolist()
+        for st, p in zip(states, values):
+            st["p"] = p
 
     # ------------------------------------------------------------ the update
+
+    def _powered(self, group, matrices: list[torch.Tensor], ps: list[float]):
+        """U·Σ^(1/p)·Vᵀ of each 2-D matrix, in fp32: exact, or batched by shape, matmuls only."""
+        if group["exact"]:
+            return [schatten_power(x, p) for x, p in zip(matrices, ps)]
+        dtype = ns_dtype_for(matrices[0].device, group["ns_dtype"])
+        return batched(lambda xs, p: schatten_power_fast(xs, p, dtype), matrices, ps)
 
     def _matrix_step(self, group) -> None:
         precond = group["moment_type"] != "none"
@@ -180,24 +221,30 @@ class SMuon(MatrixOptimizer):
             return
         beta1, beta2 = group["beta1"], group["beta2"]
         selecting = self._is_selection_step(b.states[0]["step"])
-        updates = []
-        for param, st, g in zip(b.originals, b.states, b.grads):
+        directions, scales = [], []
+        for st, g in zip(b.states, b.grads):
             t = st["step"]
             st.setdefault("p", group["fixed_p"] if group["fixed_p"] is not None
                           else group["p_max"])
             m = st["exp_avg"].lerp_(g, 1.0 - beta1)
-            m_hat = m / (1.0 - beta1**t)
-            if selecting:
-                st["p"] = self._select_p(group, st, m_hat, g, self._input_gram(param))
-            p = st["p"]
-            n = m_hat.lerp(g, 1.0 - beta1)
-            if precond:
+            directions.append((m / (1.0 - beta1**t)).lerp(g, 1.0 - beta1))
+        if selecting:
+            self._select_p(group, b.originals, b.states, directions, b.grads)
+        ps = [st["p"] for st in b.states]
+        inputs = directions
+        if precond:
+            for st, g, p in zip(b.states, b.grads, ps):
                 v = st["exp_avg_sq"].lerp_(g * g, 1.0 - beta2)
                 e = -0.25 if group["moment_type"] == "adam" else -1.0 / (2.0 * (p + 1.0))
-                d = (v / (1.0 - beta2**t)).add_(group["eps"]).pow_(e)
-                o = d * schatten_power(as_matrix(d * n), p).view_as(n)
+                scales.append((v / (1.0 - beta2 ** st["step"])).add_(group["eps"]).pow_(e))
+            inputs = [d * n for d, n in zip(scales, directions)]
+        powered = self._powered(group, [as_matrix(x) for x in inputs], ps)
+        updates = []
+        for i, (n, o) in enumerate(zip(directions, powered)):
+            o = o.view_as(n).to(n.dtype)
+            if precond:
+                o = scales[i] * o
             else:
-                o = schatten_power(as_matrix(n), p).view_as(n)
                 o = o * (math.sqrt(min(as_matrix(n).shape)) / o.norm().clamp(min=1e-30))
             updates.append(o * muon_scale(n.shape))
         self._grams.clear()

@@ -5,12 +5,24 @@
   in roughly [0.5, 1.5]); cheap, matmul-only.
 - `spectral_map`: an exact map of the singular values, U f(Σ) Vᵀ, through the eigendecomposition
   of the smaller Gram matrix X·Xᵀ computed in float64 (squaring the condition number costs
-  nothing in fp64 at these sizes). Used for SoftMuon's soft sign and SMuon's Σ^(1/p); tests check
-  it against torch.linalg.svd.
+  nothing in fp64 at these sizes). The `exact=True` path of SoftMuon and SMuon, and the reference
+  the fast path is tested against; tests check it against torch.linalg.svd.
+- The fast path, matmuls only, batched over same-shape matrices (bf16 iterations on accelerators,
+  fp32 on CPU):
+  - `polar`: U·Vᵀ by odd quintic iterations whose coefficients are, step by step, the minimax
+    fit of 1 on the interval the previous step left (the Polar Express construction, Amsel et
+    al. 2025, arXiv:2505.16932; `polar_coefficients` derives them), then one fp32 Newton step.
+  - `soft_sign_fast`: SoftMuon's (X·Xᵀ + τ⁻²·I)^(−1/2)·X is the first block of the polar factor
+    of [X, τ⁻¹·I]: one `polar` of a matrix τ⁻¹ wider, no series.
+  - `schatten_power_fast`: U·Σ^(1/p)·Vᵀ = M^(1/p)·P with P the polar factor and M = X·Pᵀ =
+    U·Σ·Uᵀ; M^(1/p) by the binomial series of (I + E)^(1/p), E = M/‖X‖_S4 − I, in Horner form,
+    its order the smallest that meets a stated L∞ tolerance on [floor, 1] (as the SMuon authors'
+    code does, github deel-ai-papers/schatten-muon).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -32,18 +44,37 @@ def ns_dtype_for(device: torch.device, ns_dtype: str) -> torch.dtype:
 
 def newton_schulz5(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
                    dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """Approximate U·Vᵀ of a 2-D g = U·Σ·Vᵀ (Keller Jordan's coefficients)."""
+    """Approximate U·Vᵀ of g = U·Σ·Vᵀ, a matrix or a batch of them (Keller Jordan's
+    coefficients)."""
     a, b, c = NS_COEFFICIENTS
     x = g.to(dtype=dtype, copy=True)
-    transposed = x.size(0) > x.size(1)
+    transposed = x.size(-2) > x.size(-1)
     if transposed:
-        x = x.T
-    x.div_(x.norm().clamp(min=eps))
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    # fused multiply-adds (addmm / baddbmm) round once, as torch.optim.Muon does
+    add_matmul = torch.addmm if x.ndim == 2 else torch.baddbmm
     for _ in range(steps):
-        gram = x @ x.T
-        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-        x = torch.addmm(x, poly, x, beta=a)
-    return x.T if transposed else x
+        gram = x @ x.mT
+        poly = add_matmul(gram, gram, gram, beta=b, alpha=c)
+        x = add_matmul(x, poly, x, beta=a)
+    return x.mT if transposed else x
+
+
+def batched(fn, matrices: list[torch.Tensor], *per_matrix) -> list[torch.Tensor]:
+    """fn applied to each run of same-shape matrices stacked into one batch (one kernel launch
+    per shape, as Muon's implementations do); `per_matrix` lists are stacked alongside as 1-D
+    tensors. Returns the results in the input order."""
+    out: list = [None] * len(matrices)
+    shapes: dict = {}
+    for i, x in enumerate(matrices):
+        shapes.setdefault((tuple(x.shape), x.dtype, x.device), []).append(i)
+    for index in shapes.values():
+        stack = torch.stack([matrices[i] for i in index])
+        extra = [[values[i] for i in index] for values in per_matrix]
+        for i, y in zip(index, fn(stack, *extra)):
+            out[i] = y
+    return out
 
 
 def _gram_eig(x: torch.Tensor):
@@ -83,6 +114,164 @@ def schatten_power(x: torch.Tensor, p: float) -> torch.Tensor:
         return torch.where(lam > floor, lam.clamp(min=floor).pow(exponent), 0.0)
 
     return spectral_map(x, coefficient)
+
+
+# ---------------------------------------------------------------- the fast path
+
+
+def _odd_quintic_minimax(lo: float, hi: float, rounds: int = 40) -> tuple[float, float, float]:
+    """(a, b, c) minimizing max over [lo, hi] of |1 − (a·x + b·x³ + c·x⁵)| (Remez exchange:
+    the error equioscillates at four points), in float64."""
+    dt = torch.float64
+    grid = torch.cat([torch.logspace(math.log10(lo), math.log10(hi), 4000, dtype=dt),
+                      torch.linspace(lo, hi, 4000, dtype=dt)]).unique()
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=dt)
+    ref = (lo + hi) / 2 - (hi - lo) / 2 * torch.cos(torch.pi * torch.arange(4, dtype=dt) / 3)
+    for _ in range(rounds):
+        a, b, c, _ = torch.linalg.solve(torch.stack([ref, ref**3, ref**5, signs], 1),
+                                        torch.ones(4, dtype=dt)).tolist()
+        err = 1.0 - (a * grid + b * grid**3 + c * grid**5)
+        slope = torch.sign(err[1:] - err[:-1])
+        turning = torch.nonzero(slope[1:] != slope[:-1]).flatten() + 1
+        index = torch.cat([torch.tensor([0]), turning, torch.tensor([len(grid) - 1])])
+        points = []  # alternating extrema, the larger kept of same-sign neighbours
+        for i in index.tolist():
+            if points and (err[i] > 0) == (err[points[-1]] > 0):
+                if err[i].abs() > err[points[-1]].abs():
+                    points[-1] = i
+            else:
+                points.append(i)
+        while len(points) > 4:
+            points.pop(0 if err[points[0]].abs() < err[points[-1]].abs() else -1)
+        if len(points) < 4:
+            break
+        ref = grid[points]
+    return a, b, c
+
+
+def polar_coefficients(lower: float, steps: int, safety: float = 1.01) -> tuple:
+    """The per-step odd quintics for singular values in [lower, 1]: each the minimax fit of 1
+    on the interval the previous one left. All but the last are evaluated at x/safety, so that
+    bf16 rounding cannot push a value past the interval they were fitted on."""
+    coefficients, lo, hi = [], lower, 1.0
+    xs = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    for step in range(steps):
+        a, b, c = _odd_quintic_minimax(lo, hi)
+        if step < steps - 1:
+            a, b, c = a / safety, b / safety**3, c / safety**5
+        ys = (lambda x: a * x + b * x**3 + c * x**5)(lo + (hi - lo) * xs)
+        lo, hi = ys.min().item(), ys.max().item()
+        coefficients.append((round(a, 6), round(b, 6), round(c, 6)))
+    return tuple(coefficients)
+
+
+# polar_coefficients(1e-3, 5): singular values down to 1e-3 of the Schatten-4 norm reach
+# [0.87, 1.12], and 1 ± 0.02 after the fp32 Newton step (tests rederive these numbers)
+POLAR_LOWER, POLAR_STEPS = 1e-3, 5
+POLAR_COEFFICIENTS = (
+    (8.386465, -24.369654, 17.72512), (4.142308, -3.01814, 0.552597),
+    (3.928594, -2.87233, 0.536526), (3.27625, -2.411782, 0.486008),
+    (2.301825, -1.676278, 0.422952))
+
+
+def _wide(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """x with rows ≤ columns (a batch of matrices: the last two dims), and whether transposed."""
+    transposed = x.size(-2) > x.size(-1)
+    return (x.mT if transposed else x), transposed
+
+
+def _polar_wide(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(polar factor in fp32, 1/‖x‖_S4) of wide matrices x: the iterations in `dtype`, then
+    one fp32 Newton step P ← (3I − P·Pᵀ)/2·P."""
+    y = x.to(dtype)
+    s_inv = None
+    for i, (a, b, c) in enumerate(POLAR_COEFFICIENTS):
+        gram = y @ y.mT
+        if i == 0:  # ‖x‖_S4 = ‖x·xᵀ‖_F^(1/2) ≥ σ_max, from the Gram the first step needs
+            s_inv = gram.float().norm(dim=(-2, -1), keepdim=True).clamp(min=1e-30).rsqrt()
+            y = y * s_inv.to(dtype)
+            gram = gram * (s_inv * s_inv).to(dtype)
+        y = a * y + (b * gram + c * (gram @ gram)) @ y
+    p = y.float()
+    p = 1.5 * p - 0.5 * (p @ p.mT) @ p
+    return p, s_inv
+
+
+def polar(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """≈ U·Vᵀ of x = U·Σ·Vᵀ (a matrix or a batch), in fp32."""
+    w, transposed = _wide(x)
+    p, _ = _polar_wide(w, dtype)
+    return p.mT if transposed else p
+
+
+def soft_sign_fast(x: torch.Tensor, tau: float, dtype: torch.dtype = torch.float32):
+    """≈ (X·Xᵀ + τ⁻²·I)^(−1/2)·X = U·diag(τσ/sqrt(1 + τ²σ²))·Vᵀ: the first block of the polar
+    factor of [X, τ⁻¹·I], whose Gram is X·Xᵀ + τ⁻²·I. Its singular values are ≥ τ⁻¹, so the
+    iterations see a condition number of at most sqrt(1 + τ²·σ_max²)."""
+    w, transposed = _wide(x.float())
+    m = w.size(-2)
+    eye = torch.eye(m, dtype=w.dtype, device=w.device).expand(*w.shape[:-2], m, m) / tau
+    p, _ = _polar_wide(torch.cat([w, eye], dim=-1), dtype)
+    out = p[..., : w.size(-1)]
+    return out.mT if transposed else out
+
+
+@functools.lru_cache(maxsize=4096)
+def binomial_order(exponent: float, floor: float, tolerance: float, max_order: int) -> int:
+    """The smallest order k of the series of x^exponent = (1 + (x−1))^exponent whose error is
+    at most `tolerance` on [floor, 1] (max_order where none is). A pure function of its
+    arguments, remembered: p changes only when SMuon selects it."""
+    x = torch.logspace(math.log10(floor), 0.0, 400, dtype=torch.float64)
+    exact, approx, term = x.pow(exponent), torch.ones_like(x), torch.ones_like(x)
+    coefficient = 1.0
+    for k in range(1, max_order + 1):
+        coefficient *= (exponent - k + 1) / k
+        term = term * (x - 1.0)
+        approx = approx + coefficient * term
+        if (exact - approx).abs().max().item() <= tolerance:
+            return k
+    return max_order
+
+
+# the SMuon authors' defaults (github deel-ai-papers/schatten-muon, smuon/optimizers/adaptive.py:
+# epsilon, linf_tol, max_extra_iters, lambda_reg)
+SERIES_FLOOR, SERIES_TOLERANCE, SERIES_MAX_ORDER, SERIES_SHIFT = 1e-3, 5e-3, 5, 1e-4
+
+
+def schatten_power_fast(x: torch.Tensor, p, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """≈ U·Σ^(1/p)·Vᵀ of x (a matrix, or a batch with p a float or one per matrix), p ≥ 1, in
+    fp32: M^(1/p)·P with P ≈ U·Vᵀ and M = (X/‖X‖_S4)·Pᵀ ≈ U·(Σ/‖X‖_S4)·Uᵀ, eigenvalues in
+    [0, 1]; M^(1/p) by the binomial series of (I + E)^(1/p), E = M + shift·I − I, of the
+    smallest order meeting SERIES_TOLERANCE on [SERIES_FLOOR, 1] (at most SERIES_MAX_ORDER;
+    the batch takes its largest), scaled back by ‖X‖_S4^(1/p). p = ∞ is the polar factor.
+
+    Accuracy against the exact map (measured, tests/test_spectral_fast.py): the series is the
+    authors' approximation, exact for singular values near ‖X‖_S4 and coarse far below it
+    (x^(1/p) at x = 1e-3 is off by up to 0.3 at order 5), so the result follows U·T(Σ)·Vᵀ,
+    T the truncated series, within the polar factor's error (≤ 3%)."""
+    w, transposed = _wide(x.float())
+    ps = [float(p)] * (w.shape[0] if w.ndim == 3 else 1) if not isinstance(p, (list, tuple)) \
+        else [float(v) for v in p]
+    exponents = [1.0 / v if math.isfinite(v) else 0.0 for v in ps]
+    order = max((binomial_order(a, SERIES_FLOOR, SERIES_TOLERANCE, SERIES_MAX_ORDER)
+                 for a in exponents if a > 0), default=0)
+    pol, s_inv = _polar_wide(w, dtype)
+    if order == 0:
+        out = pol
+    else:
+        shape = (-1, 1, 1) if w.ndim == 3 else ()
+        a = torch.tensor(exponents, dtype=torch.float32, device=w.device).view(shape)
+        eye = torch.eye(w.size(-2), dtype=w.dtype, device=w.device)
+        sym = (w * s_inv) @ pol.mT
+        e = 0.5 * (sym + sym.mT) + (SERIES_SHIFT - 1.0) * eye
+        coefficients = [torch.ones_like(a)]
+        for j in range(1, order + 1):
+            coefficients.append(coefficients[-1] * (a - j + 1) / j)
+        series = coefficients[order] * e  # Horner: Σ_{j≥1} c_j E^j, one matmul per order
+        for j in range(order - 1, 0, -1):
+            series = (series + coefficients[j] * eye) @ e
+        out = (pol + series @ pol) * s_inv.pow(-a)
+    return out.mT if transposed else out
 
 
 def singular_values(x: torch.Tensor) -> torch.Tensor:
