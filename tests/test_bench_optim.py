@@ -41,3 +41,22 @@ def test_bench_rejects_bad_arguments_before_timing_anything(tmp_path, args, name
     assert done.returncode == 2
     assert all(text in done.stderr for text in named)
     assert not any(tmp_path.iterdir())
+
+
+def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
+    rows = ["smuon", "smuon_exact", "softmuon", "softmuon_exact"]
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_optim.py", "--device", "cpu", "--width", "32",
+         "--matrix-blocks", "1", "--reps", "2", "--select-every", "10", "--only", ",".join(rows),
+         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "optim_step_cpu.json").read_text())
+    assert "elementwise" not in report and "vs_torch_muon" not in report
+    results = report["muon_family"]["results"]
+    assert set(results) == set(rows) | {"muon", "smuon_select", "smuon_exact_select",
+                                        "smuon_amortized", "smuon_exact_amortized"}
+    assert results["muon"]["vs_muon"] == 1.0 and results["muon"]["training_step_overhead"] == 0
+    select, step = results["smuon_select"]["ms"], results["smuon"]["ms"]
+    assert results["smuon_amortized"]["ms"] == pytest.approx((9 * step + select) / 10)
+    assert report["muon_family"]["forward_backward_ms"] > 0
+    assert "share of a whole training step" in (tmp_path / "optim_step_cpu.md").read_text()
