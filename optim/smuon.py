@@ -3,10 +3,13 @@
 
     m ← lerp(m, g, 1−β1);  m̂ = m/(1−β1^t);  n = lerp(m̂, g, 1−β1)
     moment_type none:   O = U_n Σ_n^(1/p) V_nᵀ, Frobenius norm pinned to Muon's (√min(rows, cols))
-    moment_type adam:   D = (v̂ + ε)^(−1/4);        O = D ⊙ powered(D ⊙ n)
-    moment_type padam:  D = (v̂ + ε)^(−1/(2(p+1))); O = D ⊙ powered(D ⊙ n)
-    θ ← θ·(1 − lr·λ) − lr·O·sqrt(max(1, rows/cols))
-Special cases: none, p=1 → normalized momentum SGD; none, p=∞ → Muon (exact polar);
+    moment_type adam:   D = (v̂ + ε)^(−1/4);        O = D ⊙ powered(D ⊙ n)·sqrt(max(1, rows/cols))
+    moment_type padam:  D = (v̂ + ε)^(−1/(2(p+1))); O = D ⊙ powered(D ⊙ n)·sqrt(max(1, rows/cols))
+    θ ← θ·(1 − lr·λ) − lr·O
+[departure] The authors pin adam/padam updates to √min(rows, cols)·κ^(1/p) (κ from the aux
+Adam's lr); here they keep Muon's rows/cols scale and no pinning.
+Special cases: none, p=1 → normalized momentum SGD; none, p=∞ → Muon's direction (exact polar;
+tall matrices without Muon's rows/cols factor);
 padam, p=1 → Adam's n/sqrt(v̂ + ε); adam, p=∞ → MuAdam's D ⊙ polar(D ⊙ n).
 [recon] Norm pinning for `none` is the Frobenius rule above; the preconditioned types need none
 (padam's D already moves from Adam's scale at p=1 to Muon's at p=∞).
@@ -243,10 +246,11 @@ class SMuon(MatrixOptimizer):
         for i, (n, o) in enumerate(zip(directions, powered)):
             o = o.view_as(n).to(n.dtype)
             if precond:
-                o = scales[i] * o
-            else:
+                o = scales[i] * o * muon_scale(n.shape)
+            else:  # pinned to Muon's ‖U·Vᵀ‖_F = √min(rows, cols), which already carries the
+                # size scaling: no rows/cols factor on top (as the authors' code)
                 o = o * (math.sqrt(min(as_matrix(n).shape)) / o.norm().clamp(min=1e-30))
-            updates.append(o * muon_scale(n.shape))
+            updates.append(o)
         self._grams.clear()
         self._recording = self._is_selection_step(b.states[0]["step"] + 1)
         b.decay(group["lr"], group["weight_decay"])
