@@ -516,3 +516,58 @@ def test_smuon_matches_reference_at_intermediate_p(moment_type, shape):
             o = o * math.sqrt(max(1.0, rows / cols))
         theta = theta * (1 - lr * wd) - lr * o
     torch.testing.assert_close(w.detach().double(), theta, rtol=1e-4, atol=1e-5)
+
+
+def folded_cauchy_quantile_by_bisection(mu: float, s: float, rho: float) -> float:
+    """q with P(|X| ≤ q) = ρ, X ~ Cauchy(μ, s), by bisection on the CDF (no Newton)."""
+    def cdf(q):
+        return (math.atan((q - mu) / s) - math.atan((-q - mu) / s)) / math.pi
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < rho:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < rho else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_softmuon_matches_reference_across_the_switch():
+    """Muon's NS5 before the switch; after it the exact soft sign with τ_j = c/q_j, c =
+    (1−ε)/sqrt(1 − (1−ε)²) ≈ 70.7, q_j the j/N quantile of the folded Cauchy fitted to the
+    singular values of the RAW gradients at the first soft step."""
+    torch.manual_seed(5)
+    shapes, total, fraction, beta, lr, eps = [(12, 20), (20, 12)], 8, 0.5, 0.95, 0.02, 1e-4
+    w0 = [torch.randn(s) for s in shapes]
+    ws = [torch.nn.Parameter(w.clone()) for w in w0]
+    opt = optim.SoftMuon(ws, lr=lr, total_steps=total, sign_fraction=fraction, momentum=beta,
+                         eps=eps, exact=True, ns_dtype="fp32")
+    theta = [w.double() for w in w0]
+    m = [torch.zeros(s, dtype=F64) for s in shapes]
+    switch, taus = int(fraction * total), None
+    c = (1 - eps) / math.sqrt(1 - (1 - eps) ** 2)
+    for k in range(total):
+        gs = [torch.randn(s) for s in shapes]
+        for w, g in zip(ws, gs):
+            w.grad = g.clone()
+        opt.step()
+        if k == switch:  # the schedule, from the raw gradients' singular values
+            sv = torch.cat([torch.linalg.svdvals(g.double()) for g in gs])
+            mu = sv.median().item()
+            s = (sv - mu).abs().median().item()
+            n = total - switch
+            q = [folded_cauchy_quantile_by_bisection(mu, s, j / n) if j else 0.0
+                 for j in range(n)]  # the 0-quantile is 0: τ_0 = τ_max
+            taus = [min(max(c / x, 1.0), 1e9) if x > 0 else 1e9 for x in q]
+        for i, g in enumerate(gs):
+            m[i] = beta * m[i] + (1 - beta) * g.double()
+            u = (1 - beta) * g.double() + beta * m[i]
+            if k < switch:
+                o = torch_ns(u.float(), (3.4445, -4.7750, 2.0315), 5, 1e-7).double()
+            else:
+                tau = taus[k - switch]
+                o = svd_map(u, lambda x, tau=tau: tau * x / torch.sqrt(1 + (tau * x) ** 2))
+            theta[i] = theta[i] - lr * o * math.sqrt(max(1.0, shapes[i][0] / shapes[i][1]))
+        for w, t, start in zip(ws, theta, w0):
+            # bf16 NS in torch's reference before the switch, fp32 in ours: bf16 precision
+            assert (w.detach().double() - t).norm() / (t - start.double()).norm() < 2e-2, k
+    assert opt.param_groups[0]["tau_schedule"] == pytest.approx(taus, rel=1e-6)
