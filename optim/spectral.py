@@ -63,8 +63,8 @@ def newton_schulz5(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
 
 def batched(fn, matrices: list[torch.Tensor], *per_matrix) -> list[torch.Tensor]:
     """fn applied to each run of same-shape matrices stacked into one batch (one kernel launch
-    per shape, as Muon's implementations do); `per_matrix` lists are stacked alongside as 1-D
-    tensors. Returns the results in the input order."""
+    per shape, as Muon's implementations do); each `per_matrix` list is passed alongside, as
+    the list of its values for that batch. Returns the results in the input order."""
     out: list = [None] * len(matrices)
     shapes: dict = {}
     for i, x in enumerate(matrices):

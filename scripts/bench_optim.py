@@ -340,15 +340,16 @@ def to_markdown(report) -> str:
     if ew["results"]:
         lines += ["", "Notes: the memory bound counts the bytes each update must move at the "
                   f"bandwidth of a large in-place tensor add ({report['bandwidth_GBps']:.1f} "
-                  "GB/s, 12 bytes an element)."]
-    lines += ["", "`× fused AdamW` is paired: each row's steps alternate with "
-              "a fused AdamW's steps on their own parameters; the ratio of the two fastest is "
-              "taken in each round, and the table gives the median and range over the rounds. "
-              "`<name>_fused` is the optimizer with fused=True; `<name>_kernel` its eager "
-              "kernel, where `<name>` is a foreach path. `muon_bf16` runs the same bf16 "
-              "Newton–Schulz as torch.optim.Muon; `muon_auto` (and `muon` below it) picks fp32 "
-              "on CPU. Each time is the fastest of the reps (on a shared machine slower reps "
-              "time the neighbours), from one process."]
+                  "GB/s, 12 bytes an element). `× fused AdamW` is paired: each row's steps "
+                  "alternate with a fused AdamW's steps on their own parameters; the ratio of the "
+                  "two fastest is taken in each round, and the table gives the median and range "
+                  "over the rounds. `<name>_fused` is the optimizer with fused=True; "
+                  "`<name>_kernel` its eager kernel, where `<name>` is a foreach path."]
+    if "vs_torch_muon" in report:
+        lines += ["", "`muon_bf16` runs the same bf16 Newton–Schulz as torch.optim.Muon; "
+                  "`muon_auto` (and `muon` below it) picks fp32 on CPU."]
+    lines += ["", "Each time is the fastest of the reps (on a shared machine slower reps time "
+              "the neighbours), from one process."]
     return "\n".join(lines) + "\n"
 
 

@@ -518,23 +518,11 @@ def test_smuon_matches_reference_at_intermediate_p(moment_type, shape):
     torch.testing.assert_close(w.detach().double(), theta, rtol=1e-4, atol=1e-5)
 
 
-def folded_cauchy_quantile_by_bisection(mu: float, s: float, rho: float) -> float:
-    """q with P(|X| ≤ q) = ρ, X ~ Cauchy(μ, s), by bisection on the CDF (no Newton)."""
-    def cdf(q):
-        return (math.atan((q - mu) / s) - math.atan((-q - mu) / s)) / math.pi
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < rho:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < rho else (lo, mid)
-    return (lo + hi) / 2
-
-
 def test_softmuon_matches_reference_across_the_switch():
     """Muon's NS5 before the switch; after it the exact soft sign with τ_j = c/q_j, c =
     (1−ε)/sqrt(1 − (1−ε)²) ≈ 70.7, q_j the j/N quantile of the folded Cauchy fitted to the
-    singular values of the RAW gradients at the first soft step."""
+    singular values of the RAW gradients at the first soft step (its quantiles by bisection,
+    independent of the Newton fit)."""
     torch.manual_seed(5)
     shapes, total, fraction, beta, lr, eps = [(12, 20), (20, 12)], 8, 0.5, 0.95, 0.02, 1e-4
     w0 = [torch.randn(s) for s in shapes]
@@ -555,7 +543,7 @@ def test_softmuon_matches_reference_across_the_switch():
             mu = sv.median().item()
             s = (sv - mu).abs().median().item()
             n = total - switch
-            q = [folded_cauchy_quantile_by_bisection(mu, s, j / n) if j else 0.0
+            q = [cauchy_quantile_by_bisection(mu, s, j / n) if j else 0.0
                  for j in range(n)]  # the 0-quantile is 0: τ_0 = τ_max
             taus = [min(max(c / x, 1.0), 1e9) if x > 0 else 1e9 for x in q]
         for i, g in enumerate(gs):
