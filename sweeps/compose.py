@@ -23,6 +23,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.train import store
+from tasks.train.epochs import derive_steps
 from tasks.train.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -199,7 +200,7 @@ def compose_runs(run_overrides_list: list[list[str]],
     runs = []
     for run_overrides in run_overrides_list:
         try:
-            cfg = composer.resolve(run_overrides)
+            cfg = derive_steps(composer.resolve(run_overrides))
         except Exception as e:
             raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e
         if validate_runs:

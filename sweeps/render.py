@@ -12,7 +12,8 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sweeps.table import ratio_columns
+from sweeps import sources
+from sweeps.table import budget, is_paper_scale, ratio_columns
 from tasks.train import store
 from tasks.train.environment import environment_label, git_commit
 
@@ -60,7 +61,8 @@ def table_rows(spec: dict, rows, best: str | None) -> tuple[list[str], list[list
             mean = f"{_fmt(r.mean)} ± {_fmt(r.std, 2)}"
         label = f"**{r.label}**" if r.label == best else r.label
         paper = (spec.get("paper") or {}).get(r.key.base)
-        body.append([label, _fmt(r.best_lr), mean, str(r.n), str(r.diverged),
+        best_lr = _fmt(r.best_lr) + "".join(f", {k}={v}" for k, v in r.best_tuned)
+        body.append([label, best_lr, mean, str(r.n), str(r.diverged),
                      *[_fmt(r.extra.get(c)) for c in spec.get("report", [])],
                      *[_fmt(values[r.label], 3) for values in ratios.values()],
                      _fmt(paper) if paper is not None else "–"])
@@ -81,7 +83,7 @@ def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command
     prov["run_environments"] = run_environments(rows)
     header, body = table_rows(spec, rows, best)
     md = [f"# {spec['title']}", ""]
-    if scale == "tiny":
+    if not is_paper_scale(scale):
         md += ["> **Miniature.** " + prov["scale_label"] + ": not the paper's scale; it checks "
                "the pipeline and the direction of the claim, not the paper's numbers.", ""]
     if ablation:
@@ -90,16 +92,19 @@ def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command
            *[f"- {k}: `{v}`" for k, v in prov.items()], "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in body]
-    if scale == "tiny" and spec.get("paper"):
+    if not is_paper_scale(scale) and spec.get("paper"):
         md += ["", "The 'paper' column is the paper's own setting, not this miniature's: the two "
                "are not comparable number for number, only in which row wins."]
-    md += ["", f"Best row (bold): {best} — {verdict}. Each optimizer's lr was chosen from its own "
-           f"grid (grids of equal size) by the mean {spec['metric']['key']} over seeds; "
-           f"'paper' is the paper's reported number where public, never ours.", "",
-           "Metric by lr (mean over seeds; – = a seed diverged):", ""]
+    md += ["", f"Best row (bold): {best} — {verdict}. Each optimizer's setting was chosen from "
+           f"its own search space (all of equal size) by the mean {spec['metric']['key']} over "
+           f"seeds; 'paper' is the paper's reported number where public, never ours.", "",
+           *search_space(spec), "",
+           "Metric by setting (mean over seeds; – = a seed diverged):", ""]
     for r in rows:
-        md.append(f"- {r.label}: " + ", ".join(f"{lr:g} → {_fmt(v)}" for lr, v in
-                                                r.per_lr.items()))
+        md.append(f"- {r.label}: " + ", ".join(
+            f"{_setting(lr, tuned)} → {_fmt(v)}" for (lr, tuned), v in
+            (r.per_setting or {(lr, ()): v for lr, v in r.per_lr.items()}).items()))
+    md += ["", *paper_settings(spec, scale)]
     (out / "table.md").write_text("\n".join(md) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -117,6 +122,36 @@ def render(spec: dict, scale: str, rows, best: str | None, verdict: str, command
     (out / "table.tex").write_text("\n".join(tex) + "\n")
     figures(spec, rows, out)
     return out
+
+
+def _setting(lr: float, tuned: tuple) -> str:
+    return f"{lr:g}" + "".join(f", {k}={v}" for k, v in tuned)
+
+
+def search_space(spec: dict) -> list[str]:
+    """What was tuned for each optimizer, and the budget every one of them got."""
+    entries = spec["optimizers"]
+    n = budget(next(iter(entries.values())))
+    lines = [f"Tuned, per optimizer ({n} configuration(s) each, the same budget for all):"]
+    for optim, entry in entries.items():
+        grids = {"lr": entry["lr"], **(entry.get("tune") or {})}
+        lines.append(f"- {optim}: " + " × ".join(
+            f"{k} {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
+            for k, vs in grids.items()))
+    if spec.get("lr_multipliers"):
+        lines.append(f"- rows at {spec['lr_multipliers']} × each optimizer's first lr, untuned")
+    return lines
+
+
+def paper_settings(spec: dict, scale: str) -> list[str]:
+    """The sources block: at a paper scale, its own; under a miniature, every paper scale's,
+    so the reader sees what the miniature stands in for."""
+    if is_paper_scale(scale):
+        return ["## Where this scale's settings come from", "", *sources.markdown(spec, [scale])]
+    paper = [s for s in spec["scales"] if is_paper_scale(s)]
+    return ["## The paper-scale settings this miniature stands in for, and their sources", "",
+            "The miniature runs none of them at size; they are what `scale=paper` (and any "
+            "`paper_*` scale) runs.", "", *sources.markdown(spec, paper)]
 
 
 def figures(spec: dict, rows, out: Path) -> None:

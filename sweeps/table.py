@@ -2,16 +2,22 @@
 
 Spec keys:
     name, title, claim            what is reproduced and which claim the table tests
-    scales: {tiny: {label, overrides}, paper: {label, overrides}}
+    scales: {tiny: {label, overrides}, paper: {label, overrides, sources}, <paper_x>: ...}
                                   task preset and run length per scale; `tiny` runs on 2 CPU
-                                  cores in minutes and is labelled a miniature everywhere
-    optimizers: {<optim>: {lr: [...], overrides: [...]}}
-                                  every optimizer gets an lr grid of the SAME length (the
-                                  fair-tuning rule: the same tuning budget for each)
+                                  cores in minutes and is labelled a miniature everywhere; every
+                                  other scale is a paper's setting (`paper` always exists; a
+                                  paper with several settings adds `paper_<name>` scales) and
+                                  names the source of each setting (sweeps/sources.py)
+    optimizers: {<optim>: {lr: [...], tune: {<optim key>: [...]}, overrides: [...]}}
+                                  every optimizer gets a search space of the SAME size (the
+                                  fair-tuning rule: the same tuning budget for each): its lr
+                                  grid times the grids of the keys under `tune` (e.g. weight
+                                  decay and momentum, where the paper tuned them)
     lr_multipliers: [1, 3, 10]    optional: rows per multiple of each optimizer's lr (each row
                                   then has one lr: the multiple), e.g. S3's spike table
     scales.<s>.per_optimizer: {<optim>: [overrides]}   scale-specific overrides (S3 at T/2)
     scales.<s>.metric: {...}      a scale's own metric (e.g. arith_acc for the tiny LoRA task)
+    scales.<s>.paper: {...}       a scale's own paper numbers (the paper reports them per size)
     variants: {<label>: [overrides]}   optional extra axis (e.g. lr multipliers, p, α_sign)
     seeds: [...]
     metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
@@ -25,14 +31,15 @@ Spec keys:
     figures: [p_per_layer]        further figures (sweeps/render.py FIGURES), e.g. SMuon's p
                                   per layer for tables with SMuon rows
 
-Fair tuning: per optimizer (and variant), the lr with the best mean metric over seeds; the table
-shows mean ± std over seeds at that lr, marks the best row, and says whether its lead over the
+Fair tuning: per optimizer (and variant), the setting (lr, and the `tune` keys) with the best
+mean metric over seeds; the table shows mean ± std over seeds at that lr, marks the best row, and says whether its lead over the
 runner-up exceeds the seed noise (the sum of the two stds).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
@@ -40,11 +47,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sweeps import sources
 from tasks.train import store
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
 OPTIM_DIR = TABLE_DIR.parent / "optim"
-SCALES = ("tiny", "paper")
+MINIATURE = "tiny"  # every other scale is a paper's setting
+
+
+def is_paper_scale(scale: str) -> bool:
+    return scale != MINIATURE
 
 
 def available() -> list[str]:
@@ -67,11 +79,33 @@ def load_spec(name: str) -> dict:
     unknown = [f for f in spec.get("figures", []) if f not in FIGURES]
     if unknown:
         raise ValueError(f"table {name}: unknown figures {unknown}; known: {sorted(FIGURES)}")
-    grids = {o: len(v["lr"]) for o, v in spec["optimizers"].items()}
+    if "paper" not in spec["scales"] or MINIATURE not in spec["scales"]:
+        raise ValueError(f"table {name}: scales must include {MINIATURE!r} and 'paper', got "
+                         f"{list(spec['scales'])}")
+    for scale, scale_spec in spec["scales"].items():
+        if is_paper_scale(scale):
+            sources.validate(name, scale, scale_spec.get("sources"))
+    for optim, entry in spec["optimizers"].items():
+        for key in entry.get("tune") or {}:
+            if not _has_key(optim, f"optim.{key}"):
+                raise ValueError(f"table {name}: optimizers.{optim}.tune.{key}: {optim} has no "
+                                 f"key {key!r} (conf/optim/{optim}.yaml)")
+    grids = {o: budget(v) for o, v in spec["optimizers"].items()}
     if len(set(grids.values())) > 1:
-        raise ValueError(f"table {name}: lr grids differ in size {grids}; the fair-tuning rule "
-                         f"gives every optimizer the same budget")
+        raise ValueError(f"table {name}: search spaces differ in size {grids}; the fair-tuning "
+                         f"rule gives every optimizer the same budget")
     return spec
+
+
+def budget(entry: dict) -> int:
+    """Configurations an optimizer's search space holds: its lr grid times its `tune` grids."""
+    return len(entry["lr"]) * math.prod(len(v) for v in (entry.get("tune") or {}).values())
+
+
+def settings(entry: dict) -> list[tuple[tuple[str, object], ...]]:
+    """The `tune` grid as a list of ((key, value), ...), one per configuration."""
+    tune = entry.get("tune") or {}
+    return [tuple(zip(tune, values)) for values in itertools.product(*tune.values())]
 
 
 @dataclass(frozen=True)
@@ -101,6 +135,11 @@ class Run:
     lr: float
     seed: int
     overrides: list[str]
+    tuned: tuple = ()  # ((optim key, value), ...) of the `tune` search space
+
+    @property
+    def setting(self) -> tuple:
+        return (self.lr, self.tuned)
 
     @property
     def optim(self) -> str:
@@ -110,9 +149,8 @@ class Run:
 def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
     """The table's runs. Extra overrides apply to every run; `optim=X` keeps only X's rows, and
     `optim.<key>=...` applies to the optimizers that have that key (an ablation)."""
-    if scale not in SCALES or scale not in spec["scales"]:
-        raise ValueError(f"scale must be one of {[s for s in SCALES if s in spec['scales']]}, "
-                         f"got {scale!r}")
+    if scale not in spec["scales"]:
+        raise ValueError(f"scale must be one of {list(spec['scales'])}, got {scale!r}")
     only = [o.split("=", 1)[1] for o in extra if o.startswith("optim=")]
     if only and only[0] not in spec["optimizers"]:
         raise ValueError(f"optim={only[0]} is not in table {spec['name']}: "
@@ -132,12 +170,13 @@ def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
             for mult in multipliers:
                 row = RowKey(optim, label, mult, tuple(mine))
                 lrs = entry["lr"] if mult is None else [entry["lr"][0] * mult]
-                for lr in lrs:
+                for lr, tuned in itertools.product(lrs, settings(entry)):
                     for seed in spec["seeds"]:
                         runs.append(Run(row, lr, seed, [
                             *scale_spec["overrides"], f"optim={optim}",
                             *entry.get("overrides", []), *per_optim, *variant,
-                            f"optim.lr={lr:g}", f"seed={seed}", *plain, *mine]))
+                            f"optim.lr={lr:g}", *[f"optim.{k}={v}" for k, v in tuned],
+                            f"seed={seed}", *plain, *mine], tuned))
     if optim_keys and not any(_has_key(r.optim, o) for r in runs for o in optim_keys):
         raise ValueError(f"no optimizer of table {spec['name']} has {optim_keys}")
     return runs
@@ -167,8 +206,10 @@ class Row:
     n: int
     diverged: int
     extra: dict
-    per_lr: dict  # lr → mean metric (None where every seed diverged)
-    best_runs: list  # run dirs at the chosen lr
+    per_lr: dict  # lr → mean metric, the best over its `tune` settings (None: a seed diverged)
+    best_runs: list  # run dirs at the chosen setting
+    best_tuned: tuple = ()  # the chosen `tune` values, ((key, value), ...)
+    per_setting: dict | None = None  # (lr, tuned) → mean metric
 
     @property
     def label(self) -> str:
@@ -176,8 +217,10 @@ class Row:
 
 
 def for_scale(spec: dict, scale: str) -> dict:
-    """The spec with the scale's own metric, if it names one."""
-    return {**spec, "metric": spec["scales"][scale].get("metric", spec["metric"])}
+    """The spec with the scale's own metric and paper numbers, where it names them."""
+    own = spec["scales"][scale]
+    return {**spec, "metric": own.get("metric", spec["metric"]),
+            "paper": own.get("paper", spec.get("paper") or {})}
 
 
 def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]:
@@ -187,11 +230,11 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
     rows = []
     for key in dict.fromkeys(r.row for r in runs):
         mine = [(i, r) for i, r in enumerate(runs) if r.row == key]
-        per_lr, values_at, dirs_at, diverged_at = {}, {}, {}, {}
-        for lr in dict.fromkeys(r.lr for _, r in mine):
+        per_setting, values_at, dirs_at, diverged_at = {}, {}, {}, {}
+        for setting in dict.fromkeys(r.setting for _, r in mine):
             vals, dirs, div = [], [], 0
             for i, r in mine:
-                if r.lr != lr:
+                if r.setting != setting:
                     continue
                 summary = store.read_summary(run_dirs[i]) or {}
                 dirs.append(run_dirs[i])
@@ -199,11 +242,15 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                 div += summary.get("status") == "diverged"
                 vals.append(value if value is not None else worst)
             finite = [v for v in vals if math.isfinite(v)]
-            per_lr[lr] = statistics.mean(finite) if len(finite) == len(vals) else None
-            values_at[lr], dirs_at[lr], diverged_at[lr] = vals, dirs, div
-        candidates = [lr for lr in per_lr if per_lr[lr] is not None]
+            per_setting[setting] = statistics.mean(finite) if len(finite) == len(vals) else None
+            values_at[setting], dirs_at[setting], diverged_at[setting] = vals, dirs, div
+        candidates = [s for s in per_setting if per_setting[s] is not None]
         pick = min if mode == "min" else max
-        best = pick(candidates, key=per_lr.__getitem__) if candidates else None
+        best = pick(candidates, key=per_setting.__getitem__) if candidates else None
+        per_lr = {}  # the metric-vs-lr view: the best finished setting at each lr
+        for lr in dict.fromkeys(x for x, _ in per_setting):
+            at_lr = [v for (x, _), v in per_setting.items() if x == lr and v is not None]
+            per_lr[lr] = pick(at_lr) if at_lr else None
         vals = values_at[best] if best is not None else []
         extra = {}
         if best is not None:
@@ -211,10 +258,11 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                 xs = [_get(store.read_summary(d) or {}, col) for d in dirs_at[best]]
                 xs = [x for x in xs if isinstance(x, (int, float))]
                 extra[col] = statistics.mean(xs) if xs else None
-        rows.append(Row(key, best, statistics.mean(vals) if vals else None,
+        rows.append(Row(key, best[0] if best else None,
+                        statistics.mean(vals) if vals else None,
                         statistics.stdev(vals) if len(vals) > 1 else 0.0 if vals else None,
                         len(vals), sum(diverged_at.values()), extra, per_lr,
-                        dirs_at.get(best, [])))
+                        dirs_at.get(best, []), best[1] if best else (), per_setting))
     return rows
 
 
@@ -274,7 +322,7 @@ def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[st
     """
     if any(o.startswith("launcher=") for o in extra):
         return list(extra), []
-    if scale != "paper":
+    if not is_paper_scale(scale):
         return [*extra, "launcher=debug"], []
     added = ["launcher=slurm"]
     if not any(o.startswith("launcher.gpus_per_node=") for o in extra):
@@ -285,7 +333,7 @@ def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[st
 
 def launcher_warnings(scale: str, launcher: dict) -> list[str]:
     """Loud warnings for a paper-scale launch whose jobs would get no GPU."""
-    if scale == "paper" and launcher.get("name") in ("slurm", "local") \
+    if is_paper_scale(scale) and launcher.get("name") in ("slurm", "local") \
             and not launcher.get("gpus_per_node"):
         return [f"WARNING: paper scale with launcher={launcher['name']} and "
                 f"launcher.gpus_per_node=0: every job gets no GPU and trains on CPUs. Add "

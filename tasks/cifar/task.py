@@ -72,6 +72,7 @@ class CifarTask:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.tokens_per_batch = batch_size  # images
         self.target = Target("test_acc", target_accuracy, "max")
+        self.epoch_examples = len(x)
         self.batches_per_epoch = len(x) // batch_size  # the last partial batch is dropped
         self._epoch, self._perm = None, None
 
@@ -87,6 +88,23 @@ class CifarTask:
         checks.number(task, "label_smoothing", 0.0, 1.0)
         checks.integer(task, "crop_pad", minimum=0)
         checks.integer(task, "cutout", minimum=0)
+
+    @classmethod
+    def train_examples(cls, task: dict) -> int:
+        """Training images of the configured set (long tail applied), from the dataset's
+        definition: CIFAR's 5,000 (CIFAR-10) or 500 (CIFAR-100) images per class, or the
+        synthetic set's generated labels."""
+        k = float(task.get("imbalance", 1.0))
+        if task["dataset"] == "synthetic":
+            _, y, _, _, classes = data.synthetic(10, *task.get("synthetic_size", (5000, 1000)),
+                                                 seed=0)
+            if k == 1.0:
+                return len(y)
+            return len(data.long_tail_indices(y, classes, k, seed=0))
+        classes = data.LAYOUT[task["dataset"]][4]
+        per_class = 50_000 // classes
+        return per_class * classes if k == 1.0 else sum(data.long_tail_counts(per_class,
+                                                                              classes, k))
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:

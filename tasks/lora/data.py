@@ -33,6 +33,11 @@ DATASETS = {
 }
 
 
+# Training examples of the datasets whose size is exact and published (GSM8K's train split:
+# 7,473; the generated arithmetic set: write_arith's n_train), for runs that train by epochs.
+TRAIN_EXAMPLES = {"gsm8k": 7473, "arith": 4000}
+
+
 @dataclass
 class Example:
     question: str

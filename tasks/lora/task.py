@@ -133,6 +133,7 @@ class LoraMathTask:
                               task_type="CAUSAL_LM")
         self.model = get_peft_model(base, peft_cfg).to(device)
         self.encoded = [data.encode(self.tokenizer, dataset, ex, max_length) for ex in self.train]
+        self.epoch_examples = len(self.encoded)
         self.batches_per_epoch = len(self.encoded) // batch_size
         if self.batches_per_epoch == 0:
             raise ValueError(f"task.batch_size {batch_size} exceeds {len(self.encoded)} examples")
@@ -176,6 +177,16 @@ class LoraMathTask:
             checks.integer(eval_cfg, "limit", prefix="task.eval.")
         checks.integer(eval_cfg, "batch_size", prefix="task.eval.")
         checks.integer(eval_cfg, "max_new_tokens", prefix="task.eval.")
+
+    @classmethod
+    def train_examples(cls, task: dict) -> int:
+        """Training examples of the dataset by its published size (epochs need an exact
+        count; datasets whose size we do not pin train by steps)."""
+        count = data.TRAIN_EXAMPLES.get(task["dataset"])
+        if count is None:
+            raise ValueError(f"epochs: the size of {task['dataset']!r} is not pinned (pinned: "
+                             f"{sorted(data.TRAIN_EXAMPLES)}); set steps instead")
+        return count
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tasks.train import checkpoint, distributed, store
 from tasks.train import config as run_config
 from tasks.train.environment import device_info, environment
+from tasks.train.epochs import check_loaded, derive_steps
 from tasks.train.lease import Lease
 from tasks.train.loop import Preempted, PreemptionFlag, Trainer
 from tasks.train.metrics import LossTracker, SpikeConfig, first_at_target
@@ -104,6 +105,8 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
         device = torch.device("cuda", ctx.local_rank)
     torch.manual_seed(cfg.seed)
     task = run_config.build_task(cfg, device)
+    if cfg.get("epochs") is not None:
+        check_loaded(cfg, task.epoch_examples)
     precision = run_config.precision(cfg.precision, device)
     task.model = precision.prepare_model(task.model)
     optimizer = run_config.build_optimizer(cfg.optim, task.model)
@@ -176,6 +179,7 @@ def _run_follower(trainer: Trainer) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Train one run described by `cfg` (a composed conf/train.yaml); return its summary."""
+    derive_steps(cfg)
     run_config.validate(cfg)
     run_config.validate_device(cfg.device)
     key = store.run_key(cfg)

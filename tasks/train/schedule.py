@@ -2,6 +2,11 @@
 
 Each returns the multiplier of every group's base lr at a step, so a torch LambdaLR applies it
 and the optimizer's own lr stays the peak lr (what sweeps and tables report).
+
+The Muon family's momentum warm-up (modded-nanoGPT's: the matrix groups' momentum rises
+linearly from `momentum_warmup_start` to the configured value over `momentum_warmup_steps`)
+rides along with the lr schedule: it is a function of the same step count, so a resumed run
+sets the same momentum as an uninterrupted one and the checkpoint holds nothing new.
 """
 
 from __future__ import annotations
@@ -67,14 +72,75 @@ def validate_schedule(cfg, total_steps: int) -> None:
         )
     if not 0.0 <= cfg["min_lr_ratio"] <= 1.0:
         raise ValueError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg['min_lr_ratio']}")
+    steps = cfg.get("momentum_warmup_steps") or 0
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"schedule.momentum_warmup_steps must be an integer >= 0, got {steps!r}")
+    start = cfg.get("momentum_warmup_start")
+    if steps and not (isinstance(start, (int, float)) and 0.0 <= start < 1.0):
+        raise ValueError(f"schedule.momentum_warmup_start must be a number in [0, 1) when "
+                         f"momentum_warmup_steps > 0, got {start!r}")
     if not 0.0 < cfg.get("decay_fraction", 0.2) <= 1.0:
         raise ValueError(
             f"schedule.decay_fraction must be in (0, 1], got {cfg.get('decay_fraction')}"
         )
 
 
-def build_scheduler(optimizer, cfg, total_steps: int) -> LambdaLR:
+MOMENTUM_KEYS = ("momentum", "beta1")  # Muon, SoftMuon, MuAdam / SMuon
+
+
+class MomentumWarmup:
+    """Sets each matrix group's momentum at a step; the configured value is the target."""
+
+    def __init__(self, optimizer, start: float, steps: int):
+        self.start, self.steps = start, steps
+        self.groups = [g for g in optimizer.param_groups if g.get("use_matrix")]
+        if not self.groups or not any(k in self.groups[0] for k in MOMENTUM_KEYS):
+            raise ValueError(f"schedule.momentum_warmup_steps={steps} needs an optimizer of the "
+                             f"Muon family (matrix groups with one of {MOMENTUM_KEYS})")
+        for g in self.groups:
+            key = next(k for k in MOMENTUM_KEYS if k in g)
+            g.setdefault("momentum_target", g[key])  # kept in the optimizer's state_dict
+
+    def apply(self, step: int) -> None:
+        frac = min(step / self.steps, 1.0)
+        for g in self.groups:
+            key = next(k for k in MOMENTUM_KEYS if k in g)
+            g[key] = (1 - frac) * self.start + frac * g["momentum_target"]
+
+
+class RunSchedule:
+    """The lr schedule and, where configured, the momentum warm-up; checkpoints as the
+    LambdaLR alone (the warm-up is a function of its step count)."""
+
+    def __init__(self, lr: LambdaLR, momentum: MomentumWarmup | None = None):
+        self.lr, self.momentum = lr, momentum
+        self._apply()
+
+    def _apply(self) -> None:
+        if self.momentum is not None:
+            self.momentum.apply(self.lr.last_epoch)  # the step about to be taken
+
+    def step(self) -> None:
+        self.lr.step()
+        self._apply()
+
+    def state_dict(self) -> dict:
+        return self.lr.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr.load_state_dict(state)
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return self.lr.get_last_lr()
+
+
+def build_scheduler(optimizer, cfg, total_steps: int) -> RunSchedule:
     validate_schedule(cfg, total_steps)
+    momentum = None
+    if cfg.get("momentum_warmup_steps"):
+        momentum = MomentumWarmup(optimizer, float(cfg["momentum_warmup_start"]),
+                                  int(cfg["momentum_warmup_steps"]))
     fn = partial(
         lr_multiplier,
         name=cfg.name,
@@ -83,4 +149,4 @@ def build_scheduler(optimizer, cfg, total_steps: int) -> LambdaLR:
         min_lr_ratio=float(cfg.min_lr_ratio),
         decay_fraction=float(cfg.get("decay_fraction", 0.2)),
     )
-    return LambdaLR(optimizer, fn)
+    return RunSchedule(LambdaLR(optimizer, fn), momentum)

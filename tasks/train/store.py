@@ -43,7 +43,12 @@ NON_IDENTITY_KEYS = (
 # keys of those runs stay valid; any other value is part of the identity as usual.
 # - optim.fused: one compiled pass instead of foreach ops (same math, rounding aside);
 # - precision.compute: what bf16/fp8_emulated matmuls run in.
-DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16"}
+# - epochs: a run length in epochs (steps are derived from it and are in the identity anyway).
+# - schedule.momentum_warmup_*: the Muon family's momentum warm-up, off by default.
+DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16",
+                     ("schedule", "momentum_warmup_steps"): 0,
+                     ("schedule", "momentum_warmup_start"): None}
+DEFAULT_ONLY_TOP_KEYS = {"epochs": None}
 
 FINISHED_STATUSES = ("completed", "diverged")
 LEASE_FILE = "lease.json"
@@ -58,6 +63,9 @@ def identity_dict(cfg: DictConfig | dict) -> dict:
         section = identity.get(group)
         if isinstance(section, dict) and key in section and section[key] == default:
             identity[group] = {k: v for k, v in section.items() if k != key}
+    for key, default in DEFAULT_ONLY_TOP_KEYS.items():
+        if key in identity and identity[key] == default:
+            del identity[key]
     return identity
 
 
