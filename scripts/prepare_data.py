@@ -3,7 +3,7 @@
     python scripts/prepare_data.py pystdlib [--max-bytes N] [--val-fraction F]
     python scripts/prepare_data.py text --input FILE --name NAME [--val-fraction F]
     python scripts/prepare_data.py cifar10 | cifar100      (downloads through torchvision)
-    python scripts/prepare_data.py openwebtext | fineweb   (streams the hub dataset, GPT-2 BPE)
+    python scripts/prepare_data.py openwebtext | fineweb | c4   (streams the hub dataset, GPT-2 BPE)
     python scripts/prepare_data.py hf --path json --data-files F.jsonl --name NAME
                                    [--text-field text] [--max-docs N] [--val-every 2000]
     python scripts/prepare_data.py gsm8k | metamathqa | numina | math | arith   (math;
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
-                                           "openwebtext", "fineweb", "hf", "gsm8k",
+                                           "openwebtext", "fineweb", "c4", "hf", "gsm8k",
                                            "metamathqa", "numina", "math", "arith"])
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
@@ -102,7 +102,7 @@ def main() -> None:
     if args.corpus in ("gsm8k", "metamathqa", "numina", "math", "arith"):
         prepare_math(args.corpus, root / args.corpus)
         return
-    if args.corpus in ("openwebtext", "fineweb", "hf"):
+    if args.corpus in ("openwebtext", "fineweb", "c4", "hf"):
         import tiktoken
 
         from tasks.nanogpt.prepare import HUB, documents, tokenize_to_memmaps

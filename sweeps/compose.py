@@ -23,7 +23,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.train import store
-from tasks.train.epochs import derive_steps
+from tasks.train.epochs import derive_steps, steps_for_epochs
 from tasks.train.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -200,7 +200,11 @@ def compose_runs(run_overrides_list: list[list[str]],
     runs = []
     for run_overrides in run_overrides_list:
         try:
-            cfg = derive_steps(composer.resolve(run_overrides))
+            cfg = composer.resolve(run_overrides)
+            if cfg.get("epochs") is not None and cfg.get("steps") is None:
+                # composed again, so that what interpolates ${steps} sees the derived value
+                cfg = composer.resolve([*run_overrides, f"steps={steps_for_epochs(cfg)}"])
+            derive_steps(cfg)
         except Exception as e:
             raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e
         if validate_runs:

@@ -232,5 +232,42 @@ def p_per_layer_figure(rows, out: Path, plt) -> None:
     plt.close(fig)
 
 
+def update_vs_spikes_figure(rows, out: Path, plt) -> None:
+    """The largest coordinate update over the lr, max|Δθ|/lr (the `update_max` and `lr` each log
+    step records), above the loss with its spikes marked, step for step: S3's update is bounded
+    by its lr (ratio ≤ 1 but for weight decay), Adam's and the NAG baselines' are not."""
+    from tasks.train.metrics import SpikeConfig, ema_spike_steps
+
+    logs = [(r, store.MetricsLog(Path(r.best_runs[0]) / "metrics.jsonl").read())
+            for r in rows if r.best_runs]
+    logs = [(r, [x for x in log if "update_max" in x and x.get("lr")]) for r, log in logs]
+    logs = [(r, log) for r, log in logs if log]
+    if not logs:
+        return
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for k, (r, log) in enumerate(logs):
+        color = plt.cm.tab20.colors[k % 20]
+        steps = [x["step"] for x in log]
+        top.plot(steps, [x["update_max"] / x["lr"] for x in log], color=color,
+                 label=f"{r.label} (lr {r.best_lr:g})")
+        losses = [x["loss"] for x in log]
+        bottom.plot(steps, losses, color=color)
+        marks = ema_spike_steps(losses, SpikeConfig(warmup=min(5, len(losses) - 1)))
+        bottom.scatter([steps[i] for i in marks], [losses[i] for i in marks], marker="x",
+                       color=color, zorder=3)
+    top.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
+    top.set_yscale("log")
+    top.set_ylabel("max |Δθ| / lr")
+    top.set_title("largest coordinate update over the lr (dashed: S3's bound) and the loss "
+                  "(x = spike)")
+    top.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    bottom.set_yscale("log")
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("train loss")
+    fig.tight_layout()
+    fig.savefig(out / "update_vs_spikes.png", dpi=120)
+    plt.close(fig)
+
+
 # Figures a table spec may ask for with `figures: [name, ...]`, beyond the two every table has.
-FIGURES = {"p_per_layer": p_per_layer_figure}
+FIGURES = {"p_per_layer": p_per_layer_figure, "update_vs_spikes": update_vs_spikes_figure}

@@ -18,13 +18,19 @@ Spec keys:
     scales.<s>.per_optimizer: {<optim>: [overrides]}   scale-specific overrides (S3 at T/2)
     scales.<s>.metric: {...}      a scale's own metric (e.g. arith_acc for the tiny LoRA task)
     scales.<s>.paper: {...}       a scale's own paper numbers (the paper reports them per size)
+    scales.<s>.optimizers: {<optim>: {lr: [...], tune: ..., overrides: [...]}}
+                                  a scale's own search space / overrides per optimizer, replacing
+                                  those keys of the top-level entry (two settings of one paper
+                                  with different lrs)
     variants: {<label>: [overrides]}   optional extra axis (e.g. lr multipliers, p, α_sign)
+    scales.<s>.variants: {...}    a scale's own variants (model sizes that only exist at scale)
     seeds: [...]
     metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
     report: [summary keys]        further columns (at the chosen lr)
     ratios: [{key, versus: [optim...], label, speedup: false}]
                                   derived columns: each row's `key` (a report key) divided by the
-                                  best (smallest) value among the `versus` rows that finished,
+                                  best (smallest) value among the `versus` rows of the same
+                                  variant and lr multiple that finished,
                                   e.g. SMuon's optimizer time over Muon's; `speedup: true`
                                   divides the other way (tokens to target: reference / row)
     paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
@@ -85,16 +91,30 @@ def load_spec(name: str) -> dict:
     for scale, scale_spec in spec["scales"].items():
         if is_paper_scale(scale):
             sources.validate(name, scale, scale_spec.get("sources"))
-    for optim, entry in spec["optimizers"].items():
-        for key in entry.get("tune") or {}:
-            if not _has_key(optim, f"optim.{key}"):
-                raise ValueError(f"table {name}: optimizers.{optim}.tune.{key}: {optim} has no "
-                                 f"key {key!r} (conf/optim/{optim}.yaml)")
-    grids = {o: budget(v) for o, v in spec["optimizers"].items()}
-    if len(set(grids.values())) > 1:
-        raise ValueError(f"table {name}: search spaces differ in size {grids}; the fair-tuning "
-                         f"rule gives every optimizer the same budget")
+    for scale in spec["scales"]:
+        unknown = sorted(set(spec["scales"][scale].get("optimizers") or {})
+                         - set(spec["optimizers"]))
+        if unknown:
+            raise ValueError(f"table {name}: scales.{scale}.optimizers names {unknown}, not "
+                             f"among the table's optimizers {list(spec['optimizers'])}")
+        entries = optimizers(spec, scale)
+        for optim, entry in entries.items():
+            for key in entry.get("tune") or {}:
+                if not _has_key(optim, f"optim.{key}"):
+                    raise ValueError(f"table {name}: optimizers.{optim}.tune.{key}: {optim} has "
+                                     f"no key {key!r} (conf/optim/{optim}.yaml)")
+        grids = {o: budget(v) for o, v in entries.items()}
+        if len(set(grids.values())) > 1:
+            raise ValueError(f"table {name}, scale {scale}: search spaces differ in size "
+                             f"{grids}; the fair-tuning rule gives every optimizer the same "
+                             f"budget")
     return spec
+
+
+def optimizers(spec: dict, scale: str) -> dict:
+    """Each optimizer's entry at a scale: the top-level one with the scale's keys on top."""
+    own = spec["scales"][scale].get("optimizers") or {}
+    return {o: {**entry, **(own.get(o) or {})} for o, entry in spec["optimizers"].items()}
 
 
 def budget(entry: dict) -> int:
@@ -151,17 +171,18 @@ def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
     `optim.<key>=...` applies to the optimizers that have that key (an ablation)."""
     if scale not in spec["scales"]:
         raise ValueError(f"scale must be one of {list(spec['scales'])}, got {scale!r}")
+    entries = optimizers(spec, scale)
     only = [o.split("=", 1)[1] for o in extra if o.startswith("optim=")]
     if only and only[0] not in spec["optimizers"]:
         raise ValueError(f"optim={only[0]} is not in table {spec['name']}: "
                          f"{list(spec['optimizers'])}")
     optim_keys = [o for o in extra if o.startswith("optim.")]
     plain = [o for o in extra if not o.startswith(("optim=", "optim."))]
-    variants = spec.get("variants") or {"": []}
+    variants = spec["scales"][scale].get("variants", spec.get("variants")) or {"": []}
     multipliers = spec.get("lr_multipliers") or [None]
     scale_spec = spec["scales"][scale]
     runs = []
-    for optim, entry in spec["optimizers"].items():
+    for optim, entry in entries.items():
         if only and optim != only[0]:
             continue
         mine = [o for o in optim_keys if _has_key(optim, o)]
@@ -220,7 +241,8 @@ def for_scale(spec: dict, scale: str) -> dict:
     """The spec with the scale's own metric and paper numbers, where it names them."""
     own = spec["scales"][scale]
     return {**spec, "metric": own.get("metric", spec["metric"]),
-            "paper": own.get("paper", spec.get("paper") or {})}
+            "paper": own.get("paper", spec.get("paper") or {}),
+            "optimizers": optimizers(spec, scale)}
 
 
 def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]:
@@ -273,11 +295,13 @@ def ratio_columns(spec: dict, rows: list[Row]) -> dict[str, dict[str, float | No
     columns = {}
     for ratio in spec.get("ratios", []):
         key = ratio["key"]
-        refs = [r.extra.get(key) for r in rows if r.key.base in ratio["versus"]]
-        refs = [x for x in refs if isinstance(x, (int, float)) and x > 0]
-        ref = min(refs) if refs else None
         values = {}
         for r in rows:
+            refs = [o.extra.get(key) for o in rows if o.key.optim in ratio["versus"]
+                    and (o.key.variant, o.key.multiplier, o.key.ablation)
+                    == (r.key.variant, r.key.multiplier, r.key.ablation)]
+            refs = [x for x in refs if isinstance(x, (int, float)) and x > 0]
+            ref = min(refs) if refs else None
             x = r.extra.get(key)
             if ref is None or not isinstance(x, (int, float)) or x <= 0:
                 values[r.label] = None

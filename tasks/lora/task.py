@@ -109,7 +109,7 @@ class LoraMathTask:
     def __init__(self, *, model: dict, lora: dict, dataset: str, eval_dataset: str,
                  batch_size: int, max_length: int, eval: dict, data_root: str, seed: int,
                  device: torch.device, grad_accum: int = 1, target_accuracy: float | None = None,
-                 name: str = "lora_math"):
+                 also_eval: tuple = (), name: str = "lora_math"):
         from peft import LoraConfig, get_peft_model
 
         data.check_dataset(dataset)
@@ -120,6 +120,8 @@ class LoraMathTask:
         self.eval_cfg = dict(eval)
         self.train = data.load_examples(data_root, dataset, "train")
         self.test = data.load_examples(data_root, eval_dataset, "test")
+        # further test sets scored at each eval beside the main one (MATH-500 beside GSM8K)
+        self.also_eval = {d: data.load_examples(data_root, d, "test") for d in also_eval or ()}
         self.tokenizer = self._tokenizer(model, data_root)
         torch.manual_seed(seed)
         base = self._base_model(model)
@@ -160,6 +162,8 @@ class LoraMathTask:
             checks.integer(task, key)
         data.check_dataset(task.get("dataset"))
         data.check_dataset(task.get("eval_dataset"))
+        for extra in task.get("also_eval") or ():
+            data.check_dataset(extra)
         lora = task.get("lora") or {}
         checks.integer(lora, "r", prefix="task.lora.")
         checks.number(lora, "alpha", 0.0, float("inf"), low_open=True, prefix="task.lora.")
@@ -223,7 +227,8 @@ class LoraMathTask:
         per_token = (6 if checkpointing else 4) * params  # upper bound: every sequence padded
         tokens = cfg["steps"] * cfg["grad_accum"] * task["batch_size"] * task["max_length"]
         eval_cfg = task.get("eval") or {}
-        questions = eval_cfg.get("limit") or EVAL_QUESTIONS.get(task["eval_dataset"], 1000)
+        questions = sum(eval_cfg.get("limit") or EVAL_QUESTIONS.get(d, 1000)
+                        for d in [task["eval_dataset"], *(task.get("also_eval") or ())])
         # each scored question: its prompt (about 200 tokens) and max_new_tokens greedy tokens
         eval_tokens = questions * (200 + eval_cfg.get("max_new_tokens", 256))
         dtype_bytes = 2 if model.get("dtype") == "bfloat16" else 4
@@ -237,11 +242,10 @@ class LoraMathTask:
                           task["dataset"] == "arith"
                           or (root / task["dataset"] / "train.jsonl").exists(),
                           f"python scripts/prepare_data.py {task['dataset']}"),
-                 DataNeed(f"{task['eval_dataset']} test",
-                          str(root / task["eval_dataset"] / "test.jsonl"),
-                          task["eval_dataset"] == "arith"
-                          or (root / task["eval_dataset"] / "test.jsonl").exists(),
-                          f"python scripts/prepare_data.py {task['eval_dataset']}")]
+                 *[DataNeed(f"{d} test", str(root / d / "test.jsonl"),
+                            d == "arith" or (root / d / "test.jsonl").exists(),
+                            f"python scripts/prepare_data.py {d}")
+                   for d in [task["eval_dataset"], *(task.get("also_eval") or ())]]]
         if name:
             needs.append(DataNeed(f"weights {name}", "hub cache (HF_HOME)",
                                   Path(name).is_dir() or _cached(name), f"hf download {name}"))
@@ -333,17 +337,25 @@ class LoraMathTask:
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
+        accuracy, n = self._score(model, self.eval_dataset, self.test)
+        out = {self.metric: accuracy, "eval_questions": n}
+        for name, test in self.also_eval.items():
+            out[f"{name}_acc"], out[f"{name}_questions"] = self._score(model, name, test)
+        return out
+
+    def _score(self, model, dataset: str, test: list) -> tuple[float, int]:
+        """(accuracy, questions scored) by greedy generation on a test set."""
         limit = self.eval_cfg.get("limit")
-        questions = self.test[:limit] if limit else self.test
+        questions = test[:limit] if limit else test
         prefix = self._few_shot_prefix(self.eval_cfg.get("few_shot", 0))
         batch = self.eval_cfg.get("batch_size", 16)
         correct = 0
         for start in range(0, len(questions), batch):
             chunk = questions[start : start + batch]
-            prompts = [prefix + data.prompt(self.eval_dataset, ex.question) for ex in chunk]
+            prompts = [prefix + data.prompt(dataset, ex.question) for ex in chunk]
             completions = self.generate(model, prompts, self.eval_cfg.get("max_new_tokens", 256))
             correct += sum(is_correct(c, ex.answer) for c, ex in zip(completions, chunk))
-        return {self.metric: correct / len(questions), "eval_questions": len(questions)}
+        return correct / len(questions), len(questions)
 
     def describe(self) -> dict:
         return {"params_trainable": sum(p.numel() for p in self.model.parameters()

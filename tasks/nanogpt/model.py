@@ -29,8 +29,11 @@ class GPTConfig:
     norm: str = "layernorm"  # layernorm | rmsnorm
     qk_norm: bool = False  # normalize queries and keys per head before attention
     activation: str = "gelu"  # gelu | relu2
+    arch: str = "gpt"  # gpt | lstm (Softsign's next-character LSTM; n_layer LSTM layers of n_embd)
 
     def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"task.model.arch must be one of {list(ARCHS)}, got {self.arch!r}")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ValueError(f"task.model.norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.activation not in ("gelu", "relu2"):
@@ -175,3 +178,37 @@ class GPT(nn.Module):
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
+
+
+class LSTM(nn.Module):
+    """A next-token LSTM language model: embedding, `n_layer` LSTM layers of width `n_embd`,
+    the (tied) head; the same call as GPT's (idx, targets) → logits or (logits, loss)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, batch_first=True,
+                            dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx, targets=None):
+        if idx.shape[1] > self.cfg.block_size:
+            raise ValueError(f"sequence length {idx.shape[1]} exceeds block_size "
+                             f"{self.cfg.block_size}")
+        x, _ = self.lstm(self.drop(self.wte(idx)))
+        logits = self.lm_head(self.drop(x))
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+
+ARCHS = {"gpt": GPT, "lstm": LSTM}
+
+
+def build_model(cfg: GPTConfig) -> nn.Module:
+    return ARCHS[cfg.arch](cfg)

@@ -21,6 +21,7 @@ from tasks.train import store
 HUB = {  # corpus name → load_dataset arguments
     "openwebtext": {"path": "Skylion007/openwebtext", "split": "train"},
     "fineweb": {"path": "HuggingFaceFW/fineweb", "name": "sample-10BT", "split": "train"},
+    "c4": {"path": "allenai/c4", "name": "en", "split": "train"},  # Softsign's LLM corpus
 }
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from tasks.nanogpt import data
-from tasks.nanogpt.model import GPT, GPTConfig
+from tasks.nanogpt.model import GPTConfig, build_model
+from tasks.nanogpt.prepare import HUB
 from tasks.train import checks, store
 from tasks.train.base import Cost, DataNeed, Target, evals_in_run
 from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
@@ -52,7 +53,7 @@ class NanoGPTTask:
                 f"vocabulary ({self.meta['vocab_size']})"
             )
         torch.manual_seed(seed)  # parameter init depends on the run's seed only
-        self.model = GPT(model_cfg).to(device)
+        self.model = build_model(model_cfg).to(device)
         # torch.compile'd forward for training; state_dicts and eval use the plain module
         self._compiled = torch.compile(self.model) if compile else None
         self.block_size = model_cfg.block_size
@@ -88,7 +89,7 @@ class NanoGPTTask:
             x = torch.zeros(batch, block, dtype=torch.long)
             return x, x
 
-        params, flops, saved = trace_on_meta(lambda: GPT(model_cfg), tokens,
+        params, flops, saved = trace_on_meta(lambda: build_model(model_cfg), tokens,
                                              lambda model, x, y: model(x, y)[1])
         per_token = flops / (batch * block)
         train_tokens = cfg["steps"] * cfg["grad_accum"] * batch * block
@@ -98,7 +99,7 @@ class NanoGPTTask:
         ready = corpus_dir.joinpath("meta.json").exists() or task["corpus"] == "pystdlib"
         prepare = "" if task["corpus"] == "pystdlib" else (
             f"python scripts/prepare_data.py {task['corpus']}"
-            if task["corpus"] in ("openwebtext", "fineweb")
+            if task["corpus"] in HUB
             else f"python scripts/prepare_data.py text --input FILE --name {task['corpus']}")
         return Cost(params=params, trained_params=params, train_flops=per_token * train_tokens,
                     eval_flops=per_token / 3 * eval_tokens,
@@ -143,7 +144,7 @@ class NanoGPTTask:
 
     def describe(self) -> dict:
         return {
-            "params": self.model.num_params(),
+            "params": sum(p.numel() for p in self.model.parameters()),
             "data": data.corpus_summary(self.meta),
             "tokens_per_batch": self.tokens_per_batch,
         }

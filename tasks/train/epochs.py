@@ -35,23 +35,28 @@ def micro_batches_per_epoch(task_cfg: dict) -> int:
     return examples // task_cfg["batch_size"]
 
 
+def steps_for_epochs(cfg) -> int:
+    epochs = cfg.get("epochs")
+    if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
+        raise ConfigError(f"epochs must be null or a number > 0, got {epochs!r}")
+    return math.ceil(epochs * micro_batches_per_epoch(_plain(cfg["task"])) / cfg["grad_accum"])
+
+
 def derive_steps(cfg: dict | DictConfig):
     """Set `steps` from `epochs` where `epochs` is set (in place; returns cfg). Idempotent: a
     config whose steps were derived already passes; steps that contradict epochs are an
-    error that says which to drop."""
-    epochs = cfg.get("epochs")
-    if epochs is None:
+    error that says which to drop. On a resolved container, values interpolated from `steps`
+    (`total_steps: ${steps}`) were resolved without it: compose such configs again with
+    `steps=<steps_for_epochs(cfg)>` instead (sweeps.compose does)."""
+    if cfg.get("epochs") is None:
         return cfg
-    if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
-        raise ConfigError(f"epochs must be null or a number > 0, got {epochs!r}")
-    derived = math.ceil(epochs * micro_batches_per_epoch(_plain(cfg["task"]))
-                        / cfg["grad_accum"])
+    derived = steps_for_epochs(cfg)
     if cfg.get("steps") is None:
         cfg["steps"] = derived
     elif cfg["steps"] != derived:
-        raise ConfigError(f"steps={cfg['steps']} contradicts epochs={epochs:g} (= {derived} "
-                          f"steps at this batch size); set steps=null to train by epochs, or "
-                          f"epochs=null to train by steps")
+        raise ConfigError(f"steps={cfg['steps']} contradicts epochs={cfg['epochs']:g} (= "
+                          f"{derived} steps at this batch size); set steps=null to train by "
+                          f"epochs, or epochs=null to train by steps")
     return cfg
 
 

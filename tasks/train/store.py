@@ -44,10 +44,11 @@ NON_IDENTITY_KEYS = (
 # - optim.fused: one compiled pass instead of foreach ops (same math, rounding aside);
 # - precision.compute: what bf16/fp8_emulated matmuls run in.
 # - epochs: a run length in epochs (steps are derived from it and are in the identity anyway).
-# - schedule.momentum_warmup_*: the Muon family's momentum warm-up, off by default.
+# - schedule.momentum_warmup_*: the Muon family's momentum warm-up, off by default;
+# - task.also_eval: further LoRA test sets, none by default.
 DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16",
                      ("schedule", "momentum_warmup_steps"): 0,
-                     ("schedule", "momentum_warmup_start"): None}
+                     ("schedule", "momentum_warmup_start"): None, ("task", "also_eval"): []}
 DEFAULT_ONLY_TOP_KEYS = {"epochs": None}
 
 FINISHED_STATUSES = ("completed", "diverged")
