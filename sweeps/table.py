@@ -38,8 +38,9 @@ Spec keys:
                                   per layer for tables with SMuon rows
 
 Fair tuning: per optimizer (and variant), the setting (lr, and the `tune` keys) with the best
-mean metric over seeds; the table shows mean ± std over seeds at that lr, marks the best row, and says whether its lead over the
-runner-up exceeds the seed noise (the sum of the two stds).
+mean metric over seeds; the table shows mean ± std over seeds at that setting, marks the best
+row, and says whether its lead over the runner-up exceeds the seed noise (the sum of the two
+stds).
 """
 
 from __future__ import annotations

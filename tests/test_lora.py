@@ -102,3 +102,27 @@ def test_memory_estimate_is_printed_and_recorded(arith_root, capsys):
     assert mem["optimizer_state_GB"]["AdamW"] == pytest.approx(
         2 * mem["lora_weights_GB"], rel=1e-9)
     assert mem["optimizer_state_GB"]["SignSGD"] == 0
+
+
+def test_further_test_sets_are_scored_beside_the_main_one(arith_root, tmp_path):
+    """`also_eval: [math]`: MATH-500 (the real on-disk format: problem, solution with \\boxed{})
+    scored at each eval beside the main set, each with its own accuracy and question count."""
+    import json
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(arith_root, root)
+    (root / "math").mkdir()
+    rows = [{"problem": f"What is {i} + {i}?", "solution": f"It is \\boxed{{{2 * i}}}."}
+            for i in range(6)]
+    (root / "math" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = compose_cfg([*TINY_LORA, "task.also_eval=[math]", "task.eval.limit=4",
+                       "task.eval.max_new_tokens=4"], data_root=root)
+    task = build_task(cfg, torch.device("cpu"))
+    scores = task.evaluate(task.model)
+    assert scores["eval_questions"] == 4 and scores["math_questions"] == 4
+    assert 0.0 <= scores["math_acc"] <= 1.0 and "arith_acc" in scores
+    with pytest.raises(ValueError, match="must be one of"):
+        from tasks.lora.task import LoraMathTask
+
+        LoraMathTask.validate_config({**cfg.task, "also_eval": ["mmlu"]})

@@ -93,3 +93,23 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
     compiled = run(compose_cfg([*common, "task.compile=true"], runs_root=tmp_path / "compiled"))
     assert compiled["final"]["train_loss"] == pytest.approx(eager["final"]["train_loss"],
                                                             rel=1e-4)
+
+
+def test_the_lstm_model_trains_on_the_embedded_corpus(tmp_path):
+    """Softsign's next-character LSTM: the same task, data and loss as the GPT, another model;
+    its loss at init is about ln(vocab) and falls."""
+    from tasks.nanogpt.model import LSTM, build_model
+
+    cfg = GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=1, n_embd=32, arch="lstm")
+    model = build_model(cfg)
+    assert isinstance(model, LSTM)
+    x = torch.randint(0, 256, (4, 16))
+    _, loss = model(x, x)
+    assert abs(loss.item() - math.log(256)) < 0.5
+    with pytest.raises(ValueError, match="task.model.arch must be one of"):
+        GPTConfig(arch="rnn")
+    summary = run(compose_cfg(["task=nanogpt_char_lstm", "steps=40", "eval_every=20",
+                               "progress=false", "optim=adamw", "optim.lr=3e-3"],
+                              runs_root=tmp_path))
+    assert summary["status"] == "completed"
+    assert summary["final"]["val_loss"] < math.log(256) - 1.0

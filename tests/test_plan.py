@@ -14,17 +14,19 @@ from tasks.nanogpt.task import NanoGPTTask
 from tests.conftest import ROOT, compose_cfg
 
 
-def paper_plan(name, tmp_path, *extra):
+def paper_plan(name, tmp_path, *extra, scale="paper"):
     spec = table.load_spec(name)
-    overrides, _ = table.launcher_overrides("paper", [f"runs_root={tmp_path / 'runs'}",
-                                                      f"data_root={tmp_path / 'data'}", *extra])
-    runs = table.expand(spec, "paper", overrides)
-    return plan_table(f"table-{name}-paper", "paper", runs, Hardware("h100", 0.4))
+    overrides, _ = table.launcher_overrides(scale, [f"runs_root={tmp_path / 'runs'}",
+                                                    f"data_root={tmp_path / 'data'}", *extra])
+    runs = table.expand(spec, scale, overrides)
+    return plan_table(f"table-{name}-{scale}", scale, runs, Hardware("h100", 0.4))
 
 
-@pytest.mark.parametrize("name", table.available())
-def test_every_table_plans_at_paper_scale_without_training(name, tmp_path):
-    text, invalid = paper_plan(name, tmp_path)
+@pytest.mark.parametrize("name,scale", [(n, s) for n in table.available()
+                                        for s in table.load_spec(n)["scales"]
+                                        if table.is_paper_scale(s)])
+def test_every_table_plans_at_paper_scale_without_training(name, scale, tmp_path):
+    text, invalid = paper_plan(name, tmp_path, scale=scale)
     assert invalid == 0, text
     assert "total: " in text and "GPU-hours" in text
     assert "launcher: slurm, 1 GPU(s) per node" in text

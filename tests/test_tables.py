@@ -4,7 +4,7 @@ end (runs → collect → rendered files), re-rendered without new runs."""
 import pytest
 import yaml
 
-from sweeps import table
+from sweeps import sources, table
 from sweeps.compose import compose_runs
 from sweeps.launch import launch
 from sweeps.render import render
@@ -21,6 +21,10 @@ MINI = {
     "report": ["spikes.spike_count"],
     "paper": {"adamw": 1.23},
 }
+MINI["scales"]["paper"] = {
+    "label": "test paper scale", "overrides": [*TINY, "steps=24"],
+    "sources": {**{k: {"paper": f"{k} from the paper"} for k in sources.SETTINGS},
+                "lr_grid": {"assumption": "lr grid ours"}}}
 
 
 @pytest.fixture
@@ -37,10 +41,11 @@ def test_every_committed_spec_expands_into_valid_distinct_runs(name):
     spec = table.load_spec(name)
     for scale in spec["scales"]:
         runs = table.expand(spec, scale)
-        per_optim = len(spec.get("lr_multipliers") or []) or len(
-            next(iter(spec["optimizers"].values()))["lr"])
+        per_optim = len(spec.get("lr_multipliers") or []) or table.budget(
+            next(iter(table.optimizers(spec, scale).values())))
+        variants = spec["scales"][scale].get("variants", spec.get("variants")) or {"": []}
         assert len(runs) == len(spec["optimizers"]) * per_optim * len(spec["seeds"]) * len(
-            spec.get("variants") or {"": []})
+            variants)
         # every run composes and validates (the same check a launch makes), keys distinct
         composed = compose_runs([r.overrides for r in runs])
         assert len({store.run_key(cfg) for _, cfg in composed}) == len(runs)
@@ -88,6 +93,9 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     out = render(mini_table, "tiny", rows, best, verdict, "test", out_root=tmp_path / "results")
     md = (out / "table.md").read_text()
     assert "Miniature" in md and "commit" in md and "machine" in md
+    # the paper scale's sources, under the miniature, each setting with its kind
+    assert "stands in for" in md and "| learning-rate grid | **assumption** | lr grid ours |" in md
+    assert "Tuned, per optimizer (2 configuration(s) each" in md
     assert f"**{best}**" in md and "seed noise" in md
     assert "1.23" in md  # the paper's number, in its own column
     assert (out / "table.csv").read_text().splitlines()[0].startswith("row,best lr")
@@ -168,3 +176,93 @@ def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
     (tmp_path / "p_per_layer.png").unlink()
     p_per_layer_figure([_row("muon")], tmp_path, plt)  # no p logged: no figure
     assert not (tmp_path / "p_per_layer.png").exists()
+
+
+def _write(tmp_path, monkeypatch, spec):
+    (tmp_path / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+    return spec["name"]
+
+
+def test_a_paper_scale_must_source_every_setting(tmp_path, monkeypatch):
+    import copy
+
+    bad = copy.deepcopy(MINI)
+    del bad["scales"]["paper"]["sources"]["clipping"]
+    with pytest.raises(ValueError, match=r"scale paper: settings without a source: \['clipping'\]"):
+        table.load_spec(_write(tmp_path, monkeypatch, bad))
+    bad = copy.deepcopy(MINI)
+    bad["scales"]["paper"]["sources"]["seeds"] = {"guess": "3"}
+    with pytest.raises(ValueError, match=r"sources.seeds must have exactly one of \['paper', "
+                                         r"'code', 'assumption', 'na'\]"):
+        table.load_spec(_write(tmp_path, monkeypatch, bad))
+    bad = copy.deepcopy(MINI)
+    bad["scales"]["paper_big"] = {"label": "x", "overrides": []}  # a second paper scale
+    with pytest.raises(ValueError, match="scale paper_big: a paper-scale spec needs a `sources:`"):
+        table.load_spec(_write(tmp_path, monkeypatch, bad))
+
+
+@pytest.mark.parametrize("name", table.available())
+def test_every_committed_paper_scale_renders_its_sources(name):
+    spec = table.load_spec(name)
+    for scale in (s for s in spec["scales"] if table.is_paper_scale(s)):
+        md = "\n".join(sources.markdown(spec, [scale]))
+        assert all(f"| {label} |" in md for label in sources.SETTINGS.values()), scale
+
+
+def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_path, monkeypatch):
+    spec = dict(MINI, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0.0, 0.1]}},
+                                  "s3": {"lr": [1e-3, 3e-3]}}, seeds=[0])
+    spec = table.load_spec(_write(tmp_path, monkeypatch, spec))
+    runs = table.expand(spec, "tiny")
+    assert [r.tuned for r in runs if r.optim == "adamw"] == [(("weight_decay", 0.0),),
+                                                             (("weight_decay", 0.1),)]
+    assert "optim.weight_decay=0.1" in runs[1].overrides
+    dirs = {}
+    for i, r in enumerate(runs):  # fake finished runs: weight decay 0.1 is better
+        dirs[i] = tmp_path / f"run{i}"
+        dirs[i].mkdir()
+        value = 2.0 - 0.5 * dict(r.tuned).get("weight_decay", 0) - r.lr
+        store.write_json(dirs[i] / "summary.json",
+                         {"status": "completed", "final": {"val_loss": value}})
+    rows = {r.label: r for r in table.collect(spec, runs, dirs)}
+    assert rows["adamw"].best_tuned == (("weight_decay", 0.1),)
+    assert rows["adamw"].mean == pytest.approx(2.0 - 0.05 - 1e-3)
+    assert rows["adamw"].per_lr == {1e-3: pytest.approx(2.0 - 0.05 - 1e-3)}
+    unequal = dict(spec, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0, 0.1]}},
+                                     "s3": {"lr": [1e-3]}})
+    with pytest.raises(ValueError, match="search spaces differ in size"):
+        table.load_spec(_write(tmp_path, monkeypatch, unequal))
+    no_key = dict(spec, optimizers={"adamw": {"lr": [1e-3], "tune": {"p": [2, 3]}},
+                                    "s3": {"lr": [1e-3, 3e-3]}})
+    with pytest.raises(ValueError, match="adamw has no key 'p'"):
+        table.load_spec(_write(tmp_path, monkeypatch, no_key))
+
+
+def test_ratios_compare_rows_of_the_same_variant():
+    rows = [table.Row(table.RowKey(o, v), 1e-3, 1.0, 0.0, 1, 0, {"t": t}, {1e-3: 1.0}, [])
+            for o, v, t in [("adamw", "small", 100.0), ("sto", "small", 50.0),
+                            ("adamw", "big", 400.0), ("sto", "big", 100.0)]]
+    spec = {"ratios": [{"key": "t", "versus": ["adamw"], "speedup": True, "label": "speedup"}]}
+    assert table.ratio_columns(spec, rows)["speedup"] == {
+        "adamw small": 1.0, "sto small": 2.0, "adamw big": 1.0, "sto big": 4.0}
+
+
+def test_update_vs_spikes_figure_is_drawn_from_the_logged_updates(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sweeps.render import update_vs_spikes_figure
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    log = store.MetricsLog(run_dir / "metrics.jsonl")
+    for step in range(1, 40):
+        log.append({"step": step, "loss": 9.0 if step == 30 else 3.0, "lr": 1e-3,
+                    "update_max": 1e-3 * (5 if step == 30 else 0.5)})
+    row = table.Row(table.RowKey("adan"), 1e-3, 1.0, 0.0, 1, 0, {}, {1e-3: 1.0}, [run_dir])
+    update_vs_spikes_figure([_row("s3"), row], tmp_path, plt)
+    assert (tmp_path / "update_vs_spikes.png").stat().st_size > 0
+    (tmp_path / "update_vs_spikes.png").unlink()
+    update_vs_spikes_figure([_row("s3")], tmp_path, plt)  # nothing logged: no figure
+    assert not (tmp_path / "update_vs_spikes.png").exists()
