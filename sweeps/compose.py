@@ -204,7 +204,8 @@ def compose_runs(run_overrides_list: list[list[str]],
             if cfg.get("epochs") is not None and cfg.get("steps") is None:
                 # composed again, so that what interpolates ${steps} sees the derived value
                 cfg = composer.resolve([*run_overrides, f"steps={steps_for_epochs(cfg)}"])
-            derive_steps(cfg)
+            else:
+                derive_steps(cfg)  # steps given beside epochs must agree with them
         except Exception as e:
             raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e
         if validate_runs:

@@ -9,6 +9,7 @@ resumed run sees exactly the batches of an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,14 @@ from tasks.cifar.models import ARCHS, build_model
 from tasks.train import checks
 from tasks.train.base import Cost, DataNeed, Target, evals_in_run
 from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
+
+
+@lru_cache(maxsize=None)
+def _synthetic_train_images(n_train: int, n_test: int, k: float) -> int:
+    """Training images of the synthetic set at imbalance k: its labels are generated, so a
+    sweep over k (and the runner's check) draws them once per size, not once per run."""
+    _, y, _, _, classes = data.synthetic(10, n_train, n_test, seed=0)
+    return len(y) if k == 1.0 else len(data.long_tail_indices(y, classes, k, seed=0))
 
 
 def _generator(*key) -> torch.Generator:
@@ -96,11 +105,7 @@ class CifarTask:
         synthetic set's generated labels."""
         k = float(task.get("imbalance", 1.0))
         if task["dataset"] == "synthetic":
-            _, y, _, _, classes = data.synthetic(10, *task.get("synthetic_size", (5000, 1000)),
-                                                 seed=0)
-            if k == 1.0:
-                return len(y)
-            return len(data.long_tail_indices(y, classes, k, seed=0))
+            return _synthetic_train_images(*task.get("synthetic_size", (5000, 1000)), k)
         classes = data.LAYOUT[task["dataset"]][4]
         per_class = 50_000 // classes
         return per_class * classes if k == 1.0 else sum(data.long_tail_counts(per_class,

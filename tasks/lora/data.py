@@ -33,9 +33,11 @@ DATASETS = {
 }
 
 
+ARITH_TRAIN = 4000  # problems in the generated arithmetic training set
+
 # Training examples of the datasets whose size is exact and published (GSM8K's train split:
-# 7,473; the generated arithmetic set: write_arith's n_train), for runs that train by epochs.
-TRAIN_EXAMPLES = {"gsm8k": 7473, "arith": 4000}
+# 7,473; the generated arithmetic set), for runs that train by epochs.
+TRAIN_EXAMPLES = {"gsm8k": 7473, "arith": ARITH_TRAIN}
 
 
 @dataclass
@@ -86,7 +88,7 @@ def arith_problem(rng: random.Random) -> dict:
     return {"question": q, "answer": ans}
 
 
-def write_arith(folder: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0) -> None:
+def write_arith(folder: Path, n_train: int = ARITH_TRAIN, n_test: int = 200, seed: int = 0) -> None:
     """GSM8K-format arithmetic word problems (deterministic), and a tokenizer trained on them."""
     rng = random.Random(seed)
     rows = {"train": [arith_problem(rng) for _ in range(n_train)],

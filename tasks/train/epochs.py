@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tasks.train.errors import ConfigError
 
@@ -73,7 +73,5 @@ def check_loaded(cfg, examples: int) -> None:
 
 def _plain(node) -> dict:
     if isinstance(node, DictConfig):
-        from omegaconf import OmegaConf
-
         return OmegaConf.to_container(node, resolve=True)
     return node

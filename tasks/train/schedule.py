@@ -97,14 +97,13 @@ class MomentumWarmup:
         if not self.groups or not any(k in self.groups[0] for k in MOMENTUM_KEYS):
             raise ValueError(f"schedule.momentum_warmup_steps={steps} needs an optimizer of the "
                              f"Muon family (matrix groups with one of {MOMENTUM_KEYS})")
-        for g in self.groups:
-            key = next(k for k in MOMENTUM_KEYS if k in g)
+        self.keys = [next(k for k in MOMENTUM_KEYS if k in g) for g in self.groups]
+        for g, key in zip(self.groups, self.keys):
             g.setdefault("momentum_target", g[key])  # kept in the optimizer's state_dict
 
     def apply(self, step: int) -> None:
         frac = min(step / self.steps, 1.0)
-        for g in self.groups:
-            key = next(k for k in MOMENTUM_KEYS if k in g)
+        for g, key in zip(self.groups, self.keys):
             g[key] = (1 - frac) * self.start + frac * g["momentum_target"]
 
 
@@ -130,9 +129,6 @@ class RunSchedule:
     def load_state_dict(self, state: dict) -> None:
         self.lr.load_state_dict(state)
         self._apply()
-
-    def get_last_lr(self) -> list[float]:
-        return self.lr.get_last_lr()
 
 
 def build_scheduler(optimizer, cfg, total_steps: int) -> RunSchedule:
