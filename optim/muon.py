@@ -4,7 +4,11 @@ auxiliary AdamW for every other parameter (groups with `use_matrix=False`, see o
 Muon (Jordan et al. 2024): m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nesterov else m
                           θ ← θ·(1 − lr·λ) − lr·NS5(u)·sqrt(max(1, rows/cols))
 MuAdam (arXiv:2510.10777): v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
-                          θ ← θ·(1 − lr·λ) − lr·D ⊙ NS5(D ⊙ n)·sqrt(max(1, rows/cols))
+                          θ ← θ·(1 − lr·λ) − lr·D ⊙ polar(D ⊙ n)
+                          polar: by default the Polar Express schedule of the SMuon authors'
+                          MuAdam (`orthogonalizer: polar_express`), or Muon's NS5
+                          (`newton_schulz`); `rows_cols_scale: true` multiplies by Muon's
+                          sqrt(max(1, rows/cols)), which the authors' MuAdam does not.
 SoftMuon (arXiv:2605.31371): Muon for the first ⌊α_sign·T⌋ steps, then the spectral soft sign
                           (U·Uᵀ + τ_j⁻²·I)^(−1/2)·U, τ_j from the folded-Cauchy schedule fitted
                           to the singular values of the raw gradients of the group's matrices;
@@ -29,9 +33,11 @@ from optim._common import (
 from optim.matrix import MatrixOptimizer
 from optim.spectral import (
     as_matrix,
+    MUADAM_COEFFICIENTS,
     batched,
     newton_schulz5,
     ns_dtype_for,
+    polar_express,
     singular_values,
     soft_sign_fast,
     soft_sign_matrix,
@@ -66,11 +72,17 @@ class Muon(MatrixOptimizer):
         return torch._foreach_lerp(b.grads, m, beta) if group["nesterov"] else m
 
     def _orthogonalize(self, group, us: list[torch.Tensor]) -> list[torch.Tensor]:
-        """NS5(u)·sqrt(max(1, rows/cols)) of each u, same shapes as one batch."""
+        """polar(u)·shape scale of each u, same shapes as one batch."""
         dtype = ns_dtype_for(us[0].device, group["ns_dtype"])
-        out = batched(lambda xs: newton_schulz5(xs, group["ns_steps"], dtype=dtype),
-                      [as_matrix(u) for u in us])
-        return [o.view_as(u).to(u.dtype) * muon_scale(u.shape) for o, u in zip(out, us)]
+        out = batched(lambda xs: self._polar(group, xs, dtype), [as_matrix(u) for u in us])
+        return [o.view_as(u).to(u.dtype) * self._shape_scale(group, u.shape)
+                for o, u in zip(out, us)]
+
+    def _polar(self, group, xs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return newton_schulz5(xs, group["ns_steps"], dtype=dtype)
+
+    def _shape_scale(self, group, shape) -> float:
+        return muon_scale(shape)
 
     def _matrix_step(self, group) -> None:
         b = Batch(self, group, buffers=("momentum_buffer",))
@@ -82,21 +94,41 @@ class Muon(MatrixOptimizer):
         b.commit()
 
 
+ORTHOGONALIZERS = ("polar_express", "newton_schulz")
+
+
 class MuAdam(Muon):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, ns_steps: int = 5,
-                 ns_dtype: str = "auto", aux_lr=None, aux_betas=None, aux_eps=None,
+                 ns_dtype: str = "auto", orthogonalizer: str = "polar_express",
+                 rows_cols_scale: bool = False, aux_lr=None, aux_betas=None, aux_eps=None,
                  aux_weight_decay=None):
         check_beta("beta2", beta2)
         require(eps > 0, "eps", eps, "> 0")
+        require(orthogonalizer in ORTHOGONALIZERS, "orthogonalizer", orthogonalizer,
+                f"one of {list(ORTHOGONALIZERS)}")
+        require(orthogonalizer == "newton_schulz" or ns_steps == len(MUADAM_COEFFICIENTS),
+                "ns_steps", ns_steps,
+                f"{len(MUADAM_COEFFICIENTS)} with orthogonalizer polar_express (its schedule "
+                "has that many steps)")
         super().__init__(params, lr=lr, momentum=momentum, nesterov=True,
                          weight_decay=weight_decay, ns_steps=ns_steps, ns_dtype=ns_dtype,
                          aux_lr=aux_lr, aux_betas=aux_betas, aux_eps=aux_eps,
                          aux_weight_decay=aux_weight_decay)
+        extra = {"beta2": beta2, "eps": eps, "orthogonalizer": orthogonalizer,
+                 "rows_cols_scale": rows_cols_scale}
         for group in self.param_groups:
-            group.setdefault("beta2", beta2)
-            group.setdefault("eps", eps)
-        self.defaults.update(beta2=beta2, eps=eps)
+            for key, value in extra.items():
+                group.setdefault(key, value)
+        self.defaults.update(extra)
+
+    def _polar(self, group, xs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if group["orthogonalizer"] == "newton_schulz":
+            return super()._polar(group, xs, dtype)
+        return polar_express(xs, MUADAM_COEFFICIENTS, dtype)
+
+    def _shape_scale(self, group, shape) -> float:
+        return muon_scale(shape) if group["rows_cols_scale"] else 1.0
 
     def _matrix_step(self, group) -> None:
         b = Batch(self, group, buffers=("exp_avg", "exp_avg_sq"))

@@ -3,16 +3,24 @@
 
     m ← lerp(m, g, 1−β1);  m̂ = m/(1−β1^t);  n = lerp(m̂, g, 1−β1)
     moment_type none:   O = U_n Σ_n^(1/p) V_nᵀ, Frobenius norm pinned to Muon's (√min(rows, cols))
-    moment_type adam:   D = (v̂ + ε)^(−1/4);        O = D ⊙ powered(D ⊙ n)·sqrt(max(1, rows/cols))
-    moment_type padam:  D = (v̂ + ε)^(−1/(2(p+1))); O = D ⊙ powered(D ⊙ n)·sqrt(max(1, rows/cols))
+    moment_type adam:   D = (v̂ + ε)^(−1/4);        O = D ⊙ powered(D ⊙ n), pinned as below
+    moment_type padam:  D = (v̂ + ε)^(−1/(2(p+1))); O = D ⊙ powered(D ⊙ n), pinned as below
     θ ← θ·(1 − lr·λ) − lr·O
-[departure] The authors pin adam/padam updates to √min(rows, cols)·κ^(1/p) (κ from the aux
-Adam's lr); here they keep Muon's rows/cols scale and no pinning.
+Norm pinning (`pin`), as the authors' code: the update's Frobenius norm is set to a target that
+does not depend on the gradient's spectrum, so one lr transfers across p.
+    kappa (default): adam/padam → √min(rows, cols)·κ^(1/p), with
+                     κ = (lr_aux·ρ_aux) / (lr / √max(rows, cols)),
+                     ρ_aux = sqrt((1−β1_aux)/(1+β1_aux)) (`kappa_regime: noisy`) or 1 (`determ`):
+                     Muon's step at p=∞, the aux Adam's per-coordinate step at p=1;
+                     none → √min(rows, cols) (no Adam end to move towards).
+    muon:            √min(rows, cols) for every type (the authors' kappa_pin=False).
+    none:            adam/padam unpinned, D ⊙ powered(D ⊙ n)·sqrt(max(1, rows/cols)) (an option
+                     of ours, not the authors').
+No rows/cols factor on a pinned update: √max(rows, cols) in κ already carries the size scaling.
 Special cases: none, p=1 → normalized momentum SGD; none, p=∞ → Muon's direction (exact polar;
 tall matrices without Muon's rows/cols factor);
-padam, p=1 → Adam's n/sqrt(v̂ + ε); adam, p=∞ → MuAdam's D ⊙ polar(D ⊙ n).
-[recon] Norm pinning for `none` is the Frobenius rule above; the preconditioned types need none
-(padam's D already moves from Adam's scale at p=1 to Muon's at p=∞).
+padam, p=1 → Adam's n/sqrt(v̂ + ε) up to the pin; adam, p=∞ → MuAdam's D ⊙ polar(D ⊙ n) up to
+the pin.
 
 Choosing p, per layer, at step `first_select` and every `select_every` steps (unless `fixed_p`):
 with m̂ = Σ σ_i u_i v_iᵀ, the raw gradient G and the layer's input Gram A·Aᵀ,
@@ -48,6 +56,8 @@ from optim.p_selection import CRITERIA, Spectrum, fit_tail, maximize
 from optim.spectral import as_matrix, batched, ns_dtype_for, schatten_power, schatten_power_fast
 
 MOMENT_TYPES = ("none", "adam", "padam")
+PINS = ("kappa", "muon", "none")
+KAPPA_REGIMES = ("noisy", "determ")
 
 
 class SMuon(MatrixOptimizer):
@@ -56,7 +66,8 @@ class SMuon(MatrixOptimizer):
                  criterion: str = "exact_momentum", p_min: float = 1.02, p_max: float = 10.0,
                  select_every: int = 100, first_select: int = 10, stat_ema: float = 0.95,
                  fixed_p: float | None = None, exact: bool = False, approx_rank: float = 0.1,
-                 approx_min_rank: int = 50, ns_dtype: str = "auto", aux_lr=None,
+                 approx_min_rank: int = 50, ns_dtype: str = "auto", pin: str = "kappa",
+                 kappa_regime: str = "noisy", aux_lr=None,
                  aux_betas=None, aux_eps=None, aux_weight_decay=None):
         check_lr_wd(lr, weight_decay)
         check_beta("beta1", beta1)
@@ -64,6 +75,11 @@ class SMuon(MatrixOptimizer):
         require(eps > 0, "eps", eps, "> 0")
         require(moment_type in MOMENT_TYPES, "moment_type", moment_type,
                 f"one of {list(MOMENT_TYPES)}")
+        require(pin in PINS, "pin", pin, f"one of {list(PINS)}")
+        require(pin != "none" or moment_type != "none", "pin", pin,
+                "'kappa' or 'muon' with moment_type none (an unpinned update has no scale)")
+        require(kappa_regime in KAPPA_REGIMES, "kappa_regime", kappa_regime,
+                f"one of {list(KAPPA_REGIMES)}")
         require(criterion in CRITERIA, "criterion", criterion, f"one of {list(CRITERIA)}")
         require(1.0 <= p_min < p_max, "p_min", p_min, f"in [1, p_max={p_max})")
         require(fixed_p is None or fixed_p >= 1.0, "fixed_p", fixed_p, "None or >= 1 (inf ok)")
@@ -81,7 +97,7 @@ class SMuon(MatrixOptimizer):
                     "select_every": select_every, "first_select": first_select,
                     "stat_ema": stat_ema, "fixed_p": fixed_p, "exact": exact,
                     "approx_rank": approx_rank, "approx_min_rank": approx_min_rank,
-                    "ns_dtype": ns_dtype}
+                    "ns_dtype": ns_dtype, "pin": pin, "kappa_regime": kappa_regime}
         super().__init__(params, defaults, {"aux_lr": aux_lr, "aux_betas": aux_betas,
                                             "aux_eps": aux_eps,
                                             "aux_weight_decay": aux_weight_decay})
@@ -217,6 +233,20 @@ class SMuon(MatrixOptimizer):
         dtype = ns_dtype_for(matrices[0].device, group["ns_dtype"])
         return batched(lambda xs, p: schatten_power_fast(xs, p, dtype), matrices, ps)
 
+    def _target_norm(self, group, shape, p: float) -> float:
+        """The Frobenius norm the update is pinned to (see the module docstring)."""
+        rows, cols = shape
+        muon_norm = math.sqrt(min(rows, cols))
+        aux = next((g for g in self.param_groups if not g["use_matrix"]), None)
+        if (group["pin"] == "muon" or group["moment_type"] == "none" or aux is None
+                or group["lr"] <= 0.0):
+            return muon_norm
+        beta1_aux = aux["betas"][0]
+        rho_aux = (math.sqrt((1.0 - beta1_aux) / (1.0 + beta1_aux))
+                   if group["kappa_regime"] == "noisy" else 1.0)
+        kappa = max(aux["lr"] * rho_aux * math.sqrt(max(rows, cols)) / group["lr"], 1e-12)
+        return muon_norm * kappa ** (1.0 / max(p, 1.0))
+
     def _matrix_step(self, group) -> None:
         precond = group["moment_type"] != "none"
         b = Batch(self, group, buffers=("exp_avg", "exp_avg_sq") if precond else ("exp_avg",))
@@ -243,13 +273,15 @@ class SMuon(MatrixOptimizer):
             inputs = [d * n for d, n in zip(scales, directions)]
         powered = self._powered(group, [as_matrix(x) for x in inputs], ps)
         updates = []
-        for i, (n, o) in enumerate(zip(directions, powered)):
+        for i, (n, o, p) in enumerate(zip(directions, powered, ps)):
             o = o.view_as(n).to(n.dtype)
             if precond:
-                o = scales[i] * o * muon_scale(n.shape)
-            else:  # pinned to Muon's ‖U·Vᵀ‖_F = √min(rows, cols), which already carries the
-                # size scaling: no rows/cols factor on top (as the authors' code)
-                o = o * (math.sqrt(min(as_matrix(n).shape)) / o.norm().clamp(min=1e-30))
+                o = scales[i] * o
+            if group["pin"] == "none":
+                o = o * muon_scale(n.shape)
+            else:
+                target = self._target_norm(group, as_matrix(n).shape, p)
+                o = o * (target / o.norm().clamp(min=1e-30))
             updates.append(o)
         self._grams.clear()
         self._recording = self._is_selection_step(b.states[0]["step"] + 1)

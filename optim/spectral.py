@@ -174,6 +174,47 @@ POLAR_COEFFICIENTS = (
     (2.301825, -1.676278, 0.422952))
 
 
+def polar_express_coefficients(lower: float, steps: int, safety_eps: float = 0.0,
+                               cushion: float = 0.0) -> tuple:
+    """The Polar Express schedule as published (Amsel et al. 2025) and used by the SMuon
+    authors' MuAdam: each quintic is the minimax fit of 1 on [max(l, cushion·u), u], rescaled so
+    that 1 − q(l) = q(u) − 1 when the cushion cut the interval; all but the last are evaluated at
+    x/(1 + safety_eps); the next interval is [q(l), 2 − q(l)]."""
+    coefficients, lo, hi = [], lower, 1.0
+    for step in range(steps):
+        a, b, c = _odd_quintic_minimax(max(lo, cushion * hi), hi)
+        if cushion * hi > lo:
+            rescale = 2.0 / sum(a * x + b * x**3 + c * x**5 for x in (lo, hi))
+            a, b, c = a * rescale, b * rescale, c * rescale
+        if step < steps - 1:
+            safety = 1.0 + safety_eps
+            a, b, c = a / safety, b / safety**3, c / safety**5
+        coefficients.append((a, b, c))
+        lo = a * lo + b * lo**3 + c * lo**5
+        hi = 2.0 - lo
+    return tuple(coefficients)
+
+
+# The SMuon authors' MuAdam schedule: polar_express_coefficients(**MUADAM_POLAR_EXPRESS), on
+# x/‖x‖_F; singular values in [1e-3, 1] land in [0.862, 1.138] (tests rederive both)
+MUADAM_POLAR_EXPRESS = {"lower": 1e-3, "steps": 5, "safety_eps": 1e-2, "cushion": 0.03}
+MUADAM_COEFFICIENTS = (
+    (8.158301, -22.532527, 16.143672), (4.044278, -2.815409, 0.508422),
+    (3.89469, -2.780169, 0.514816), (3.317359, -2.438494, 0.48787),
+    (2.337477, -1.701754, 0.422364))
+
+
+def polar_express(x: torch.Tensor, coefficients, dtype: torch.dtype = torch.bfloat16,
+                  eps: float = 1e-7) -> torch.Tensor:
+    """≈ U·Vᵀ of x by the given odd quintics on x/‖x‖_F (a matrix or a batch), no polish step."""
+    y, transposed = _wide(x.to(dtype))
+    y = y / (y.norm(dim=(-2, -1), keepdim=True) + eps)
+    for a, b, c in coefficients:
+        gram = y @ y.mT
+        y = a * y + (b * gram + c * (gram @ gram)) @ y
+    return y.mT if transposed else y
+
+
 def _wide(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """x with rows ≤ columns (a batch of matrices: the last two dims), and whether transposed."""
     transposed = x.size(-2) > x.size(-1)

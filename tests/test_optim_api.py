@@ -135,9 +135,14 @@ BAD = [
     (optim.SMuon, {"moment_type": "lamb"}, "moment_type"),
     (optim.SMuon, {"p_min": 0.5}, "p_min"),
     (optim.SMuon, {"fixed_p": 0.5}, "fixed_p"),
+    (optim.SMuon, {"pin": "frobenius"}, "pin"),
+    (optim.SMuon, {"pin": "none"}, "pin"),  # moment_type none has no unpinned scale
+    (optim.SMuon, {"kappa_regime": "quiet"}, "kappa_regime"),
     (optim.Muon, {"momentum": -0.1}, "momentum"),
     (optim.Muon, {"aux_betas": (0.9, 1.0)}, "aux_betas"),
     (optim.MuAdam, {"lr": -0.1}, "lr"),
+    (optim.MuAdam, {"orthogonalizer": "svd"}, "orthogonalizer"),
+    (optim.MuAdam, {"ns_steps": 7}, "ns_steps"),  # Polar Express has a five-step schedule
     (optim.StoSignSGD, {"weight_decay": -1}, "weight_decay"),
 ]
 

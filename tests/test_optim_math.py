@@ -8,7 +8,13 @@ import torch
 from torch.optim._muon import _zeropower_via_newtonschulz as torch_ns
 
 import optim
-from optim.spectral import schatten_power, soft_sign_matrix
+from optim.spectral import (
+    MUADAM_COEFFICIENTS,
+    MUADAM_POLAR_EXPRESS,
+    polar_express_coefficients,
+    schatten_power,
+    soft_sign_matrix,
+)
 from optim.temperature import folded_cauchy_quantiles
 
 F64 = torch.float64  # references in fp64: differences are the method's own
@@ -405,23 +411,60 @@ def test_muon_flattens_conv_kernels_and_scales_by_flattened_shape():
     assert (w.detach().reshape(64, 36) - want).norm() / want.norm() < 2e-2
 
 
-def test_muadam_matches_reference():
+def polar_express_reference(x, coefficients):
+    """The authors' MuAdam orthogonalization, written from its definition in float64."""
+    y = x.double().mT if x.shape[0] > x.shape[1] else x.double()
+    y = y / (y.norm() + 1e-7)
+    for a, b, c in coefficients:
+        gram = y @ y.T
+        y = a * y + (b * gram + c * gram @ gram) @ y
+    return (y.T if x.shape[0] > x.shape[1] else y).float()
+
+
+@pytest.mark.parametrize("shape", [(12, 20), (20, 12)])  # tall: the rows/cols scale shows
+@pytest.mark.parametrize("orthogonalizer, rows_cols_scale", [("polar_express", False),
+                                                             ("newton_schulz", True)])
+def test_muadam_matches_reference(orthogonalizer, rows_cols_scale, shape):
     torch.manual_seed(1)
-    w0 = torch.randn(12, 20, dtype=torch.float32)
+    w0 = torch.randn(shape, dtype=torch.float32)
     lr, b1, b2, eps = 0.02, 0.9, 0.999, 0.5  # ε large: misplacing it shows
     w = torch.nn.Parameter(w0.clone())
-    opt = optim.MuAdam([w], lr=lr, momentum=b1, beta2=b2, eps=eps, ns_dtype="bf16")
+    opt = optim.MuAdam([w], lr=lr, momentum=b1, beta2=b2, eps=eps, ns_dtype="fp32",
+                       orthogonalizer=orthogonalizer, rows_cols_scale=rows_cols_scale)
+    coefficients = polar_express_coefficients(**MUADAM_POLAR_EXPRESS)
+    scale = math.sqrt(max(1.0, shape[0] / shape[1])) if rows_cols_scale else 1.0
     theta, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
     for t in range(1, 21):
-        g = torch.randn(12, 20, dtype=torch.float32)
+        g = torch.randn(shape, dtype=torch.float32)
         w.grad = g.clone()
         opt.step()
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         n = (m / (1 - b1**t)) * b1 + (1 - b1) * g
         D = (v / (1 - b2**t) + eps) ** -0.25
-        theta = theta - lr * D * torch_ns(D * n, (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
-    assert (w.detach() - theta).norm() / (theta - w0).norm() < 1e-2
+        if orthogonalizer == "polar_express":
+            o = polar_express_reference(D * n, coefficients)
+        else:
+            o = torch_ns(D * n, (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
+        theta = theta - lr * D * o * scale
+    # torch's NS reference runs in bf16, ours in fp32 here
+    tol = 1e-4 if orthogonalizer == "polar_express" else 1e-2
+    assert (w.detach() - theta).norm() / (theta - w0).norm() < tol
+
+
+def test_muadam_polar_express_schedule_is_rederived_and_lands_near_one():
+    derived = polar_express_coefficients(**MUADAM_POLAR_EXPRESS)
+    assert [c for step in derived for c in step] == pytest.approx(
+        [c for step in MUADAM_COEFFICIENTS for c in step], abs=2e-6)
+    # the cushion's recentring: the first quintic (before its safety factor) errs by the same
+    # amount above 1 at u = 1 as below 1 at l = 1e-3
+    a, b, c = (k * s for k, s in zip(derived[0], (1.01, 1.01**3, 1.01**5)))
+    q = lambda x: a * x + b * x**3 + c * x**5  # noqa: E731
+    assert 1 - q(1e-3) == pytest.approx(q(1.0) - 1, abs=1e-9)
+    x = torch.logspace(-3, 0, 20001, dtype=F64)
+    for a, b, c in MUADAM_COEFFICIENTS:
+        x = a * x + b * x**3 + c * x**5
+    assert 0.86 < x.min().item() < x.max().item() < 1.14
 
 
 def smuon_direction(moment_type, p, g_seq, **kw):
@@ -457,16 +500,48 @@ def test_smuon_special_cases():
     # none, p = inf: Muon with an exact polar factor
     torch.testing.assert_close(smuon_direction("none", math.inf, gs), polar,
                                rtol=1e-4, atol=1e-5)
-    # padam, p = 1: Adam's direction
+    # padam, p = 1: Adam's direction (unpinned: Adam's own scale; pinned: its direction)
     adam = n / (v_hat + eps).sqrt()
-    got = smuon_direction("padam", 1.0, gs)
+    got = smuon_direction("padam", 1.0, gs, pin="none")
     torch.testing.assert_close(got, adam, rtol=1e-4, atol=1e-5)
+    pinned = smuon_direction("padam", 1.0, gs)  # no aux group: pinned to √min(rows, cols)
+    torch.testing.assert_close(pinned, adam * math.sqrt(10) / adam.norm(), rtol=1e-4,
+                               atol=1e-5)
     # adam (e = -1/4), p = inf: MuAdam's D ⊙ polar(D ⊙ n)
     D = (v_hat + eps) ** -0.25
     want = D * svd_map(D * n, torch.ones_like).float()
-    torch.testing.assert_close(smuon_direction("adam", math.inf, gs), want, rtol=1e-4,
-                               atol=1e-4)
+    torch.testing.assert_close(smuon_direction("adam", math.inf, gs, pin="none"), want,
+                               rtol=1e-4, atol=1e-4)
     assert cosine(smuon_direction("adam", math.inf, gs), want) > 0.9999
+
+
+@pytest.mark.parametrize("regime, rho", [("noisy", math.sqrt(0.2 / 1.8)), ("determ", 1.0)])
+def test_smuon_kappa_pin_moves_from_adams_step_to_muons(regime, rho):
+    """‖lr·O‖_F = lr·√min·κ^(1/p), κ = lr_aux·ρ·√max/lr: at p = ∞ Muon's √min, at p = 1 a
+    per-coordinate RMS of lr_aux·ρ (the aux Adam's step), for a tall matrix."""
+    torch.manual_seed(3)
+    rows, cols, lr, aux_lr = 24, 6, 0.02, 3e-3
+    kappa = aux_lr * rho * math.sqrt(rows) / lr
+    for p in (1.0, 2.5, math.inf):
+        w = torch.nn.Parameter(torch.zeros(rows, cols))
+        bias = torch.nn.Parameter(torch.zeros(rows))
+        opt = optim.SMuon([w, bias], lr=lr, moment_type="padam", fixed_p=p, exact=True,
+                          aux_lr=aux_lr, aux_betas=(0.8, 0.95), kappa_regime=regime)
+        w.grad, bias.grad = torch.randn(rows, cols), torch.randn(rows)
+        opt.step()
+        want = lr * math.sqrt(cols) * kappa ** (1 / p)
+        assert w.detach().norm().item() == pytest.approx(want, rel=1e-5)
+        if p == 1.0:
+            rms = w.detach().norm().item() / math.sqrt(rows * cols)
+            assert rms == pytest.approx(aux_lr * rho, rel=1e-5)
+    # pin=muon: √min at every p, whatever the aux Adam
+    w = torch.nn.Parameter(torch.zeros(rows, cols))
+    bias = torch.nn.Parameter(torch.zeros(rows))
+    opt = optim.SMuon([w, bias], lr=lr, moment_type="adam", fixed_p=1.5, exact=True,
+                      aux_lr=aux_lr, pin="muon")
+    w.grad, bias.grad = torch.randn(rows, cols), torch.randn(rows)
+    opt.step()
+    assert w.detach().norm().item() == pytest.approx(lr * math.sqrt(cols), rel=1e-5)
 
 
 def test_smuon_tightness_picks_the_p_that_maximizes_J():
@@ -487,19 +562,24 @@ def test_smuon_tightness_picks_the_p_that_maximizes_J():
 
 
 @pytest.mark.parametrize("shape", [(9, 14), (14, 9)])  # wide and tall: the rows/cols scale
-@pytest.mark.parametrize("moment_type", ["none", "adam", "padam"])
-def test_smuon_matches_reference_at_intermediate_p(moment_type, shape):
+@pytest.mark.parametrize("moment_type, pin", [("none", "kappa"), ("adam", "kappa"),
+                                              ("padam", "kappa"), ("adam", "none"),
+                                              ("padam", "none")])
+def test_smuon_matches_reference_at_intermediate_p(moment_type, pin, shape):
     torch.manual_seed(4)
     p, b1, b2, eps, lr, wd = 3.0, 0.95, 0.999, 1e-2, 0.05, 0.1  # ε large: misplacing it shows
+    aux_lr, aux_b1 = 2e-3, 0.9
     rows, cols = shape
     w0 = torch.randn(shape, dtype=torch.float32)
     w = torch.nn.Parameter(w0.clone())
-    opt = optim.SMuon([w], lr=lr, moment_type=moment_type, fixed_p=p, weight_decay=wd, eps=eps,
-                      exact=True)
+    bias = torch.nn.Parameter(torch.zeros(rows))  # the aux group κ is built from
+    opt = optim.SMuon([w, bias], lr=lr, moment_type=moment_type, fixed_p=p, weight_decay=wd,
+                      eps=eps, exact=True, pin=pin, aux_lr=aux_lr, aux_betas=(aux_b1, 0.95))
     theta, m, v = w0.double(), torch.zeros(shape, dtype=F64), torch.zeros(shape, dtype=F64)
+    kappa = aux_lr * math.sqrt((1 - aux_b1) / (1 + aux_b1)) * math.sqrt(max(shape)) / lr
     for t in range(1, 8):
         g = torch.randn(shape, dtype=torch.float32)
-        w.grad = g.clone()
+        w.grad, bias.grad = g.clone(), torch.zeros(rows)
         opt.step()
         g = g.double()
         m = b1 * m + (1 - b1) * g
@@ -512,8 +592,10 @@ def test_smuon_matches_reference_at_intermediate_p(moment_type, shape):
             e = -0.25 if moment_type == "adam" else -1 / (2 * (p + 1))
             D = (v / (1 - b2**t) + eps) ** e
             o = D * svd_map(D * n, lambda s: s ** (1 / p))
-        if moment_type != "none":  # `none` is pinned to √min(rows, cols): no extra scale
-            o = o * math.sqrt(max(1.0, rows / cols))
+            if pin == "kappa":  # pinned: no rows/cols factor on top
+                o = o * math.sqrt(min(shape)) * kappa ** (1 / p) / o.norm()
+            else:
+                o = o * math.sqrt(max(1.0, rows / cols))
         theta = theta * (1 - lr * wd) - lr * o
     torch.testing.assert_close(w.detach().double(), theta, rtol=1e-4, atol=1e-5)
 
