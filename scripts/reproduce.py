@@ -14,6 +14,12 @@ the table is written at the end); at paper scale it is `launcher=slurm` with one
 With `launcher=slurm` or `launcher=local` the command returns once the array is submitted, and
 `--wait` blocks until the runs end.
 
+A row whose best lr is on an edge of its grid gets the next lr beyond it, up to the spec's
+`extend_edges` times (sweeps/edges.py). The table prints a verdict on the paper's claim
+(sweeps/verdict.py) and is written with its run records (records.json.gz); `--render-only`
+renders it again from them, on any machine, without the runs. Runs made by different optimizer
+or task code are not rendered together unless `--allow-mixed` is given.
+
 `--plan` composes and validates every run and trains nothing: per run its key, status, the data
 it needs (and the command that prepares what is missing), memory per GPU and GPU-hours, then
 totals. It exits 2 if any run is invalid.
@@ -44,6 +50,11 @@ def main() -> int:
     parser.add_argument("--gpu", default=DEFAULT_GPU, help=f"--plan: one of {sorted(GPUS)}")
     parser.add_argument("--mfu", type=float, default=DEFAULT_MFU,
                         help="--plan: assumed model FLOPs utilization")
+    parser.add_argument("--render-only", action="store_true",
+                        help="render results/TABLE/SCALE again from its committed run records")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="render runs made by different optimizer/task code together "
+                             "(the table lists the versions)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="--plan: the GPU's peak instead of the --gpu table's")
     args = parser.parse_intermixed_args()  # flags anywhere among the overrides
@@ -52,7 +63,8 @@ def main() -> int:
         hardware = Hardware(args.gpu, args.mfu, args.peak_tflops * 1e12
                             if args.peak_tflops else None) if args.plan else None
         return reproduce(args.table, args.overrides, command, wait=args.wait,
-                         poll_s=args.poll, plan=hardware)
+                         poll_s=args.poll, plan=hardware, render_only=args.render_only,
+                         allow_mixed=args.allow_mixed)
     except (ConfigError, ValueError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,11 +36,23 @@ Spec keys:
     paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
     figures: [p_per_layer]        further figures (sweeps/render.py FIGURES), e.g. SMuon's p
                                   per layer for tables with SMuon rows
+    extend_edges: 2               edge-aware tuning (also per scale): a row whose best lr sits
+                                  on an edge of its grid gets one more lr beyond that edge (the
+                                  grid's own factor there), runs it, and repeats, at most this
+                                  many times; a row that diverged at every lr reaches down
+    verdict: {kind, row, than, binomial}   the claim as a comparison (also per scale):
+                                  kind `better`: `row`'s metric beats `than`'s;
+                                  kind `sensitivity`: `row`'s LR sensitivity (Wortsman et al.
+                                  2023) is below `than`'s. Reproduced when the difference
+                                  exceeds two standard errors over seeds (for accuracies, with
+                                  `binomial: <summary key of the question count>`, the binomial
+                                  error is added); not reproduced when it goes the other way by
+                                  as much; inconclusive otherwise or with fewer than 3 seeds
 
 Fair tuning: per optimizer (and variant), the setting (lr, and the `tune` keys) with the best
 mean metric over seeds; the table shows mean ± std over seeds at that setting, marks the best
-row, and says whether its lead over the runner-up exceeds the seed noise (the sum of the two
-stds).
+of each set of comparable rows (same variant, lr multiple and ablation), and says whether its
+lead over the runner-up exceeds the seed noise (the sum of the two stds).
 """
 
 from __future__ import annotations
@@ -92,6 +104,9 @@ def load_spec(name: str) -> dict:
     for scale, scale_spec in spec["scales"].items():
         if is_paper_scale(scale):
             sources.validate(name, scale, scale_spec.get("sources"))
+    from sweeps import verdict  # it reads table rows: imported here, after this module
+
+    verdict.validate(name, spec)
     for scale in spec["scales"]:
         unknown = sorted(set(spec["scales"][scale].get("optimizers") or {})
                          - set(spec["optimizers"]))
@@ -167,9 +182,11 @@ class Run:
         return self.row.optim
 
 
-def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
+def expand(spec: dict, scale: str, extra: list[str] = (),
+           grids: dict[str, list[float]] | None = None) -> list[Run]:
     """The table's runs. Extra overrides apply to every run; `optim=X` keeps only X's rows, and
-    `optim.<key>=...` applies to the optimizers that have that key (an ablation)."""
+    `optim.<key>=...` applies to the optimizers that have that key (an ablation). `grids`
+    replaces a row's lr grid (by row label): the grid edge-aware tuning extended."""
     if scale not in spec["scales"]:
         raise ValueError(f"scale must be one of {list(spec['scales'])}, got {scale!r}")
     entries = optimizers(spec, scale)
@@ -192,6 +209,8 @@ def expand(spec: dict, scale: str, extra: list[str] = ()) -> list[Run]:
             for mult in multipliers:
                 row = RowKey(optim, label, mult, tuple(mine))
                 lrs = entry["lr"] if mult is None else [entry["lr"][0] * mult]
+                if mult is None and grids and row.label in grids:
+                    lrs = grids[row.label]
                 for lr, tuned in itertools.product(lrs, settings(entry)):
                     for seed in spec["seeds"]:
                         runs.append(Run(row, lr, seed, [
@@ -232,6 +251,11 @@ class Row:
     best_runs: list  # run dirs at the chosen setting
     best_tuned: tuple = ()  # the chosen `tune` values, ((key, value), ...)
     per_setting: dict | None = None  # (lr, tuned) → mean metric
+    values_at: dict | None = None  # (lr, tuned) → per-seed metric (±inf: diverged or failed)
+    initial_at: dict | None = None  # (lr, tuned) → per-seed initial train loss
+    spikes_at: dict | None = None  # (lr, tuned) → spike events summed over seeds
+    diverged_at: dict | None = None  # (lr, tuned) → seeds that diverged
+    dirs_at: dict | None = None  # (lr, tuned) → run dirs, one per seed
 
     @property
     def label(self) -> str:
@@ -254,8 +278,9 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
     for key in dict.fromkeys(r.row for r in runs):
         mine = [(i, r) for i, r in enumerate(runs) if r.row == key]
         per_setting, values_at, dirs_at, diverged_at = {}, {}, {}, {}
+        initial_at, spikes_at = {}, {}
         for setting in dict.fromkeys(r.setting for _, r in mine):
-            vals, dirs, div = [], [], 0
+            vals, dirs, div, initial, spikes = [], [], 0, [], 0
             for i, r in mine:
                 if r.setting != setting:
                     continue
@@ -264,9 +289,12 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                 value = _get(summary, metric) if summary.get("status") == "completed" else None
                 div += summary.get("status") == "diverged"
                 vals.append(value if value is not None else worst)
+                initial.append(_get(summary, "initial.train_loss"))
+                spikes += _get(summary, "spikes.spike_count") or 0
             finite = [v for v in vals if math.isfinite(v)]
             per_setting[setting] = statistics.mean(finite) if len(finite) == len(vals) else None
             values_at[setting], dirs_at[setting], diverged_at[setting] = vals, dirs, div
+            initial_at[setting], spikes_at[setting] = initial, spikes
         candidates = [s for s in per_setting if per_setting[s] is not None]
         pick = min if mode == "min" else max
         best = pick(candidates, key=per_setting.__getitem__) if candidates else None
@@ -285,7 +313,8 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                         statistics.mean(vals) if vals else None,
                         statistics.stdev(vals) if len(vals) > 1 else 0.0 if vals else None,
                         len(vals), sum(diverged_at.values()), extra, per_lr,
-                        dirs_at.get(best, []), best[1] if best else (), per_setting))
+                        dirs_at.get(best, []), best[1] if best else (), per_setting,
+                        values_at, initial_at, spikes_at, diverged_at, dirs_at))
     return rows
 
 
@@ -312,30 +341,47 @@ def ratio_columns(spec: dict, rows: list[Row]) -> dict[str, dict[str, float | No
     return columns
 
 
-def ranking(spec: dict, rows: list[Row]) -> tuple[str | None, str]:
-    """(best row label, whether its lead over the runner-up exceeds the seed noise)."""
+def comparable(row: Row) -> tuple:
+    """Rows are compared only within the same variant, lr multiple and ablation."""
+    return (row.key.variant, row.key.multiplier, row.key.ablation)
+
+
+def ranking(spec: dict, rows: list[Row]) -> list[tuple[str | None, str]]:
+    """For each set of comparable rows: (best row label, whether its lead over the runner-up
+    exceeds the seed noise)."""
     mode = spec["metric"].get("mode", "min")
-    scored = sorted((r for r in rows if r.mean is not None),
-                    key=lambda r: r.mean if mode == "min" else -r.mean)
-    if not scored:
-        return None, "no finished row"
-    if len(scored) == 1:
-        return scored[0].label, "only row"
-    a, b = scored[0], scored[1]
-    gap, noise = abs(a.mean - b.mean), (a.std or 0.0) + (b.std or 0.0)
-    if a.n < 2:
-        return a.label, f"lead {gap:.4g} over {b.label}; one seed, noise unknown"
-    verdict = "exceeds" if gap > noise else "within"
-    return a.label, f"lead {gap:.4g} over {b.label} {verdict} seed noise ({noise:.4g})"
+    out = []
+    for group in dict.fromkeys(comparable(r) for r in rows):
+        scored = sorted((r for r in rows if comparable(r) == group and r.mean is not None),
+                        key=lambda r: r.mean if mode == "min" else -r.mean)
+        if not scored:
+            out.append((None, "no finished row"))
+        elif len(scored) == 1:
+            out.append((scored[0].label, "only row"))
+        else:
+            a, b = scored[0], scored[1]
+            gap, noise = abs(a.mean - b.mean), (a.std or 0.0) + (b.std or 0.0)
+            if a.n < 2:
+                out.append((a.label, f"lead {gap:.4g} over {b.label}; one seed, noise unknown"))
+            else:
+                verdict = "exceeds" if gap > noise else "within"
+                out.append((a.label, f"lead {gap:.4g} over {b.label} {verdict} seed noise "
+                                     f"({noise:.4g})"))
+    return out
 
 
 def sweep_name(spec: dict, scale: str, extra: list[str]) -> tuple[str, list[str]]:
-    """(sweep name, ablation overrides): an ablation (overrides other than the launcher's) gets
-    its own sweep name and results folder."""
-    ablation = sorted(o for o in extra if not o.startswith("launcher"))
+    """(sweep name, ablation overrides): an ablation (overrides that change what is computed,
+    not where it runs or logs) gets its own sweep name and results folder."""
+    ablation = sorted(o for o in extra if _override_key(o) not in store.NON_IDENTITY_KEYS)
     suffix = ("-" + hashlib.sha1(" ".join(ablation).encode()).hexdigest()[:6]
               if ablation else "")
     return f"table-{spec['name']}-{scale}{suffix}", ablation
+
+
+def _override_key(override: str) -> str:
+    """The top-level config key an override sets (`+a.b=1` → `a`)."""
+    return override.split("=", 1)[0].lstrip("+~").split(".", 1)[0]
 
 
 def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[str]]:

@@ -4,11 +4,11 @@ end (runs → collect → rendered files), re-rendered without new runs."""
 import pytest
 import yaml
 
-from sweeps import sources, table
+from sweeps import records, sources, table
 from sweeps.compose import compose_runs
-from sweeps.launch import launch
-from sweeps.render import render
+from sweeps.reproduce import reproduce
 from tasks.train import store
+from tasks.train.environment import CODE_PACKAGES, code_version
 from tests.conftest import TINY
 
 MINI = {
@@ -78,43 +78,78 @@ def test_ablation_overrides_make_distinct_runs(mini_table):
         table.expand(mini_table, "huge")
 
 
-def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
-    runs = table.expand(mini_table, "tiny", [f"runs_root={tmp_path / 'runs'}",
-                                             f"data_root={data_root}", "launcher=debug"])
-    first = launch("table-mini", runs=[r.overrides for r in runs])
-    assert len(first.submitted) == 8
-    dirs = {i: store.run_dir(cfg) for i, (_, cfg) in enumerate(first.runs)}
-    rows = table.collect(mini_table, runs, dirs)
-    assert [r.label for r in rows] == ["adamw", "s3"]
-    for r in rows:
-        assert r.n == 2 and r.best_lr in (1e-3, 3e-3) and r.mean is not None
-        assert r.mean == min(v for v in r.per_lr.values() if v is not None)
-    best, verdict = table.ranking(mini_table, rows)
-    out = render(mini_table, "tiny", rows, best, verdict, "test", out_root=tmp_path / "results")
+def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch):
+    spec = dict(MINI, extend_edges=1, verdict={"kind": "better", "row": "s3", "than": "adamw"})
+    _write(tmp_path / "tables", monkeypatch, spec)
+    results = tmp_path / "results"
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=results) == 0
+    out = results / "mini" / "tiny"  # runs_root/data_root are not an ablation: no suffix
     md = (out / "table.md").read_text()
     assert "Miniature" in md and "commit" in md and "machine" in md
     # the paper scale's sources, under the miniature, each setting with its kind
     assert "stands in for" in md and "| learning-rate grid | **assumption** | lr grid ours |" in md
     assert "Tuned, per optimizer (2 configuration(s) each" in md
-    assert f"**{best}**" in md and "seed noise" in md
-    assert "1.23" in md  # the paper's number, in its own column
+    # two seeds: the verdict cannot be decided, and says why
+    assert "**Verdict: inconclusive — val loss: s3" in md and "fewer than 3 seeds" in md
+    assert "seed noise" in md and "1.23" in md  # the paper's number, in its own column
+    # a two-point grid always has its best on an edge: one more lr per row, then flagged
+    data = records.read(out)
+    assert {label: len(grid) for label, grid in data["grids"].items()} == {"adamw": 3, "s3": 3}
+    assert len(data["runs"]) == 12 and "Grids widened after seeing results" in md
+    assert md.count("edge)") >= 1 or "none." in md
     assert (out / "table.csv").read_text().splitlines()[0].startswith("row,best lr")
     assert (out / "loss_curves.png").stat().st_size > 0
     assert (out / "metric_vs_lr.png").stat().st_size > 0
-    again = launch("table-mini", runs=[r.overrides for r in runs])
-    assert again.submitted == []
-    rows2 = table.collect(mini_table, runs, dirs)
-    assert [(r.label, r.best_lr, r.mean) for r in rows2] == [(r.label, r.best_lr, r.mean)
-                                                             for r in rows]
-    # the same runs render the same table, byte for byte (but the render's own date)
-    best2, verdict2 = table.ranking(mini_table, rows2)
-    out2 = render(mini_table, "tiny", rows2, best2, verdict2, "test",
-                  out_root=tmp_path / "results2")
-    for name in ("table.md", "table.csv", "table.tex"):
-        first_text, second_text = ((d / name).read_text().splitlines() for d in (out, out2))
-        undated = [[line for line in text if "date" not in line]
-                   for text in (first_text, second_text)]
-        assert undated[0] == undated[1], name
+    assert "| [mini](mini/tiny/table.md) | tiny | inconclusive | 12 |" in (
+        results / "README.md").read_text()
+    # a second call submits nothing, and renders the same table from the same runs
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "table.md"}
+    assert reproduce("mini", where, "test", results=results) == 0
+    # from the records alone, on a machine without the runs: the same bytes
+    committed = {p.name: p.read_bytes() for p in out.iterdir()}
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    assert reproduce("mini", ["--render-only"][:0], "test", render_only=True,
+                     results=results) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == committed
+    assert set(before) <= set(committed)
+
+
+def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, tmp_path,
+                                                                   data_root, monkeypatch):
+    results = tmp_path / "results"
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=results) == 0
+    out = results / "mini" / "tiny"
+    data = records.read(out)
+    data["runs"][0]["summary"]["code_version"] = "0123456789ab"
+    records.write(out, data)
+    with pytest.raises(ValueError, match="different optimizer/task code: 0123456789ab"):
+        reproduce("mini", [], "test", render_only=True, results=results)
+    data["allow_mixed"] = True
+    records.write(out, data)
+    assert reproduce("mini", [], "test", render_only=True, results=results) == 0
+    assert "0123456789ab (1 runs)" in (out / "table.md").read_text()
+    _write(tmp_path / "tables", monkeypatch, dict(MINI, seeds=[0, 1, 2]))
+    with pytest.raises(ValueError, match="another version of conf/table/mini.yaml"):
+        reproduce("mini", [], "test", render_only=True, results=results)
+
+
+def test_the_run_key_changes_with_the_optimizer_and_task_code(tmp_path, tiny_cfg):
+    tiny_cfg = tiny_cfg()
+    assert store.run_key(tiny_cfg, code="aaaa") != store.run_key(tiny_cfg, code="bbbb")
+    assert store.run_key(tiny_cfg) == store.run_key(tiny_cfg, code=code_version())
+    for package in CODE_PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "m.py").write_text("x = 1\n")
+    (tmp_path / "sweeps").mkdir()
+    first = code_version.__wrapped__(tmp_path)
+    (tmp_path / "sweeps" / "m.py").write_text("launching code does not count\n")
+    assert code_version.__wrapped__(tmp_path) == first
+    (tmp_path / "optim" / "m.py").write_text("x = 2\n")
+    assert code_version.__wrapped__(tmp_path) != first
 
 
 def _row(label, **extra):
@@ -179,6 +214,7 @@ def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
 
 
 def _write(tmp_path, monkeypatch, spec):
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
     return spec["name"]
@@ -266,3 +302,19 @@ def test_update_vs_spikes_figure_is_drawn_from_the_logged_updates(tmp_path):
     (tmp_path / "update_vs_spikes.png").unlink()
     update_vs_spikes_figure([_row("s3")], tmp_path, plt)  # nothing logged: no figure
     assert not (tmp_path / "update_vs_spikes.png").exists()
+
+
+COMMITTED = sorted(p.parent for p in (table.TABLE_DIR.parent.parent / "results").glob(
+    f"*/*/{records.RECORDS_FILE}"))
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[f"{p.parent.name}/{p.name}" for p in COMMITTED])
+def test_every_committed_table_re_renders_byte_identically_from_its_records(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "results" / folder.parent.name / folder.name
+    shutil.copytree(folder, copy)
+    assert reproduce(folder.parent.name, [f"scale={folder.name}"], "unused", render_only=True,
+                     results=tmp_path / "results") == 0
+    for name in ("table.md", "table.csv", "table.tex"):
+        assert (copy / name).read_bytes() == (folder / name).read_bytes(), name

@@ -7,6 +7,8 @@ that every number can be traced to the commit and library versions that produced
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -31,6 +33,24 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# The packages whose source decides the numbers a run computes (the optimizers and the tasks);
+# sweeps/ and scripts/ only launch and render.
+CODE_PACKAGES = ("optim", "tasks")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version(root: Path = PROJECT_ROOT) -> str:
+    """A hash of the optimizer and task code (every .py under CODE_PACKAGES, path and
+    contents): part of every run key, so a run made by other code is never reused, and
+    recorded with every run, so a table can tell runs of different code apart."""
+    digest = hashlib.sha1()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _version(distribution: str) -> str | None:
@@ -71,6 +91,7 @@ def environment(device=None) -> dict:
 
     return {
         "git_commit": git_commit(),
+        "code_version": code_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         **device_info(device),
@@ -91,7 +112,7 @@ def environment_label(env: dict | None) -> str:
     libs = env.get("libraries") or {}
     parts = [f"commit {str(env.get('git_commit'))[:12]}"
              + ("-dirty" if str(env.get("git_commit")).endswith("-dirty") else ""),
-             f"python {env.get('python')}", f"torch {env.get('torch')}"]
+             f"code {env.get('code_version')}", f"python {env.get('python')}", f"torch {env.get('torch')}"]
     if env.get("cuda"):
         parts.append(f"CUDA {env['cuda']}" + (f", cuDNN {env['cudnn']}" if env.get("cudnn")
                                               else ""))

@@ -115,6 +115,9 @@ class StepVerdict:
     reason: str = ""
 
 
+MAX_RECORDED_EVENTS = 1000  # event steps kept for the figures; the count has no cap
+
+
 class LossTracker:
     """Feeds on one training loss per step; keeps every metric of the curve up to date."""
 
@@ -132,6 +135,7 @@ class LossTracker:
         self.sigma_checked = 0
         self.sum_log_loss = 0.0
         self.last_spike_step: int | None = None
+        self.spike_event_starts: list[int] = []  # first step of each event, for the figures
         self.last_loss: float | None = None
         self.best_loss = math.inf
 
@@ -156,6 +160,8 @@ class LossTracker:
                 self.spike_steps += 1
                 if self.last_spike_step is None or step != self.last_spike_step + 1:
                     self.spike_events += 1
+                    if len(self.spike_event_starts) < MAX_RECORDED_EVENTS:
+                        self.spike_event_starts.append(step)
                 self.last_spike_step = step
         if len(self.window) == self.cfg.sigma_window:
             mean = sum(self.window) / len(self.window)
@@ -178,6 +184,7 @@ class LossTracker:
         n = self.steps_seen
         return {
             "spike_count": self.spike_events,
+            "spike_event_starts": list(self.spike_event_starts),
             "spike_steps": self.spike_steps,
             "spike_rate": self.spike_steps / self.checked_steps if self.checked_steps else 0.0,
             "max_spike_ratio": self.max_spike_ratio,

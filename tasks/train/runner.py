@@ -91,6 +91,7 @@ def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
                              if state.optimizer_timed_steps else None),
         "task_info": task.describe(),
         "git_commit": env["git_commit"],
+        "code_version": env["code_version"],
         "environment": env,
     }
 
@@ -210,7 +211,8 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
     try:
         store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         env = environment()
-        summary.update(git_commit=env["git_commit"], environment=env)
+        summary.update(git_commit=env["git_commit"], code_version=env["code_version"],
+                       environment=env)
         task, trainer, device = build_run(cfg, ctx, rdir)
         trainer.metrics_log.truncate_after(trainer.state.step)
         env = {**env, **device_info(device)}  # the device the run trains on

@@ -1,7 +1,8 @@
 """Run identity and the on-disk results store.
 
 A run's key is a short hash of its resolved config minus the keys that do not change what is
-computed (where it logs, where it runs, where files go). The run dir is derived from the key,
+computed (where it logs, where it runs, where files go), and of the optimizer and task code
+(environment.code_version): a run made by other code is never reused. The run dir is derived from the key,
 never from a timestamp, so a requeued or re-launched job finds its own checkpoint.
 
     <runs_root>/<task>/<optim>/<key>/
@@ -70,8 +71,12 @@ def identity_dict(cfg: DictConfig | dict) -> dict:
     return identity
 
 
-def run_key(cfg: DictConfig | dict, length: int = 10) -> str:
-    blob = json.dumps(identity_dict(cfg), sort_keys=True, default=str)
+def run_key(cfg: DictConfig | dict, length: int = 10, code: str | None = None) -> str:
+    """The hash of the run's identity and of the code that computes it (`code_version`)."""
+    from tasks.train.environment import code_version
+
+    identity = {**identity_dict(cfg), "code_version": code or code_version()}
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:length]
 
 

@@ -1,0 +1,54 @@
+"""results/README.md: every rendered table with its scale, verdict, run count and compute time,
+written from the tables and run records under results/ (reproduce.py rewrites it after each
+table)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from sweeps.records import RECORDS_FILE
+
+HEADER = """# Results
+
+Every table here was rendered by `python scripts/reproduce.py TABLE [scale=...]` and carries its
+run records (`{records}`: each run's overrides, summary and metric curves), from which
+`python scripts/reproduce.py TABLE [scale=...] --render-only` renders it again, byte for byte, on
+any machine. Each table's header names the command, the commit and the machine it was made on;
+its verdict line says whether the paper's claim showed, by the rule in `sweeps/verdict.py`.
+A `tiny` scale is a miniature on 2 CPU cores, never the paper's scale. This file is written by
+`sweeps/index.py`; benchmarks are in `bench/`.
+
+| table | scale | verdict | runs | compute (run wall time, summed) |
+|---|---|---|---|---|
+"""
+
+
+def entries(results: Path) -> list[tuple[str, str, str, int, float]]:
+    """(table, scale folder, verdict, runs, seconds) for each table with run records."""
+    out = []
+    for path in sorted(Path(results).glob(f"*/*/{RECORDS_FILE}")):
+        folder = path.parent
+        data = json.loads(gzip.decompress(path.read_bytes()))
+        seconds = sum(((e["summary"] or {}).get("wall_time_s") or 0.0) for e in data["runs"])
+        md = (folder / "table.md").read_text() if (folder / "table.md").exists() else ""
+        verdict = next((line.strip("* ").removeprefix("Verdict: ") for line in md.splitlines()
+                        if line.startswith("**Verdict:")), "no table rendered")
+        out.append((folder.parent.name, folder.name, verdict.split(" — ")[0],
+                    len(data["runs"]), seconds))
+    return out
+
+
+def text(results: Path) -> str:
+    lines = [HEADER.format(records=RECORDS_FILE)]
+    for name, scale, verdict, runs, seconds in entries(results):
+        lines.append(f"| [{name}]({name}/{scale}/table.md) | {scale} | {verdict} | {runs} | "
+                     f"{seconds / 60:.1f} min |\n")
+    return "".join(lines)
+
+
+def write(results: Path) -> Path:
+    path = Path(results) / "README.md"
+    path.write_text(text(results))
+    return path

@@ -1,0 +1,141 @@
+"""A table's verdict on its claim: reproduced, not reproduced or inconclusive, by one declared
+rule, with the numbers it was decided on.
+
+The spec states the claim as a comparison of two rows (`verdict: {kind, row, than}`, by the
+rows' labels without ablation):
+- `better`: `row`'s metric beats `than`'s (the table's metric and its mode);
+- `sensitivity`: `row`'s LR sensitivity is below `than`'s. LR sensitivity as Wortsman et al.
+  2023 ("Small-scale proxies for large-scale Transformer training instabilities", §3.1) define
+  it: the mean over the lr grid of min(ℓ(η), ℓ₀) − min_η ℓ(η), with ℓ₀ the loss at
+  initialization (a diverged run counts as ℓ₀), per seed, over the lrs both rows ran.
+
+Rule: d = how much `row` is better than `than` (positive: the claimed direction), se the
+standard error of that difference over seeds (sqrt(s₁²/n₁ + s₂²/n₂); for accuracies the
+binomial error p(1−p)/(questions·seeds) of each row is added). Reproduced when d > 2·se, not
+reproduced when d < −2·se, inconclusive in between or when either row has fewer than
+MIN_SEEDS seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from sweeps.table import Row, _get
+from tasks.train import store
+
+KINDS = ("better", "sensitivity")
+MIN_SEEDS = 3
+Z = 2.0
+
+
+@dataclass
+class Verdict:
+    result: str  # reproduced | not reproduced | inconclusive
+    text: str  # the numbers it rests on
+
+    @property
+    def line(self) -> str:
+        return f"Verdict: {self.result} — {self.text}"
+
+
+def spec_verdict(spec: dict, scale: str) -> dict | None:
+    return spec["scales"][scale].get("verdict", spec.get("verdict"))
+
+
+def validate(name: str, spec: dict) -> None:
+    """Each declared verdict names a known kind and two of the table's optimizers' rows."""
+    for scale in spec["scales"]:
+        v = spec_verdict(spec, scale)
+        if v is None:
+            continue
+        if v.get("kind", "better") not in KINDS:
+            raise ValueError(f"table {name}: verdict.kind must be one of {list(KINDS)}, got "
+                             f"{v.get('kind')!r}")
+        for key in ("row", "than"):
+            if not v.get(key) or v[key].split(" ")[0] not in spec["optimizers"]:
+                raise ValueError(f"table {name}: verdict.{key} must name a row of one of the "
+                                 f"table's optimizers {list(spec['optimizers'])}, got "
+                                 f"{v.get(key)!r}")
+
+
+def decide(spec: dict, scale: str, rows: list[Row]) -> Verdict:
+    v = spec_verdict(spec, scale)
+    if v is None:
+        return Verdict("inconclusive", "the spec states no comparison to decide the claim by")
+    by_label = {r.key.base: r for r in rows if not r.key.ablation}
+    a, b = by_label.get(v["row"]), by_label.get(v["than"])
+    if a is None or b is None:
+        return Verdict("inconclusive", f"rows {v['row']!r} and {v['than']!r} did not both run")
+    if v.get("kind", "better") == "sensitivity":
+        return _sensitivity(spec, v, a, b)
+    return _better(spec, v, a, b)
+
+
+def _better(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
+    mode = spec["metric"].get("mode", "min")
+    name = spec["metric"].get("label", spec["metric"]["key"])
+    if a.mean is None or b.mean is None:
+        failed = [r.label for r in (a, b) if r.mean is None]
+        result = "not reproduced" if a.mean is None and b.mean is not None else "inconclusive"
+        return Verdict(result, f"{', '.join(failed)} diverged at every setting")
+    d = (b.mean - a.mean) if mode == "min" else (a.mean - b.mean)
+    var = (a.std or 0.0) ** 2 / a.n + (b.std or 0.0) ** 2 / b.n
+    if v.get("binomial"):
+        for r in (a, b):
+            questions = _mean_summary(r.best_runs, v["binomial"])
+            if questions:
+                var += r.mean * (1.0 - r.mean) / (questions * r.n)
+    return _rule(d, math.sqrt(var), min(a.n, b.n),
+                 f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
+                 f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}")
+
+
+def _sensitivity(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
+    lrs = sorted({lr for lr, _ in a.values_at} & {lr for lr, _ in b.values_at})
+    sa, sb = lr_sensitivity(a, lrs), lr_sensitivity(b, lrs)
+    if not sa or not sb:
+        return Verdict("inconclusive", "no lr both rows ran at")
+    ma, mb = statistics.mean(sa), statistics.mean(sb)
+    var = sum(statistics.variance(s) / len(s) if len(s) > 1 else 0.0 for s in (sa, sb))
+    return _rule(mb - ma, math.sqrt(var), min(len(sa), len(sb)),
+                 f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g}): "
+                 f"{a.label} {ma:.4g}, {b.label} {mb:.4g} (n = {len(sa)}, {len(sb)} seeds); "
+                 f"{a.label} lower by {mb - ma:.4g}")
+
+
+def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:
+    """Per seed: mean over `lrs` of min(ℓ(η), ℓ₀) − min_η ℓ(η), at the untuned setting of each
+    lr (the first `tune` setting), for a metric that is minimized."""
+    settings = {lr: next(s for s in row.values_at if s[0] == lr) for lr in lrs}
+    seeds = min(len(row.values_at[s]) for s in settings.values())
+    out = []
+    for k in range(seeds):
+        capped = []
+        for s in settings.values():
+            value, start = row.values_at[s][k], row.initial_at[s][k]
+            start = start if start is not None and math.isfinite(start) else math.inf
+            capped.append(min(value, start))
+        if not all(math.isfinite(x) for x in capped):
+            continue
+        best = min(capped)
+        out.append(statistics.mean(x - best for x in capped))
+    return out
+
+
+def _rule(d: float, se: float, seeds: int, numbers: str) -> Verdict:
+    text = f"{numbers}; 2·se = {Z * se:.3g}"
+    if seeds < MIN_SEEDS:
+        return Verdict("inconclusive", f"{text}; fewer than {MIN_SEEDS} seeds")
+    if d > Z * se:
+        return Verdict("reproduced", text)
+    if d < -Z * se:
+        return Verdict("not reproduced", f"{text}; the difference goes the other way")
+    return Verdict("inconclusive", f"{text}; the difference is within the noise")
+
+
+def _mean_summary(run_dirs, key: str) -> float | None:
+    xs = [_get(store.read_summary(d) or {}, key) for d in run_dirs]
+    xs = [x for x in xs if isinstance(x, (int, float))]
+    return statistics.mean(xs) if xs else None
