@@ -24,7 +24,7 @@ Spec keys:
                                   with different lrs)
     variants: {<label>: [overrides]}   optional extra axis (e.g. lr multipliers, p, α_sign)
     scales.<s>.variants: {...}    a scale's own variants (model sizes that only exist at scale)
-    seeds: [...]
+    seeds: [...]                  also per scale (scales.<s>.seeds): a miniature may use more
     metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
     report: [summary keys]        further columns (at the chosen lr)
     ratios: [{key, versus: [optim...], label, speedup: false}]
@@ -212,7 +212,7 @@ def expand(spec: dict, scale: str, extra: list[str] = (),
                 if mult is None and grids and row.label in grids:
                     lrs = grids[row.label]
                 for lr, tuned in itertools.product(lrs, settings(entry)):
-                    for seed in spec["seeds"]:
+                    for seed in scale_spec.get("seeds", spec["seeds"]):
                         runs.append(Run(row, lr, seed, [
                             *scale_spec["overrides"], f"optim={optim}",
                             *entry.get("overrides", []), *per_optim, *variant,

@@ -1,9 +1,11 @@
 """A table's verdict on its claim: reproduced, not reproduced or inconclusive, by one declared
 rule, with the numbers it was decided on.
 
-The spec states the claim as a comparison of two rows (`verdict: {kind, row, than}`, by the
-rows' labels without ablation):
+The spec states the claim as a comparison of rows (`verdict: {kind, row, than}`, by the rows'
+labels without ablation; `than` may list several rows, and the claim must hold against each):
 - `better`: `row`'s metric beats `than`'s (the table's metric and its mode);
+- `matches_or_beats`: `row`'s metric is not worse than `than`'s beyond the noise (the papers'
+  "matches or beats": a difference within the noise counts as matching);
 - `sensitivity`: `row`'s LR sensitivity is below `than`'s. LR sensitivity as Wortsman et al.
   2023 ("Small-scale proxies for large-scale Transformer training instabilities", §3.1) define
   it: the mean over the lr grid of min(ℓ(η), ℓ₀) − min_η ℓ(η), with ℓ₀ the loss at
@@ -11,9 +13,10 @@ rows' labels without ablation):
 
 Rule: d = how much `row` is better than `than` (positive: the claimed direction), se the
 standard error of that difference over seeds (sqrt(s₁²/n₁ + s₂²/n₂); for accuracies the
-binomial error p(1−p)/(questions·seeds) of each row is added). Reproduced when d > 2·se, not
-reproduced when d < −2·se, inconclusive in between or when either row has fewer than
-MIN_SEEDS seeds.
+binomial error p(1−p)/(questions·seeds) of each row is added). Reproduced when d > 2·se (for
+`matches_or_beats`: d ≥ −2·se), not reproduced when d < −2·se, inconclusive in between or when
+either row has fewer than MIN_SEEDS seeds. Against several rows: not reproduced if against any,
+reproduced if against all, inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from sweeps.table import Row, _get
 from tasks.train import store
 
-KINDS = ("better", "sensitivity")
+KINDS = ("better", "matches_or_beats", "sensitivity")
 MIN_SEEDS = 3
 Z = 2.0
 
@@ -54,23 +57,34 @@ def validate(name: str, spec: dict) -> None:
             raise ValueError(f"table {name}: verdict.kind must be one of {list(KINDS)}, got "
                              f"{v.get('kind')!r}")
         for key in ("row", "than"):
-            if not v.get(key) or v[key].split(" ")[0] not in spec["optimizers"]:
-                raise ValueError(f"table {name}: verdict.{key} must name a row of one of the "
-                                 f"table's optimizers {list(spec['optimizers'])}, got "
-                                 f"{v.get(key)!r}")
+            labels = v.get(key) if isinstance(v.get(key), list) else [v.get(key)]
+            for label in labels:
+                if not label or label.split(" ")[0] not in spec["optimizers"]:
+                    raise ValueError(f"table {name}: verdict.{key} must name rows of the "
+                                     f"table's optimizers {list(spec['optimizers'])}, got "
+                                     f"{label!r}")
 
 
 def decide(spec: dict, scale: str, rows: list[Row]) -> Verdict:
     v = spec_verdict(spec, scale)
     if v is None:
-        return Verdict("inconclusive", "the spec states no comparison to decide the claim by")
+        return Verdict("inconclusive", "the spec states no comparison to decide its claim by")
     by_label = {r.key.base: r for r in rows if not r.key.ablation}
-    a, b = by_label.get(v["row"]), by_label.get(v["than"])
-    if a is None or b is None:
-        return Verdict("inconclusive", f"rows {v['row']!r} and {v['than']!r} did not both run")
-    if v.get("kind", "better") == "sensitivity":
-        return _sensitivity(spec, v, a, b)
-    return _better(spec, v, a, b)
+    others = v["than"] if isinstance(v["than"], list) else [v["than"]]
+    verdicts = []
+    for other in others:
+        a, b = by_label.get(v["row"]), by_label.get(other)
+        if a is None or b is None:
+            verdicts.append(Verdict("inconclusive",
+                                    f"rows {v['row']!r} and {other!r} did not both run"))
+        elif v.get("kind", "better") == "sensitivity":
+            verdicts.append(_sensitivity(spec, v, a, b))
+        else:
+            verdicts.append(_better(spec, v, a, b))
+    results = {x.result for x in verdicts}
+    result = ("not reproduced" if "not reproduced" in results else
+              "reproduced" if results == {"reproduced"} else "inconclusive")
+    return Verdict(result, " | ".join(x.text for x in verdicts))
 
 
 def _better(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
@@ -89,7 +103,8 @@ def _better(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
                 var += r.mean * (1.0 - r.mean) / (questions * r.n)
     return _rule(d, math.sqrt(var), min(a.n, b.n),
                  f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
-                 f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}")
+                 f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}",
+                 v.get("kind") == "matches_or_beats")
 
 
 def _sensitivity(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
@@ -124,12 +139,14 @@ def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:
     return out
 
 
-def _rule(d: float, se: float, seeds: int, numbers: str) -> Verdict:
+def _rule(d: float, se: float, seeds: int, numbers: str, matching: bool = False) -> Verdict:
     text = f"{numbers}; 2·se = {Z * se:.3g}"
     if seeds < MIN_SEEDS:
         return Verdict("inconclusive", f"{text}; fewer than {MIN_SEEDS} seeds")
     if d > Z * se:
         return Verdict("reproduced", text)
+    if matching and d >= -Z * se:
+        return Verdict("reproduced", f"{text}; matches within the noise")
     if d < -Z * se:
         return Verdict("not reproduced", f"{text}; the difference goes the other way")
     return Verdict("inconclusive", f"{text}; the difference is within the noise")

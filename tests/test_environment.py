@@ -54,6 +54,8 @@ def test_a_table_shows_one_environment_line_when_runs_agree(tmp_path, env):
     line = run_environments([_row(tmp_path, [env, {**env, "host": "node2"}])])
     assert line == ("commit aaaaaaaaaaaa, python 3.11.7, torch 2.15.0, CUDA 13.0, cuDNN 91000, "
                     "NVIDIA H100, numpy 2.4.6")
+    coded = run_environments([_row(tmp_path, [{**env, "code_version": "0123456789ab"}])])
+    assert coded.startswith("commit aaaaaaaaaaaa, code 0123456789ab, python")
 
 
 def test_a_table_lists_each_environment_with_its_run_count(tmp_path, env):

@@ -44,8 +44,8 @@ def test_every_committed_spec_expands_into_valid_distinct_runs(name):
         per_optim = len(spec.get("lr_multipliers") or []) or table.budget(
             next(iter(table.optimizers(spec, scale).values())))
         variants = spec["scales"][scale].get("variants", spec.get("variants")) or {"": []}
-        assert len(runs) == len(spec["optimizers"]) * per_optim * len(spec["seeds"]) * len(
-            variants)
+        seeds = spec["scales"][scale].get("seeds", spec["seeds"])
+        assert len(runs) == len(spec["optimizers"]) * per_optim * len(seeds) * len(variants)
         # every run composes and validates (the same check a launch makes), keys distinct
         composed = compose_runs([r.overrides for r in runs])
         assert len({store.run_key(cfg) for _, cfg in composed}) == len(runs)

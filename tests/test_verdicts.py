@@ -89,7 +89,7 @@ def test_lr_sensitivity_as_wortsman_et_al_define_it():
 def test_a_verdict_names_rows_of_the_table():
     spec = {"optimizers": {"s3": {}, "adamw": {}}, "scales": {"tiny": {}},
             "verdict": {"kind": "better", "row": "s3", "than": "lion"}}
-    with pytest.raises(ValueError, match="verdict.than must name a row"):
+    with pytest.raises(ValueError, match="verdict.than must name rows"):
         verdict.validate("t", spec)
     spec["verdict"] = {"kind": "faster", "row": "s3", "than": "adamw"}
     with pytest.raises(ValueError, match="verdict.kind must be one of"):
@@ -113,3 +113,17 @@ def test_figures_mark_the_spike_events_the_table_counts(tmp_path):
     steps = list(range(0, len(losses), 2))  # logged every other step
     xs, ys = spike_marks(tmp_path, steps, [losses[s] for s in steps])
     assert xs == [10, 22] and ys == [9.0, 8.0]
+
+
+def test_matches_or_beats_against_several_rows():
+    spec = {"metric": {"key": "final.val_loss", "mode": "min"}, "scales": {"tiny": {}},
+            "verdict": {"kind": "matches_or_beats", "row": "smuon", "than": ["muon", "adamw"]}}
+    rows = [row("smuon", 1e-3, 1.05, 0.1, 3), row("muon", 1e-3, 1.0, 0.1, 3),
+            row("adamw", 1e-3, 1.5, 0.1, 3)]
+    v = verdict.decide(spec, "tiny", rows)
+    assert v.result == "reproduced" and "matches within the noise" in v.text
+    rows[0] = row("smuon", 1e-3, 1.4, 0.1, 3)  # worse than muon beyond the noise
+    assert verdict.decide(spec, "tiny", rows).result == "not reproduced"
+    spec["verdict"]["kind"] = "better"  # merely matching muon is not beating it
+    rows[0] = row("smuon", 1e-3, 1.05, 0.1, 3)
+    assert verdict.decide(spec, "tiny", rows).result == "inconclusive"
