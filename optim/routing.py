@@ -19,8 +19,14 @@ import torch.nn as nn
 ROLES = ("matrix", "embedding", "head", "first_conv", "norm_or_bias")
 
 
+# Modules whose own ≥2-D parameters are weight matrices; a ≥2-D parameter held by any other
+# module (a ViT's position embedding and class token) is an embedding.
+WEIGHT_MODULES = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
+
+
 def infer_roles(model: nn.Module) -> dict[str, str]:
-    """Embeddings by type; the first conv and the last Linear (the head) by module order."""
+    """Embeddings by type (or, as free parameters, by holder); the first conv and the last
+    Linear (the head) by module order."""
     roles: dict[str, str] = {}
     convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -29,7 +35,8 @@ def infer_roles(model: nn.Module) -> dict[str, str]:
     for mod_name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
             name = f"{mod_name}.{p_name}" if mod_name else p_name
-            if isinstance(module, nn.Embedding):
+            if isinstance(module, nn.Embedding) or (
+                    p.ndim >= 2 and not isinstance(module, WEIGHT_MODULES)):
                 roles[name] = "embedding"
             elif p.ndim < 2:
                 roles[name] = "norm_or_bias"

@@ -8,6 +8,15 @@
                                    [--text-field text] [--max-docs N] [--val-every 2000]
     python scripts/prepare_data.py gsm8k | metamathqa | numina | math | arith   (math;
                                    arith is generated here, no download)
+    python scripts/prepare_data.py imagenet | imagenette --source DIR [--size S] [--resize R]
+                                   [--workers N]   (an ImageFolder tree: DIR/train, DIR/val)
+    python scripts/prepare_data.py graphland NAME --source DIR [--split RL|RH|TH]
+                                   (a GraphLand dataset folder, as published on Zenodo)
+
+ImageNet and ImageNette are read from an ImageFolder tree you have (nothing is downloaded: the
+ImageNet licence requires your own copy; ImageNette is fastai's imagenette2 archive) and written
+as uint8 arrays of resized centre crops, `<data_root>/<name>/{train,val}_{images,labels}.npy`
+and `meta.json` (tasks/vision/data.py).
 
 The first two write byte-level uint16 memmaps `<data_root>/<name>/{train,val}.bin` and
 `meta.json`, the format every nanoGPT corpus uses; train with `task.corpus=<name>`. CIFAR lands
@@ -68,12 +77,19 @@ def prepare_math(name: str, out_dir: Path) -> None:
         print(f"prepared {name} {split}: {len(lines):,} examples under {out_dir}")
 
 
+# (stored crop, shorter side before it): ImageNette as the SMuon authors' Resize(256) +
+# CenterCrop(224); ImageNet keeps a 256-px crop for random crops to 224
+IMAGE_DEFAULTS = {"imagenet": (256, 292), "imagenette": (224, 256)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
                                            "openwebtext", "fineweb", "c4", "hf", "gsm8k",
-                                           "metamathqa", "numina", "math", "arith"])
+                                           "metamathqa", "numina", "math", "arith",
+                                           "imagenet", "imagenette", "graphland"])
+    parser.add_argument("dataset", nargs="?", help="graphland: the dataset (e.g. tolokers-2)")
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--max-bytes", type=int, default=4_000_000, help="pystdlib only")
@@ -86,6 +102,14 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=2000,
                         help="BPE corpora: every Nth document goes to validation")
     parser.add_argument("--max-docs", type=int, default=None, help="BPE corpora: stop after N")
+    parser.add_argument("--source", type=Path, help="imagenet, imagenette: the ImageFolder root")
+    parser.add_argument("--size", type=int, default=None,
+                        help="images: stored centre-crop size (imagenet 256, imagenette 224)")
+    parser.add_argument("--resize", type=int, default=None,
+                        help="images: shorter side before the crop (imagenet 292, imagenette 256)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="images: decoding processes")
+    parser.add_argument("--split", default="RL", help="graphland: RL, RH or TH")
     args = parser.parse_args()
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
@@ -98,6 +122,38 @@ def main() -> None:
         for train in (True, False):  # downloads and extracts the archive once, checks md5
             cls(root=str(root / args.corpus), train=train, download=True)
         print(f"prepared {args.corpus} under {root / args.corpus}")
+        return
+    if args.corpus == "graphland":
+        from tasks.graph.data import DATASETS, SPLITS, prepare_graphland
+
+        if args.dataset not in DATASETS:
+            parser.error(f"graphland needs a dataset name, one of {list(DATASETS)}; got "
+                         f"{args.dataset!r}")
+        if args.split not in SPLITS:
+            parser.error(f"--split must be one of {list(SPLITS)}, got {args.split!r}")
+        if args.source is None or not args.source.is_dir():
+            parser.error(f"graphland needs --source DIR, the dataset's unzipped folder (got "
+                         f"{args.source})")
+        try:
+            meta = prepare_graphland(args.source, root / "graphland" / args.dataset, args.split)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from e
+        print(f"prepared graphland {args.dataset} ({args.split}): {meta['nodes']:,} nodes, "
+              f"{meta['edges']:,} edges, {meta['features']} features, {meta['classes']} "
+              f"classes under {root / 'graphland' / args.dataset}")
+        return
+    if args.corpus in IMAGE_DEFAULTS:
+        from tasks.vision.data import prepare_image_folder
+
+        if args.source is None or not (args.source / "train").is_dir():
+            parser.error(f"{args.corpus} needs --source DIR with DIR/train and DIR/val class "
+                         f"folders (got {args.source})")
+        size, resize = IMAGE_DEFAULTS[args.corpus]
+        meta = prepare_image_folder(args.source, root / args.corpus, args.size or size,
+                                    args.resize or resize, workers=args.workers)
+        counts = {split: v["images"] for split, v in meta["splits"].items()}
+        print(f"prepared {args.corpus}: {counts} images of {meta['size']} px, "
+              f"{len(meta['classes'])} classes, under {root / args.corpus}")
         return
     if args.corpus in ("gsm8k", "metamathqa", "numina", "math", "arith"):
         prepare_math(args.corpus, root / args.corpus)

@@ -131,6 +131,13 @@ def render(spec: dict, scale: str, rows, rankings, verdict, prov: dict,
     md += ["", "Best of each set of comparable rows (bold; rows compare only with rows of the "
            "same variant, lr multiple and ablation):", ""]
     md += [f"- {label} — {lead}" for label, lead in rankings]
+    if spec.get("average_rank"):
+        from sweeps.verdict import average_ranks
+
+        ranked = average_ranks(rows, spec["metric"].get("mode", "min"))
+        md += ["", "Average rank over the variants (1 = best in a variant; ties share):", ""]
+        md += [f"- {optim}: {rank:.3g}" for optim, rank in sorted(ranked.items(),
+                                                                  key=lambda kv: kv[1])]
     md += ["", f"Each optimizer's setting was chosen from its own search space (all of equal "
            f"size before edge extensions) by the mean {spec['metric']['key']} over seeds; "
            f"'paper' is the paper's reported number where public, never ours.", "",

@@ -6,6 +6,9 @@ labels without ablation; `than` may list several rows, and the claim must hold a
 - `better`: `row`'s metric beats `than`'s (the table's metric and its mode);
 - `matches_or_beats`: `row`'s metric is not worse than `than`'s beyond the noise (the papers'
   "matches or beats": a difference within the noise counts as matching);
+- `average_rank`: `row`'s rank among the optimizers, averaged over the table's variants (e.g.
+  one variant per dataset, as GraphLand reports), is below `than`'s: ranks per seed, then the
+  rule below over seeds;
 - `sensitivity`: `row`'s LR sensitivity is below `than`'s. LR sensitivity as Wortsman et al.
   2023 ("Small-scale proxies for large-scale Transformer training instabilities", §3.1) define
   it: the mean over the lr grid of min(ℓ(η), ℓ₀) − min_η ℓ(η), with ℓ₀ the loss at
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from sweeps.table import Row, _get
 from tasks.train import store
 
-KINDS = ("better", "matches_or_beats", "sensitivity")
+KINDS = ("better", "matches_or_beats", "sensitivity", "average_rank")
 MIN_SEEDS = 3
 Z = 2.0
 
@@ -71,6 +74,8 @@ def decide(spec: dict, scale: str, rows: list[Row]) -> Verdict:
         return Verdict("inconclusive", "the spec states no comparison to decide its claim by")
     by_label = {r.key.base: r for r in rows if not r.key.ablation}
     others = v["than"] if isinstance(v["than"], list) else [v["than"]]
+    if v.get("kind") == "average_rank":
+        return _average_rank(spec, v["row"], others, rows)
     verdicts = []
     for other in others:
         a, b = by_label.get(v["row"]), by_label.get(other)
@@ -118,6 +123,61 @@ def _sensitivity(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
                  f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g}): "
                  f"{a.label} {ma:.4g}, {b.label} {mb:.4g} (n = {len(sa)}, {len(sb)} seeds); "
                  f"{a.label} lower by {mb - ma:.4g}")
+
+
+def ranks(values: dict[str, float], mode: str) -> dict[str, float]:
+    """Rank 1 for the best value; ties share their mean rank; a missing value ranks last."""
+    sign = 1.0 if mode == "min" else -1.0
+    keyed = {k: sign * v if v is not None and math.isfinite(v) else math.inf
+             for k, v in values.items()}
+    ordered = sorted(keyed.values())
+    return {k: statistics.mean(i + 1 for i, x in enumerate(ordered) if x == v)
+            for k, v in keyed.items()}
+
+
+def average_ranks(rows: list[Row], mode: str, seed: int | None = None) -> dict[str, float]:
+    """Each optimizer's rank within each variant (by its mean at the chosen setting, or by one
+    seed's value there), averaged over the variants."""
+    per_optim: dict[str, list[float]] = {}
+    for variant in dict.fromkeys(r.key.variant for r in rows if not r.key.ablation):
+        mine = [r for r in rows if r.key.variant == variant and not r.key.ablation]
+        if seed is None:
+            values = {r.key.optim: r.mean for r in mine}
+        else:
+            values = {r.key.optim: _seed_value(r, seed) for r in mine}
+        for optim, rank in ranks(values, mode).items():
+            per_optim.setdefault(optim, []).append(rank)
+    return {optim: statistics.mean(rs) for optim, rs in per_optim.items()}
+
+
+def _seed_value(row: Row, seed: int) -> float | None:
+    setting = (row.best_lr, row.best_tuned)
+    values = (row.values_at or {}).get(setting) or []
+    return values[seed] if seed < len(values) else None
+
+
+def _average_rank(spec: dict, row: str, others: list[str], rows: list[Row]) -> Verdict:
+    mode = spec["metric"].get("mode", "min")
+    seeds = min((r.n for r in rows if r.mean is not None), default=0)
+    per_seed = [average_ranks(rows, mode, k) for k in range(seeds)]
+    overall = average_ranks(rows, mode)
+    verdicts = []
+    for other in others:
+        a = [x[row] for x in per_seed if row in x and other in x]
+        b = [x[other] for x in per_seed if row in x and other in x]
+        if not a:
+            verdicts.append(Verdict("inconclusive", f"{row} and {other} did not both run"))
+            continue
+        diffs = [y - x for x, y in zip(a, b)]  # paired by seed: how much lower row's rank is
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+        verdicts.append(_rule(statistics.mean(diffs), se, len(diffs),
+                              f"average rank over variants: {row} {overall.get(row, 0):.3g}, "
+                              f"{other} {overall.get(other, 0):.3g} (per seed: {row} lower "
+                              f"by {statistics.mean(diffs):.3g} on average, n = {len(diffs)})"))
+    results = {x.result for x in verdicts}
+    result = ("not reproduced" if "not reproduced" in results else
+              "reproduced" if results == {"reproduced"} else "inconclusive")
+    return Verdict(result, " | ".join(x.text for x in verdicts))
 
 
 def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:

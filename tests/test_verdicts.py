@@ -127,3 +127,25 @@ def test_matches_or_beats_against_several_rows():
     spec["verdict"]["kind"] = "better"  # merely matching muon is not beating it
     rows[0] = row("smuon", 1e-3, 1.05, 0.1, 3)
     assert verdict.decide(spec, "tiny", rows).result == "inconclusive"
+
+
+def test_average_rank_over_variants_per_seed():
+    def ranked(optim, variant, values):
+        r = table.Row(table.RowKey(optim, variant), 1e-3, sum(values) / 3, 0.0, 3, 0, {}, {},
+                      [], values_at={(1e-3, ()): values})
+        return r
+
+    # higher is better; softsignum first on dataset a, adamw first on b (by the mean)
+    rows = [ranked("softsignum", "a", [0.9, 0.91, 0.92]), ranked("adamw", "a", [0.8, 0.82, 0.81]),
+            ranked("signum", "a", [0.7, 0.7, 0.7]), ranked("softsignum", "b", [0.6, 0.62, 0.6]),
+            ranked("adamw", "b", [0.7, 0.5, 0.65]), ranked("signum", "b", [0.3, 0.3, 0.3])]
+    assert verdict.average_ranks(rows, "max") == {"softsignum": 1.5, "adamw": 1.5,
+                                                  "signum": 3.0}
+    assert verdict.ranks({"x": 1.0, "y": 1.0, "z": None}, "max") == {"x": 1.5, "y": 1.5,
+                                                                     "z": 3.0}
+    spec = {"metric": {"key": "final.test_accuracy", "mode": "max"}, "scales": {"tiny": {}},
+            "verdict": {"kind": "average_rank", "row": "softsignum", "than": ["signum"]}}
+    assert verdict.decide(spec, "tiny", rows).result == "reproduced"
+    spec["verdict"]["than"] = ["adamw"]  # per seed: tied, softsignum ahead, tied
+    v = verdict.decide(spec, "tiny", rows)
+    assert v.result == "inconclusive" and "average rank over variants: softsignum 1.5" in v.text
