@@ -32,8 +32,8 @@ from optim._common import (
 )
 from optim.matrix import MatrixOptimizer
 from optim.spectral import (
-    as_matrix,
     MUADAM_COEFFICIENTS,
+    as_matrix,
     batched,
     newton_schulz5,
     ns_dtype_for,

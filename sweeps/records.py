@@ -5,7 +5,8 @@ The file holds what rendering reads and nothing else: the table's provenance (co
 machine, date), the extra overrides and final lr grids it ran with, and for every run its
 overrides, summary and metric curves (metrics.jsonl). `materialize` writes those back as run
 dirs, so `reproduce.py TABLE --render-only` renders the committed table again, byte for byte,
-on a machine that never ran it. The gzip stream carries no timestamp, so the same runs give the same bytes.
+on a machine that never ran it. The gzip stream carries no timestamp, so the same runs give the
+same bytes.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ resumed run sees exactly the batches of an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 from tasks.cifar import data
 from tasks.cifar.models import ARCHS, build_model
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, evals_in_run
-from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
+from tasks.train.base import Cost, DataNeed, Target, keyed_generator, score_classifier
+from tasks.train.cost import image_classifier_cost
 
 
 @lru_cache(maxsize=None)
@@ -29,11 +28,6 @@ def _synthetic_train_images(n_train: int, n_test: int, k: float) -> int:
     sweep over k (and the runner's check) draws them once per size, not once per run."""
     _, y, _, _, classes = data.synthetic(10, n_train, n_test, seed=0)
     return len(y) if k == 1.0 else len(data.long_tail_indices(y, classes, k, seed=0))
-
-
-def _generator(*key) -> torch.Generator:
-    digest = hashlib.sha1("/".join(map(str, key)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 class CifarTask:
@@ -115,17 +109,10 @@ class CifarTask:
     def cost(cls, cfg: dict) -> Cost:
         """Compute and memory of the run `cfg` (a resolved run config), traced on meta."""
         task = cfg["task"]
-        dataset, batch = task["dataset"], task["batch_size"]
+        dataset = task["dataset"]
         synthetic = dataset == "synthetic"
         classes = 10 if synthetic else data.LAYOUT[dataset][4]
         test_images = task.get("synthetic_size", (5000, 1000))[1] if synthetic else 10_000
-        params, flops, saved = trace_on_meta(
-            lambda: build_model(task["arch"], classes, task.get("width", 1.0)),
-            lambda: (torch.zeros(batch, 3, 32, 32), torch.zeros(batch, dtype=torch.long)),
-            lambda model, x, y: F.cross_entropy(model(x), y))
-        per_image = flops / batch
-        train_images = cfg["steps"] * cfg["grad_accum"] * batch
-        eval_images = evals_in_run(cfg["steps"], cfg["eval_every"]) * test_images
         if synthetic:
             need = DataNeed("synthetic images", "(generated in the run)", True, "")
         else:
@@ -134,18 +121,13 @@ class CifarTask:
                         for f in data.LAYOUT[dataset][1] + data.LAYOUT[dataset][2])
             need = DataNeed(dataset, str(folder), ready,
                             f"python scripts/prepare_data.py {dataset}")
-        return Cost(params=params, trained_params=params, train_flops=per_image * train_images,
-                    eval_flops=per_image / 3 * eval_images,
-                    memory_bytes=training_memory(params, params,
-                                                 saved * compute_bytes(cfg["precision"]) / 4),
-                    data=(need,),
-                    compute=compute_dtype(cfg["precision"]),
-                    basis=f"traced on meta: {per_image / 1e9:.3g} GFLOP per training image "
-                          f"(forward + backward), eval = forward only")
+        return image_classifier_cost(
+            cfg, lambda: build_model(task["arch"], classes, task.get("width", 1.0)), 32,
+            test_images, need)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            gen = _generator(self.seed, "epoch", epoch)
+            gen = keyed_generator(self.seed, "epoch", epoch)
             self._perm = torch.randperm(len(self.train_y), generator=gen).to(self.device)
             self._epoch = epoch
         return self._perm
@@ -159,7 +141,7 @@ class CifarTask:
         epoch, position = divmod(index, self.batches_per_epoch)
         perm = self._permutation(epoch)
         idx = perm[position * self.batch_size : (position + 1) * self.batch_size]
-        x = data.augment(self.train_x[idx], _generator(self.seed, "aug", step, micro),
+        x = data.augment(self.train_x[idx], keyed_generator(self.seed, "aug", step, micro),
                          self.crop_pad, self.flip, self.cutout)
         return self._normalize(x), self.train_y[idx]
 
@@ -167,17 +149,12 @@ class CifarTask:
         x, y = batch
         return F.cross_entropy(model(x).float(), y, label_smoothing=self.label_smoothing)
 
-    @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        correct, total_loss = 0, 0.0
-        for start in range(0, len(self.test_y), self.eval_batch_size):
-            x = self._normalize(self.test_x[start : start + self.eval_batch_size])
-            y = self.test_y[start : start + self.eval_batch_size]
-            logits = model(x).float()
-            total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-        n = len(self.test_y)
-        return {"test_loss": total_loss / n, "test_acc": correct / n}
+        size = self.eval_batch_size
+        loss, accuracy = score_classifier(model, (
+            (self._normalize(self.test_x[i:i + size]), self.test_y[i:i + size])
+            for i in range(0, len(self.test_y), size)))
+        return {"test_loss": loss, "test_acc": accuracy}
 
     def describe(self) -> dict:
         return {"params": sum(p.numel() for p in self.model.parameters()), "data": self.info,

@@ -9,8 +9,6 @@ matrix. Checkpoints hold the trainable parameters only.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from optim.registry import STATE_BUFFERS
@@ -96,11 +94,6 @@ def _cached(name: str) -> bool:
 
     folder = Path(config).parent
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-
-
-def _rng(*key) -> torch.Generator:
-    digest = hashlib.sha1("/".join(map(str, key)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 class LoraMathTask:

@@ -99,13 +99,6 @@ def sample_windows(
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
-def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    """A generator fixed by (seed, step, micro-batch): batches never depend on history,
-    so a resumed run sees exactly the batches an uninterrupted one would."""
-    key = hashlib.sha1(f"{seed}/{step}/{micro}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
-
-
 def corpus_summary(meta: dict) -> dict:
     return {k: meta[k] for k in ("corpus", "tokenizer", "vocab_size", "sha1") if k in meta}
 

@@ -11,7 +11,7 @@ from tasks.nanogpt import data
 from tasks.nanogpt.model import GPTConfig, build_model
 from tasks.nanogpt.prepare import HUB
 from tasks.train import checks, store
-from tasks.train.base import Cost, DataNeed, Target, evals_in_run
+from tasks.train.base import Cost, DataNeed, Target, evals_in_run, keyed_generator
 from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 
 
@@ -114,7 +114,7 @@ class NanoGPTTask:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_batch(self, step: int, micro: int):
-        gen = data.step_generator(self.seed, step, micro)
+        gen = keyed_generator(self.seed, step, micro)
         x, y = data.sample_windows(self.splits["train"], self.batch_size, self.block_size, gen)
         return self._to_device(x, y)
 

@@ -3,11 +3,20 @@ and one config file under conf/task/."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
+
+
+def keyed_generator(*key) -> torch.Generator:
+    """A CPU generator seeded by a hash of `key` (e.g. seed, "aug", step, micro): every random
+    choice of a batch depends on its key only, never on history, so a resumed run sees exactly
+    the batches of an uninterrupted one."""
+    digest = hashlib.sha1("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 @dataclass(frozen=True)
@@ -89,3 +98,17 @@ class Cost:
 def evals_in_run(steps: int, eval_every: int) -> int:
     """Evaluations a run makes: every `eval_every` steps and after the last one."""
     return steps // eval_every + (1 if steps % eval_every else 0)
+
+
+@torch.no_grad()
+def score_classifier(model: nn.Module, batches) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` over `batches` of (inputs, labels)."""
+    import torch.nn.functional as F
+
+    correct, total_loss, n = 0, 0.0, 0
+    for x, y in batches:
+        logits = model(x).float()
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    return total_loss / n, correct / n

@@ -64,3 +64,29 @@ def training_memory(params: int, trained: int, activation_bytes: float,
     one micro-batch; the optimizer's state is added by whoever knows the optimizer."""
     return {"weights": params * weight_bytes, "gradients": trained * 4.0,
             "activations": float(activation_bytes)}
+
+
+def image_classifier_cost(cfg: dict, build: Callable[[], torch.nn.Module], image_size: int,
+                          eval_images: int, need):
+    """Compute and memory of an image-classification run (`cfg` a resolved run config): one
+    training batch traced on meta through cross-entropy, eval at a third of its FLOPs; a
+    base.Cost."""
+    import torch.nn.functional as F
+
+    from tasks.train.base import Cost, evals_in_run
+
+    batch = cfg["task"]["batch_size"]
+    params, flops, saved = trace_on_meta(
+        build, lambda: (torch.zeros(batch, 3, image_size, image_size),
+                        torch.zeros(batch, dtype=torch.long)),
+        lambda model, x, y: F.cross_entropy(model(x), y))
+    per_image = flops / batch
+    train_images = cfg["steps"] * cfg["grad_accum"] * batch
+    evals = evals_in_run(cfg["steps"], cfg["eval_every"])
+    return Cost(params=params, trained_params=params, train_flops=per_image * train_images,
+                eval_flops=per_image / 3 * evals * eval_images,
+                memory_bytes=training_memory(params, params,
+                                             saved * compute_bytes(cfg["precision"]) / 4),
+                data=(need,), compute=compute_dtype(cfg["precision"]),
+                basis=f"traced on meta: {per_image / 1e9:.3g} GFLOP per training image "
+                      f"(forward + backward) at {image_size} px, eval = forward only")

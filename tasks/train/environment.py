@@ -112,7 +112,8 @@ def environment_label(env: dict | None) -> str:
     libs = env.get("libraries") or {}
     parts = [f"commit {str(env.get('git_commit'))[:12]}"
              + ("-dirty" if str(env.get("git_commit")).endswith("-dirty") else ""),
-             *([f"code {env['code_version']}"] if env.get("code_version") else []), f"python {env.get('python')}", f"torch {env.get('torch')}"]
+             *([f"code {env['code_version']}"] if env.get("code_version") else []),
+             f"python {env.get('python')}", f"torch {env.get('torch')}"]
     if env.get("cuda"):
         parts.append(f"CUDA {env['cuda']}" + (f", cuDNN {env['cudnn']}" if env.get("cudnn")
                                               else ""))

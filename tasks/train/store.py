@@ -2,8 +2,9 @@
 
 A run's key is a short hash of its resolved config minus the keys that do not change what is
 computed (where it logs, where it runs, where files go), and of the optimizer and task code
-(environment.code_version): a run made by other code is never reused. The run dir is derived from the key,
-never from a timestamp, so a requeued or re-launched job finds its own checkpoint.
+(environment.code_version): a run made by other code is never reused. The run dir is derived
+from the key, never from a timestamp, so a requeued or re-launched job finds its own
+checkpoint.
 
     <runs_root>/<task>/<optim>/<key>/
         lease.json      held by the one process writing the run (tasks/train/lease.py)

@@ -16,7 +16,6 @@ Train augmentation (`crop`):
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, evals_in_run
-from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
+from tasks.train.base import Cost, DataNeed, Target, keyed_generator, score_classifier
+from tasks.train.cost import image_classifier_cost
 from tasks.vision import augment, data
 from tasks.vision.models import build_model
 
 CROPS = ("random_resized", "center")
-
-
-def _generator(*key) -> torch.Generator:
-    digest = hashlib.sha1("/".join(map(str, key)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 class ImageTask:
@@ -108,20 +102,13 @@ class ImageTask:
     @classmethod
     def cost(cls, cfg: dict) -> Cost:
         task = cfg["task"]
-        dataset, batch, size = task["dataset"], task["batch_size"], task["image_size"]
+        dataset, size = task["dataset"], task["image_size"]
         synthetic = dataset == "synthetic"
         classes = task["synthetic"]["classes"] if synthetic else data.DATASETS[dataset]["classes"]
         val_images = (task["synthetic"]["n_val"] if synthetic else
                       data.DATASETS[dataset]["val"])
         if task.get("eval_limit"):
             val_images = min(val_images, task["eval_limit"])
-        params, flops, saved = trace_on_meta(
-            lambda: build_model(task["arch"], classes, size, task.get("model_kwargs")),
-            lambda: (torch.zeros(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)),
-            lambda model, x, y: F.cross_entropy(model(x), y))
-        per_image = flops / batch
-        train_images = cfg["steps"] * cfg["grad_accum"] * batch
-        eval_images = evals_in_run(cfg["steps"], cfg["eval_every"]) * val_images
         if synthetic:
             need = DataNeed("synthetic images", "(generated in the run)", True, "")
         else:
@@ -129,17 +116,13 @@ class ImageTask:
             need = DataNeed(dataset, str(folder), data.is_prepared(folder),
                             f"python scripts/prepare_data.py {dataset} --source "
                             f"<{data.DATASETS[dataset]['source']}>")
-        return Cost(params=params, trained_params=params, train_flops=per_image * train_images,
-                    eval_flops=per_image / 3 * eval_images,
-                    memory_bytes=training_memory(params, params,
-                                                 saved * compute_bytes(cfg["precision"]) / 4),
-                    data=(need,), compute=compute_dtype(cfg["precision"]),
-                    basis=f"traced on meta: {per_image / 1e9:.3g} GFLOP per training image "
-                          f"(forward + backward) at {size}px, eval = forward only")
+        return image_classifier_cost(
+            cfg, lambda: build_model(task["arch"], classes, size, task.get("model_kwargs")),
+            size, val_images, need)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
-            gen = _generator(self.seed, "epoch", epoch)
+            gen = keyed_generator(self.seed, "epoch", epoch)
             self._perm = torch.randperm(len(self.train_y), generator=gen).numpy()
             self._epoch = epoch
         return self._perm
@@ -163,7 +146,7 @@ class ImageTask:
         images = np.empty((len(idx), *self.train_x.shape[1:]), dtype=np.uint8)
         images[order] = self.train_x[idx[order]]
         x = self._to_device(images).float()
-        gen = _generator(self.seed, "aug", step, micro)
+        gen = keyed_generator(self.seed, "aug", step, micro)
         if self.crop == "random_resized":
             x = augment.random_resized_crop(x, self.image_size, gen, self.crop_scale)
         else:
@@ -180,18 +163,18 @@ class ImageTask:
         x, y = batch
         return F.cross_entropy(model(x).float(), y, label_smoothing=self.label_smoothing)
 
-    @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        correct, total_loss = 0, 0.0
-        for start in range(0, len(self.val_y), self.eval_batch_size):
-            stop = start + self.eval_batch_size
-            x = augment.resize(self._to_device(self.val_x[start:stop]).float(), self.image_size)
-            y = torch.from_numpy(self.val_y[start:stop]).to(self.device)
-            logits = model(self._normalize(x)).float()
-            total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-        n = len(self.val_y)
-        return {"val_loss": total_loss / n, "val_acc": correct / n}
+        size = self.eval_batch_size
+
+        def batches():
+            for i in range(0, len(self.val_y), size):
+                x = augment.resize(self._to_device(self.val_x[i:i + size]).float(),
+                                   self.image_size)
+                yield self._normalize(x), torch.from_numpy(self.val_y[i:i + size]).to(
+                    self.device)
+
+        loss, accuracy = score_classifier(model, batches())
+        return {"val_loss": loss, "val_acc": accuracy}
 
     def describe(self) -> dict:
         return {"params": sum(p.numel() for p in self.model.parameters()), "data": self.info,
