@@ -259,7 +259,7 @@ def figures(spec: dict, rows, out: Path) -> None:
     if panels:
         ncols = min(3, len(panels))
         nrows = math.ceil(len(panels) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows),
+        fig, axes = plt.subplots(nrows, ncols, figsize=(max(5 * ncols, 7), 3.4 * nrows + 0.6),
                                  squeeze=False, sharey=True)
         for ax, r in zip(axes.flat, panels):
             settings = [s for s in r.dirs_at if s[1] == r.best_tuned]
@@ -282,8 +282,8 @@ def figures(spec: dict, rows, out: Path) -> None:
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         axes[0][0].set_ylabel("train loss")
-        fig.suptitle(f"{spec['name']}: train loss, seed 0 (smoothed over the faint raw curve; "
-                     f"x = a spike event)", fontsize=10)
+        fig.suptitle(f"{spec['name']}: train loss, seed 0\n(smoothed over the faint raw "
+                     f"curve; x = a spike event, as the table counts them)", fontsize=10)
         fig.tight_layout()
         fig.savefig(out / "loss_curves.png", dpi=110)
         plt.close(fig)
