@@ -332,7 +332,7 @@ def to_markdown(report) -> str:
         lines += [f"| {name} | {r['ms']:.2f} | {r['vs_muon']:.3f} | "
                   f"{100 * r['training_step_overhead']:+.1f}% |"
                   for name, r in mf["results"].items()]
-        lines += ["", "Targets (issue: the SMuon paper's ~3%): fast SMuon step ≤ 1.5× Muon; "
+        lines += ["", "Targets (from the SMuon paper's ~3% overhead): fast SMuon step ≤ 1.5× Muon; "
                   "amortized selection ≤ 5% of Muon's step; whole-training-step overhead ≤ 3%. "
                   "`smuon` rows use p = 3 (the series path); `_select` rows are steps that "
                   "choose p (exact_momentum, no activation hooks); `_amortized` = "
