@@ -74,9 +74,8 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
             if grid != grids[label]))
         grids = wider
     prov = provenance(command, scale, spec)
-    suffix = name.removeprefix(f"table-{spec['name']}-{scale}").lstrip("-")
-    out = _render(scaled, scale, runs, dirs, prov, grids, spec_grids, allow_mixed, suffix,
-                  ablation, results)
+    out = _render(scaled, scale, collected, dirs, prov, grids, spec_grids, allow_mixed,
+                  _suffix(spec, scale, name), ablation, results)
     records.write(out, records.build(runs, dirs, prov, extra, grids, allow_mixed))
     index.write(results)
     print(f"wrote {out}/table.md (+ .csv, .tex, figures, {records.RECORDS_FILE}); "
@@ -84,10 +83,15 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
     return 1 if RunState.FAILED in states else 0
 
 
-def _render(scaled: dict, scale: str, runs, dirs, prov: dict, grids, spec_grids,
+def _suffix(spec: dict, scale: str, sweep: str) -> str:
+    """The ablation hash that names the results folder (`tiny-<hash>`), or ""."""
+    return sweep.removeprefix(f"table-{spec['name']}-{scale}").lstrip("-")
+
+
+def _render(scaled: dict, scale: str, collected, dirs, prov: dict, grids, spec_grids,
             allow_mixed: bool, suffix: str, ablation, results: Path) -> Path:
+    """Render collected rows (table.collect over `dirs`, every run of the table)."""
     versions = check_code_versions(dirs.values(), allow_mixed)
-    collected = table.collect(scaled, runs, dirs)
     return render(scaled, scale, collected, table.ranking(scaled, collected),
                   decide(scaled, scale, collected), {**prov, "code_versions": versions},
                   grids, spec_grids, out_root=results, variant=suffix, ablation=ablation)
@@ -96,7 +100,7 @@ def _render(scaled: dict, scale: str, runs, dirs, prov: dict, grids, spec_grids,
 def render_from_records(spec: dict, scale: str, extra: list[str], results: Path) -> int:
     """Render results/<table>/<scale>/ again from its committed run records, as it was."""
     name, ablation = table.sweep_name(spec, scale, extra)
-    suffix = name.removeprefix(f"table-{spec['name']}-{scale}").lstrip("-")
+    suffix = _suffix(spec, scale, name)
     out = results / spec["name"] / (scale + (f"-{suffix}" if suffix else ""))
     data = records.read(out)
     runs = table.expand(spec, scale, data["extra"], data["grids"])
@@ -107,7 +111,8 @@ def render_from_records(spec: dict, scale: str, extra: list[str], results: Path)
                          f"re-run the table to render it")
     with tempfile.TemporaryDirectory(prefix="optbench-records-") as tmp:
         dirs = records.materialize(data, Path(tmp))
-        _render(table.for_scale(spec, scale), scale, runs, dirs, data["provenance"],
+        scaled = table.for_scale(spec, scale)
+        _render(scaled, scale, table.collect(scaled, runs, dirs), dirs, data["provenance"],
                 data["grids"], edges.spec_grids(spec, scale, runs), data["allow_mixed"],
                 suffix, ablation, results)
     print(f"re-rendered {out} from {records.RECORDS_FILE}")

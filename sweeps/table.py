@@ -40,14 +40,13 @@ Spec keys:
                                   on an edge of its grid gets one more lr beyond that edge (the
                                   grid's own factor there), runs it, and repeats, at most this
                                   many times; a row that diverged at every lr reaches down
-    verdict: {kind, row, than, binomial}   the claim as a comparison (also per scale):
-                                  kind `better`: `row`'s metric beats `than`'s;
-                                  kind `sensitivity`: `row`'s LR sensitivity (Wortsman et al.
-                                  2023) is below `than`'s. Reproduced when the difference
-                                  exceeds two standard errors over seeds (for accuracies, with
-                                  `binomial: <summary key of the question count>`, the binomial
-                                  error is added); not reproduced when it goes the other way by
-                                  as much; inconclusive otherwise or with fewer than 3 seeds
+    verdict: {kind, row, than, binomial}   the claim as a comparison (also per scale), decided
+                                  by sweeps/verdict.py: kind `better`, `matches_or_beats`,
+                                  `sensitivity` (Wortsman et al. 2023's LR sensitivity) or
+                                  `average_rank` (over the variants); `than` one row or several;
+                                  `binomial: <summary key of the question count>` adds the
+                                  binomial error of an accuracy
+    average_rank: true            print each optimizer's rank averaged over the variants
 
 Fair tuning: per optimizer (and variant), the setting (lr, and the `tune` keys) with the best
 mean metric over seeds; the table shows mean ± std over seeds at that setting, marks the best
@@ -327,9 +326,8 @@ def ratio_columns(spec: dict, rows: list[Row]) -> dict[str, dict[str, float | No
         key = ratio["key"]
         values = {}
         for r in rows:
-            refs = [o.extra.get(key) for o in rows if o.key.optim in ratio["versus"]
-                    and (o.key.variant, o.key.multiplier, o.key.ablation)
-                    == (r.key.variant, r.key.multiplier, r.key.ablation)]
+            refs = [o.extra.get(key) for o in rows
+                    if o.key.optim in ratio["versus"] and comparable(o) == comparable(r)]
             refs = [x for x in refs if isinstance(x, (int, float)) and x > 0]
             ref = min(refs) if refs else None
             x = r.extra.get(key)

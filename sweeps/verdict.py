@@ -86,6 +86,12 @@ def decide(spec: dict, scale: str, rows: list[Row]) -> Verdict:
             verdicts.append(_sensitivity(spec, v, a, b))
         else:
             verdicts.append(_better(spec, v, a, b))
+    return _combine(verdicts)
+
+
+def _combine(verdicts: list[Verdict]) -> Verdict:
+    """The claim against several rows: not reproduced if against any, reproduced if against
+    all, inconclusive otherwise."""
     results = {x.result for x in verdicts}
     result = ("not reproduced" if "not reproduced" in results else
               "reproduced" if results == {"reproduced"} else "inconclusive")
@@ -174,10 +180,7 @@ def _average_rank(spec: dict, row: str, others: list[str], rows: list[Row]) -> V
                               f"average rank over variants: {row} {overall.get(row, 0):.3g}, "
                               f"{other} {overall.get(other, 0):.3g} (per seed: {row} lower "
                               f"by {statistics.mean(diffs):.3g} on average, n = {len(diffs)})"))
-    results = {x.result for x in verdicts}
-    result = ("not reproduced" if "not reproduced" in results else
-              "reproduced" if results == {"reproduced"} else "inconclusive")
-    return Verdict(result, " | ".join(x.text for x in verdicts))
+    return _combine(verdicts)
 
 
 def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:

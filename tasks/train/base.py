@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def keyed_generator(*key) -> torch.Generator:
@@ -103,8 +104,6 @@ def evals_in_run(steps: int, eval_every: int) -> int:
 @torch.no_grad()
 def score_classifier(model: nn.Module, batches) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` over `batches` of (inputs, labels)."""
-    import torch.nn.functional as F
-
     correct, total_loss, n = 0, 0.0, 0
     for x, y in batches:
         logits = model(x).float()

@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from optim import registry
+from tasks.train.base import Cost, evals_in_run
 
 
 def state_buffers(optim_cfg: dict) -> int:
@@ -67,14 +69,9 @@ def training_memory(params: int, trained: int, activation_bytes: float,
 
 
 def image_classifier_cost(cfg: dict, build: Callable[[], torch.nn.Module], image_size: int,
-                          eval_images: int, need):
+                          eval_images: int, need) -> Cost:
     """Compute and memory of an image-classification run (`cfg` a resolved run config): one
-    training batch traced on meta through cross-entropy, eval at a third of its FLOPs; a
-    base.Cost."""
-    import torch.nn.functional as F
-
-    from tasks.train.base import Cost, evals_in_run
-
+    training batch traced on meta through cross-entropy, eval at a third of its FLOPs."""
     batch = cfg["task"]["batch_size"]
     params, flops, saved = trace_on_meta(
         build, lambda: (torch.zeros(batch, 3, image_size, image_size),
