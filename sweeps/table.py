@@ -24,6 +24,8 @@ Spec keys:
                                   with different lrs)
     variants: {<label>: [overrides]}   optional extra axis (e.g. lr multipliers, p, α_sign)
     scales.<s>.variants: {...}    a scale's own variants (model sizes that only exist at scale)
+    scales.<s>.drop: [<optim>]    optimizers a scale leaves out (a miniature's budget); the
+                                  verdict's rows must remain
     seeds: [...]                  also per scale (scales.<s>.seeds): a miniature may use more
     metric: {key: final.val_loss, mode: min, label: ...}   what picks the lr and is reported
     report: [summary keys]        further columns (at the chosen lr)
@@ -112,6 +114,7 @@ def load_spec(name: str) -> dict:
         if unknown:
             raise ValueError(f"table {name}: scales.{scale}.optimizers names {unknown}, not "
                              f"among the table's optimizers {list(spec['optimizers'])}")
+        _check_drop(name, spec, scale)
         entries = optimizers(spec, scale)
         for optim, entry in entries.items():
             for key in entry.get("tune") or {}:
@@ -127,9 +130,31 @@ def load_spec(name: str) -> dict:
 
 
 def optimizers(spec: dict, scale: str) -> dict:
-    """Each optimizer's entry at a scale: the top-level one with the scale's keys on top."""
+    """Each optimizer's entry at a scale: the top-level one with the scale's keys on top,
+    less the optimizers the scale drops."""
     own = spec["scales"][scale].get("optimizers") or {}
-    return {o: {**entry, **(own.get(o) or {})} for o, entry in spec["optimizers"].items()}
+    drop = spec["scales"][scale].get("drop") or []
+    return {o: {**entry, **(own.get(o) or {})} for o, entry in spec["optimizers"].items()
+            if o not in drop}
+
+
+def _check_drop(name: str, spec: dict, scale: str) -> None:
+    """A scale drops only the table's optimizers, and never one its verdict or ratios need."""
+    drop = spec["scales"][scale].get("drop") or []
+    unknown = [o for o in drop if o not in spec["optimizers"]]
+    if unknown:
+        raise ValueError(f"table {name}: scales.{scale}.drop names {unknown}, not among the "
+                         f"table's optimizers {list(spec['optimizers'])}")
+    from sweeps import verdict
+
+    v = verdict.spec_verdict(spec, scale) or {}
+    needed = {label.split(" ")[0] for key in ("row", "than")
+              for label in (v.get(key) if isinstance(v.get(key), list) else [v.get(key)])
+              if label}
+    needed |= {o for ratio in spec.get("ratios", []) for o in ratio["versus"]}
+    if needed & set(drop):
+        raise ValueError(f"table {name}: scales.{scale}.drop removes {sorted(needed & set(drop))}, "
+                         f"which the verdict or a ratio compares against; keep them")
 
 
 def budget(entry: dict) -> int:

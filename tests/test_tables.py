@@ -45,7 +45,8 @@ def test_every_committed_spec_expands_into_valid_distinct_runs(name):
             next(iter(table.optimizers(spec, scale).values())))
         variants = spec["scales"][scale].get("variants", spec.get("variants")) or {"": []}
         seeds = spec["scales"][scale].get("seeds", spec["seeds"])
-        assert len(runs) == len(spec["optimizers"]) * per_optim * len(seeds) * len(variants)
+        assert len(runs) == (len(table.optimizers(spec, scale)) * per_optim * len(seeds)
+                             * len(variants))
         # every run composes and validates (the same check a launch makes), keys distinct
         composed = compose_runs([r.overrides for r in runs])
         assert len({store.run_key(cfg) for _, cfg in composed}) == len(runs)
@@ -62,6 +63,29 @@ def test_unequal_lr_grids_break_the_fair_tuning_rule(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="available"):
         table.load_spec("nope")
 
+
+def _write(tmp_path, monkeypatch, spec):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+
+
+def test_a_scale_may_drop_optimizers_but_not_those_its_verdict_compares(tmp_path, monkeypatch):
+    tiny = {**MINI["scales"]["tiny"], "drop": ["adamw"]}
+    _write(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"], "tiny": tiny}))
+    spec = table.load_spec("t")
+    assert {r.optim for r in table.expand(spec, "tiny")} == {"s3"}
+    assert {r.optim for r in table.expand(spec, "paper")} == {"s3", "adamw"}
+
+    unknown = {**tiny, "drop": ["lion"]}
+    _write(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"], "tiny": unknown}))
+    with pytest.raises(ValueError, match=r"drop names \['lion'\]"):
+        table.load_spec("t")
+
+    verdict = {"kind": "better", "row": "s3", "than": "adamw"}
+    _write(tmp_path, monkeypatch, dict(MINI, name="t", verdict=verdict,
+                                       scales={**MINI["scales"], "tiny": tiny}))
+    with pytest.raises(ValueError, match=r"drop removes \['adamw'\]"):
+        table.load_spec("t")
 
 def test_ablation_overrides_make_distinct_runs(mini_table):
     base = table.expand(mini_table, "tiny")
