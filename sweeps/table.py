@@ -44,8 +44,9 @@ Spec keys:
                                   many times; a row that diverged at every lr reaches down
     verdict: {kind, row, than, binomial}   the claim as a comparison (also per scale), decided
                                   by sweeps/verdict.py: kind `better`, `matches_or_beats`,
-                                  `sensitivity` (Wortsman et al. 2023's LR sensitivity) or
-                                  `average_rank` (over the variants); `than` one row or several;
+                                  `matches` (equal within the noise), `sensitivity`
+                                  (Wortsman et al. 2023's LR sensitivity) or `average_rank`
+                                  (over the variants); `than` one row or several;
                                   `binomial: <summary key of the question count>` adds the
                                   binomial error of an accuracy
     average_rank: true            print each optimizer's rank averaged over the variants

@@ -6,6 +6,9 @@ labels without ablation; `than` may list several rows, and the claim must hold a
 - `better`: `row`'s metric beats `than`'s (the table's metric and its mode);
 - `matches_or_beats`: `row`'s metric is not worse than `than`'s beyond the noise (the papers'
   "matches or beats": a difference within the noise counts as matching);
+- `matches`: `row`'s metric is within the noise of `than`'s, either way (a flatness claim,
+  "results are almost unchanged"): reproduced when |d| ≤ 2·se, not reproduced when a
+  difference beyond the noise shows; the numbers say how fine that noise is;
 - `average_rank`: `row`'s rank among the optimizers, averaged over the table's variants (e.g.
   one variant per dataset, as GraphLand reports), is below `than`'s: ranks per seed, then the
   rule below over seeds;
@@ -17,7 +20,8 @@ labels without ablation; `than` may list several rows, and the claim must hold a
 Rule: d = how much `row` is better than `than` (positive: the claimed direction), se the
 standard error of that difference over seeds (sqrt(s₁²/n₁ + s₂²/n₂); for accuracies the
 binomial error p(1−p)/(questions·seeds) of each row is added). Reproduced when d > 2·se (for
-`matches_or_beats`: d ≥ −2·se), not reproduced when d < −2·se, inconclusive in between or when
+`matches_or_beats`: d ≥ −2·se; for `matches`: |d| ≤ 2·se), not reproduced when d < −2·se (for
+`matches`: |d| > 2·se), inconclusive in between or when
 either row has fewer than MIN_SEEDS seeds. Against several rows: not reproduced if against any,
 reproduced if against all, inconclusive otherwise.
 """
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from sweeps.table import Row, _get
 from tasks.train import store
 
-KINDS = ("better", "matches_or_beats", "sensitivity", "average_rank")
+KINDS = ("better", "matches_or_beats", "matches", "sensitivity", "average_rank")
 MIN_SEEDS = 3
 Z = 2.0
 
@@ -112,10 +116,11 @@ def _better(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
             questions = _mean_summary(r.best_runs, v["binomial"])
             if questions:
                 var += r.mean * (1.0 - r.mean) / (questions * r.n)
-    return _rule(d, math.sqrt(var), min(a.n, b.n),
-                 f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
-                 f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}",
-                 v.get("kind") == "matches_or_beats")
+    numbers = (f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
+               f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}")
+    if v.get("kind") == "matches":
+        return _within(d, math.sqrt(var), min(a.n, b.n), numbers)
+    return _rule(d, math.sqrt(var), min(a.n, b.n), numbers, v.get("kind") == "matches_or_beats")
 
 
 def _sensitivity(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
@@ -213,6 +218,16 @@ def _rule(d: float, se: float, seeds: int, numbers: str, matching: bool = False)
     if d < -Z * se:
         return Verdict("not reproduced", f"{text}; the difference goes the other way")
     return Verdict("inconclusive", f"{text}; the difference is within the noise")
+
+
+def _within(d: float, se: float, seeds: int, numbers: str) -> Verdict:
+    """A claim of no difference: it fails when a difference beyond the noise shows."""
+    text = f"{numbers}; 2·se = {Z * se:.3g}"
+    if seeds < MIN_SEEDS:
+        return Verdict("inconclusive", f"{text}; fewer than {MIN_SEEDS} seeds")
+    if abs(d) <= Z * se:
+        return Verdict("reproduced", f"{text}; equal within the noise")
+    return Verdict("not reproduced", f"{text}; a difference beyond the noise")
 
 
 def _mean_summary(run_dirs, key: str) -> float | None:

@@ -149,3 +149,19 @@ def test_average_rank_over_variants_per_seed():
     spec["verdict"]["than"] = ["adamw"]  # per seed: tied, softsignum ahead, tied
     v = verdict.decide(spec, "tiny", rows)
     assert v.result == "inconclusive" and "average rank over variants: softsignum 1.5" in v.text
+
+
+def test_a_flatness_claim_holds_within_the_noise_and_fails_beyond_it():
+    spec = {"metric": {"key": "final.val_acc", "mode": "max"}, "scales": {"tiny": {}},
+            "verdict": {"kind": "matches", "row": "a", "than": ["b", "c"]}}
+    flat = [row("a", 1e-3, 0.58, 0.03, 3), row("b", 1e-3, 0.59, 0.03, 3),
+            row("c", 1e-3, 0.57, 0.03, 3)]
+    v = verdict.decide(spec, "tiny", flat)
+    assert v.result == "reproduced" and "equal within the noise" in v.text
+    # se = sqrt(2·0.03²/3) ≈ 0.0245: a 0.1 gap either way is beyond 2·se
+    for other in (0.68, 0.48):
+        rows = [flat[0], flat[1], row("c", 1e-3, other, 0.03, 3)]
+        assert verdict.decide(spec, "tiny", rows).result == "not reproduced"
+    few = [row("a", 1e-3, 0.58, 0.03, 2), row("b", 1e-3, 0.58, 0.03, 2),
+           row("c", 1e-3, 0.58, 0.03, 2)]
+    assert verdict.decide(spec, "tiny", few).result == "inconclusive"
