@@ -16,6 +16,11 @@ def row(label, best_lr, mean=1.0, std=0.0, n=3, values_at=None, initial_at=None,
                      values_at=values_at, initial_at=initial_at)
 
 
+def verdict_spec(verdict_, key="final.val_loss", mode="min"):
+    """A spec holding only what a verdict is decided on."""
+    return {"metric": {"key": key, "mode": mode}, "scales": {"tiny": {}}, "verdict": verdict_}
+
+
 def test_a_best_lr_on_an_edge_adds_the_next_lr_at_the_grids_factor():
     grids = {"a": [1e-3, 3e-3, 1e-2], "b": [1e-3, 3e-3, 1e-2], "c": [1e-3, 3e-3, 1e-2],
              "d": [0.1]}
@@ -32,8 +37,7 @@ def test_a_best_lr_on_an_edge_adds_the_next_lr_at_the_grids_factor():
 
 
 def test_better_verdict_by_two_standard_errors_over_seeds():
-    spec = {"metric": {"key": "final.val_loss", "mode": "min"}, "scales": {"tiny": {}},
-            "verdict": {"kind": "better", "row": "s3", "than": "adamw"}}
+    spec = verdict_spec({"kind": "better", "row": "s3", "than": "adamw"})
     won = verdict.decide(spec, "tiny", [row("s3", 1e-3, 1.0, 0.1, 3),
                                         row("adamw", 1e-3, 1.5, 0.1, 3)])
     assert won.result == "reproduced" and "better by 0.5" in won.text
@@ -53,8 +57,8 @@ def test_better_verdict_by_two_standard_errors_over_seeds():
 
 
 def test_an_accuracy_verdict_adds_the_binomial_error(tmp_path):
-    spec = {"metric": {"key": "final.acc", "mode": "max"}, "scales": {"tiny": {}},
-            "verdict": {"row": "s3", "than": "adamw", "binomial": "final.questions"}}
+    spec = verdict_spec({"row": "s3", "than": "adamw", "binomial": "final.questions"},
+                        "final.acc", "max")
     dirs = []
     for i, n in enumerate((100, 100000)):
         dirs.append(tmp_path / f"r{i}")
@@ -80,8 +84,7 @@ def test_lr_sensitivity_as_wortsman_et_al_define_it():
     b = row("adamw", 1e-2, values_at=spiky, initial_at=initial)
     assert verdict.lr_sensitivity(a, lrs)[0] == pytest.approx((0.2 + 0.0 + 0.4) / 3)
     assert verdict.lr_sensitivity(b, lrs)[0] == pytest.approx((0.2 + 0.0 + 3.2) / 3)
-    spec = {"metric": {"key": "final.val_loss", "mode": "min"}, "scales": {"tiny": {}},
-            "verdict": {"kind": "sensitivity", "row": "s3", "than": "adamw"}}
+    spec = verdict_spec({"kind": "sensitivity", "row": "s3", "than": "adamw"})
     v = verdict.decide(spec, "tiny", [a, b])
     assert v.result == "reproduced" and "LR sensitivity over 3 lrs (0.001–0.1)" in v.text
 
@@ -116,8 +119,7 @@ def test_figures_mark_the_spike_events_the_table_counts(tmp_path):
 
 
 def test_matches_or_beats_against_several_rows():
-    spec = {"metric": {"key": "final.val_loss", "mode": "min"}, "scales": {"tiny": {}},
-            "verdict": {"kind": "matches_or_beats", "row": "smuon", "than": ["muon", "adamw"]}}
+    spec = verdict_spec({"kind": "matches_or_beats", "row": "smuon", "than": ["muon", "adamw"]})
     rows = [row("smuon", 1e-3, 1.05, 0.1, 3), row("muon", 1e-3, 1.0, 0.1, 3),
             row("adamw", 1e-3, 1.5, 0.1, 3)]
     v = verdict.decide(spec, "tiny", rows)
@@ -143,8 +145,8 @@ def test_average_rank_over_variants_per_seed():
                                                   "signum": 3.0}
     assert verdict.ranks({"x": 1.0, "y": 1.0, "z": None}, "max") == {"x": 1.5, "y": 1.5,
                                                                      "z": 3.0}
-    spec = {"metric": {"key": "final.test_accuracy", "mode": "max"}, "scales": {"tiny": {}},
-            "verdict": {"kind": "average_rank", "row": "softsignum", "than": ["signum"]}}
+    spec = verdict_spec({"kind": "average_rank", "row": "softsignum", "than": ["signum"]},
+                        "final.test_accuracy", "max")
     assert verdict.decide(spec, "tiny", rows).result == "reproduced"
     spec["verdict"]["than"] = ["adamw"]  # per seed: tied, softsignum ahead, tied
     v = verdict.decide(spec, "tiny", rows)
@@ -152,8 +154,7 @@ def test_average_rank_over_variants_per_seed():
 
 
 def test_a_flatness_claim_holds_within_the_noise_and_fails_beyond_it():
-    spec = {"metric": {"key": "final.val_acc", "mode": "max"}, "scales": {"tiny": {}},
-            "verdict": {"kind": "matches", "row": "a", "than": ["b", "c"]}}
+    spec = verdict_spec({"kind": "matches", "row": "a", "than": ["b", "c"]}, "final.val_acc", "max")
     flat = [row("a", 1e-3, 0.58, 0.03, 3), row("b", 1e-3, 0.59, 0.03, 3),
             row("c", 1e-3, 0.57, 0.03, 3)]
     v = verdict.decide(spec, "tiny", flat)
