@@ -20,10 +20,9 @@ its verdict line says whether the paper's claim showed, by the rule in `sweeps/v
 A `tiny` scale is a miniature on 2 CPU cores, never the paper's scale. This file is written by
 `sweeps/index.py`; benchmarks are in `bench/`.
 
-Only tables rendered with run records are listed. The miniatures rendered before run records
-existed were made from older specs and cannot be audited; they were removed from `results/` at
-commit d409e3531a40 (their renderings stay in the git history before it), and each returns here
-when it is re-run with `python scripts/reproduce.py TABLE`.
+Only tables rendered with run records are listed: a table without them cannot be audited, and
+is not committed. Every miniature was re-run with its records after the earlier renderings, made
+from older specs, were removed at commit d409e3531a40 (they stay in the git history before it).
 
 | table | scale | verdict | runs | compute (run wall time, summed) |
 |---|---|---|---|---|
