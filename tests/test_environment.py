@@ -30,6 +30,13 @@ def test_git_commit_marks_a_dirty_tree_and_is_none_outside_git(tmp_path):
     subprocess.run([*git, "-C", str(tmp_path), "commit", "-qm", "x"], check=True)
     clean = environment.git_commit(tmp_path)
     assert len(clean) == 40
+    (tmp_path / "results").mkdir()  # a table's output does not make the tree dirty
+    (tmp_path / "results" / "table.md").write_text("a")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "results"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-qm", "y"], check=True)
+    clean = environment.git_commit(tmp_path)
+    (tmp_path / "results" / "table.md").write_text("b")
+    assert environment.git_commit(tmp_path) == clean
     (tmp_path / "f").write_text("b")
     assert environment.git_commit(tmp_path) == clean + "-dirty"
 

@@ -22,13 +22,15 @@ LIBRARIES = ("hydra-core", "omegaconf", "submitit", "wandb", "transformers", "pe
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str | None:
-    """HEAD's hash, with "-dirty" when tracked files differ from it; None outside a git tree."""
+    """HEAD's hash, with "-dirty" when tracked files differ from it; None outside a git tree.
+    Files under results/ do not count: they are what tables write, never what a run reads."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"],
                                cwd=root, capture_output=True, text=True, timeout=10)
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
