@@ -150,8 +150,7 @@ def _check_drop(name: str, spec: dict, scale: str) -> None:
 
     v = verdict.spec_verdict(spec, scale) or {}
     needed = {label.split(" ")[0] for key in ("row", "than")
-              for label in (v.get(key) if isinstance(v.get(key), list) else [v.get(key)])
-              if label}
+              for label in verdict.labels(v, key) if label}
     needed |= {o for ratio in spec.get("ratios", []) for o in ratio["versus"]}
     if needed & set(drop):
         raise ValueError(f"table {name}: scales.{scale}.drop removes {sorted(needed & set(drop))}, "

@@ -21,9 +21,9 @@ Rule: d = how much `row` is better than `than` (positive: the claimed direction)
 standard error of that difference over seeds (sqrt(s₁²/n₁ + s₂²/n₂); for accuracies the
 binomial error p(1−p)/(questions·seeds) of each row is added). Reproduced when d > 2·se (for
 `matches_or_beats`: d ≥ −2·se; for `matches`: |d| ≤ 2·se), not reproduced when d < −2·se (for
-`matches`: |d| > 2·se), inconclusive in between or when
-either row has fewer than MIN_SEEDS seeds. Against several rows: not reproduced if against any,
-reproduced if against all, inconclusive otherwise.
+`matches`: |d| > 2·se), inconclusive in between or when either row has fewer than MIN_SEEDS
+seeds. Against several rows: not reproduced if against any, reproduced if against all,
+inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def spec_verdict(spec: dict, scale: str) -> dict | None:
     return spec["scales"][scale].get("verdict", spec.get("verdict"))
 
 
+def labels(v: dict, key: str) -> list:
+    """The row labels a verdict names under `key` ("row" or "than": one label or a list)."""
+    return v.get(key) if isinstance(v.get(key), list) else [v.get(key)]
+
+
 def validate(name: str, spec: dict) -> None:
     """Each declared verdict names a known kind and two of the table's optimizers' rows."""
     for scale in spec["scales"]:
@@ -64,8 +69,7 @@ def validate(name: str, spec: dict) -> None:
             raise ValueError(f"table {name}: verdict.kind must be one of {list(KINDS)}, got "
                              f"{v.get('kind')!r}")
         for key in ("row", "than"):
-            labels = v.get(key) if isinstance(v.get(key), list) else [v.get(key)]
-            for label in labels:
+            for label in labels(v, key):
                 if not label or label.split(" ")[0] not in spec["optimizers"]:
                     raise ValueError(f"table {name}: verdict.{key} must name rows of the "
                                      f"table's optimizers {list(spec['optimizers'])}, got "
@@ -118,9 +122,7 @@ def _better(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
                 var += r.mean * (1.0 - r.mean) / (questions * r.n)
     numbers = (f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
                f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}")
-    if v.get("kind") == "matches":
-        return _within(d, math.sqrt(var), min(a.n, b.n), numbers)
-    return _rule(d, math.sqrt(var), min(a.n, b.n), numbers, v.get("kind") == "matches_or_beats")
+    return _rule(d, math.sqrt(var), min(a.n, b.n), numbers, v.get("kind", "better"))
 
 
 def _sensitivity(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
@@ -207,27 +209,21 @@ def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:
     return out
 
 
-def _rule(d: float, se: float, seeds: int, numbers: str, matching: bool = False) -> Verdict:
+def _rule(d: float, se: float, seeds: int, numbers: str, kind: str = "better") -> Verdict:
     text = f"{numbers}; 2·se = {Z * se:.3g}"
     if seeds < MIN_SEEDS:
         return Verdict("inconclusive", f"{text}; fewer than {MIN_SEEDS} seeds")
+    if kind == "matches":  # a claim of no difference fails when one shows beyond the noise
+        if abs(d) <= Z * se:
+            return Verdict("reproduced", f"{text}; equal within the noise")
+        return Verdict("not reproduced", f"{text}; a difference beyond the noise")
     if d > Z * se:
         return Verdict("reproduced", text)
-    if matching and d >= -Z * se:
+    if kind == "matches_or_beats" and d >= -Z * se:
         return Verdict("reproduced", f"{text}; matches within the noise")
     if d < -Z * se:
         return Verdict("not reproduced", f"{text}; the difference goes the other way")
     return Verdict("inconclusive", f"{text}; the difference is within the noise")
-
-
-def _within(d: float, se: float, seeds: int, numbers: str) -> Verdict:
-    """A claim of no difference: it fails when a difference beyond the noise shows."""
-    text = f"{numbers}; 2·se = {Z * se:.3g}"
-    if seeds < MIN_SEEDS:
-        return Verdict("inconclusive", f"{text}; fewer than {MIN_SEEDS} seeds")
-    if abs(d) <= Z * se:
-        return Verdict("reproduced", f"{text}; equal within the noise")
-    return Verdict("not reproduced", f"{text}; a difference beyond the noise")
 
 
 def _mean_summary(run_dirs, key: str) -> float | None:

@@ -87,6 +87,7 @@ def test_a_scale_may_drop_optimizers_but_not_those_its_verdict_compares(tmp_path
     with pytest.raises(ValueError, match=r"drop removes \['adamw'\]"):
         table.load_spec("t")
 
+
 def test_ablation_overrides_make_distinct_runs(mini_table):
     base = table.expand(mini_table, "tiny")
     p2 = table.expand(mini_table, "tiny", ["optim.p=2"])
