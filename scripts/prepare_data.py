@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tasks.nanogpt import data  # noqa: E402
-from tasks.train import store  # noqa: E402
+from tasks.train import checks, store  # noqa: E402
 
 
 def prepare_text(path: Path, out_dir: Path, val_fraction: float) -> dict:
@@ -113,6 +113,11 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    if args.name is not None:
+        try:
+            checks.data_name(args.name, "--name")
+        except ValueError as e:
+            parser.error(str(e))
     root = Path(args.data_root).expanduser().absolute()
     if args.corpus in ("cifar10", "cifar100"):
         import torchvision
@@ -186,7 +191,7 @@ def main() -> None:
             parser.error(f"--input {args.input} is not a file")
         meta = prepare_text(args.input, root / args.name, args.val_fraction)
     print(f"prepared {meta['corpus']}: {meta['train_tokens']:,} train / "
-          f"{meta['val_tokens']:,} val tokens under {root}")
+          f"{meta['val_tokens']:,} val tokens under {root / meta['corpus']}")
 
 
 if __name__ == "__main__":

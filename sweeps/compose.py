@@ -171,17 +171,39 @@ def _apply(data: dict, o: Override) -> None:
         node[leaf] = o.value()
 
 
-def check_run(run_overrides: list[str], cfg: dict, check_device: bool = False,
+def check_choices(overrides: list[str]) -> None:
+    """Each group choice (`optim=s3`, also in sweep syntax `optim=s3,adamw`) names an option of
+    its group: a ConfigError listing the valid ones otherwise, before Hydra composes anything
+    (Hydra's own report of it exits 1, which the scripts reserve for failed runs)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as e:  # Hydra's OverrideParseException, with the offending text
+        raise ConfigError(f"cannot parse the overrides: {e}") from None
+    for o in parsed:
+        group = o.key_or_group
+        if group.startswith("hydra") or not (CONF_DIR / group).is_dir() or \
+                o.type == OverrideType.DEL:
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        for value in values:
+            if not (CONF_DIR / group / f"{value}.yaml").is_file():
+                options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+                raise ConfigError(f"{group}={value}: no such option of the {group} group; "
+                                  f"choose one of {options}")
+
+
+def check_run(run_overrides: list[str], cfg: dict, trains_here: bool = False,
               accepted: set[str] | None = None) -> None:
     """Validate one run's resolved config (and, for runs that train on this machine, its
     device); the error names the run. `accepted` carries the optimizer configs already
     constructed across the runs of one sweep (tasks.train.config.validate_optim)."""
-    from tasks.train.config import validate, validate_device  # imports torch: only when needed
+    from tasks.train.config import check_data, validate, validate_device  # imports torch
 
     try:
         validate(cfg, accepted)
-        if check_device:
+        if trains_here:  # the run trains on this machine: its devices and data are the run's
             validate_device(cfg["device"])
+            check_data(cfg)
     except Exception as e:
         raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e
 

@@ -19,6 +19,7 @@ import submitit
 from omegaconf import OmegaConf
 
 from tasks.train import store
+from tasks.train.errors import ConfigError
 from tasks.train.lease import LeaseHeld
 
 CLAIM = "running.json"
@@ -62,8 +63,10 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: dict) -> dict:
         from tasks import run
         from tasks.train import distributed
+        from tasks.train.runner import record_refusal
 
         config = OmegaConf.create(cfg)
+        store.make_runs_root(config.runs_root)
         rdir = store.run_dir(config)
         rdir.mkdir(parents=True, exist_ok=True)
         distributed.init_from_submitit()
@@ -74,6 +77,10 @@ class TrainJob(submitit.helpers.Checkpointable):
         except LeaseHeld as e:  # another live process writes this run: leave it to it
             print(f"[optbench] {e}")
             return {"status": "busy", "run_dir": str(rdir), "holder": str(e)}
+        except ConfigError as e:  # refused on this node (data, devices): the sweep must see it
+            if is_rank_zero():
+                record_refusal(config, e)
+            raise
         finally:
             if is_rank_zero():
                 release_claim(rdir)

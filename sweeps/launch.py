@@ -21,10 +21,30 @@ from sweeps import manifest
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import RunState, SlurmQueue, run_state
-from tasks.train import store
+from tasks.train import checks, store
+from tasks.train.errors import ConfigError
 from tasks.train.lease import Lease
 
 LAUNCHERS = ("slurm", "local", "debug")
+# What make_executor reads of conf/launcher/<name>.yaml
+LAUNCHER_KEYS = {
+    "debug": ("name",),
+    "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node"),
+    "slurm": ("name", "partition", "account", "timeout_min", "nodes", "tasks_per_node",
+              "gpus_per_node", "cpus_per_task", "mem_gb", "array_parallelism", "signal_delay_s",
+              "max_requeues", "job_name", "setup", "additional_parameters"),
+}
+
+
+def validate_launcher(launcher: dict) -> None:
+    """A known launcher, and only keys it reads (`+launcher.qos=...` is not one)."""
+    if launcher.get("name") not in LAUNCHERS:
+        raise ConfigError(f"launcher.name must be one of {list(LAUNCHERS)}, got "
+                          f"{launcher.get('name')!r}")
+    try:
+        checks.known_keys("launcher", launcher, LAUNCHER_KEYS[launcher["name"]])
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 @dataclass
@@ -92,12 +112,14 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
     launcher = runs[0][1]["launcher"]
     if any(cfg["launcher"] != launcher for _, cfg in runs):
         raise ValueError("every run of a sweep must use the same launcher settings")
+    validate_launcher(launcher)
     launcher = OmegaConf.create(launcher)
 
     root = Path(runs[0][1]["runs_root"])
     manifest.check_name(name)
     if dry_run:  # reads only
         return _submit(name, runs, launcher, root, dry_run)
+    store.make_runs_root(root)  # private: submitit's job pickles live under it
     # one launch of a sweep at a time: two at once would submit the same runs twice
     with Lease(root / "_sweeps" / f"{name}.lease", f"sweep {name!r} (being launched)"):
         return _submit(name, runs, launcher, root, dry_run)
@@ -120,7 +142,7 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
     accepted = set()  # optimizer configs checked once per sweep, whatever their lr
     for _, cfg, overrides_i in todo:
         # local and debug jobs train on this machine: its devices are theirs
-        check_run(overrides_i, cfg, check_device=launcher.name in ("local", "debug"),
+        check_run(overrides_i, cfg, trains_here=launcher.name in ("local", "debug"),
                   accepted=accepted)
     todo = [(key, cfg) for key, cfg, _ in todo]
     record.set_runs(listing)

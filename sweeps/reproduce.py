@@ -109,9 +109,14 @@ def render_from_records(spec: dict, scale: str, extra: list[str], results: Path)
         raise ValueError(f"{out}/{records.RECORDS_FILE} was made from another version of "
                          f"conf/table/{spec['name']}.yaml (its runs differ from the spec's); "
                          f"re-run the table to render it")
+    scaled = table.for_scale(spec, scale)
+    for i, entry in enumerate(data["runs"]):  # named here, not at a temporary run dir
+        table.completed_metric(entry["summary"] or {}, scaled["metric"]["key"],
+                               f"{out / records.RECORDS_FILE}: run {i} ({entry['row']}, "
+                               + " ".join(o for o in entry["overrides"]
+                                          if o.startswith(("optim.lr=", "seed="))) + ")")
     with tempfile.TemporaryDirectory(prefix="optbench-records-") as tmp:
         dirs = records.materialize(data, Path(tmp))
-        scaled = table.for_scale(spec, scale)
         _render(scaled, scale, table.collect(scaled, runs, dirs), dirs, data["provenance"],
                 data["grids"], edges.spec_grids(spec, scale, runs), data["allow_mixed"],
                 suffix, ablation, results)

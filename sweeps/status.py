@@ -97,8 +97,8 @@ def _run_state(rdir: Path, last_job: dict | None, queue: SlurmQueue) -> State:
         return State(summary["status"], summary.get("error") or summary.get("diverged_reason")
                      or "")
     holder = lease.read(rdir / store.LEASE_FILE)
-    if lease.is_live(holder):
-        return State(RunState.RUNNING, f"pid {holder.get('pid')} on {holder.get('host')}")
+    if holder is not None and holder.is_live():
+        return State(RunState.RUNNING, f"pid {holder.pid} on {holder.host}")
     claim = read_claim(rdir)
     if claim and job_alive(claim["job_id"], claim["launcher"], claim.get("host"), queue):
         return State(RunState.RUNNING, f"job {claim['job_id']} on {claim.get('host')}")

@@ -262,6 +262,19 @@ def _get(summary: dict, dotted: str):
     return value
 
 
+def completed_metric(summary: dict, metric: str, where) -> float | None:
+    """The table's metric of a completed run (None for a run that did not complete). A
+    completed run without it is an error naming the run: shown as "–" it would read as a
+    diverged seed."""
+    if summary.get("status") != "completed":
+        return None
+    value = _get(summary, metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{where}: a completed run without the table's metric {metric!r} "
+                         f"(got {value!r}); was it made by another task or an older version?")
+    return value
+
+
 @dataclass
 class Row:
     key: RowKey
@@ -310,7 +323,7 @@ def collect(spec: dict, runs: list[Run], run_dirs: dict[int, Path]) -> list[Row]
                     continue
                 summary = store.read_summary(run_dirs[i]) or {}
                 dirs.append(run_dirs[i])
-                value = _get(summary, metric) if summary.get("status") == "completed" else None
+                value = completed_metric(summary, metric, run_dirs[i])
                 div += summary.get("status") == "diverged"
                 vals.append(value if value is not None else worst)
                 initial.append(_get(summary, "initial.train_loss"))

@@ -49,12 +49,18 @@ class NonSmoothTask:
     def validate_config(cls, task: dict) -> None:
         checks.integer(task, "dim")
         p = checks.number(task, "heavy_prob", 0.0, 1.0, low_open=True)
-        w = checks.number(task, "heavy_weight", 0.0, float("inf"), low_open=True)
-        checks.number(task, "target_distance", 0.0, float("inf"), low_open=True)
+        w = checks.number(task, "heavy_weight", 0.0, checks.F32_MAX, low_open=True)
+        checks.number(task, "target_distance", 0.0, checks.F32_MAX, low_open=True)
+        for key in ("a", "b", "init"):  # float32 parameters and losses: past this they are inf
+            checks.number(task, key, -checks.F32_MAX, checks.F32_MAX, high_open=False)
         if p * w <= 1 - p:
             raise ValueError(f"task.heavy_weight ({w}) too small for task.heavy_prob ({p}): "
                              f"the minimizer is at a only if heavy_prob·heavy_weight > "
                              f"1 − heavy_prob")
+
+    @classmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        return (DataNeed("samples", "(generated in the run)", True, ""),)
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:
@@ -63,7 +69,7 @@ class NonSmoothTask:
         return Cost(params=dim, trained_params=dim,
                     train_flops=10.0 * dim * cfg["steps"] * cfg["grad_accum"], eval_flops=0.0,
                     memory_bytes=training_memory(dim, dim, 4 * dim),
-                    data=(DataNeed("samples", "(generated in the run)", True, ""),),
+                    data=cls.data_needs(cfg),
                     compute="fp32", basis="about 10 elementwise operations per coordinate and step")
 
     def train_batch(self, step: int, micro: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from optim import infer_roles
 from tasks import run
 from tasks.cifar import CifarTask, data
 from tasks.cifar.models import build_model
+from tasks.train import store
 from tests.conftest import compose_cfg
 
 
@@ -127,3 +128,35 @@ def test_muon_family_trains_a_resnet(tmp_path):
     summary = run(cfg)
     assert summary["status"] == "completed"
     assert summary["final"]["train_loss"] < summary["initial"]["train_loss"]
+
+
+def test_a_crafted_batch_in_a_shared_data_folder_runs_no_code(tmp_path):
+    """Data folders are shared on clusters: a batch file that pickles a call (here os.system)
+    is refused, naming the file, and the call never happens."""
+    import os
+    import pickle
+
+    write_fake_cifar(tmp_path / "data", "cifar10")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "data" / "cifar10" / "cifar-10-batches-py" / "data_batch_3"
+    with open(crafted, "wb") as f:
+        pickle.dump({b"data": Payload(), b"labels": [0]}, f)
+    cfg = compose_cfg(["task=cifar10_resnet18", "task.width=0.25", "task.arch=resnet20",
+                       "task.batch_size=4", "steps=1", "progress=false"],
+                      runs_root=tmp_path / "runs", data_root=tmp_path / "data")
+    refusal = f"{crafted} is not a CIFAR batch and was not loaded: it asks to call posix.system"
+    with pytest.raises(Exception, match=refusal):  # Hydra's instantiate wraps it
+        run(cfg)
+    assert not marker.exists()
+    error = (store.run_dir(cfg) / "error.txt").read_text().splitlines()[0]
+    assert error.startswith(f"UnsafeBatch: {refusal}")
+    # arrays of the wrong kind are refused too (an object array could hold anything)
+    with open(crafted, "wb") as f:
+        pickle.dump({b"data": np.array([["x"] * 3072], dtype=object), b"labels": [0]}, f)
+    with pytest.raises(data.UnsafeBatch, match="are not uint8 images"):
+        data.load_cifar(tmp_path / "data", "cifar10")

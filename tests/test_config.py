@@ -1,5 +1,6 @@
 """The config tree composes for every choice, and Hydra's own errors stay helpful."""
 
+import re
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def test_cli_bad_lr_fails_fast_naming_the_key(tmp_path):
                           "optim.lr=-1", f"runs_root={tmp_path}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert "optim.lr must be > 0, got -1" in out.stderr
+    assert "optim.lr must be a finite number > 0, got -1" in out.stderr
     assert not any(tmp_path.iterdir())
 
 
@@ -50,3 +51,27 @@ def test_schedule_shapes(name):
     if name == "wsd":  # decay over the last 20 steps
         assert lr_multiplier(79, **kw) == 1.0
         assert lr_multiplier(90, **kw) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["optim=adamx"], r"optim=adamx: no such option of the optim group; choose one of \[.*'adamw'"),
+    (["optim=s3,adamx", "-m"], r"optim=adamx: no such option"),
+    (["+stpes=5"], r"stpes is not read by anything; the keys a run config can hold: .*steps"),
+    (["launcher=slurm"], r"train.py trains one run here, in this process, and reads no launcher "
+                         r"settings \(got launcher=slurm\); .*scripts/sweep.py launch NAME"),
+    (["launcher.tasks_per_node=2"], r"\(got launcher.tasks_per_node=2\)"),
+    (["optim.lr=inf"], r"optim.lr must be a finite number > 0, got inf"),
+], ids=["unknown-choice", "unknown-choice-in-a-multirun", "unread-key", "slurm", "ddp", "lr-inf"])
+def test_cli_refuses_with_exit_2_before_anything_exists(tmp_path, args, message):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args,
+                          f"runs_root={tmp_path / 'runs'}"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert re.search(message, out.stderr), out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_run_schema_is_the_top_level_of_train_yaml():
+    """RUN_KEYS (what the runner reads) and conf/train.yaml (what it offers) agree."""
+    cfg = compose_cfg([])
+    assert set(cfg) == set(run_config.RUN_KEYS) - {"hydra"}

@@ -36,3 +36,19 @@ def test_prepare_rejects_bad_input(tmp_path):
                           "--input", str(tmp_path / "missing.txt"), "--name", "x"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "is not a file" in out.stderr
+
+
+def test_a_corpus_name_cannot_leave_the_data_root(tmp_path):
+    src = tmp_path / "corpus.txt"
+    src.write_text("x" * 2000)
+    for name in ("../../x", "/tmp/abs", "a/b", ".hidden", ""):
+        out = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "text",
+                              "--input", str(src), "--name", name, "--data-root",
+                              str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "--name must be a name of letters, digits" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]  # nothing written
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "text",
+                          "--input", str(src), "--name", "ok-1.v2", "--data-root",
+                          str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert out.stdout.strip().endswith(f"under {tmp_path / 'data' / 'ok-1.v2'}")  # the real place

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,6 +116,23 @@ def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_
     steps = [r["step"] for r in store.MetricsLog(metrics).read()]
     assert steps == list(range(1, len(steps) + 1))  # one writer: no duplicated or reordered row
     assert not list(tmp_path.glob(f"*/*/*/{store.LEASE_FILE}"))  # released on the way out
+
+
+@pytest.mark.parametrize("text", ["", '{"host": "x", "pi', "[1, 2]", "null",
+                                  '{"host": "x", "pid": "abc", "token": 1, "started": 0}',
+                                  '{"host": "x", "pid": 1, "token": "t", "started": "soon", '
+                                  '"heartbeat": "never"}'],
+                         ids=["empty", "torn", "list", "null", "no-heartbeat", "bad-types"])
+def test_an_unreadable_lease_is_stale_and_taken_over_at_once(tmp_path, text):
+    cfg = quadratic_cfg(tmp_path)
+    rdir = store.run_dir(cfg)
+    rdir.mkdir(parents=True)
+    (rdir / store.LEASE_FILE).write_text(text)  # just now: its mtime is fresh
+    t0 = time.time()
+    assert run(cfg)["status"] == "completed"
+    assert time.time() - t0 < 60  # not refused, not waited out (the stale limit is 180 s)
+    assert not (rdir / store.LEASE_FILE).exists()
+    assert run_state(rdir).name == RunState.COMPLETED
 
 
 def test_a_sweep_being_launched_cannot_be_launched_again(tmp_path):
@@ -241,6 +259,98 @@ def test_status_and_launch_survive_a_corrupt_summary(tmp_path):
 # ---------------------------------------------------------------- every failure recorded
 
 
+def _enospc(path):
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def _fail_once(monkeypatch, owner, name, target):
+    """Make owner.name raise ENOSPC the first time `target(*args)` names a path (the file
+    whose write fails)."""
+    real, armed = getattr(owner, name), [True]
+
+    def fake(*args, **kwargs):
+        path = target(*args)
+        if armed[0] and path is not None:
+            armed[0] = False
+            raise _enospc(path)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, fake)
+
+
+def _named(name):
+    return lambda path, *_: path if Path(path).name == name else None
+
+
+FULL_DISK_AT = {
+    # where the write fails → (what fails it, the file error.txt names)
+    "lease": (lambda mp: _fail_once(mp, os, "link", lambda src, dst: dst if Path(
+        dst).name == store.LEASE_FILE else None), store.LEASE_FILE),
+    "config": (lambda mp: _fail_once(mp, store, "write_text", _named("config.yaml")),
+               "config.yaml"),
+    "metrics": (lambda mp: _fail_once(mp, store.MetricsLog, "append", lambda log, row: (
+        log.path if row["step"] == 15 else None)), "metrics.jsonl"),
+    "checkpoint": (lambda mp: _fail_once(mp, checkpoint, "save", lambda path, obj: (
+        path if obj["loop"]["step"] == 20 else None)), "ckpt.pt"),
+    "summary": (lambda mp: _fail_once(mp, store, "write_json", _named("summary.json")),
+                "summary.json"),
+}
+
+
+@pytest.mark.parametrize("where", list(FULL_DISK_AT))
+def test_a_full_disk_anywhere_is_a_failed_run_that_resumes_once_space_is_back(
+        tmp_path, monkeypatch, fresh_evals, capsys, where):
+    cfg = quadratic_cfg(tmp_path)
+    rdir = store.run_dir(cfg)
+    fill, named = FULL_DISK_AT[where]
+    with monkeypatch.context() as mp:
+        fill(mp)
+        with pytest.raises(OSError, match="No space left on device"):
+            run(cfg)
+        assert not (rdir / store.LEASE_FILE).exists()  # never an empty lease left behind
+        first = (rdir / "error.txt").read_text().splitlines()[0]
+        assert first.startswith("no space left on device at ") and named in first
+        if where != "summary":  # the failed summary fits where only the first write did not
+            assert store.read_summary(rdir)["status"] == "failed"
+        assert run_state(rdir).name in (RunState.FAILED, RunState.INTERRUPTED)
+    summary = run(cfg)  # space is back: no wait, no flag
+    assert summary["status"] == "completed" and summary["evals"] == fresh_evals
+    assert not (rdir / "error.txt").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB filesystem (tmpfs; needs root), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("free_kb", [0, 16, 32, 64, 96])
+def test_a_real_full_disk_fails_the_run_cleanly_and_it_resumes_once_space_is_back(
+        small_disk, fresh_evals, free_kb):
+    """Filled to `free_kb` kilobytes, the disk runs out at a different write each time (the
+    lease, the config, a checkpoint, the metrics); every time the run stops as a failure and
+    trains on, to the same numbers, once the space is back."""
+    filler = small_disk / "filler"
+    stats = os.statvfs(small_disk)
+    filler.write_bytes(b"\0" * max(stats.f_bavail * stats.f_frsize - free_kb * 1024, 0))
+    cfg = quadratic_cfg(small_disk)
+    with pytest.raises((OSError, RuntimeError)):
+        run(cfg)
+    rdir = store.run_dir(cfg)
+    assert not (rdir / store.LEASE_FILE).exists()
+    filler.unlink()
+    summary = run(cfg)
+    assert summary["status"] == "completed" and summary["evals"] == fresh_evals
+    assert not list(rdir.glob(f".*{store.TEMP_SUFFIX}"))
+
+
 def test_disk_full_at_the_final_checkpoint_is_a_failed_run_with_the_cause(tmp_path,
                                                                           monkeypatch):
     cfg = quadratic_cfg(tmp_path)
@@ -307,6 +417,19 @@ BAD_VALUES = [
     (["optim.betas=abc"], "optim.betas must be a list of 2 numbers"),
     (["optim.betas=[0.9,0.999,0.5]"], "optim.betas must be a list of 2 numbers"),
     (["optim=adan", "optim.betas=[0.9,0.9]"], "optim.betas must be a list of 3 numbers"),
+    (["optim.lr=inf"], "optim.lr must be a finite number > 0, got inf"),
+    (["optim.weight_decay=nan"], "optim.weight_decay must be a finite number >= 0, got nan"),
+    (["+stpes=5"], r"(^|: )stpes is not read by anything; the keys a run config can hold: .*steps"),
+    (["+optim.nesterov=true"], r"optim \(adamw\): optim.nesterov is not read by anything"),
+    (["+task.n_layer=2"], r"task.n_layer is not read by anything; .* model"),
+    (["+schedule.decay_fraction=0.5"], r"schedule.decay_fraction is not read by anything"),
+    (["precision=fp32", "+precision.compute=fp32"], r"precision.compute is not read"),
+    (["+metrics.window=5"], r"metrics.window is not read by anything"),
+    (["+logger.project=x"], r"logger.project is not read by anything"),
+    (["+task.seed=3"], r"task.seed is set by the run, not by the task config"),
+    (["task=nonsmooth", "task.init=1e39"], r"task.init must be a number in \[-3.40282e\+38"),
+    (["task.corpus=../x"], r"task.corpus must be a name of letters, digits"),
+    (["task.corpus=/etc"], r"task.corpus must be a name of letters, digits"),
 ]
 
 
@@ -321,6 +444,54 @@ def test_bad_values_are_caught_before_a_run_dir_or_a_submission(overrides, messa
         launch("bad", [*base, *overrides, f"runs_root={tmp_path / 'runs'}",
                        "launcher=slurm"], dry_run=True)
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_that_is_not_prepared_is_refused_before_a_run_dir(tmp_path):
+    cfg = compose_cfg([*TINY, "task.corpus=not_prepared"], runs_root=tmp_path / "runs",
+                      data_root=tmp_path / "data")
+    message = r"corpus not_prepared is not prepared .*prepare_data.py text --input FILE"
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
+    with pytest.raises(ConfigError, match=message):  # a local job trains here: checked here
+        launch("data", [*TINY, "task.corpus=not_prepared", f"runs_root={tmp_path / 'runs'}",
+                        "launcher=local"], dry_run=True)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_launcher_key_nothing_reads_is_refused_before_a_submission(tmp_path):
+    with pytest.raises(ConfigError, match=r"launcher.qos is not read by anything; .*account"):
+        launch("qos", [*TINY, f"runs_root={tmp_path / 'runs'}", "launcher=slurm",
+                       "+launcher.qos=high"], dry_run=True)
+    with pytest.raises(ConfigError, match=r"launcher.partition is not read by anything"):
+        launch("local", [*TINY, f"runs_root={tmp_path / 'runs'}", "launcher=local",
+                         "+launcher.partition=gpu"], dry_run=True)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_runs_root_is_created_private_to_the_user(tmp_path):
+    cfg = quadratic_cfg(tmp_path)
+    run(cfg)
+    assert (tmp_path / "runs").stat().st_mode & 0o777 == 0o700  # job pickles live under it
+    launch("private", ["steps=2", "eval_every=1", f"runs_root={tmp_path / 'other'}",
+                       "launcher=debug", *TINY, f"data_root={tmp_path / 'data'}"])
+    assert (tmp_path / "other").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_run_that_diverges_after_good_steps_stops_with_the_steps_it_took(tmp_path):
+    cfg = quadratic_cfg(tmp_path, nan_at_step=12)  # the 13th step; the next log step is 15
+    summary = run(cfg)
+    assert summary["status"] == "diverged" and summary["diverged_at"] == 13
+    assert summary["steps_done"] == 13 and summary["tokens_done"] == 13 * 16
+    assert [e["step"] for e in summary["evals"]] == [10]  # the good steps' eval is kept
+    assert "non-finite" in summary["diverged_reason"]
+
+
+def test_a_deleted_metrics_log_is_noticed_on_resume(interrupted):
+    cfg, rdir = interrupted
+    (rdir / "metrics.jsonl").unlink()
+    with pytest.raises(store.MetricsError, match=r"metrics.jsonl lacks the row of step 20"):
+        run(cfg)
+    assert "lacks the row of step 20" in (rdir / "error.txt").read_text().splitlines()[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -1,6 +1,9 @@
 """Paper tables: specs, fair-tuning expansion, ablation overrides, and a miniature table end to
 end (runs → collect → rendered files), re-rendered without new runs."""
 
+import gzip
+import json
+
 import pytest
 import yaml
 
@@ -140,6 +143,75 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch
     assert reproduce("mini", [], "test", render_only=True, results=results) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == committed
     assert set(before) <= set(committed)
+
+
+def test_a_run_that_diverges_mid_way_is_a_result_of_the_table(mini_table, tmp_path, data_root,
+                                                               monkeypatch):
+    """AdamW at 3e-3, seed 1, loses its loss to NaN at step 8 of 12 (after good steps): its
+    setting has a diverged seed, the other lr is chosen, and nothing fails."""
+    from tasks.train.loop import Trainer
+
+    real_step = Trainer.train_step
+
+    def train_step(self, step, time_optimizer=True):
+        loss, grad_norm = real_step(self, step, time_optimizer)
+        if self.cfg.optim.name == "adamw" and self.cfg.optim.lr == 3e-3 and self.cfg.seed == 1 \
+                and step >= 7:
+            loss = loss * float("nan")
+        return loss, grad_norm
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    results = tmp_path / "results"
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=results) == 0
+    data = records.read(results / "mini" / "tiny")
+    [diverged] = [e["summary"] for e in data["runs"] if e["summary"]["status"] == "diverged"]
+    assert diverged["diverged_at"] == 8 and diverged["steps_done"] == 8
+    assert [e["step"] for e in diverged["evals"]] == [6]  # the eval before it is kept
+    md = (results / "mini" / "tiny" / "table.md").read_text()
+    assert "- adamw: 0.001 → 5.1" in md and "0.003 → – [diverged 1]" in md
+    adamw = next(line for line in md.splitlines() if line.startswith("| adamw"))
+    assert "| 0.001 (on the low edge) |" in adamw and "| 2 | 1 |" in adamw  # 1 diverged run
+
+
+def _damage_gzip(blob: bytes) -> bytes:
+    return blob[: len(blob) // 2]
+
+
+def _records_with(change):
+    def damage(blob: bytes) -> bytes:
+        data = json.loads(gzip.decompress(blob))
+        change(data)
+        return gzip.compress(json.dumps(data).encode())
+    return damage
+
+
+RECORD_DAMAGE = {
+    "truncated": (_damage_gzip, r"records.json.gz is not a whole gzip file"),
+    "garbled": (lambda blob: bytes(b ^ 0x5A for b in blob), r"is not a whole gzip file"),
+    "not-json": (lambda blob: gzip.compress(b"table rows: 12"), r"does not hold JSON"),
+    "bad-row": (_records_with(lambda d: d["runs"][3]["metrics"].append({"loss": 1.0})),
+                r"records.json.gz: run 3 \(adamw\): metrics\[\d+\] must be an object with "
+                r"an integer step"),
+    "no-status": (_records_with(lambda d: d["runs"][5]["summary"].pop("status")),
+                  r"records.json.gz: run 5 \(s3\): summary must be null or a summary"),
+    "no-metric": (_records_with(lambda d: d["runs"][2]["summary"]["final"].pop("val_loss")),
+                  r"records.json.gz: run 2 \(adamw, optim.lr=0.003 seed=0\): a completed run "
+                  r"without the table's metric 'final.val_loss'"),
+}
+
+
+@pytest.mark.parametrize("damage", list(RECORD_DAMAGE))
+def test_damaged_records_are_refused_naming_the_file_the_run_and_the_field(
+        mini_table, tmp_path, data_root, damage):
+    results = tmp_path / "results"
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=results) == 0
+    path = results / "mini" / "tiny" / records.RECORDS_FILE
+    change, message = RECORD_DAMAGE[damage]
+    path.write_bytes(change(path.read_bytes()))
+    with pytest.raises(ValueError, match=message):
+        reproduce("mini", [], "test", render_only=True, results=results)
 
 
 def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, tmp_path,

@@ -6,7 +6,8 @@ works on whole batches on the device.
     <data_root>/cifar100/cifar-100-python/{train, test}                     labels: b"fine_labels"
 scripts/prepare_data.py downloads them; training only reads. The pickles are read here rather
 than through torchvision's dataset classes, whose checksum check rejects anything but the
-official files (tests write small files in the same format).
+official files (tests write small files in the same format), and with an unpickler that admits
+only the types a batch holds: a data folder shared on a cluster cannot make training run code.
 """
 
 from __future__ import annotations
@@ -27,13 +28,52 @@ MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 
 
-def _read_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for path in paths:
+class UnsafeBatch(ValueError):
+    """A batch file that is not a CIFAR batch (it asked for code, or holds something else)."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds: dicts, lists, bytes, strings, numbers and numpy
+    arrays. A plain `pickle.load` calls whatever callable the file names, so a crafted file in
+    a shared data folder would run code as whoever trains; here any other global is refused
+    before it is looked up."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UnsafeBatch(f"it asks to call {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
+def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(images as uint8 (N, 3, 32, 32), labels as int64) of one batch file, refused with a
+    message naming the file when it is not a CIFAR batch."""
+    try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+            raise UnsafeBatch(f"it is not a dict with {b'data'!r} and {label_key!r}")
+        images, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+        if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32 \
+                or labels.dtype.kind not in "iu" or labels.shape != (len(images),):
+            raise UnsafeBatch(f"its arrays are not uint8 images (N, 3072) and N integer labels "
+                              f"(got {images.dtype} {images.shape}, {labels.dtype} "
+                              f"{labels.shape})")
+    except (UnsafeBatch, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise UnsafeBatch(f"{path} is not a CIFAR batch and was not loaded: {e}. Replace it "
+                          f"with the official file (scripts/prepare_data.py checks its "
+                          f"checksum)") from None
+    return images.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _read_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*(read_batch(path, label_key) for path in paths))
     return np.concatenate(xs), np.concatenate(ys)
 
 

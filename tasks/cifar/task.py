@@ -113,17 +113,21 @@ class CifarTask:
         synthetic = dataset == "synthetic"
         classes = 10 if synthetic else data.LAYOUT[dataset][4]
         test_images = task.get("synthetic_size", (5000, 1000))[1] if synthetic else 10_000
-        if synthetic:
-            need = DataNeed("synthetic images", "(generated in the run)", True, "")
-        else:
-            folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
-            ready = all((folder / data.LAYOUT[dataset][0] / f).exists()
-                        for f in data.LAYOUT[dataset][1] + data.LAYOUT[dataset][2])
-            need = DataNeed(dataset, str(folder), ready,
-                            f"python scripts/prepare_data.py {dataset}")
         return image_classifier_cost(
             cfg, lambda: build_model(task["arch"], classes, task.get("width", 1.0)), 32,
-            test_images, need)
+            test_images, cls.data_needs(cfg))
+
+    @classmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        """The extracted CIFAR archive (the synthetic set is generated in the run)."""
+        dataset = cfg["task"]["dataset"]
+        if dataset == "synthetic":
+            return (DataNeed("synthetic images", "(generated in the run)", True, ""),)
+        folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
+        ready = all((folder / data.LAYOUT[dataset][0] / f).exists()
+                    for f in data.LAYOUT[dataset][1] + data.LAYOUT[dataset][2])
+        return (DataNeed(dataset, str(folder), ready,
+                         f"python scripts/prepare_data.py {dataset}"),)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:

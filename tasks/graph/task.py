@@ -72,6 +72,18 @@ class GraphTask:
         checks.number(task, "dropout", 0.0, 1.0)
 
     @classmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        """The prepared GraphLand dataset (the synthetic graph is generated in the run)."""
+        task = cfg["task"]
+        if task["dataset"] == "synthetic":
+            return (DataNeed("synthetic graph", "(generated in the run)", True, ""),)
+        folder = Path(cfg["data_root"]).expanduser().absolute() / "graphland" / task["dataset"]
+        return (DataNeed(f"graphland {task['dataset']}", str(folder),
+                         (folder / f"graph_{task['split']}.npz").exists(),
+                         f"python scripts/prepare_data.py graphland {task['dataset']} "
+                         f"--source <the dataset's unzipped folder> --split {task['split']}"),)
+
+    @classmethod
     def cost(cls, cfg: dict) -> Cost:
         task = cfg["task"]
         synthetic = task["dataset"] == "synthetic"
@@ -81,20 +93,11 @@ class GraphTask:
         params = layers * (2 * width * width + width * width)
         per_node = 6 * params  # forward + backward of the dense layers; sparse sums are small
         evals = evals_in_run(cfg["steps"], cfg["eval_every"])
-        if synthetic:
-            need = DataNeed("synthetic graph", "(generated in the run)", True, "")
-        else:
-            folder = (Path(cfg["data_root"]).expanduser().absolute() / "graphland" /
-                      task["dataset"])
-            need = DataNeed(f"graphland {task['dataset']}", str(folder),
-                            (folder / f"graph_{task['split']}.npz").exists(),
-                            f"python scripts/prepare_data.py graphland {task['dataset']} "
-                            f"--source <the dataset's unzipped folder> --split {task['split']}")
         return Cost(params=params, trained_params=params,
                     train_flops=per_node * nodes * cfg["steps"],
                     eval_flops=per_node / 3 * nodes * evals,
                     memory_bytes=training_memory(params, params, 4 * nodes * width * layers * 6),
-                    data=(need,), compute="fp32",
+                    data=cls.data_needs(cfg), compute="fp32",
                     basis=f"dense layers only: {per_node:.3g} FLOP per node per step "
                           f"(full batch, {nodes:,} nodes)")
 

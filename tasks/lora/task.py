@@ -186,11 +186,32 @@ class LoraMathTask:
         return count
 
     @classmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        """The prepared train and test sets (arith is generated in the run) and the base
+        model's weights in the local hub cache (a job never downloads)."""
+        from pathlib import Path
+
+        task = cfg["task"]
+        root = Path(cfg["data_root"]).expanduser().absolute()
+        needs = [DataNeed(f"{task['dataset']} train", str(root / task["dataset"] / "train.jsonl"),
+                          task["dataset"] == "arith"
+                          or (root / task["dataset"] / "train.jsonl").exists(),
+                          f"python scripts/prepare_data.py {task['dataset']}"),
+                 *[DataNeed(f"{d} test", str(root / d / "test.jsonl"),
+                            d == "arith" or (root / d / "test.jsonl").exists(),
+                            f"python scripts/prepare_data.py {d}")
+                   for d in [task["eval_dataset"], *(task.get("also_eval") or ())]]]
+        name = task["model"].get("pretrained")
+        if name:
+            needs.append(DataNeed(f"weights {name}", "hub cache (HF_HOME)",
+                                  Path(name).is_dir() or _cached(name), f"hf download {name}"))
+        return tuple(needs)
+
+    @classmethod
     def cost(cls, cfg: dict) -> Cost:
         """Compute and memory of the run `cfg` (a resolved run config): the model is built on
         the meta device from its config; FLOPs per token are 2N forward, 2N for the input
         gradients through the frozen base, 2N more with gradient checkpointing."""
-        from pathlib import Path
 
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -230,24 +251,12 @@ class LoraMathTask:
         activations = (micro_tokens * layers * (2 if checkpointing else 34) * hidden
                        * dtype_bytes / 2 + micro_tokens * hf_cfg.vocab_size * 4)
         weight_bytes = 0.5 if model.get("load_in_4bit") else dtype_bytes
-        root = Path(cfg["data_root"]).expanduser().absolute()
-        needs = [DataNeed(f"{task['dataset']} train", str(root / task["dataset"] / "train.jsonl"),
-                          task["dataset"] == "arith"
-                          or (root / task["dataset"] / "train.jsonl").exists(),
-                          f"python scripts/prepare_data.py {task['dataset']}"),
-                 *[DataNeed(f"{d} test", str(root / d / "test.jsonl"),
-                            d == "arith" or (root / d / "test.jsonl").exists(),
-                            f"python scripts/prepare_data.py {d}")
-                   for d in [task["eval_dataset"], *(task.get("also_eval") or ())]]]
-        if name:
-            needs.append(DataNeed(f"weights {name}", "hub cache (HF_HOME)",
-                                  Path(name).is_dir() or _cached(name), f"hf download {name}"))
         return Cost(params=params, trained_params=trained, train_flops=per_token * tokens,
                     eval_flops=2.0 * params * eval_tokens * evals_in_run(cfg["steps"],
                                                                          cfg["eval_every"]),
                     memory_bytes=training_memory(params, trained, activations,
                                                  weight_bytes),
-                    data=tuple(needs),
+                    data=cls.data_needs(cfg),
                     compute="bf16" if dtype_bytes == 2 else "fp32",
                     basis=f"{params / 1e9:.3g}B parameters ({source}); {per_token // params}N "
                           f"FLOPs per token, every sequence counted at max_length (an upper "

@@ -65,6 +65,7 @@ class NanoGPTTask:
         """Sizes and shapes, checked before anything is read or built."""
         for key in ("batch_size", "eval_batches"):
             checks.integer(task, key)
+        checks.data_name(task.get("corpus"), "task.corpus")
         if task.get("eval_batch_size") is not None:
             checks.integer(task, "eval_batch_size")
         model = dict(task.get("model") or {})
@@ -74,6 +75,17 @@ class NanoGPTTask:
         if "dropout" in model:
             checks.number(model, "dropout", 0.0, 1.0, prefix="task.model.")
         GPTConfig(**{"vocab_size": data.BYTE_VOCAB, **model})  # divisibility, names
+
+    @classmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        """The prepared corpus (the embedded pystdlib one prepares itself)."""
+        corpus = cfg["task"]["corpus"]
+        corpus_dir = Path(cfg["data_root"]).expanduser().absolute() / corpus
+        ready = corpus_dir.joinpath("meta.json").exists() or corpus == "pystdlib"
+        prepare = "" if corpus == "pystdlib" else (
+            f"python scripts/prepare_data.py {corpus}" if corpus in HUB
+            else f"python scripts/prepare_data.py text --input FILE --name {corpus}")
+        return (DataNeed(f"corpus {corpus}", str(corpus_dir), ready, prepare),)
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:
@@ -96,16 +108,10 @@ class NanoGPTTask:
         eval_tokens = (evals_in_run(cfg["steps"], cfg["eval_every"]) * task["eval_batches"]
                        * (task.get("eval_batch_size") or batch) * block)
         act = saved * compute_bytes(cfg["precision"]) / 4
-        ready = corpus_dir.joinpath("meta.json").exists() or task["corpus"] == "pystdlib"
-        prepare = "" if task["corpus"] == "pystdlib" else (
-            f"python scripts/prepare_data.py {task['corpus']}"
-            if task["corpus"] in HUB
-            else f"python scripts/prepare_data.py text --input FILE --name {task['corpus']}")
         return Cost(params=params, trained_params=params, train_flops=per_token * train_tokens,
                     eval_flops=per_token / 3 * eval_tokens,
                     memory_bytes=training_memory(params, params, act),
-                    data=(DataNeed(f"corpus {task['corpus']}", str(corpus_dir), ready,
-                                   prepare),),
+                    data=cls.data_needs(cfg),
                     compute=compute_dtype(cfg["precision"]),
                     basis=f"traced on meta: {per_token / 1e9:.3g} GFLOP per training token "
                           f"(forward + backward), eval = forward only")

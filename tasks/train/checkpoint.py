@@ -3,8 +3,19 @@
     ckpt.pt            the newest checkpoint          ckpt.pt.sha256        its SHA-256
     ckpt.prev.pt       the one before it              ckpt.prev.pt.sha256
 
-A save streams the checkpoint to a temporary file while hashing it, fsyncs it, moves the
-current pair to `prev`, then publishes the new file and its digest (each by an atomic rename).
+A save streams the checkpoint to a temporary file while hashing it and fsyncs it, then
+publishes it in an order that leaves, at every instant, the newest complete checkpoint paired
+with its own digest (a crash between any two steps resumes from it):
+
+    1. ckpt.prev.pt.sha256 := the digest of ckpt.pt     (prev's file does not match: unusable,
+                                                          while ckpt.pt still is)
+    2. ckpt.pt → ckpt.prev.pt                          (the pair moves over whole)
+    3. ckpt.pt.sha256 := the new digest                 (no ckpt.pt yet: prev is used)
+    4. temporary file → ckpt.pt                         (the new pair is complete)
+Each step is an atomic rename followed by an fsync of the directory. Temporary files of a save
+that a crash interrupted are removed at the run's next start
+(`store.remove_leftovers`).
+
 A load checks the digest before unpickling, with `weights_only=True` so that a tampered file
 in a shared directory cannot run code; if the newest fails it warns, sets the newest aside as
 `ckpt.pt.corrupt` (so the next save keeps the good `prev`), and falls back to `prev`. With no
@@ -65,10 +76,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _publish_digest(path: Path, hexdigest: str) -> None:
+    store.write_text(digest_path(path), hexdigest + "\n")
+    _fsync_dir(path.parent)
+
+
+def _rename(source: Path, target: Path) -> None:
+    os.replace(source, target)
+    _fsync_dir(target.parent)
+
+
 def save(path: Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=store.TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             writer = _HashingWriter(f)
@@ -76,15 +98,14 @@ def save(path: Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        if path.exists():  # keep the current pair as the fallback
-            os.replace(path, previous_path(path))
-            if digest_path(path).exists():
-                os.replace(digest_path(path), digest_path(previous_path(path)))
-            else:
-                digest_path(previous_path(path)).unlink(missing_ok=True)
-        os.replace(tmp, path)
-        store.write_text(digest_path(path), writer.sha.hexdigest() + "\n")
-        _fsync_dir(path.parent)
+        previous = previous_path(path)
+        if path.exists() and digest_path(path).exists():  # keep the current pair as fallback
+            _publish_digest(previous, digest_path(path).read_text().strip())
+            _rename(path, previous)
+        elif path.exists():  # never published whole (no digest): not worth keeping
+            set_aside(path)
+        _publish_digest(path, writer.sha.hexdigest())
+        _rename(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

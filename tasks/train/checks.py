@@ -3,6 +3,10 @@ names the key, the bad value and what is allowed (ValueError; the caller adds no
 
 from __future__ import annotations
 
+import re
+
+F32_MAX = 3.4028234663852886e38  # the largest float32: a parameter set past it is inf
+
 
 def _fail(key: str, value, allowed: str) -> None:
     raise ValueError(f"{key} must be {allowed}, got {value!r}")
@@ -31,4 +35,31 @@ def one_of(cfg: dict, key: str, allowed, prefix: str = "task."):
     value = cfg.get(key)
     if value not in allowed:
         _fail(prefix + key, value, f"one of {list(allowed)}")
+    return value
+
+
+def known_keys(section: str, cfg: dict, readable) -> None:
+    """Every key of the config section `section` is one that its reader reads: a key nothing
+    reads (a typo such as `+stpes=5`, or a key of another choice of the group) would be
+    accepted and silently change nothing but the run's identity."""
+    unread = sorted(set(cfg) - set(readable))
+    if unread:
+        where = f"{section}." if section else ""
+        raise ValueError(f"{where}{unread[0]} is not read by anything"
+                         + (f" (nor {', '.join(where + k for k in unread[1:])})"
+                            if len(unread) > 1 else "")
+                         + f"; the keys {section or 'a run config'} can hold: "
+                         + ", ".join(sorted(readable)))
+
+
+DATA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def data_name(value, what: str) -> str:
+    """A name that becomes one folder under the data root (`--name`, `task.corpus`): letters,
+    digits, '.', '_' and '-', not starting with a dot, no separators, so that it cannot name a
+    place outside the data root (`../x`, `/abs`)."""
+    if not isinstance(value, str) or not DATA_NAME.fullmatch(value):
+        _fail(what, value, "a name of letters, digits, '.', '_' and '-' (not starting with "
+                           "'.', no '/'): it names one folder under the data root")
     return value

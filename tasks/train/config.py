@@ -5,8 +5,10 @@ Every error names the config key at fault and, where the set is closed, the allo
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import math
 
 import torch
 from hydra.errors import InstantiationException
@@ -15,13 +17,22 @@ from omegaconf import DictConfig, OmegaConf
 
 import optim
 from optim import hooks
+from tasks.train import checks
 from tasks.train.errors import ConfigError
 from tasks.train.metrics import SpikeConfig
-from tasks.train.precision import Precision, check_precision
+from tasks.train.precision import Precision, validate_precision
 from tasks.train.schedule import validate_schedule
+from tasks.train.wandb_mirror import validate_logger
 
-LOGGERS = ("none", "wandb")
-WANDB_MODES = ("online", "offline", "disabled")
+SPIKE_KEYS = tuple(f.name for f in dataclasses.fields(SpikeConfig))
+
+# The top-level keys of a run config (conf/train.yaml and its groups): what the runner reads.
+RUN_KEYS = ("task", "optim", "schedule", "precision", "logger", "launcher", "seed", "steps",
+            "epochs", "grad_accum", "grad_clip", "eval_every", "log_every", "checkpoint_every",
+            "discard_bad_checkpoint", "device", "progress", "runs_root", "data_root", "sweep",
+            "metrics", "hydra")
+# Set by the runner itself when it builds a task, never by the task config.
+HARNESS_TASK_ARGS = ("seed", "device", "data_root", "grad_accum")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -30,7 +41,9 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (inf and nan are no setting)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def _positive_int(cfg: dict, key: str, minimum: int = 1) -> None:
@@ -54,9 +67,10 @@ def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
     _require("name" in optim_cfg and "_target_" in optim_cfg,
              "optim must have `name` and `_target_` (see conf/optim/*.yaml)")
     lr = optim_cfg.get("lr")
-    _require(_is_number(lr) and lr > 0, f"optim.lr must be > 0, got {lr!r}")
+    _require(_is_number(lr) and lr > 0, f"optim.lr must be a finite number > 0, got {lr!r}")
     wd = optim_cfg.get("weight_decay", 0.0)
-    _require(_is_number(wd) and wd >= 0, f"optim.weight_decay must be >= 0, got {wd!r}")
+    _require(_is_number(wd) and wd >= 0,
+             f"optim.weight_decay must be a finite number >= 0, got {wd!r}")
     for key in ("betas", "aux_betas"):
         if key not in optim_cfg:
             continue
@@ -76,6 +90,17 @@ def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
     # hyperparameter error surfaces here, before any data is read or job submitted.
     # An lr sweep constructs once: a positive lr (checked above) is all any constructor asks.
     kwargs = optimizer_kwargs(optim_cfg)
+    try:
+        cls = get_class(optim_cfg["_target_"])
+    except Exception as e:
+        raise ConfigError(f"optim._target_ {optim_cfg['_target_']!r} cannot be imported: "
+                          f"{e}") from e
+    readable = constructor_keys(cls, skip=("params",))
+    if readable is not None:
+        try:
+            checks.known_keys("optim", optim_cfg, ("name", "_target_", "_partial_", *readable))
+        except ValueError as e:
+            raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
     signature = json.dumps({k: v for k, v in kwargs.items() if k != "lr"}, sort_keys=True,
                            default=str)
     if accepted is not None and signature in accepted:  # the sweep checked it already
@@ -111,17 +136,14 @@ def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:
     _require(device == "auto" or device.split(":")[0] in ("cpu", "cuda", "mps"),
              f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     try:  # each component's own check, the one its constructor runs
+        checks.known_keys("", cfg, RUN_KEYS)
         validate_schedule(cfg["schedule"], cfg["steps"])
+        checks.known_keys("metrics", cfg["metrics"], SPIKE_KEYS)
         SpikeConfig(**cfg["metrics"])
-        check_precision(cfg["precision"]["name"], cfg["precision"].get("compute", "bf16"))
+        validate_precision(cfg["precision"])
+        validate_logger(cfg["logger"])
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
-    logger = cfg["logger"]
-    _require(logger["name"] in LOGGERS,
-             f"logger.name must be one of {list(LOGGERS)}, got {logger['name']!r}")
-    if logger["name"] == "wandb":
-        _require(logger.get("mode") in WANDB_MODES,
-                 f"logger.mode must be one of {list(WANDB_MODES)}, got {logger.get('mode')!r}")
     validate_optim(cfg["optim"], accepted)
     validate_task(cfg["task"])
 
@@ -134,13 +156,45 @@ def validate_task(task_cfg: dict) -> None:
         cls = get_class(target)
     except Exception as e:
         raise ConfigError(f"task._target_ {target!r} cannot be imported: {e}") from e
+    given_by_run = [k for k in HARNESS_TASK_ARGS if k in task_cfg]
+    _require(not given_by_run, f"task.{given_by_run[0] if given_by_run else ''} is set by the "
+                               f"run, not by the task config (use the top-level key instead)")
     # the constructor's defaults stand in for keys the config leaves out
     defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     try:
+        readable = constructor_keys(cls, skip=HARNESS_TASK_ARGS)
+        if readable is not None:
+            checks.known_keys("task", task_cfg, ("_target_", *readable))
         cls.validate_config({**defaults, **task_cfg})
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
+
+
+def constructor_keys(cls, skip=()) -> list[str] | None:
+    """The keyword arguments `cls(...)` accepts (less `skip`); None when it takes **kwargs
+    (then its own check must catch a key it does not read)."""
+    parameters = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters if p.name not in skip and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def check_data(cfg: DictConfig | dict) -> None:
+    """What the run reads is prepared here (checked where the run trains, before its run dir
+    exists: a login node may lack the data a compute node has). Tasks that do not declare
+    their data (`data_needs`) are not checked."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cls = get_class(cfg["task"]["_target_"])
+    if not hasattr(cls, "data_needs"):
+        return
+    missing = [need for need in cls.data_needs(cfg) if not need.ready]
+    if missing:
+        raise ConfigError("; ".join(
+            f"{need.name} is not prepared (looked in {need.path}); prepare it with: "
+            f"{need.prepare}" for need in missing))
 
 
 def validate_device(name: str) -> None:

@@ -69,7 +69,7 @@ def training_memory(params: int, trained: int, activation_bytes: float,
 
 
 def image_classifier_cost(cfg: dict, build: Callable[[], torch.nn.Module], image_size: int,
-                          eval_images: int, need) -> Cost:
+                          eval_images: int, data: tuple) -> Cost:
     """Compute and memory of an image-classification run (`cfg` a resolved run config): one
     training batch traced on meta through cross-entropy, eval at a third of its FLOPs."""
     batch = cfg["task"]["batch_size"]
@@ -84,6 +84,6 @@ def image_classifier_cost(cfg: dict, build: Callable[[], torch.nn.Module], image
                 eval_flops=per_image / 3 * evals * eval_images,
                 memory_bytes=training_memory(params, params,
                                              saved * compute_bytes(cfg["precision"]) / 4),
-                data=(need,), compute=compute_dtype(cfg["precision"]),
+                data=data, compute=compute_dtype(cfg["precision"]),
                 basis=f"traced on meta: {per_image / 1e9:.3g} GFLOP per training image "
                       f"(forward + backward) at {image_size} px, eval = forward only")

@@ -1,22 +1,27 @@
 """One writer per run dir (and per sweep launch): an exclusive lease with a heartbeat.
 
 `flock` is not reliable on the shared filesystems clusters use (NFS, Lustre), so the lease is a
-file created with O_CREAT | O_EXCL, which those filesystems make atomic. It names its holder
-(host, pid, start time, a random token) and carries a heartbeat that a background thread
-renews. Another process may take the lease only when it is stale: its heartbeat is older than
-`stale_s`, or its holder is a process on this same host that no longer exists (a SIGKILLed
-run can be restarted at once). Taking a stale lease renames it away first, so of two
-processes that both see it stale only one wins. Only the holder removes its lease.
+file that appears atomically and whole: its record (host, pid, start time, a random token, a
+heartbeat) is written to a private temporary file, which is then hard-linked to `lease.json`;
+the link fails if the name exists, atomically on NFS and Lustre too. So a `lease.json` that is
+empty, torn or malformed was never a live holder's: it is stale and taken over at once. A
+background thread renews the heartbeat (write a temporary file, rename it over the lease).
+Another process may take the lease only when it is stale: unreadable, its heartbeat older than
+`stale_s`, or its holder a process on this same host that no longer exists (a SIGKILLed run can
+be restarted at once). Taking a stale lease renames it away first, so of two processes that
+both see it stale only one wins. Only the holder removes its lease.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 HEARTBEAT_S = 30.0
@@ -47,20 +52,53 @@ def scheduler_job() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def read(path: Path) -> dict | None:
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease, as its file says."""
+
+    host: str
+    pid: int
+    token: str
+    started: float
+    heartbeat: float
+    job: str | None = None
+
+    @classmethod
+    def parse(cls, record) -> Holder | None:
+        """The holder a lease record names, or None when the record is not one (a lease file
+        that was never written whole by this module: stale)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            holder = cls(host=str(record["host"]), pid=int(record["pid"]),
+                         token=str(record["token"]), started=float(record["started"]),
+                         heartbeat=float(record["heartbeat"]),
+                         job=None if record.get("job") is None else str(record["job"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not (math.isfinite(holder.started) and math.isfinite(holder.heartbeat)):
+            return None
+        return holder
+
+    def is_live(self, stale_s: float = STALE_S) -> bool:
+        """Whether this holder still holds the lease."""
+        if self.host == socket.gethostname() and not pid_alive(self.pid):
+            return False
+        return time.time() - self.heartbeat < stale_s
+
+    def describe(self) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return (f"pid {self.pid} on {self.host} (since {started}, heartbeat "
+                f"{time.time() - self.heartbeat:.0f}s ago)")
+
+
+def read(path: Path) -> Holder | None:
+    """The lease's holder; None when there is no lease or its file is not a whole record."""
     try:
-        return json.loads(Path(path).read_text())
+        record = json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def is_live(holder: dict | None, stale_s: float = STALE_S) -> bool:
-    """Whether the holder described by a lease file still holds it."""
-    if not holder:
-        return False
-    if holder.get("host") == socket.gethostname() and not pid_alive(int(holder.get("pid", -1))):
-        return False
-    return time.time() - float(holder.get("heartbeat", 0)) < stale_s
+    return Holder.parse(record)
 
 
 class Lease:
@@ -85,42 +123,54 @@ class Lease:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
         for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = read(self.path)
-                if holder is None and self.path.exists() and \
-                        time.time() - self.path.stat().st_mtime < self.stale_s:
-                    time.sleep(0.2)  # being written by its holder right now
-                    continue
-                requeued = holder and holder.get("job") and holder["job"] == scheduler_job()
-                if is_live(holder, self.stale_s) and not requeued:
-                    started = time.strftime("%Y-%m-%d %H:%M:%S",
-                                            time.localtime(holder.get("started", 0)))
-                    raise LeaseHeld(
-                        f"{self.what} is in use by pid {holder.get('pid')} on "
-                        f"{holder.get('host')} (since {started}, heartbeat "
-                        f"{time.time() - holder.get('heartbeat', 0):.0f}s ago): {self.path}. "
-                        f"Wait for it to end, or stop it; a lease without heartbeat for "
-                        f"{self.stale_s:.0f}s is taken over") from None
-                self._break_stale()
-                continue
-            with os.fdopen(fd, "w") as f:
+            if self._publish():
+                self._thread = threading.Thread(target=self._beat, daemon=True,
+                                                name=f"lease {self.path.name}")
+                self._thread.start()
+                return self
+            holder = read(self.path)
+            requeued = holder is not None and holder.job is not None \
+                and holder.job == scheduler_job()
+            if holder is not None and holder.is_live(self.stale_s) and not requeued:
+                raise LeaseHeld(
+                    f"{self.what} is in use by {holder.describe()}: {self.path}. Wait for it "
+                    f"to end, or stop it; a lease without heartbeat for {self.stale_s:.0f}s "
+                    f"is taken over") from None
+            self._break_stale(holder)  # unreadable, dead or silent: stale
+        raise LeaseHeld(f"could not take the lease {self.path} (contended); try again")
+
+    def _publish(self) -> bool:
+        """Write our record whole, then link it into place; False if a lease exists. A full
+        disk raises OSError and leaves no lease file behind."""
+        tmp = self.path.with_name(f".{self.path.name}.{self.token}")
+        try:
+            with open(tmp, "w") as f:
                 json.dump(self._record(), f)
                 f.flush()
                 os.fsync(f.fileno())
-            self._thread = threading.Thread(target=self._beat, daemon=True,
-                                            name=f"lease {self.path.name}")
-            self._thread.start()
-            return self
-        raise LeaseHeld(f"could not take the lease {self.path} (contended); try again")
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    def _break_stale(self) -> None:
-        """Rename the stale lease away; only one of several contenders succeeds."""
+    def _break_stale(self, judged: Holder | None) -> None:
+        """Rename the stale lease (the one judged, `judged`) away. Should another process have
+        replaced it by a live lease in the meantime, that one is put back untouched."""
+        moved = self.path.with_name(f"{self.path.name}.stale-{self.token}")
         try:
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.stale-{self.token}"))
+            os.replace(self.path, moved)
         except FileNotFoundError:
             return
+        now = read(moved)
+        if now is not None and (judged is None or now.token != judged.token):
+            try:  # not the lease we judged: restore it unless a newer one appeared
+                os.link(moved, self.path)
+            except FileExistsError:
+                pass
+        moved.unlink(missing_ok=True)
         for old in self.path.parent.glob(f"{self.path.name}.stale-*"):
             old.unlink(missing_ok=True)
 
@@ -129,11 +179,15 @@ class Lease:
             if not self.held():
                 return  # taken over after we stalled: never write over another holder
             tmp = self.path.with_name(f".{self.path.name}.{self.token}")
-            tmp.write_text(json.dumps(self._record()))
-            os.replace(tmp, self.path)
+            try:
+                tmp.write_text(json.dumps(self._record()))
+                os.replace(tmp, self.path)
+            except OSError:  # a full disk: the lease stands as it is; try again next beat
+                tmp.unlink(missing_ok=True)
 
     def held(self) -> bool:
-        return (read(self.path) or {}).get("token") == self.token
+        holder = read(self.path)
+        return holder is not None and holder.token == self.token
 
     def release(self) -> None:
         self._stop.set()

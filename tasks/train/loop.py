@@ -77,6 +77,7 @@ class LoopState:
     optimizer_timed_steps: int = 0
     diverged_at: int | None = None
     diverged_reason: str = ""
+    logged_step: int = 0  # the last step with a row in metrics.jsonl (a resume checks it is there)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -279,6 +280,7 @@ class Trainer:
                 row.update(evals)
             if len(row) > 2 and self.ctx.is_main:
                 self.metrics_log.append(row)
+                self.state.logged_step = done
                 self.mirror.log(row, step=done)
             if ckpt_now or stop:
                 self.save_checkpoint()

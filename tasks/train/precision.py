@@ -24,6 +24,8 @@ import contextlib
 
 import torch
 
+from tasks.train import checks
+
 PRECISIONS = ("fp32", "bf16", "fp8_emulated")
 COMPUTE_DTYPES = ("bf16", "fp32")
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -38,6 +40,14 @@ def round_state_e4m3(state: torch.Tensor) -> None:
     amax = state.abs().max()
     if amax > 0:
         round_through(state, torch.float8_e4m3fn, amax.float() / E4M3_MAX)
+
+
+def validate_precision(cfg: dict) -> None:
+    """The `precision` section of a run config: its keys (compute only where matmuls may run
+    in bf16) and values."""
+    check_precision(cfg.get("name"), cfg.get("compute", "bf16"))
+    checks.known_keys("precision", cfg, ("name",) if cfg["name"] == "fp32" else
+                      ("name", "compute"))
 
 
 def check_precision(name: str, compute: str = "bf16") -> None:

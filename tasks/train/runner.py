@@ -53,6 +53,9 @@ def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
     metric_curve = [(s, ev[target.metric]) for s, ev in state.evals if target.metric in ev]
     steps_to_target = first_at_target(metric_curve, target.value, target.mode)
     tokens_per_step = task.tokens_per_batch * cfg.grad_accum
+    # losses reach the tracker at log steps: a run that diverged may have taken steps past the
+    # one whose loss did, and those do not count as done
+    steps_done = state.step if state.diverged_at is None else state.diverged_at
     best_eval = None
     if metric_curve:
         pick = min if target.mode == "min" else max
@@ -65,8 +68,8 @@ def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
         "optim": cfg.optim.name,
         "sweep": cfg.get("sweep"),
         "steps": cfg.steps,
-        "steps_done": state.step,
-        "tokens_done": state.step * tokens_per_step,
+        "steps_done": steps_done,
+        "tokens_done": steps_done * tokens_per_step,
         "diverged_at": state.diverged_at,
         "diverged_reason": state.diverged_reason or None,
         "error": None,
@@ -189,6 +192,7 @@ def run(cfg: DictConfig) -> dict:
     if previous is not None and previous.get("status") in store.FINISHED_STATUSES:
         print(f"[optbench] {rdir} already {previous['status']}; nothing to do")
         return previous
+    run_config.check_data(cfg)  # before the run dir exists
     ctx = distributed.context()
     if cfg.grad_accum % ctx.world:
         raise run_config.ConfigError(
@@ -197,16 +201,40 @@ def run(cfg: DictConfig) -> dict:
     if not ctx.is_main:
         return _run_follower(build_run(cfg, ctx, rdir)[1])
     # one writer per run dir: the lease is taken before anything is written there
-    with Lease(rdir / store.LEASE_FILE, f"run dir {rdir}"):
+    store.make_runs_root(cfg.runs_root)
+    lease = Lease(rdir / store.LEASE_FILE, f"run dir {rdir}")
+    try:
+        lease.acquire()
+    except OSError as e:  # a full disk, say: no lease is left behind; record it if space allows
+        _record_failure(rdir, _start_summary(cfg, key, rdir), e)
+        raise
+    try:
         return _run_main(cfg, ctx, key, rdir)
+    finally:
+        lease.release()
+
+
+def record_refusal(cfg: DictConfig, error: BaseException) -> None:
+    """A run refused where it was to train (data not prepared on that node, no such device):
+    recorded as failed in its run dir, for the sweep that submitted it to report."""
+    key = store.run_key(cfg)
+    rdir = store.run_dir(cfg, key)
+    _record_failure(rdir, _start_summary(cfg, key, rdir), error)
+
+
+def _start_summary(cfg: DictConfig, key: str, rdir: Path) -> dict:
+    """The summary of a run that has not trained yet (what a failure before step 1 records)."""
+    return {"status": "failed", "run_key": key, "run_dir": str(rdir), "task": cfg.task.name,
+            "optim": cfg.optim.name, "sweep": cfg.get("sweep"), "steps": cfg.steps,
+            "steps_done": 0}
 
 
 def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -> dict:
     for stale in ("summary.json", "error.txt"):  # a failed attempt's
         (rdir / stale).unlink(missing_ok=True)
-    summary = {"status": "failed", "run_key": key, "run_dir": str(rdir), "task": cfg.task.name,
-               "optim": cfg.optim.name, "sweep": cfg.get("sweep"), "steps": cfg.steps,
-               "steps_done": 0}
+    for leftover in store.remove_leftovers(rdir):  # we hold the lease: no writer owns them
+        print(f"[optbench] removed {leftover.name}, left by an interrupted write")
+    summary = _start_summary(cfg, key, rdir)
     trainer = None
     try:
         store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -214,7 +242,7 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
         summary.update(git_commit=env["git_commit"], code_version=env["code_version"],
                        environment=env)
         task, trainer, device = build_run(cfg, ctx, rdir)
-        trainer.metrics_log.truncate_after(trainer.state.step)
+        trainer.metrics_log.truncate_after(trainer.state.step, trainer.state.logged_step)
         env = {**env, **device_info(device)}  # the device the run trains on
         record_environment(rdir, env, from_step=trainer.state.step)
         trainer.mirror = start_mirror(

@@ -16,6 +16,8 @@ from functools import partial
 
 from torch.optim.lr_scheduler import LambdaLR
 
+from tasks.train import checks
+
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
 
 
@@ -58,9 +60,19 @@ def warmup_steps(cfg, total_steps: int) -> int:
     return int(round(float(cfg.get("warmup_fraction", 0.0)) * total_steps))
 
 
+# What build_scheduler reads of conf/schedule/<name>.yaml (decay_fraction: wsd only)
+COMMON_KEYS = ("name", "warmup_fraction", "warmup_steps", "min_lr_ratio",
+               "momentum_warmup_steps", "momentum_warmup_start")
+
+
+def schedule_keys(name: str) -> tuple[str, ...]:
+    return (*COMMON_KEYS, "decay_fraction") if name == "wsd" else COMMON_KEYS
+
+
 def validate_schedule(cfg, total_steps: int) -> None:
     if cfg["name"] not in SCHEDULES:
         raise ValueError(f"schedule.name must be one of {list(SCHEDULES)}, got {cfg['name']!r}")
+    checks.known_keys("schedule", cfg, schedule_keys(cfg["name"]))
     if not 0.0 <= cfg.get("warmup_fraction", 0.0) < 1.0:
         raise ValueError(
             f"schedule.warmup_fraction must be in [0, 1), got {cfg.get('warmup_fraction')}"

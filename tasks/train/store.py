@@ -81,6 +81,20 @@ def run_key(cfg: DictConfig | dict, length: int = 10, code: str | None = None) -
     return hashlib.sha1(blob.encode()).hexdigest()[:length]
 
 
+def make_runs_root(root: str | Path) -> Path:
+    """The runs root, created private to the user when it does not exist: submitit's job
+    pickles live under it, and a pickle another user could write runs their code as ours.
+    A root that exists keeps the permissions its owner gave it."""
+    root = Path(root).expanduser().absolute()
+    if not root.exists():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(mode=0o700)
+        except FileExistsError:  # made by a concurrent launch
+            pass
+    return root
+
+
 def run_dir(cfg: DictConfig | dict, key: str | None = None) -> Path:
     root = Path(cfg["runs_root"]).expanduser().absolute()
     return root / str(cfg["task"]["name"]) / str(cfg["optim"]["name"]) / (key or run_key(cfg))
@@ -88,12 +102,26 @@ def run_dir(cfg: DictConfig | dict, key: str | None = None) -> Path:
 
 # ---------------------------------------------------------------- atomic writes
 
+TEMP_SUFFIX = ".tmp"  # what an interrupted write leaves behind: `.<name>.<random>.tmp`
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary files of writes a crash interrupted (a checkpoint's is gigabytes
+    at paper scale). Only for a run dir whose lease the caller holds: no live writer owns
+    them then. Returns what was removed."""
+    removed = []
+    for leftover in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
 
 def atomic_write(path: Path, write) -> None:
     """Write `path` through `write(file)` into a temporary file, fsync, then rename it into
     place: readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -171,12 +199,19 @@ class MetricsLog:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step` (written after the checkpoint we resume from)."""
+    def truncate_after(self, step: int, logged_step: int = 0) -> None:
+        """Drop rows logged after `step` (written after the checkpoint we resume from); the
+        checkpoint says its last row was logged at `logged_step`, and that row must be here."""
         rows, torn = self.read_with_tail()
         if torn is not None:
             warnings.warn(f"{self.path}:{len(rows) + 1}: dropped a torn final line (a write "
                           f"interrupted by a crash): {torn[:80]!r}")
+        if logged_step and not any(r["step"] == logged_step for r in rows):
+            raise MetricsError(
+                f"{self.path} lacks the row of step {logged_step}, which the checkpoint of "
+                f"step {step} covers (the file was deleted or cut short): the run's curves "
+                f"would have a hole. Restore the file, or remove the run dir "
+                f"{self.path.parent} to train the run again from step 0")
         write_text(self.path, "".join(_dumps(r) + "\n" for r in rows if r["step"] <= step))
 
     def append(self, row: dict) -> None:

@@ -13,6 +13,23 @@ import os
 import warnings
 from pathlib import Path
 
+from tasks.train import checks
+
+LOGGERS = ("none", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+LOGGER_KEYS = {"none": ("name",),
+               "wandb": ("name", "mode", "project", "entity", "tags", "init_timeout")}
+
+
+def validate_logger(cfg: dict) -> None:
+    """The `logger` section of a run config: a known logger, the keys it reads, a known mode."""
+    if cfg.get("name") not in LOGGERS:
+        raise ValueError(f"logger.name must be one of {list(LOGGERS)}, got {cfg.get('name')!r}")
+    checks.known_keys("logger", cfg, LOGGER_KEYS[cfg["name"]])
+    if cfg["name"] == "wandb" and cfg.get("mode") not in WANDB_MODES:
+        raise ValueError(f"logger.mode must be one of {list(WANDB_MODES)}, got "
+                         f"{cfg.get('mode')!r}")
+
 
 class NullMirror:
     def log(self, row: dict, step: int) -> None:

@@ -109,16 +109,20 @@ class ImageTask:
                       data.DATASETS[dataset]["val"])
         if task.get("eval_limit"):
             val_images = min(val_images, task["eval_limit"])
-        if synthetic:
-            need = DataNeed("synthetic images", "(generated in the run)", True, "")
-        else:
-            folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
-            need = DataNeed(dataset, str(folder), data.is_prepared(folder),
-                            f"python scripts/prepare_data.py {dataset} --source "
-                            f"<{data.DATASETS[dataset]['source']}>")
         return image_classifier_cost(
             cfg, lambda: build_model(task["arch"], classes, size, task.get("model_kwargs")),
-            size, val_images, need)
+            size, val_images, cls.data_needs(cfg))
+
+    @classmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        """The decoded image arrays (the synthetic set is generated in the run)."""
+        dataset = cfg["task"]["dataset"]
+        if dataset == "synthetic":
+            return (DataNeed("synthetic images", "(generated in the run)", True, ""),)
+        folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
+        return (DataNeed(dataset, str(folder), data.is_prepared(folder),
+                         f"python scripts/prepare_data.py {dataset} --source "
+                         f"<{data.DATASETS[dataset]['source']}>"),)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
