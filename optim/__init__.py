@@ -7,14 +7,20 @@ AdamW, Adam, NAdam and SGD are torch.optim's own. Each of our classes is exporte
 its name (`optim.S3`), the `_target_` its config names.
 """
 
+from optim.adan import Adan
 from optim.matrix import MatrixOptimizer
+from optim.muon import MuAdam, Muon, SoftMuon
 from optim.registry import BY_NAME, REGISTRY, OptimSpec
 from optim.routing import infer_roles, is_matrix_optimizer, param_groups, param_roles
-
-OPTIMIZERS = {spec.cls.__name__: spec.cls for spec in REGISTRY if spec.ours}
-globals().update(OPTIMIZERS)
+from optim.s3 import S3
+from optim.sign import Lion, SignSGD, Signum
+from optim.smuon import SMuon
+from optim.softsign import HardSwitchSign, SoftSignum
+from optim.stosign import StochasticSign, StoSignSGD
 
 __all__ = [
     "BY_NAME", "MatrixOptimizer", "OptimSpec", "REGISTRY", "infer_roles", "is_matrix_optimizer",
-    "param_groups", "param_roles", *OPTIMIZERS,
+    "param_groups", "param_roles",
+    "Adan", "HardSwitchSign", "Lion", "MuAdam", "Muon", "S3", "SMuon", "SignSGD", "Signum",
+    "SoftMuon", "SoftSignum", "StoSignSGD", "StochasticSign",
 ]

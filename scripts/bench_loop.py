@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps.compose import Composer  # noqa: E402
+from tasks.train.assemble import build_run  # noqa: E402
 from tasks.train.environment import cpu_name, git_commit  # noqa: E402
-from tasks.train.runner import build_run  # noqa: E402
 
 
 def timed_pair(fns, steps: int, warmup: int, device) -> list[list[float]]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeps import table  # noqa: E402
+from sweeps import spec  # noqa: E402
 from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware  # noqa: E402
 from sweeps.reproduce import reproduce  # noqa: E402
 from tasks.train.errors import ConfigError  # noqa: E402
@@ -41,7 +41,7 @@ from tasks.train.lease import LeaseHeld  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", help=f"one of {table.available()}")
+    parser.add_argument("table", help=f"one of {spec.available()}")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--wait", action="store_true")
     parser.add_argument("--poll", type=float, default=5.0)

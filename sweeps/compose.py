@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.train import store
+from tasks.train import identity
 from tasks.train.epochs import derive_steps, steps_for_epochs
 from tasks.train.errors import ConfigError
 
@@ -233,7 +233,7 @@ def compose_runs(run_overrides_list: list[list[str]],
         if validate_runs:
             check_run(run_overrides, cfg, accepted=accepted)
         runs.append((run_overrides, cfg))
-    keys = [store.run_key(cfg) for _, cfg in runs]
+    keys = [identity.run_key(cfg) for _, cfg in runs]
     duplicates = {k for k in keys if keys.count(k) > 1}
     if duplicates:
         raise ConfigError(f"the sweep names the same run more than once (run keys "

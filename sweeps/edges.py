@@ -10,19 +10,7 @@ flags a row still on an edge.
 
 from __future__ import annotations
 
-from sweeps.table import Row, optimizers
-
-
-def limit(spec: dict, scale: str) -> int:
-    """How many extensions each row may get at this scale."""
-    return int(spec["scales"][scale].get("extend_edges", spec.get("extend_edges", 0)))
-
-
-def spec_grids(spec: dict, scale: str, runs) -> dict[str, list[float]]:
-    """Each tuned row's lr grid as the spec gives it, ascending."""
-    entries = optimizers(spec, scale)
-    return {r.row.label: sorted(entries[r.optim]["lr"]) for r in runs
-            if r.row.multiplier is None}
+from sweeps.collect import Row
 
 
 def edge(row: Row, grid: list[float]) -> str | None:

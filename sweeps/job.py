@@ -18,7 +18,7 @@ from pathlib import Path
 import submitit
 from omegaconf import OmegaConf
 
-from tasks.train import store
+from tasks.train import identity, store
 from tasks.train.errors import ConfigError
 from tasks.train.lease import LeaseHeld
 
@@ -67,7 +67,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         config = OmegaConf.create(cfg)
         store.make_runs_root(config.runs_root)
-        rdir = store.run_dir(config)
+        rdir = identity.run_dir(config)
         rdir.mkdir(parents=True, exist_ok=True)
         distributed.init_from_submitit()
         try:

@@ -21,7 +21,7 @@ from sweeps import manifest
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import RunState, SlurmQueue, run_state
-from tasks.train import checks, store
+from tasks.train import checks, identity, store
 from tasks.train.errors import ConfigError
 from tasks.train.lease import Lease
 
@@ -130,8 +130,8 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
     queue = SlurmQueue()
     todo, skipped, listing = [], {}, []
     for overrides_i, cfg in runs:
-        key = store.run_key(cfg)
-        rdir = store.run_dir(cfg, key)
+        key = identity.run_key(cfg)
+        rdir = identity.run_dir(cfg, key)
         listing.append((overrides_i, key, str(rdir)))
         state = run_state(rdir, record.last_job(key), queue)
         if state.name in (RunState.COMPLETED, RunState.DIVERGED, RunState.RUNNING,

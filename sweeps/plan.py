@@ -19,7 +19,11 @@ from pathlib import Path
 
 from hydra.utils import get_class
 
-from tasks.train import store
+from sweeps.compose import check_run, compose_runs
+from sweeps.manifest import Manifest
+from sweeps.spec import launcher_warnings
+from sweeps.status import SlurmQueue, run_state
+from tasks.train import identity
 from tasks.train.base import Cost
 from tasks.train.cost import state_buffers
 
@@ -173,22 +177,17 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
 def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[str, int]:
     """(the printed plan, number of invalid runs) of a table's runs (`sweeps.table.Run`s);
     writes nothing and trains nothing."""
-    from sweeps.compose import check_run, compose_runs
-    from sweeps.manifest import Manifest
-    from sweeps.status import SlurmQueue, run_state
-    from sweeps.table import launcher_warnings
-
-    composed = compose_runs([r.overrides for r in runs], validate_runs=False)
+    composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False)
     launcher = composed[0][1]["launcher"]
     runs_root = Path(composed[0][1]["runs_root"]).expanduser().absolute()
     record = Manifest.load_or_new(runs_root, name)
     planner, queue, accepted = Planner(hardware), SlurmQueue(), set()
     plans = []
     for run, (overrides, cfg) in zip(runs, composed):
-        key = store.run_key(cfg)
+        key = identity.run_key(cfg)
         try:
             check_run(overrides, cfg, accepted=accepted)
-            state = run_state(store.run_dir(cfg, key), record.last_job(key), queue).name
+            state = run_state(identity.run_dir(cfg, key), record.last_job(key), queue).name
             plans.append(planner.plan_run(run.row.label, run.lr, run.seed, key, state, cfg))
         except Exception as e:  # the plan reports every invalid run
             plans.append(RunPlan(run.row.label, run.lr, run.seed, key, "invalid", None, None, None,

@@ -1,12 +1,12 @@
-"""A rendered table's run records: the compact trace of every run it was rendered from,
-committed beside the table as results/<table>/<scale>/records.json.gz.
+"""A table's run records: every run it was rendered from, as typed records, committed beside the
+table as results/<table>/<scale>/records.json.gz.
 
-The file holds what rendering reads and nothing else: the table's provenance (command, commit,
-machine, date), the extra overrides and final lr grids it ran with, and for every run its
-overrides, summary and metric curves (metrics.jsonl). `materialize` writes those back as run
-dirs, so `reproduce.py TABLE --render-only` renders the committed table again, byte for byte,
-on a machine that never ran it. The gzip stream carries no timestamp, so the same runs give the
-same bytes.
+A `RunRecord` holds what rendering reads of a run and nothing else: its row, its overrides, its
+summary and its metric curves. Records are built once from the run dirs when a table's runs have
+ended (`from_run_dirs`, the one place the pipeline reads run dirs); collecting, deciding and
+rendering then take records, so `reproduce.py TABLE --render-only` renders straight from the
+committed file, on a machine that never ran the table. The gzip stream carries no timestamp,
+so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -14,40 +14,105 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.train import store
 
 RECORDS_FILE = "records.json.gz"
 FORMAT = 1
-
-
-def build(runs, run_dirs: dict[int, Path], provenance: dict, extra: list[str],
-          grids: dict[str, list[float]], allow_mixed: bool) -> dict:
-    """The records of a table's runs (`runs[i]` ran in `run_dirs[i]`)."""
-    entries = []
-    for i, run in enumerate(runs):
-        rdir = Path(run_dirs[i])
-        entries.append({"row": run.row.label, "overrides": run.overrides,
-                        "summary": store.read_summary(rdir),
-                        "metrics": store.MetricsLog(rdir / "metrics.jsonl").read()})
-    return {"format": FORMAT, "provenance": provenance, "extra": list(extra), "grids": grids,
-            "allow_mixed": allow_mixed, "runs": entries}
-
-
-def write(out: Path, records: dict) -> Path:
-    path = Path(out) / RECORDS_FILE
-    # Python's JSON: a NaN loss a run logged stays NaN, so the figures redraw it the same way
-    blob = json.dumps(records, separators=(",", ":")).encode()  # key order kept: it is shown
-    store.atomic_write(path, lambda f: f.write(gzip.compress(blob, compresslevel=9, mtime=0)))
-    return path
+STATUSES = ("completed", "diverged", "failed")
 
 
 class RecordsError(ValueError):
     """A records file that cannot be read, or a run in it that is not a run record."""
 
 
-def read(out: Path) -> dict:
+def summary_value(summary: dict | None, dotted: str):
+    """`summary["a"]["b"]` for "a.b", None where any part is missing."""
+    value = summary
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a table: what rendering reads of it."""
+
+    row: str  # the row's label
+    overrides: tuple[str, ...]
+    summary: dict | None  # summary.json; None for a run that never wrote one
+    metrics: tuple[dict, ...]  # metrics.jsonl, one row per log step
+    where: str = ""  # the run dir, or the records file and index: what errors name
+
+    @property
+    def status(self) -> str | None:
+        return (self.summary or {}).get("status")
+
+    def get(self, dotted: str):
+        return summary_value(self.summary, dotted)
+
+    def metric(self, key: str) -> float | None:
+        """The table's metric of a completed run (None for a run that did not complete). A
+        completed run without it is an error naming the run: shown as "–" it would read as a
+        diverged seed."""
+        if self.status != "completed":
+            return None
+        value = self.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise RecordsError(f"{self.where} ({self.row}, "
+                               + " ".join(o for o in self.overrides
+                                          if o.startswith(("optim.lr=", "seed=")))
+                               + f"): a completed run without the table's metric {key!r} (got "
+                                 f"{value!r}); was it made by another task or an older version?")
+        return value
+
+    def loss_curve(self) -> tuple[list[int], list[float]]:
+        rows = [x for x in self.metrics if "loss" in x]
+        return [x["step"] for x in rows], [x["loss"] for x in rows]
+
+    def to_json(self) -> dict:
+        return {"row": self.row, "overrides": list(self.overrides), "summary": self.summary,
+                "metrics": list(self.metrics)}
+
+
+@dataclass(frozen=True)
+class TableRecords:
+    """A rendered table's records: its provenance, the extra overrides and final lr grids it
+    ran with, and its runs in the order the spec expands them."""
+
+    provenance: dict
+    extra: tuple[str, ...]
+    grids: dict  # row label → the final lr grid
+    allow_mixed: bool
+    runs: tuple[RunRecord, ...]
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "provenance": self.provenance, "extra": list(self.extra),
+                "grids": self.grids, "allow_mixed": self.allow_mixed,
+                "runs": [r.to_json() for r in self.runs]}
+
+
+def from_run_dirs(runs, run_dirs: dict[int, Path]) -> list[RunRecord]:
+    """The records of a table's runs (`runs[i]` ran in `run_dirs[i]`), read from their run
+    dirs: summary.json and metrics.jsonl."""
+    return [RunRecord(run.row.label, tuple(run.overrides), store.read_summary(run_dirs[i]),
+                      tuple(store.MetricsLog(Path(run_dirs[i]) / "metrics.jsonl").read()),
+                      str(run_dirs[i])) for i, run in enumerate(runs)]
+
+
+def write(out: Path, records: TableRecords) -> Path:
+    path = Path(out) / RECORDS_FILE
+    # Python's JSON: a NaN loss a run logged stays NaN, so the figures redraw it the same way
+    blob = json.dumps(records.to_json(), separators=(",", ":")).encode()  # key order is shown
+    store.atomic_write(path, lambda f: f.write(gzip.compress(blob, compresslevel=9, mtime=0)))
+    return path
+
+
+def read(out: Path) -> TableRecords:
     """The records of results/<table>/<scale>/ (`out`), checked: every error names the file,
     and for a bad run its index, row and field."""
     path = Path(out) / RECORDS_FILE
@@ -55,25 +120,25 @@ def read(out: Path) -> dict:
         raise RecordsError(f"no run records at {path}: render-only needs a table rendered by "
                            f"this version of reproduce.py (it writes {RECORDS_FILE})")
     try:
-        records = json.loads(gzip.decompress(path.read_bytes()))
+        data = json.loads(gzip.decompress(path.read_bytes()))
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise RecordsError(f"{path} is not a whole gzip file ({e}): truncated or damaged; "
                            f"restore it from git") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RecordsError(f"{path} does not hold JSON ({e}); restore it from git") from None
-    if not isinstance(records, dict) or records.get("format") != FORMAT:
-        found = records.get("format") if isinstance(records, dict) else type(records).__name__
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise RecordsError(f"{path}: records format {found!r}, this code reads {FORMAT}")
     for key, kind in (("provenance", dict), ("extra", list), ("grids", dict), ("runs", list)):
-        if not isinstance(records.get(key), kind):
+        if not isinstance(data.get(key), kind):
             raise RecordsError(f"{path}: field {key!r} must be a {kind.__name__}, got "
-                               f"{type(records.get(key)).__name__}")
-    for i, entry in enumerate(records["runs"]):
-        _check_entry(path, i, entry)
-    return records
+                               f"{type(data.get(key)).__name__}")
+    runs = tuple(_run(path, i, entry) for i, entry in enumerate(data["runs"]))
+    return TableRecords(data["provenance"], tuple(data["extra"]), data["grids"],
+                        bool(data.get("allow_mixed")), runs)
 
 
-def _check_entry(path: Path, i: int, entry) -> None:
+def _run(path: Path, i: int, entry) -> RunRecord:
     def bad(field: str, why: str):
         row = entry.get("row") if isinstance(entry, dict) else None
         return RecordsError(f"{path}: run {i} ({row or 'no row'}): {field} {why}")
@@ -86,28 +151,14 @@ def _check_entry(path: Path, i: int, entry) -> None:
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise bad("overrides", "must be a list of override strings")
     summary = entry.get("summary")
-    if summary is not None and not (isinstance(summary, dict) and summary.get("status") in
-                                    ("completed", "diverged", "failed")):
-        raise bad("summary", "must be null or a summary with a status (completed, diverged, "
-                             "failed)")
+    if summary is not None and not (isinstance(summary, dict)
+                                    and summary.get("status") in STATUSES):
+        raise bad("summary", f"must be null or a summary with a status {STATUSES}")
     metrics = entry.get("metrics")
     if not isinstance(metrics, list):
         raise bad("metrics", "must be a list of metrics rows")
     for j, row in enumerate(metrics):
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise bad(f"metrics[{j}]", "must be an object with an integer step")
-
-
-def materialize(records: dict, root: Path) -> dict[int, Path]:
-    """Write each recorded run as a run dir under `root` (summary.json, metrics.jsonl);
-    {run index: its dir}. A run that never wrote a summary gets none."""
-    dirs = {}
-    for i, entry in enumerate(records["runs"]):
-        rdir = Path(root) / f"run{i:04d}"
-        rdir.mkdir(parents=True, exist_ok=True)
-        if entry["summary"] is not None:
-            store.write_json(rdir / "summary.json", entry["summary"])
-        (rdir / "metrics.jsonl").write_text(
-            "".join(json.dumps(row) + "\n" for row in entry["metrics"]))
-        dirs[i] = rdir
-    return dirs
+    return RunRecord(entry["row"], tuple(overrides), summary, tuple(metrics),
+                     f"{path}: run {i}")

@@ -63,11 +63,11 @@ LABELS = {"paper": "paper", "code": "authors' code", "assumption": "**assumption
           "na": "not applicable"}
 
 
-def markdown(spec: dict, scales: list[str]) -> list[str]:
-    """The sources of the given scales as markdown lines, a section per scale."""
+def markdown(by_scale: dict[str, dict]) -> list[str]:
+    """The sources of the given scales ({scale: its sources block}) as markdown lines, a section
+    per scale."""
     lines = []
-    for scale in scales:
-        sources = spec["scales"][scale].get("sources") or {}
+    for scale, sources in by_scale.items():
         if not sources:
             continue
         counts = {k: sum(kind(e) == k for e in sources.values()) for k in KINDS}

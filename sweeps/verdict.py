@@ -32,10 +32,9 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from sweeps.table import Row, _get
-from tasks.train import store
+from sweeps.collect import Row
+from sweeps.spec import Table
 
-KINDS = ("better", "matches_or_beats", "matches", "sensitivity", "average_rank")
 MIN_SEEDS = 3
 Z = 2.0
 
@@ -50,50 +49,25 @@ class Verdict:
         return f"Verdict: {self.result} — {self.text}"
 
 
-def spec_verdict(spec: dict, scale: str) -> dict | None:
-    return spec["scales"][scale].get("verdict", spec.get("verdict"))
-
-
-def labels(v: dict, key: str) -> list:
-    """The row labels a verdict names under `key` ("row" or "than": one label or a list)."""
-    return v.get(key) if isinstance(v.get(key), list) else [v.get(key)]
-
-
-def validate(name: str, spec: dict) -> None:
-    """Each declared verdict names a known kind and two of the table's optimizers' rows."""
-    for scale in spec["scales"]:
-        v = spec_verdict(spec, scale)
-        if v is None:
-            continue
-        if v.get("kind", "better") not in KINDS:
-            raise ValueError(f"table {name}: verdict.kind must be one of {list(KINDS)}, got "
-                             f"{v.get('kind')!r}")
-        for key in ("row", "than"):
-            for label in labels(v, key):
-                if not label or label.split(" ")[0] not in spec["optimizers"]:
-                    raise ValueError(f"table {name}: verdict.{key} must name rows of the "
-                                     f"table's optimizers {list(spec['optimizers'])}, got "
-                                     f"{label!r}")
-
-
-def decide(spec: dict, scale: str, rows: list[Row]) -> Verdict:
-    v = spec_verdict(spec, scale)
+def decide(table: Table, rows: list[Row]) -> Verdict:
+    v = table.verdict
     if v is None:
         return Verdict("inconclusive", "the spec states no comparison to decide its claim by")
-    by_label = {r.key.base: r for r in rows if not r.key.ablation}
-    others = v["than"] if isinstance(v["than"], list) else [v["than"]]
-    if v.get("kind") == "average_rank":
-        return _average_rank(spec, v["row"], others, rows)
+    if v.kind == "average_rank":
+        row, than = v.pairs[0]
+        return _average_rank(table, row.optim, [k.optim for k in than], rows)
+    by_key = {r.key: r for r in rows if not r.key.ablation}
     verdicts = []
-    for other in others:
-        a, b = by_label.get(v["row"]), by_label.get(other)
-        if a is None or b is None:
-            verdicts.append(Verdict("inconclusive",
-                                    f"rows {v['row']!r} and {other!r} did not both run"))
-        elif v.get("kind", "better") == "sensitivity":
-            verdicts.append(_sensitivity(spec, v, a, b))
-        else:
-            verdicts.append(_better(spec, v, a, b))
+    for row, than in v.pairs:
+        for other in than:
+            a, b = by_key.get(row), by_key.get(other)
+            if a is None or b is None:
+                verdicts.append(Verdict("inconclusive", f"rows {row.base!r} and {other.base!r} "
+                                                        f"did not both run"))
+            elif v.kind == "sensitivity":
+                verdicts.append(_sensitivity(a, b))
+            else:
+                verdicts.append(_better(table, a, b))
     return _combine(verdicts)
 
 
@@ -106,27 +80,26 @@ def _combine(verdicts: list[Verdict]) -> Verdict:
     return Verdict(result, " | ".join(x.text for x in verdicts))
 
 
-def _better(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
-    mode = spec["metric"].get("mode", "min")
-    name = spec["metric"].get("label", spec["metric"]["key"])
+def _better(table: Table, a: Row, b: Row) -> Verdict:
+    mode, name, kind = table.metric.mode, table.metric.name, table.verdict.kind
     if a.mean is None or b.mean is None:
         failed = [r.label for r in (a, b) if r.mean is None]
         result = "not reproduced" if a.mean is None and b.mean is not None else "inconclusive"
         return Verdict(result, f"{', '.join(failed)} diverged at every setting")
     d = (b.mean - a.mean) if mode == "min" else (a.mean - b.mean)
     var = (a.std or 0.0) ** 2 / a.n + (b.std or 0.0) ** 2 / b.n
-    if v.get("binomial"):
+    if table.verdict.binomial:
         for r in (a, b):
-            questions = _mean_summary(r.best_runs, v["binomial"])
+            questions = _mean_of(r, table.verdict.binomial)
             if questions:
                 var += r.mean * (1.0 - r.mean) / (questions * r.n)
     numbers = (f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
                f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}")
-    return _rule(d, math.sqrt(var), min(a.n, b.n), numbers, v.get("kind", "better"))
+    return _rule(d, math.sqrt(var), min(a.n, b.n), numbers, kind)
 
 
-def _sensitivity(spec: dict, v: dict, a: Row, b: Row) -> Verdict:
-    lrs = sorted({lr for lr, _ in a.values_at} & {lr for lr, _ in b.values_at})
+def _sensitivity(a: Row, b: Row) -> Verdict:
+    lrs = sorted({c.lr for c in a.cells.values()} & {c.lr for c in b.cells.values()})
     sa, sb = lr_sensitivity(a, lrs), lr_sensitivity(b, lrs)
     if not sa or not sb:
         return Verdict("inconclusive", "no lr both rows ran at")
@@ -164,13 +137,12 @@ def average_ranks(rows: list[Row], mode: str, seed: int | None = None) -> dict[s
 
 
 def _seed_value(row: Row, seed: int) -> float | None:
-    setting = (row.best_lr, row.best_tuned)
-    values = (row.values_at or {}).get(setting) or []
+    values = row.values
     return values[seed] if seed < len(values) else None
 
 
-def _average_rank(spec: dict, row: str, others: list[str], rows: list[Row]) -> Verdict:
-    mode = spec["metric"].get("mode", "min")
+def _average_rank(table: Table, row: str, others: list[str], rows: list[Row]) -> Verdict:
+    mode = table.metric.mode
     seeds = min((r.n for r in rows if r.mean is not None), default=0)
     per_seed = [average_ranks(rows, mode, k) for k in range(seeds)]
     overall = average_ranks(rows, mode)
@@ -193,13 +165,13 @@ def _average_rank(spec: dict, row: str, others: list[str], rows: list[Row]) -> V
 def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:
     """Per seed: mean over `lrs` of min(ℓ(η), ℓ₀) − min_η ℓ(η), at the untuned setting of each
     lr (the first `tune` setting), for a metric that is minimized."""
-    settings = {lr: next(s for s in row.values_at if s[0] == lr) for lr in lrs}
-    seeds = min(len(row.values_at[s]) for s in settings.values())
+    cells = {lr: next(c for c in row.cells.values() if c.lr == lr) for lr in lrs}
+    seeds = min(len(c.values) for c in cells.values())
     out = []
     for k in range(seeds):
         capped = []
-        for s in settings.values():
-            value, start = row.values_at[s][k], row.initial_at[s][k]
+        for cell in cells.values():
+            value, start = cell.values[k], cell.initial[k]
             start = start if start is not None and math.isfinite(start) else math.inf
             capped.append(min(value, start))
         if not all(math.isfinite(x) for x in capped):
@@ -226,7 +198,8 @@ def _rule(d: float, se: float, seeds: int, numbers: str, kind: str = "better") -
     return Verdict("inconclusive", f"{text}; the difference is within the noise")
 
 
-def _mean_summary(run_dirs, key: str) -> float | None:
-    xs = [_get(store.read_summary(d) or {}, key) for d in run_dirs]
+def _mean_of(row: Row, key: str) -> float | None:
+    """The mean of a summary key over the row's runs at its chosen setting."""
+    xs = [r.get(key) for r in row.best_runs]
     xs = [x for x in xs if isinstance(x, (int, float))]
     return statistics.mean(xs) if xs else None

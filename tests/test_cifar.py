@@ -9,7 +9,7 @@ from optim import infer_roles
 from tasks import run
 from tasks.cifar import CifarTask, data
 from tasks.cifar.models import build_model
-from tasks.train import store
+from tasks.train import identity
 from tests.conftest import compose_cfg
 
 
@@ -153,7 +153,7 @@ def test_a_crafted_batch_in_a_shared_data_folder_runs_no_code(tmp_path):
     with pytest.raises(Exception, match=refusal):  # Hydra's instantiate wraps it
         run(cfg)
     assert not marker.exists()
-    error = (store.run_dir(cfg) / "error.txt").read_text().splitlines()[0]
+    error = (identity.run_dir(cfg) / "error.txt").read_text().splitlines()[0]
     assert error.startswith(f"UnsafeBatch: {refusal}")
     # arrays of the wrong kind are refused too (an object array could hold anything)
     with open(crafted, "wb") as f:

@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tasks import run
-from tasks.train import store
+from tasks.train import identity, store
 from tests.conftest import ROOT
 from tests.test_faults import quadratic_cfg
 
@@ -95,7 +95,7 @@ def test_a_stop_anywhere_in_a_save_resumes_from_the_newest_complete_checkpoint(
         tmp_path, uninterrupted, save, where, k):
     cfg, child = crash_at(tmp_path, save, where, k)
     assert child.returncode == 9, child.stdout + child.stderr
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     summary = run(cfg)  # the next start: no flag, no manual step
     assert summary["status"] == "completed"
     attempts = json.loads((rdir / "env.json").read_text())["attempts"]
@@ -109,12 +109,12 @@ def test_the_points_cover_every_rename_of_a_save(tmp_path):
     """One rename past the last one listed: the save goes through and so does the run."""
     cfg, child = crash_at(tmp_path, 2, "before", RENAMES[2] + 1)
     assert child.returncode == 0, child.stdout + child.stderr
-    assert store.read_summary(store.run_dir(cfg))["status"] == "completed"
+    assert store.read_summary(identity.run_dir(cfg))["status"] == "completed"
 
 
 def test_a_dead_save_leaves_temp_files_that_the_next_start_removes(tmp_path, capsys):
     cfg, child = crash_at(tmp_path, 2, "during", 0)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     [leftover] = rdir.glob(".ckpt.pt.*.tmp")
     assert child.returncode == 9 and leftover.stat().st_size > 0
     run(cfg)

@@ -4,9 +4,11 @@ from importlib import metadata
 
 import pytest
 
+from sweeps.collect import Cell, Row
+from sweeps.records import RunRecord
 from sweeps.render import run_environments
-from sweeps.table import Row, RowKey
-from tasks.train import environment, store
+from sweeps.spec import RowKey
+from tasks.train import environment
 
 
 def test_environment_names_commit_python_torch_device_and_libraries():
@@ -42,12 +44,12 @@ def test_git_commit_marks_a_dirty_tree_and_is_none_outside_git(tmp_path):
 
 
 def _row(tmp_path, envs):
-    dirs = []
-    for i, env in enumerate(envs):
-        d = tmp_path / f"run{i}"
-        store.write_json(d / "summary.json", {"status": "completed", "environment": env})
-        dirs.append(d)
-    return Row(RowKey("adamw"), 1e-3, 1.0, 0.0, len(dirs), 0, {}, {}, dirs)
+    runs = [RunRecord("adamw", (), {"status": "completed", "environment": env, "final": {"x": 1}},
+                      ()) for env in envs]
+    row = Row(RowKey("adamw"))
+    row.cells[(1e-3, ())] = Cell(1e-3, (), list(range(len(runs))), runs, [1.0] * len(runs))
+    row.best = (1e-3, ())
+    return row
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from sweeps.launch import launch
 from sweeps.status import RunState, run_state, sweep_status
 from tasks import run
-from tasks.train import checkpoint, runner, store
+from tasks.train import checkpoint, identity, runner, store
 from tasks.train.config import ConfigError
 from tasks.train.lease import Lease, LeaseHeld
 from tests.conftest import ROOT, TINY, compose_cfg
@@ -44,7 +44,7 @@ def interrupted(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         run(cfg)
     monkeypatch.setenv("OPTBENCH_TEST_NO_RAISE", "1")
-    return cfg, store.run_dir(cfg)
+    return cfg, identity.run_dir(cfg)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def fresh_evals(tmp_path_factory):
 
 def test_a_second_writer_is_refused_and_touches_nothing(tmp_path):
     cfg = quadratic_cfg(tmp_path)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     holder = Lease(rdir / store.LEASE_FILE, "test holder").acquire()
     try:
         with pytest.raises(LeaseHeld, match=rf"in use by pid {os.getpid()} on "):
@@ -72,7 +72,7 @@ def test_a_second_writer_is_refused_and_touches_nothing(tmp_path):
 
 def test_a_lease_left_by_a_dead_process_is_taken_over(tmp_path):
     cfg = quadratic_cfg(tmp_path)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     rdir.mkdir(parents=True)
@@ -125,7 +125,7 @@ def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_
                          ids=["empty", "torn", "list", "null", "no-heartbeat", "bad-types"])
 def test_an_unreadable_lease_is_stale_and_taken_over_at_once(tmp_path, text):
     cfg = quadratic_cfg(tmp_path)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     rdir.mkdir(parents=True)
     (rdir / store.LEASE_FILE).write_text(text)  # just now: its mtime is fresh
     t0 = time.time()
@@ -301,7 +301,7 @@ FULL_DISK_AT = {
 def test_a_full_disk_anywhere_is_a_failed_run_that_resumes_once_space_is_back(
         tmp_path, monkeypatch, fresh_evals, capsys, where):
     cfg = quadratic_cfg(tmp_path)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     fill, named = FULL_DISK_AT[where]
     with monkeypatch.context() as mp:
         fill(mp)
@@ -343,7 +343,7 @@ def test_a_real_full_disk_fails_the_run_cleanly_and_it_resumes_once_space_is_bac
     cfg = quadratic_cfg(small_disk)
     with pytest.raises((OSError, RuntimeError)):
         run(cfg)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     assert not (rdir / store.LEASE_FILE).exists()
     filler.unlink()
     summary = run(cfg)
@@ -366,7 +366,7 @@ def test_disk_full_at_the_final_checkpoint_is_a_failed_run_with_the_cause(tmp_pa
     monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: type("U", (), {"free": 4096}))
     with pytest.raises(RuntimeError, match="file write failed"):
         run(cfg)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     summary = store.read_summary(rdir)
     assert summary["status"] == "failed" and summary["steps_done"] == 40
     first_line = (rdir / "error.txt").read_text().splitlines()[0]
@@ -385,7 +385,7 @@ def test_disk_full_while_logging_metrics_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(store.MetricsLog, "append", append)
     with pytest.raises(OSError):
         run(cfg)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     assert store.read_summary(rdir)["status"] == "failed"
     assert (rdir / "error.txt").read_text().splitlines()[0] == \
         f"no space left on device at {rdir / 'metrics.jsonl'}"
@@ -395,7 +395,7 @@ def test_a_non_finite_first_loss_is_diverged_with_strict_json(tmp_path, capsys):
     cfg = quadratic_cfg(tmp_path, nan_at_step=0)
     summary = run(cfg)
     assert summary["status"] == "diverged" and summary["diverged_at"] == 1
-    text = (store.run_dir(cfg) / "summary.json").read_text()
+    text = (identity.run_dir(cfg) / "summary.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert "diverged in" in capsys.readouterr().out

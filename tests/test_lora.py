@@ -7,9 +7,8 @@ import torch
 from tasks import run
 from tasks.lora import data
 from tasks.lora.answers import extract_answer, is_correct, to_number
-from tasks.train import checkpoint, store
-from tasks.train.config import build_task
-from tasks.train.runner import build_run
+from tasks.train import checkpoint, identity
+from tasks.train.assemble import build_run, build_task
 from tests.conftest import compose_cfg
 
 TINY_LORA = ["task=lora_tiny_arith", "progress=false", "optim.weight_decay=0"]
@@ -67,7 +66,7 @@ def test_tiny_preset_fine_tunes_and_accuracy_rises(arith_root, tmp_path):
     assert summary["status"] == "completed"
     assert summary["final"]["eval_questions"] == 50
     assert summary["final"]["arith_acc"] > 0.1  # from 0 at init, through real generation
-    ckpt = checkpoint.load(store.run_dir(cfg) / "ckpt.pt")  # verified, weights only
+    ckpt = checkpoint.load(identity.run_dir(cfg) / "ckpt.pt")  # verified, weights only
     assert all("lora_" in k or "modules_to_save" in k for k in ckpt["model"])
 
 

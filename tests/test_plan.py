@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from sweeps import table
+from sweeps import spec
 from sweeps.plan import Hardware, plan_table
 from tasks.cifar.task import CifarTask
 from tasks.lora.task import LoraMathTask
@@ -15,16 +15,14 @@ from tests.conftest import ROOT, compose_cfg
 
 
 def paper_plan(name, tmp_path, *extra, scale="paper"):
-    spec = table.load_spec(name)
-    overrides, _ = table.launcher_overrides(scale, [f"runs_root={tmp_path / 'runs'}",
-                                                    f"data_root={tmp_path / 'data'}", *extra])
-    runs = table.expand(spec, scale, overrides)
+    overrides, _ = spec.launcher_overrides(scale, [f"runs_root={tmp_path / 'runs'}",
+                                                   f"data_root={tmp_path / 'data'}", *extra])
+    runs = spec.load(name).at(scale).expand(overrides)
     return plan_table(f"table-{name}-{scale}", scale, runs, Hardware("h100", 0.4))
 
 
-@pytest.mark.parametrize("name,scale", [(n, s) for n in table.available()
-                                        for s in table.load_spec(n)["scales"]
-                                        if table.is_paper_scale(s)])
+@pytest.mark.parametrize("name,scale", [(n, s) for n in spec.available()
+                                        for s in spec.load(n).scales if spec.is_paper_scale(s)])
 def test_every_table_plans_at_paper_scale_without_training(name, scale, tmp_path):
     text, invalid = paper_plan(name, tmp_path, scale=scale)
     assert invalid == 0, text
@@ -49,8 +47,8 @@ def test_an_invalid_run_is_reported_with_its_key_and_the_cli_exits_2(tmp_path):
 
 def test_gpu_hours_follow_the_stated_model(tmp_path):
     """Halving the MFU doubles the hours; a bad GPU name is an error that lists the known."""
-    spec = table.load_spec("smuon_gpt")
-    runs = table.expand(spec, "paper", [f"runs_root={tmp_path}", "launcher=slurm"])[:1]
+    runs = spec.load("smuon_gpt").at("paper").expand([f"runs_root={tmp_path}",
+                                                        "launcher=slurm"])[:1]
     fast, _ = plan_table("t", "paper", runs, Hardware("h100", 0.4))
     slow, _ = plan_table("t", "paper", runs, Hardware("h100", 0.2))
 
@@ -63,13 +61,13 @@ def test_gpu_hours_follow_the_stated_model(tmp_path):
 
 
 def test_paper_scale_defaults_to_slurm_with_a_gpu_and_warns_without_one():
-    extra, notes = table.launcher_overrides("paper", ["optim.lr=1e-3"])
+    extra, notes = spec.launcher_overrides("paper", ["optim.lr=1e-3"])
     assert extra[-2:] == ["launcher=slurm", "launcher.gpus_per_node=1"] and notes
-    assert table.launcher_overrides("paper", ["launcher=local"]) == (["launcher=local"], [])
-    assert table.launcher_overrides("tiny", []) == (["launcher=debug"], [])
-    assert table.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 0})
-    assert not table.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 1})
-    assert not table.launcher_warnings("tiny", {"name": "slurm", "gpus_per_node": 0})
+    assert spec.launcher_overrides("paper", ["launcher=local"]) == (["launcher=local"], [])
+    assert spec.launcher_overrides("tiny", []) == (["launcher=debug"], [])
+    assert spec.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 0})
+    assert not spec.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 1})
+    assert not spec.launcher_warnings("tiny", {"name": "slurm", "gpus_per_node": 0})
 
 
 def _resolved(*overrides):

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from tasks import run
-from tasks.train import environment, store
+from tasks.train import environment, identity, store
 from tasks.train.config import ConfigError
 from tests.conftest import compose_cfg
 
@@ -28,8 +28,8 @@ def quadratic_cfg(tmp_path, **task_kwargs):
 def test_default_task_run_writes_the_store(tiny_cfg):
     cfg = tiny_cfg("steps=30", "eval_every=10", "log_every=10")
     summary = run(cfg)
-    rdir = store.run_dir(cfg)
-    assert rdir.name == store.run_key(cfg) and rdir.parent.name == "adamw"
+    rdir = identity.run_dir(cfg)
+    assert rdir.name == identity.run_key(cfg) and rdir.parent.name == "adamw"
     assert {p.name for p in rdir.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json",
                                                  "ckpt.pt"}
     on_disk = json.loads((rdir / "summary.json").read_text())
@@ -64,9 +64,9 @@ def test_default_task_run_writes_the_store(tiny_cfg):
 def test_finished_run_is_not_run_again(tiny_cfg):
     cfg = tiny_cfg("steps=10", "eval_every=10")
     first = run(cfg)
-    mtime = (store.run_dir(cfg) / "summary.json").stat().st_mtime_ns
+    mtime = (identity.run_dir(cfg) / "summary.json").stat().st_mtime_ns
     assert run(cfg) == first
-    assert (store.run_dir(cfg) / "summary.json").stat().st_mtime_ns == mtime
+    assert (identity.run_dir(cfg) / "summary.json").stat().st_mtime_ns == mtime
 
 
 def test_steps_to_target_and_update_stats(tmp_path):
@@ -75,7 +75,7 @@ def test_steps_to_target_and_update_stats(tmp_path):
     evals = summary["evals"]
     reached = [e["step"] for e in evals if e["val_loss"] <= 0.05]
     assert summary["convergence"]["steps_to_target"] == (reached[0] if reached else None)
-    rows = store.MetricsLog(store.run_dir(quadratic_cfg(tmp_path)) / "metrics.jsonl").read()
+    rows = store.MetricsLog(identity.run_dir(quadratic_cfg(tmp_path)) / "metrics.jsonl").read()
     # AdamW moves every coordinate by at most about lr per step
     assert all(0 < r["update_max"] <= 1.05 * 0.01 for r in rows)
 
@@ -95,7 +95,7 @@ def test_failure_is_recorded_then_rerun_resumes(tmp_path, monkeypatch):
     cfg = quadratic_cfg(tmp_path, raise_at_step=25)
     with pytest.raises(RuntimeError, match="boom at step 25"):
         run(cfg)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     summary = store.read_summary(rdir)
     assert summary["status"] == "failed" and "boom" in summary["error"]
     assert "RuntimeError: boom at step 25" in (rdir / "error.txt").read_text()
@@ -113,22 +113,22 @@ def test_failure_is_recorded_then_rerun_resumes(tmp_path, monkeypatch):
 
 def test_run_key_ignores_where_and_how_but_not_what(tmp_path):
     base = compose_cfg([])
-    assert store.run_key(base) == store.run_key(compose_cfg(["logger=wandb", "sweep=abc",
+    assert identity.run_key(base) == identity.run_key(compose_cfg(["logger=wandb", "sweep=abc",
                                                              "checkpoint_every=7"]))
-    assert store.run_key(base) == store.run_key(compose_cfg([], runs_root=tmp_path))
-    assert store.run_key(base) != store.run_key(compose_cfg(["optim.lr=0.002"]))
-    assert store.run_key(base) != store.run_key(compose_cfg(["seed=1"]))
-    assert store.run_key(base) != store.run_key(compose_cfg(["schedule=wsd"]))
+    assert identity.run_key(base) == identity.run_key(compose_cfg([], runs_root=tmp_path))
+    assert identity.run_key(base) != identity.run_key(compose_cfg(["optim.lr=0.002"]))
+    assert identity.run_key(base) != identity.run_key(compose_cfg(["seed=1"]))
+    assert identity.run_key(base) != identity.run_key(compose_cfg(["schedule=wsd"]))
 
 
 def test_keys_added_later_leave_earlier_run_keys_alone_at_their_default():
     s3 = compose_cfg(["optim=s3"])
     without = OmegaConf.to_container(s3, resolve=True)
     del without["optim"]["fused"]  # a config from before the key existed
-    assert store.run_key(without) == store.run_key(s3)
-    assert store.run_key(s3) != store.run_key(compose_cfg(["optim=s3", "optim.fused=true"]))
+    assert identity.run_key(without) == identity.run_key(s3)
+    assert identity.run_key(s3) != identity.run_key(compose_cfg(["optim=s3", "optim.fused=true"]))
     fp8 = compose_cfg(["precision=fp8_emulated"])
-    assert store.run_key(fp8) != store.run_key(compose_cfg(["precision=fp8_emulated",
+    assert identity.run_key(fp8) != identity.run_key(compose_cfg(["precision=fp8_emulated",
                                                             "precision.compute=fp32"]))
 
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sweeps.compose import compose_runs
 from tasks.cifar import data as cifar_data
-from tasks.train import store
+from tasks.train import identity
 from tasks.train.epochs import check_loaded, derive_steps
 from tasks.train.errors import ConfigError
 from tasks.train.schedule import build_scheduler
@@ -52,18 +52,18 @@ def test_the_runner_derives_the_same_steps_and_key_as_a_sweep():
     cfg = compose_cfg(overrides)
     derive_steps(cfg)
     [(_, swept)] = compose_runs([overrides])
-    assert cfg.steps == swept["steps"] and store.run_key(cfg) == store.run_key(swept)
+    assert cfg.steps == swept["steps"] and identity.run_key(cfg) == identity.run_key(swept)
     check_loaded(cfg, len(cifar_data.long_tail_indices(
         cifar_data.synthetic(10, 5000, 1000, seed=0)[1], 10, 10.0, seed=0)))
     with pytest.raises(ConfigError, match="derived for .* training examples but the prepared"):
         check_loaded(cfg, 17)
     # runs without epochs keep the keys they had
     plain = compose_cfg(["task=cifar_tiny"])
-    assert "epochs" not in store.identity_dict(plain)
+    assert "epochs" not in identity.identity_dict(plain)
 
 
 def _muon_optimizer():
-    from tasks.train.config import build_optimizer
+    from tasks.train.assemble import build_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 8, bias=False), torch.nn.Linear(8, 2))
     cfg = compose_cfg(["optim=muon", "optim.momentum=0.95"])

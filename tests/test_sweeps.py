@@ -18,7 +18,7 @@ from sweeps.compose import CONF_DIR, Composer, compose_sweep, expand
 from sweeps.launch import launch
 from sweeps.status import RunState, counts, format_table, sweep_status
 from tasks import run
-from tasks.train import checkpoint, store
+from tasks.train import checkpoint, identity, store
 from tasks.train.config import ConfigError
 from tests.conftest import ROOT, TINY, compose_cfg
 
@@ -80,7 +80,7 @@ def test_sweep_cli_takes_its_flags_anywhere_on_the_line(tmp_path):
 def test_distinct_overrides_give_distinct_runs():
     a = compose_sweep(["optim=s3", "optim.p=2,3"])
     b = compose_sweep(["optim=softsignum", "optim.sign_fraction=0.5,0.9"])
-    keys = {store.run_key(cfg) for _, cfg in a + b}
+    keys = {identity.run_key(cfg) for _, cfg in a + b}
     assert len(keys) == 4
 
 
@@ -177,7 +177,7 @@ def test_signalled_job_checkpoints_requeues_and_finishes_like_an_uninterrupted_r
              "task.model.n_embd=64", "task.batch_size=8"]
     result = launch("requeue", sweep_args(tmp_path, data_root, *steps))
     [job] = result.job_ids
-    rdir = store.run_dir(result.runs[0][1])
+    rdir = identity.run_dir(result.runs[0][1])
     deadline = time.time() + 120
     while len(store.MetricsLog(rdir / "metrics.jsonl").read()) < 30:
         assert time.time() < deadline, "the job did not start training"
@@ -193,7 +193,7 @@ def test_signalled_job_checkpoints_requeues_and_finishes_like_an_uninterrupted_r
                                 data_root=data_root))
     resumed = [r["loss"] for r in store.MetricsLog(rdir / "metrics.jsonl").read()]
     uninterrupted = [r["loss"] for r in store.MetricsLog(
-        store.run_dir(compose_cfg([*TINY, *steps], runs_root=tmp_path / "reference",
+        identity.run_dir(compose_cfg([*TINY, *steps], runs_root=tmp_path / "reference",
                                   data_root=data_root)) / "metrics.jsonl").read()]
     assert resumed == uninterrupted
     assert store.read_summary(rdir)["final"] == reference["final"]
@@ -205,14 +205,14 @@ def test_two_task_ddp_job_matches_one_process(slurm, tmp_path, data_root, optim_
     result = launch("ddp", sweep_args(tmp_path, data_root, *common, "launcher.tasks_per_node=2"))
     [row] = wait_done(tmp_path / "runs", "ddp")
     assert row.state.name == RunState.COMPLETED, format_table("ddp", [row])
-    ddp = store.read_summary(store.run_dir(result.runs[0][1]))
+    ddp = store.read_summary(identity.run_dir(result.runs[0][1]))
     assert ddp["data_parallel"] == {"world_size": 2, "replica_max_abs_diff": 0.0}
 
     single_cfg = compose_cfg([*TINY, *common], runs_root=tmp_path / "single",
                              data_root=data_root)
     single = run(single_cfg)
     assert single["data_parallel"]["world_size"] == 1
-    ddp_dir, single_dir = store.run_dir(result.runs[0][1]), store.run_dir(single_cfg)
+    ddp_dir, single_dir = identity.run_dir(result.runs[0][1]), identity.run_dir(single_cfg)
     ddp_rows = store.MetricsLog(ddp_dir / "metrics.jsonl").read()
     single_rows = store.MetricsLog(single_dir / "metrics.jsonl").read()
     for a, b in zip(ddp_rows, single_rows, strict=True):

@@ -1,17 +1,20 @@
 """Paper tables: specs, fair-tuning expansion, ablation overrides, and a miniature table end to
 end (runs → collect → rendered files), re-rendered without new runs."""
 
+import dataclasses
 import gzip
 import json
 
 import pytest
 import yaml
 
-from sweeps import records, sources, table
+from sweeps import records, sources, spec
+from sweeps.collect import Cell, Row, collect, ratio_columns
 from sweeps.compose import compose_runs
+from sweeps.records import RunRecord
 from sweeps.reproduce import reproduce
-from tasks.train import store
-from tasks.train.environment import CODE_PACKAGES, code_version
+from sweeps.spec import RowKey
+from tasks.train import identity
 from tests.conftest import TINY
 
 MINI = {
@@ -35,80 +38,89 @@ def mini_table(tmp_path, monkeypatch):
     folder = tmp_path / "tables"
     folder.mkdir()
     (folder / "mini.yaml").write_text(yaml.safe_dump(MINI))
-    monkeypatch.setattr(table, "TABLE_DIR", folder)
-    return table.load_spec("mini")
+    monkeypatch.setattr(spec, "TABLE_DIR", folder)
+    return spec.load("mini")
 
 
-@pytest.mark.parametrize("name", table.available())
+@pytest.mark.parametrize("name", spec.available())
 def test_every_committed_spec_expands_into_valid_distinct_runs(name):
-    spec = table.load_spec(name)
-    for scale in spec["scales"]:
-        runs = table.expand(spec, scale)
-        per_optim = len(spec.get("lr_multipliers") or []) or table.budget(
-            next(iter(table.optimizers(spec, scale).values())))
-        variants = spec["scales"][scale].get("variants", spec.get("variants")) or {"": []}
-        seeds = spec["scales"][scale].get("seeds", spec["seeds"])
-        assert len(runs) == (len(table.optimizers(spec, scale)) * per_optim * len(seeds)
-                             * len(variants))
+    loaded = spec.load(name)
+    for scale in loaded.scales:
+        table = loaded.at(scale)
+        runs = table.expand()
+        per_optim = len(table.lr_multipliers) or next(iter(table.optimizers.values())).budget
+        assert len(runs) == (len(table.optimizers) * per_optim * len(table.seeds)
+                             * len(table.variants))
         # every run composes and validates (the same check a launch makes), keys distinct
-        composed = compose_runs([r.overrides for r in runs])
-        assert len({store.run_key(cfg) for _, cfg in composed}) == len(runs)
-        metric = table.for_scale(spec, scale)["metric"]
-        assert metric["mode"] in ("min", "max")
+        composed = compose_runs([list(r.overrides) for r in runs])
+        assert len({identity.run_key(cfg) for _, cfg in composed}) == len(runs)
+        assert table.metric.mode in ("min", "max")
 
 
 def test_unequal_lr_grids_break_the_fair_tuning_rule(tmp_path, monkeypatch):
-    bad = dict(MINI, optimizers={"adamw": {"lr": [1e-3]}, "s3": {"lr": [1e-3, 3e-3]}})
+    bad = dict(MINI, name="bad", optimizers={"adamw": {"lr": [1e-3]},
+                                             "s3": {"lr": [1e-3, 3e-3]}})
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(ValueError, match="same budget"):
-        table.load_spec("bad")
+        spec.load("bad")
     with pytest.raises(ValueError, match="available"):
-        table.load_spec("nope")
+        spec.load("nope")
 
 
-def _write(tmp_path, monkeypatch, spec):
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
-    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+def _write_t(tmp_path, monkeypatch, raw):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
 
 
 def test_a_scale_may_drop_optimizers_but_not_those_its_verdict_compares(tmp_path, monkeypatch):
     tiny = {**MINI["scales"]["tiny"], "drop": ["adamw"]}
-    _write(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"], "tiny": tiny}))
-    spec = table.load_spec("t")
-    assert {r.optim for r in table.expand(spec, "tiny")} == {"s3"}
-    assert {r.optim for r in table.expand(spec, "paper")} == {"s3", "adamw"}
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"], "tiny": tiny}))
+    loaded = spec.load("t")
+    assert {r.optim for r in loaded.at("tiny").expand()} == {"s3"}
+    assert {r.optim for r in loaded.at("paper").expand()} == {"s3", "adamw"}
 
     unknown = {**tiny, "drop": ["lion"]}
-    _write(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"], "tiny": unknown}))
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"],
+                                                                 "tiny": unknown}))
     with pytest.raises(ValueError, match=r"drop names \['lion'\]"):
-        table.load_spec("t")
+        spec.load("t")
 
     verdict = {"kind": "better", "row": "s3", "than": "adamw"}
-    _write(tmp_path, monkeypatch, dict(MINI, name="t", verdict=verdict,
-                                       scales={**MINI["scales"], "tiny": tiny}))
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict=verdict,
+                                         scales={**MINI["scales"], "tiny": tiny}))
     with pytest.raises(ValueError, match=r"drop removes \['adamw'\]"):
-        table.load_spec("t")
+        spec.load("t")
+    for bad in ({"kind": "better", "row": "s3", "than": "lion"},
+                {"kind": "better", "row": "s3 big", "than": "adamw"}):
+        _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict=bad))
+        with pytest.raises(ValueError, match="verdict.(than|row) must name rows of the table"):
+            spec.load("t")
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict={"kind": "faster", "row": "s3",
+                                                                   "than": "adamw"}))
+    with pytest.raises(ValueError, match="verdict.kind must be one of"):
+        spec.load("t")
 
 
 def test_ablation_overrides_make_distinct_runs(mini_table):
-    base = table.expand(mini_table, "tiny")
-    p2 = table.expand(mini_table, "tiny", ["optim.p=2"])
+    tiny = mini_table.at("tiny")
+    base = tiny.expand()
+    p2 = tiny.expand(["optim.p=2"])
     assert [r.overrides[-1] for r in p2 if r.optim == "s3"] == ["optim.p=2"] * 4
     assert all("optim.p=2" not in r.overrides for r in p2 if r.optim == "adamw")
-    only = table.expand(mini_table, "tiny", ["optim=s3", "optim.nesterov=false"])
+    only = tiny.expand(["optim=s3", "optim.nesterov=false"])
     assert {r.optim for r in only} == {"s3"} and len(only) == 4
     assert {tuple(r.overrides) for r in base}.isdisjoint({tuple(r.overrides) for r in p2
                                                           if r.optim == "s3"})
     with pytest.raises(ValueError, match="no optimizer"):
-        table.expand(mini_table, "tiny", ["optim.sign_fraction=0.5"])
+        tiny.expand(["optim.sign_fraction=0.5"])
     with pytest.raises(ValueError, match="scale"):
-        table.expand(mini_table, "huge")
+        mini_table.at("huge")
 
 
 def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch):
-    spec = dict(MINI, extend_edges=1, verdict={"kind": "better", "row": "s3", "than": "adamw"})
-    _write(tmp_path / "tables", monkeypatch, spec)
+    raw = dict(MINI, extend_edges=1, verdict={"kind": "better", "row": "s3", "than": "adamw"})
+    _write(tmp_path / "tables", monkeypatch, raw)
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
     assert reproduce("mini", where, "test", results=results) == 0
@@ -123,8 +135,8 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch
     assert "seed noise" in md and "1.23" in md  # the paper's number, in its own column
     # a two-point grid always has its best on an edge: one more lr per row, then flagged
     data = records.read(out)
-    assert {label: len(grid) for label, grid in data["grids"].items()} == {"adamw": 3, "s3": 3}
-    assert len(data["runs"]) == 12 and "Grids widened after seeing results" in md
+    assert {label: len(grid) for label, grid in data.grids.items()} == {"adamw": 3, "s3": 3}
+    assert len(data.runs) == 12 and "Grids widened after seeing results" in md
     widened = next(line for line in md.splitlines() if line.startswith("Grids widened"))
     assert "adamw +{" in widened and "s3 +{" in widened
     assert (out / "table.csv").read_text().splitlines()[0].startswith("row,best lr")
@@ -165,7 +177,7 @@ def test_a_run_that_diverges_mid_way_is_a_result_of_the_table(mini_table, tmp_pa
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
     assert reproduce("mini", where, "test", results=results) == 0
     data = records.read(results / "mini" / "tiny")
-    [diverged] = [e["summary"] for e in data["runs"] if e["summary"]["status"] == "diverged"]
+    [diverged] = [r.summary for r in data.runs if r.status == "diverged"]
     assert diverged["diverged_at"] == 8 and diverged["steps_done"] == 8
     assert [e["step"] for e in diverged["evals"]] == [6]  # the eval before it is kept
     md = (results / "mini" / "tiny" / "table.md").read_text()
@@ -221,12 +233,11 @@ def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, t
     assert reproduce("mini", where, "test", results=results) == 0
     out = results / "mini" / "tiny"
     data = records.read(out)
-    data["runs"][0]["summary"]["code_version"] = "0123456789ab"
+    data.runs[0].summary["code_version"] = "0123456789ab"
     records.write(out, data)
     with pytest.raises(ValueError, match="different optimizer/task code: 0123456789ab"):
         reproduce("mini", [], "test", render_only=True, results=results)
-    data["allow_mixed"] = True
-    records.write(out, data)
+    records.write(out, dataclasses.replace(data, allow_mixed=True))
     assert reproduce("mini", [], "test", render_only=True, results=results) == 0
     assert "0123456789ab (1 runs)" in (out / "table.md").read_text()
     _write(tmp_path / "tables", monkeypatch, dict(MINI, seeds=[0, 1, 2]))
@@ -234,61 +245,72 @@ def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, t
         reproduce("mini", [], "test", render_only=True, results=results)
 
 
-def test_the_run_key_changes_with_the_optimizer_and_task_code(tmp_path, tiny_cfg):
-    tiny_cfg = tiny_cfg()
-    assert store.run_key(tiny_cfg, code="aaaa") != store.run_key(tiny_cfg, code="bbbb")
-    assert store.run_key(tiny_cfg) == store.run_key(tiny_cfg, code=code_version())
-    for package in CODE_PACKAGES:
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "m.py").write_text("x = 1\n")
-    (tmp_path / "sweeps").mkdir()
-    first = code_version.__wrapped__(tmp_path)
-    (tmp_path / "sweeps" / "m.py").write_text("launching code does not count\n")
-    assert code_version.__wrapped__(tmp_path) == first
-    (tmp_path / "optim" / "m.py").write_text("x = 2\n")
-    assert code_version.__wrapped__(tmp_path) != first
+def _row(label, variant="", metrics=(), **extra):
+    """A collected row with one finished run at lr 1e-3 (its metric curve `metrics`)."""
+    row = Row(RowKey(label, variant), extra=dict(extra))
+    run = RunRecord(label, (), {"status": "completed", "final": {"val_loss": 1.0}}, metrics)
+    row.cells[(1e-3, ())] = Cell(1e-3, (), [0], [run], [1.0])
+    row.best = (1e-3, ())
+    return row
 
 
-def _row(label, **extra):
-    return table.Row(table.RowKey(label), 1e-3, 1.0, 0.0, 1, 0, extra, {1e-3: 1.0}, [])
+def _ratio_table(*ratios):
+    return spec.Table(name="t", title="t", claim="c", scale="tiny", scale_label="",
+                      overrides=(), per_optimizer={}, optimizers={}, variants={"": ()},
+                      lr_multipliers=(), seeds=(0,), metric=spec.Metric("final.val_loss"),
+                      report=(), ratios=tuple(spec.Ratio(**r) for r in ratios), paper={},
+                      figures=(), extend_edges=0, verdict=None, regime="", average_rank=False,
+                      sources={})
 
 
 def test_ratio_columns_use_the_best_baseline_that_finished():
-    spec = {"ratios": [
-        {"key": "convergence.tokens_to_target", "versus": ["adamw", "lion"],
-         "label": "speedup", "speedup": True},
-        {"key": "optimizer_step_s", "versus": ["muon"], "label": "step time / muon"}]}
+    table = _ratio_table({"key": "convergence.tokens_to_target", "versus": ("adamw", "lion"),
+                          "label": "speedup", "speedup": True},
+                         {"key": "optimizer_step_s", "versus": ("muon",),
+                          "label": "step time / muon"})
     rows = [_row("adamw", **{"convergence.tokens_to_target": 1000, "optimizer_step_s": 0.2}),
             _row("lion", **{"convergence.tokens_to_target": None}),  # never reached it
             _row("muon", **{"convergence.tokens_to_target": 1500, "optimizer_step_s": 0.1}),
             _row("stosignsgd", **{"convergence.tokens_to_target": 600,
                                   "optimizer_step_s": 0.12})]
-    cols = table.ratio_columns(spec, rows)
+    cols = ratio_columns(table, rows)
     assert cols["speedup"] == pytest.approx({"adamw": 1.0, "lion": None, "muon": 1000 / 1500,
                                              "stosignsgd": 1000 / 600})
     assert cols["step time / muon"] == pytest.approx({"adamw": 2.0, "lion": None, "muon": 1.0,
                                                       "stosignsgd": 1.2})
     # no baseline finished: no reference, no numbers
-    assert table.ratio_columns(spec, rows[1:2])["speedup"] == {"lion": None}
+    assert ratio_columns(table, rows[1:2])["speedup"] == {"lion": None}
 
 
 def test_a_ratio_must_name_a_reported_key_and_rows_of_the_table(tmp_path, monkeypatch):
     bad = dict(MINI, ratios=[{"key": "wall_time_s", "versus": ["adamw"], "label": "t"}])
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(bad))
+    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(ValueError, match="wall_time_s"):
-        table.load_spec("bad")
+        spec.load("mini")
     bad["report"], bad["ratios"][0]["versus"] = ["wall_time_s"], ["muon"]
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match="muon"):
-        table.load_spec("bad")
+        spec.load("mini")
 
 
 def test_a_table_asks_only_for_known_figures(tmp_path, monkeypatch):
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(dict(MINI, figures=["p_per_lr"])))
-    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(dict(MINI, figures=["p_per_lr"])))
+    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"unknown figures \['p_per_lr'\]; known: \['p_per_l"):
-        table.load_spec("bad")
+        spec.load("mini")
+
+
+def test_a_spec_key_nothing_reads_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(dict(MINI, seed=[0])))
+    with pytest.raises(ValueError, match=r"table mini: unknown keys \['seed'\]"):
+        spec.load("mini")
+    tiny = {**MINI["scales"]["tiny"], "extend_edge": 2}
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(dict(MINI, scales={**MINI["scales"],
+                                                                          "tiny": tiny})))
+    with pytest.raises(ValueError, match=r"scale tiny: unknown keys \['extend_edge'\]"):
+        spec.load("mini")
 
 
 def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
@@ -296,25 +318,21 @@ def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sweeps.render import p_per_layer_figure
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    log = store.MetricsLog(run_dir / "metrics.jsonl")
-    for step in (10, 20, 30):
-        log.append({"step": step, "loss": 3.0, "p/blocks.0.fc": 2.0 + step / 10, "p/head": 8.0})
-    row = table.Row(table.RowKey("smuon"), 0.02, 1.0, 0.0, 1, 0, {}, {0.02: 1.0}, [run_dir])
-    p_per_layer_figure([_row("muon"), row], tmp_path, plt)
+    from sweeps.figures import p_per_layer_figure
+    log = tuple({"step": step, "loss": 3.0, "p/blocks.0.fc": 2.0 + step / 10, "p/head": 8.0}
+                for step in (10, 20, 30))
+    p_per_layer_figure([_row("muon"), _row("smuon", metrics=log)], tmp_path, plt)
     assert (tmp_path / "p_per_layer.png").stat().st_size > 0
     (tmp_path / "p_per_layer.png").unlink()
     p_per_layer_figure([_row("muon")], tmp_path, plt)  # no p logged: no figure
     assert not (tmp_path / "p_per_layer.png").exists()
 
 
-def _write(tmp_path, monkeypatch, spec):
+def _write(tmp_path, monkeypatch, raw):
     tmp_path.mkdir(exist_ok=True)
-    (tmp_path / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
-    monkeypatch.setattr(table, "TABLE_DIR", tmp_path)
-    return spec["name"]
+    (tmp_path / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
+    return raw["name"]
 
 
 def test_a_paper_scale_must_source_every_setting(tmp_path, monkeypatch):
@@ -323,61 +341,56 @@ def test_a_paper_scale_must_source_every_setting(tmp_path, monkeypatch):
     bad = copy.deepcopy(MINI)
     del bad["scales"]["paper"]["sources"]["clipping"]
     with pytest.raises(ValueError, match=r"scale paper: settings without a source: \['clipping'\]"):
-        table.load_spec(_write(tmp_path, monkeypatch, bad))
+        spec.load(_write(tmp_path, monkeypatch, bad))
     bad = copy.deepcopy(MINI)
     bad["scales"]["paper"]["sources"]["seeds"] = {"guess": "3"}
     with pytest.raises(ValueError, match=r"sources.seeds must have exactly one of \['paper', "
                                          r"'code', 'assumption', 'na'\]"):
-        table.load_spec(_write(tmp_path, monkeypatch, bad))
+        spec.load(_write(tmp_path, monkeypatch, bad))
     bad = copy.deepcopy(MINI)
     bad["scales"]["paper_big"] = {"label": "x", "overrides": []}  # a second paper scale
     with pytest.raises(ValueError, match="scale paper_big: a paper-scale spec needs a `sources:`"):
-        table.load_spec(_write(tmp_path, monkeypatch, bad))
+        spec.load(_write(tmp_path, monkeypatch, bad))
 
 
-@pytest.mark.parametrize("name", table.available())
+@pytest.mark.parametrize("name", spec.available())
 def test_every_committed_paper_scale_renders_its_sources(name):
-    spec = table.load_spec(name)
-    for scale in (s for s in spec["scales"] if table.is_paper_scale(s)):
-        md = "\n".join(sources.markdown(spec, [scale]))
+    loaded = spec.load(name)
+    for scale in (s for s in loaded.scales if spec.is_paper_scale(s)):
+        md = "\n".join(sources.markdown({scale: loaded.at(scale).sources[scale]}))
         assert all(f"| {label} |" in md for label in sources.SETTINGS.values()), scale
 
 
 def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_path, monkeypatch):
-    spec = dict(MINI, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0.0, 0.1]}},
-                                  "s3": {"lr": [1e-3, 3e-3]}}, seeds=[0])
-    spec = table.load_spec(_write(tmp_path, monkeypatch, spec))
-    runs = table.expand(spec, "tiny")
+    raw = dict(MINI, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0.0, 0.1]}},
+                                 "s3": {"lr": [1e-3, 3e-3]}}, seeds=[0])
+    table = spec.load(_write(tmp_path, monkeypatch, raw)).at("tiny")
+    runs = table.expand()
     assert [r.tuned for r in runs if r.optim == "adamw"] == [(("weight_decay", 0.0),),
                                                              (("weight_decay", 0.1),)]
     assert "optim.weight_decay=0.1" in runs[1].overrides
-    dirs = {}
-    for i, r in enumerate(runs):  # fake finished runs: weight decay 0.1 is better
-        dirs[i] = tmp_path / f"run{i}"
-        dirs[i].mkdir()
-        value = 2.0 - 0.5 * dict(r.tuned).get("weight_decay", 0) - r.lr
-        store.write_json(dirs[i] / "summary.json",
-                         {"status": "completed", "final": {"val_loss": value}})
-    rows = {r.label: r for r in table.collect(spec, runs, dirs)}
+    recorded = [RunRecord(r.row.label, r.overrides, {"status": "completed", "final": {
+        "val_loss": 2.0 - 0.5 * dict(r.tuned).get("weight_decay", 0) - r.lr}}, ())
+        for r in runs]  # weight decay 0.1 is better
+    rows = {r.label: r for r in collect(table, runs, recorded)}
     assert rows["adamw"].best_tuned == (("weight_decay", 0.1),)
     assert rows["adamw"].mean == pytest.approx(2.0 - 0.05 - 1e-3)
     assert rows["adamw"].per_lr == {1e-3: pytest.approx(2.0 - 0.05 - 1e-3)}
-    unequal = dict(spec, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0, 0.1]}},
-                                     "s3": {"lr": [1e-3]}})
+    unequal = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0, 0.1]}},
+                                    "s3": {"lr": [1e-3]}})
     with pytest.raises(ValueError, match="search spaces differ in size"):
-        table.load_spec(_write(tmp_path, monkeypatch, unequal))
-    no_key = dict(spec, optimizers={"adamw": {"lr": [1e-3], "tune": {"p": [2, 3]}},
-                                    "s3": {"lr": [1e-3, 3e-3]}})
+        spec.load(_write(tmp_path, monkeypatch, unequal))
+    no_key = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"p": [2, 3]}},
+                                   "s3": {"lr": [1e-3, 3e-3]}})
     with pytest.raises(ValueError, match="adamw has no key 'p'"):
-        table.load_spec(_write(tmp_path, monkeypatch, no_key))
+        spec.load(_write(tmp_path, monkeypatch, no_key))
 
 
 def test_ratios_compare_rows_of_the_same_variant():
-    rows = [table.Row(table.RowKey(o, v), 1e-3, 1.0, 0.0, 1, 0, {"t": t}, {1e-3: 1.0}, [])
-            for o, v, t in [("adamw", "small", 100.0), ("sto", "small", 50.0),
-                            ("adamw", "big", 400.0), ("sto", "big", 100.0)]]
-    spec = {"ratios": [{"key": "t", "versus": ["adamw"], "speedup": True, "label": "speedup"}]}
-    assert table.ratio_columns(spec, rows)["speedup"] == {
+    rows = [_row(o, v, t=t) for o, v, t in [("adamw", "small", 100.0), ("sto", "small", 50.0),
+                                             ("adamw", "big", 400.0), ("sto", "big", 100.0)]]
+    table = _ratio_table({"key": "t", "versus": ("adamw",), "speedup": True, "label": "speedup"})
+    assert ratio_columns(table, rows)["speedup"] == {
         "adamw small": 1.0, "sto small": 2.0, "adamw big": 1.0, "sto big": 4.0}
 
 
@@ -386,22 +399,17 @@ def test_update_vs_spikes_figure_is_drawn_from_the_logged_updates(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sweeps.render import update_vs_spikes_figure
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    log = store.MetricsLog(run_dir / "metrics.jsonl")
-    for step in range(1, 40):
-        log.append({"step": step, "loss": 9.0 if step == 30 else 3.0, "lr": 1e-3,
-                    "update_max": 1e-3 * (5 if step == 30 else 0.5)})
-    row = table.Row(table.RowKey("adan"), 1e-3, 1.0, 0.0, 1, 0, {}, {1e-3: 1.0}, [run_dir])
-    update_vs_spikes_figure([_row("s3"), row], tmp_path, plt)
+    from sweeps.figures import update_vs_spikes_figure
+    log = tuple({"step": step, "loss": 9.0 if step == 30 else 3.0, "lr": 1e-3,
+                 "update_max": 1e-3 * (5 if step == 30 else 0.5)} for step in range(1, 40))
+    update_vs_spikes_figure([_row("s3"), _row("adan", metrics=log)], tmp_path, plt)
     assert (tmp_path / "update_vs_spikes.png").stat().st_size > 0
     (tmp_path / "update_vs_spikes.png").unlink()
     update_vs_spikes_figure([_row("s3")], tmp_path, plt)  # nothing logged: no figure
     assert not (tmp_path / "update_vs_spikes.png").exists()
 
 
-COMMITTED = sorted(p.parent for p in (table.TABLE_DIR.parent.parent / "results").glob(
+COMMITTED = sorted(p.parent for p in (spec.TABLE_DIR.parent.parent / "results").glob(
     f"*/*/{records.RECORDS_FILE}"))
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tasks import run
-from tasks.train import store
+from tasks.train import identity
 from tests import wandb_records
 
 
@@ -26,10 +26,10 @@ def test_offline_run_mirrors_the_store(tiny_cfg, wandb_env):
     wandb_env.setenv("WANDB_MODE", "offline")
     cfg = tiny_cfg("logger=wandb", "steps=20", "eval_every=10", "log_every=5", "sweep=lr-sweep")
     summary = run(cfg)
-    rdir = store.run_dir(cfg)
+    rdir = identity.run_dir(cfg)
     records = wandb_records.read_records(offline_run_file(rdir))
     info = wandb_records.run_info(records)
-    assert info.run_id == store.run_key(cfg)
+    assert info.run_id == identity.run_key(cfg)
     assert info.run_group == "lr-sweep"
     config = {i.key: json.loads(i.value_json) for i in info.config.update}
     assert config["optim"]["lr"] == cfg.optim.lr and config["steps"] == 20
@@ -48,7 +48,7 @@ def test_online_without_key_falls_back_to_offline(tiny_cfg, wandb_env):
     with pytest.warns(UserWarning, match="no W&B API key"):
         summary = run(cfg)
     assert summary["status"] == "completed"
-    assert offline_run_file(store.run_dir(cfg)).exists()
+    assert offline_run_file(identity.run_dir(cfg)).exists()
 
 
 def test_api_key_is_never_written(tiny_cfg, wandb_env):
@@ -56,7 +56,7 @@ def test_api_key_is_never_written(tiny_cfg, wandb_env):
     wandb_env.setenv("WANDB_API_KEY", secret)
     cfg = tiny_cfg("logger=wandb", "logger.mode=offline", "steps=5", "eval_every=5")
     run(cfg)
-    for path in store.run_dir(cfg).rglob("*"):
+    for path in identity.run_dir(cfg).rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
 
@@ -87,5 +87,5 @@ def test_online_with_a_key_and_no_network_logs_offline_within_seconds(tiny_cfg, 
         summary = run(cfg)
     assert time.perf_counter() - t0 < 60
     assert summary["status"] == "completed"
-    records = wandb_records.read_records(offline_run_file(store.run_dir(cfg)))
+    records = wandb_records.read_records(offline_run_file(identity.run_dir(cfg)))
     assert [h["step"] for h in wandb_records.history(records)] == [5]

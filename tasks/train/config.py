@@ -10,17 +10,15 @@ import inspect
 import json
 import math
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import optim
-from optim import hooks
 from tasks.train import checks
+from tasks.train.assemble import optimizer_kwargs, resolve_device
 from tasks.train.errors import ConfigError
 from tasks.train.metrics import SpikeConfig
-from tasks.train.precision import Precision, validate_precision
+from tasks.train.precision import validate_precision
 from tasks.train.schedule import validate_schedule
 from tasks.train.wandb_mirror import validate_logger
 
@@ -52,13 +50,6 @@ def _positive_int(cfg: dict, key: str, minimum: int = 1) -> None:
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
         f"{key} must be an integer >= {minimum}, got {value!r}",
     )
-
-
-def optimizer_kwargs(optim_cfg: DictConfig | dict) -> dict:
-    """The optimizer's constructor config: everything but our own `name` label."""
-    if isinstance(optim_cfg, DictConfig):
-        optim_cfg = OmegaConf.to_container(optim_cfg, resolve=True)
-    return {k: v for k, v in optim_cfg.items() if k != "name"}
 
 
 def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
@@ -201,37 +192,3 @@ def validate_device(name: str) -> None:
     """The device exists here (checked where the run will train, not where a sweep is
     composed: a login node has no GPU)."""
     resolve_device(name)
-
-
-# ---------------------------------------------------------------- building a run's parts
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; "
-                          f"use device=auto or device=cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device={name!r} but this machine has "
-                          f"{torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def build_task(cfg: DictConfig, device: torch.device):
-    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
-    # grad_accum: tasks that order data by epoch need the micro-batches per step
-    return instantiate(task_cfg, seed=cfg.seed, device=device, data_root=cfg.data_root,
-                       grad_accum=cfg.grad_accum)
-
-
-def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    factory = instantiate(optimizer_kwargs(optim_cfg))
-    optimizer = factory(optim.param_groups(model, optim.is_matrix_optimizer(factory)))
-    hooks.attach(optimizer, model)  # optimizers that read activations (SMuon)
-    return optimizer
-
-
-def precision(precision_cfg: DictConfig, device: torch.device) -> Precision:
-    return Precision(precision_cfg.name, device, precision_cfg.get("compute", "bf16"))

@@ -1,4 +1,5 @@
-"""What made a run: the code version and the software and hardware it ran on.
+"""What made a run: the commit and the software and hardware it ran on (the version of the
+code it executes is its own, tasks/train/identity.py).
 
 `git_commit()` is the one provenance function of the project (runs, tables and benchmarks all
 call it). `environment()` is what each run writes to `env.json` and copies into its summary, so
@@ -7,8 +8,6 @@ that every number can be traced to the commit and library versions that produced
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -35,24 +34,6 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-# The packages whose source decides the numbers a run computes (the optimizers and the tasks);
-# sweeps/ and scripts/ only launch and render.
-CODE_PACKAGES = ("optim", "tasks")
-
-
-@functools.lru_cache(maxsize=1)
-def code_version(root: Path = PROJECT_ROOT) -> str:
-    """A hash of the optimizer and task code (every .py under CODE_PACKAGES, path and
-    contents): part of every run key, so a run made by other code is never reused, and
-    recorded with every run, so a table can tell runs of different code apart."""
-    digest = hashlib.sha1()
-    for package in CODE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def _version(distribution: str) -> str | None:
@@ -93,7 +74,6 @@ def environment(device=None) -> dict:
 
     return {
         "git_commit": git_commit(),
-        "code_version": code_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         **device_info(device),

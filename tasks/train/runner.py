@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import math
-import os
 import shutil
 import sys
 import time
@@ -20,17 +19,16 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.train import checkpoint, distributed, store
 from tasks.train import config as run_config
+from tasks.train import distributed, identity, store
+from tasks.train.assemble import build_run
 from tasks.train.environment import device_info, environment
-from tasks.train.epochs import check_loaded, derive_steps
+from tasks.train.epochs import derive_steps
 from tasks.train.lease import Lease
 from tasks.train.loop import Preempted, PreemptionFlag, Trainer
-from tasks.train.metrics import LossTracker, SpikeConfig, first_at_target
-from tasks.train.schedule import build_scheduler
+from tasks.train.summary import build_summary
 from tasks.train.wandb_mirror import start_mirror
 
 
@@ -46,94 +44,6 @@ def record_environment(rdir: Path, env: dict, from_step: int) -> None:
                 {**env, "from_step": from_step,
                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     store.write_json(rdir / "env.json", {"attempts": attempts})
-
-
-def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
-    state, tracker, target = trainer.state, trainer.tracker, task.target
-    metric_curve = [(s, ev[target.metric]) for s, ev in state.evals if target.metric in ev]
-    steps_to_target = first_at_target(metric_curve, target.value, target.mode)
-    tokens_per_step = task.tokens_per_batch * cfg.grad_accum
-    # losses reach the tracker at log steps: a run that diverged may have taken steps past the
-    # one whose loss did, and those do not count as done
-    steps_done = state.step if state.diverged_at is None else state.diverged_at
-    best_eval = None
-    if metric_curve:
-        pick = min if target.mode == "min" else max
-        best_eval = pick(v for _, v in metric_curve)
-    return {
-        "status": status,
-        "run_key": key,
-        "run_dir": str(rdir),
-        "task": cfg.task.name,
-        "optim": cfg.optim.name,
-        "sweep": cfg.get("sweep"),
-        "steps": cfg.steps,
-        "steps_done": steps_done,
-        "tokens_done": steps_done * tokens_per_step,
-        "diverged_at": state.diverged_at,
-        "diverged_reason": state.diverged_reason or None,
-        "error": None,
-        "initial": {"train_loss": tracker.initial_loss},
-        "final": {"train_loss": tracker.last_loss,
-                  **(state.evals[-1][1] if state.evals else {})},
-        "best": {"train_loss": tracker.summary()["best_train_loss"],
-                 f"{target.metric}": best_eval},
-        "spikes": {k: v for k, v in tracker.summary().items()
-                   if k.startswith(("spike", "max_spike", "sigma"))},
-        "convergence": {
-            "auc_log_loss": tracker.summary()["auc_log_loss"],
-            "target": {"metric": target.metric, "value": target.value, "mode": target.mode},
-            "steps_to_target": steps_to_target,
-            "tokens_to_target": (steps_to_target * tokens_per_step
-                                 if steps_to_target is not None else None),
-        },
-        "evals": [{"step": s, **ev} for s, ev in state.evals],
-        "wall_time_s": state.elapsed_s,
-        # mean seconds of one optimizer step (+ precision rounding), over the timed steps
-        "optimizer_step_s": (state.optimizer_s / state.optimizer_timed_steps
-                             if state.optimizer_timed_steps else None),
-        "task_info": task.describe(),
-        "git_commit": env["git_commit"],
-        "code_version": env["code_version"],
-        "environment": env,
-    }
-
-
-def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
-              rdir: Path | None = None):
-    """(task, trainer, device): the one way a run is assembled (the runner, the benchmarks,
-    the tests). With a run dir the metrics log and checkpoint live there and the trainer is
-    restored from the run's checkpoint if any; without one nothing is read or written."""
-    device = run_config.resolve_device(cfg.device)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-    torch.manual_seed(cfg.seed)
-    task = run_config.build_task(cfg, device)
-    if cfg.get("epochs") is not None:
-        check_loaded(cfg, task.epoch_examples)
-    precision = run_config.precision(cfg.precision, device)
-    task.model = precision.prepare_model(task.model)
-    optimizer = run_config.build_optimizer(cfg.optim, task.model)
-    train_model = None
-    if ctx.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            task.model, device_ids=[device.index] if device.type == "cuda" else None)
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
-    nowhere = Path(os.devnull)
-    trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
-                      store.MetricsLog(rdir / "metrics.jsonl" if rdir else nowhere), None,
-                      rdir / "ckpt.pt" if rdir else None, precision, ctx, train_model)
-    if rdir is not None and checkpoint.exists(trainer.ckpt_path):
-        try:
-            trainer.load_checkpoint()
-            print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
-        except checkpoint.CheckpointError:
-            if not cfg.get("discard_bad_checkpoint"):
-                raise
-            checkpoint.discard(trainer.ckpt_path)
-            print(f"[optbench] discard_bad_checkpoint=true: the checkpoints of {rdir} were set "
-                  f"aside (*.discarded); starting from step 0")
-    return task, trainer, device
 
 
 def failure_cause(error: BaseException, rdir: Path) -> str:
@@ -186,8 +96,8 @@ def run(cfg: DictConfig) -> dict:
     derive_steps(cfg)
     run_config.validate(cfg)
     run_config.validate_device(cfg.device)
-    key = store.run_key(cfg)
-    rdir = store.run_dir(cfg)
+    key = identity.run_key(cfg)
+    rdir = identity.run_dir(cfg)
     previous = store.read_summary(rdir)
     if previous is not None and previous.get("status") in store.FINISHED_STATUSES:
         print(f"[optbench] {rdir} already {previous['status']}; nothing to do")
@@ -217,8 +127,8 @@ def run(cfg: DictConfig) -> dict:
 def record_refusal(cfg: DictConfig, error: BaseException) -> None:
     """A run refused where it was to train (data not prepared on that node, no such device):
     recorded as failed in its run dir, for the sweep that submitted it to report."""
-    key = store.run_key(cfg)
-    rdir = store.run_dir(cfg, key)
+    key = identity.run_key(cfg)
+    rdir = identity.run_dir(cfg, key)
     _record_failure(rdir, _start_summary(cfg, key, rdir), error)
 
 
@@ -238,7 +148,7 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
     trainer = None
     try:
         store.write_text(rdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        env = environment()
+        env = {**environment(), "code_version": identity.code_version(cfg)}
         summary.update(git_commit=env["git_commit"], code_version=env["code_version"],
                        environment=env)
         task, trainer, device = build_run(cfg, ctx, rdir)

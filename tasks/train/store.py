@@ -1,10 +1,7 @@
-"""Run identity and the on-disk results store.
+"""The on-disk results store: atomic writes, summaries and the metrics log of a run dir.
 
-A run's key is a short hash of its resolved config minus the keys that do not change what is
-computed (where it logs, where it runs, where files go), and of the optimizer and task code
-(environment.code_version): a run made by other code is never reused. The run dir is derived
-from the key, never from a timestamp, so a requeued or re-launched job finds its own
-checkpoint.
+The run dir is derived from the run key (tasks/train/identity.py), never from a timestamp, so
+a requeued or re-launched job finds its own checkpoint.
 
     <runs_root>/<task>/<optim>/<key>/
         lease.json      held by the one process writing the run (tasks/train/lease.py)
@@ -19,7 +16,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,57 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-# Top-level keys that never change the numbers a run computes.
-# - launcher/logger/hydra: where and how it runs and is mirrored;
-# - runs_root/data_root: where files go;
-# - sweep: the name used to group runs (W&B group), not part of what is trained;
-# - checkpoint_every/progress: resume is exact, so checkpoint cadence cannot change results;
-# - discard_bad_checkpoint: how to handle a damaged checkpoint, not what is trained.
-NON_IDENTITY_KEYS = (
-    "launcher", "logger", "hydra", "runs_root", "data_root", "sweep", "checkpoint_every",
-    "progress", "discard_bad_checkpoint",
-)
-
-# Nested keys added after runs existed, left out of the identity at their default so that the
-# keys of those runs stay valid; any other value is part of the identity as usual.
-# - optim.fused: one compiled pass instead of foreach ops (same math, rounding aside);
-# - precision.compute: what bf16/fp8_emulated matmuls run in.
-# - epochs: a run length in epochs (steps are derived from it and are in the identity anyway).
-# - schedule.momentum_warmup_*: the Muon family's momentum warm-up, off by default;
-# - task.also_eval: further LoRA test sets, none by default.
-DEFAULT_ONLY_KEYS = {("optim", "fused"): False, ("precision", "compute"): "bf16",
-                     ("schedule", "momentum_warmup_steps"): 0,
-                     ("schedule", "momentum_warmup_start"): None, ("task", "also_eval"): []}
-DEFAULT_ONLY_TOP_KEYS = {"epochs": None}
-
 FINISHED_STATUSES = ("completed", "diverged")
 LEASE_FILE = "lease.json"
-
-
-def identity_dict(cfg: DictConfig | dict) -> dict:
-    resolved = (
-        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    )
-    identity = {k: v for k, v in resolved.items() if k not in NON_IDENTITY_KEYS}
-    for (group, key), default in DEFAULT_ONLY_KEYS.items():
-        section = identity.get(group)
-        if isinstance(section, dict) and key in section and section[key] == default:
-            identity[group] = {k: v for k, v in section.items() if k != key}
-    for key, default in DEFAULT_ONLY_TOP_KEYS.items():
-        if key in identity and identity[key] == default:
-            del identity[key]
-    return identity
-
-
-def run_key(cfg: DictConfig | dict, length: int = 10, code: str | None = None) -> str:
-    """The hash of the run's identity and of the code that computes it (`code_version`)."""
-    from tasks.train.environment import code_version
-
-    identity = {**identity_dict(cfg), "code_version": code or code_version()}
-    blob = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:length]
 
 
 def make_runs_root(root: str | Path) -> Path:
@@ -93,11 +40,6 @@ def make_runs_root(root: str | Path) -> Path:
         except FileExistsError:  # made by a concurrent launch
             pass
     return root
-
-
-def run_dir(cfg: DictConfig | dict, key: str | None = None) -> Path:
-    root = Path(cfg["runs_root"]).expanduser().absolute()
-    return root / str(cfg["task"]["name"]) / str(cfg["optim"]["name"]) / (key or run_key(cfg))
 
 
 # ---------------------------------------------------------------- atomic writes

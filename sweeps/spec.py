@@ -1,0 +1,460 @@
+"""A paper table's spec, conf/table/<name>.yaml, loaded and checked once into typed parts, and
+resolved per scale into the `Table` that expanding, collecting, deciding and rendering read.
+
+Spec keys (the YAML file):
+    name, title, claim            what is reproduced and which claim the table tests
+    scales: {tiny: {...}, paper: {...}, paper_<x>: {...}}
+        label, overrides          the task preset and run length at this scale; `tiny` runs on 2
+                                  CPU cores and is labelled a miniature everywhere; every other
+                                  scale is a paper's setting and names the source of each
+                                  setting (`sources:`, sweeps/sources.py)
+        regime                    why this setting can show the claim (printed)
+        per_optimizer: {<optim>: [overrides]}   scale-specific overrides (S3 at T/2)
+        optimizers: {<optim>: {lr, tune, overrides}}   a scale's own search space, replacing
+                                  those keys of the top-level entry
+        drop: [<optim>]           optimizers a scale leaves out (never those its verdict or
+                                  ratios compare)
+        seeds, metric, paper, variants, verdict, extend_edges   the scale's own, over the
+                                  top-level ones
+    optimizers: {<optim>: {lr: [...], tune: {<optim key>: [...]}, overrides: [...]}}
+                                  every optimizer gets a search space of the SAME size (the
+                                  fair-tuning rule): its lr grid times its `tune` grids
+    lr_multipliers: [1, 3, 10]    rows per multiple of each optimizer's first lr (untuned)
+    variants: {<label>: [overrides]}   an extra axis (model sizes, p, α_sign, datasets)
+    seeds: [...]; metric: {key, mode, label}; report: [summary keys]
+    ratios: [{key, versus: [optim...], label, speedup}]   derived columns (sweeps/collect.py)
+    paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
+    figures: [name]               further figures (sweeps/figures.py FIGURES)
+    extend_edges: N               edge-aware tuning (sweeps/edges.py), at most N extensions
+    verdict: {kind, row, than, binomial}   the claim as a comparison (sweeps/verdict.py); rows
+                                  are named by label: `optim`, or `optim variant`, or
+                                  `optim 3×lr`
+    average_rank: true            print each optimizer's rank averaged over the variants
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sweeps import sources
+from tasks.train import identity
+
+TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
+OPTIM_DIR = TABLE_DIR.parent / "optim"
+MINIATURE = "tiny"  # every other scale is a paper's setting
+VERDICT_KINDS = ("better", "matches_or_beats", "matches", "sensitivity", "average_rank")
+FIGURE_NAMES = ("p_per_layer", "update_vs_spikes")  # sweeps/figures.py FIGURES
+SPEC_KEYS = ("name", "title", "claim", "scales", "optimizers", "seeds", "metric", "report",
+             "paper", "verdict", "figures", "variants", "ratios", "average_rank",
+             "lr_multipliers", "extend_edges")
+SCALE_KEYS = ("label", "overrides", "sources", "regime", "seeds", "extend_edges", "optimizers",
+              "variants", "per_optimizer", "drop", "paper", "metric", "verdict")
+
+
+class SpecError(ValueError):
+    """A table spec that cannot run; the message names the table, the scale and the key."""
+
+
+def is_paper_scale(scale: str) -> bool:
+    return scale != MINIATURE
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in TABLE_DIR.glob("*.yaml"))
+
+
+# ---------------------------------------------------------------- the parts
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """What a table row is: an optimizer, and which of the spec's variants, lr multiples and
+    ablation overrides it runs with."""
+
+    optim: str
+    variant: str = ""
+    multiplier: float | None = None
+    ablation: tuple[str, ...] = ()
+
+    @property
+    def base(self) -> str:
+        """The row without its ablation: what the paper's numbers and verdicts name."""
+        return self.optim + (f" {self.variant}" if self.variant else "") + (
+            f" {self.multiplier:g}×lr" if self.multiplier is not None else "")
+
+    @property
+    def label(self) -> str:
+        return self.base + (f" [{' '.join(self.ablation)}]" if self.ablation else "")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # a summary key, e.g. final.val_loss
+    mode: str = "min"  # min | max
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.key
+
+
+@dataclass(frozen=True)
+class Search:
+    """One optimizer's search space: an lr grid times the grids of its `tune` keys."""
+
+    lr: tuple[float, ...]
+    tune: tuple[tuple[str, tuple], ...] = ()
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def budget(self) -> int:
+        return len(self.lr) * math.prod(len(values) for _, values in self.tune)
+
+    def settings(self) -> list[tuple[tuple[str, object], ...]]:
+        """The `tune` grid, one ((key, value), ...) per configuration."""
+        keys = [k for k, _ in self.tune]
+        return [tuple(zip(keys, values))
+                for values in itertools.product(*(v for _, v in self.tune))]
+
+    def grids(self) -> dict[str, tuple]:
+        return {"lr": self.lr, **dict(self.tune)}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    key: str  # a report key
+    versus: tuple[str, ...]  # optimizers whose best finished value is the reference
+    label: str
+    speedup: bool = False  # reference / row instead of row / reference
+
+
+@dataclass(frozen=True)
+class VerdictSpec:
+    """The claim as comparisons: each of `pairs` is (the claimed row, the rows it is compared
+    with); a label that names an optimizer of a table with variants stands for its row in each
+    variant, compared with the other rows of the same variant."""
+
+    kind: str
+    pairs: tuple[tuple[RowKey, tuple[RowKey, ...]], ...]
+    binomial: str | None = None  # summary key of the question count of an accuracy
+
+    @property
+    def rows(self) -> set[RowKey]:
+        return {key for row, than in self.pairs for key in (row, *than)}
+
+
+@dataclass(frozen=True)
+class Run:
+    row: RowKey
+    lr: float
+    seed: int
+    overrides: tuple[str, ...]
+    tuned: tuple = ()  # ((optim key, value), ...) of the `tune` search space
+
+    @property
+    def setting(self) -> tuple:
+        return (self.lr, self.tuned)
+
+    @property
+    def optim(self) -> str:
+        return self.row.optim
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table spec at one scale: everything expanding, collecting, deciding and rendering
+    read, each key already resolved against the scale's own."""
+
+    name: str
+    title: str
+    claim: str
+    scale: str
+    scale_label: str
+    overrides: tuple[str, ...]
+    per_optimizer: dict  # optim → overrides
+    optimizers: dict  # optim → Search, less the dropped ones
+    variants: dict  # label → overrides ({"": ()} without variants)
+    lr_multipliers: tuple[float, ...]
+    seeds: tuple[int, ...]
+    metric: Metric
+    report: tuple[str, ...]
+    ratios: tuple[Ratio, ...]
+    paper: dict  # row base label → the paper's number
+    figures: tuple[str, ...]
+    extend_edges: int
+    verdict: VerdictSpec | None
+    regime: str
+    average_rank: bool
+    sources: dict  # scale → its sources block (every paper scale's, for a miniature's footer)
+
+    @property
+    def is_paper(self) -> bool:
+        return is_paper_scale(self.scale)
+
+    def row_keys(self, ablation: tuple[str, ...] = ()) -> list[RowKey]:
+        """Every row the table has at this scale, in order."""
+        return [RowKey(optim, variant, mult, ablation) for optim in self.optimizers
+                for variant in self.variants for mult in (self.lr_multipliers or (None,))]
+
+    def expand(self, extra: list[str] = (),
+               grids: dict[str, list[float]] | None = None) -> list[Run]:
+        """The table's runs. Extra overrides apply to every run; `optim=X` keeps only X's rows,
+        and `optim.<key>=...` applies to the optimizers that have that key (an ablation).
+        `grids` replaces a row's lr grid (by row label): the grid edge-aware tuning widened."""
+        only = [o.split("=", 1)[1] for o in extra if o.startswith("optim=")]
+        if only and only[0] not in self.optimizers:
+            raise SpecError(f"optim={only[0]} is not in table {self.name}: "
+                            f"{list(self.optimizers)}")
+        optim_keys = [o for o in extra if o.startswith("optim.")]
+        plain = [o for o in extra if not o.startswith(("optim=", "optim."))]
+        runs = []
+        for optim, search in self.optimizers.items():
+            if only and optim != only[0]:
+                continue
+            mine = tuple(o for o in optim_keys if has_key(optim, o))
+            for label, variant in self.variants.items():
+                for mult in self.lr_multipliers or (None,):
+                    row = RowKey(optim, label, mult, mine)
+                    lrs = search.lr if mult is None else (search.lr[0] * mult,)
+                    if mult is None and grids and row.label in grids:
+                        lrs = grids[row.label]
+                    for lr, tuned in itertools.product(lrs, search.settings()):
+                        for seed in self.seeds:
+                            runs.append(Run(row, lr, seed, (
+                                *self.overrides, f"optim={optim}", *search.overrides,
+                                *self.per_optimizer.get(optim, ()), *variant,
+                                f"optim.lr={lr:g}", *[f"optim.{k}={v}" for k, v in tuned],
+                                f"seed={seed}", *plain, *mine), tuned))
+        if optim_keys and not any(has_key(r.optim, o) for r in runs for o in optim_keys):
+            raise SpecError(f"no optimizer of table {self.name} has {optim_keys}")
+        return runs
+
+    def spec_grids(self, runs: list[Run]) -> dict[str, list[float]]:
+        """Each tuned row's lr grid as the spec gives it, ascending (rows at fixed lr multiples
+        are not tuned)."""
+        return {r.row.label: sorted(self.optimizers[r.optim].lr) for r in runs
+                if r.row.multiplier is None}
+
+    def sweep_name(self, extra: list[str]) -> tuple[str, list[str]]:
+        """(sweep name, ablation overrides): an ablation (overrides that change what is
+        computed, not where it runs or logs) gets its own sweep name and results folder."""
+        ablation = sorted(o for o in extra if _override_key(o) not in identity.NON_IDENTITY_KEYS)
+        suffix = ("-" + hashlib.sha1(" ".join(ablation).encode()).hexdigest()[:6]
+                  if ablation else "")
+        return f"table-{self.name}-{self.scale}{suffix}", ablation
+
+    def folder(self, extra: list[str]) -> str:
+        """results/<table>/<this folder>: the scale, with the ablation's hash if any."""
+        name, _ = self.sweep_name(extra)
+        suffix = name.removeprefix(f"table-{self.name}-{self.scale}").lstrip("-")
+        return self.scale + (f"-{suffix}" if suffix else "")
+
+
+def has_key(optim: str, override: str) -> bool:
+    """Whether conf/optim/<optim>.yaml has the key an `optim.<key>=...` override sets."""
+    key = override.split("=", 1)[0].removeprefix("optim.").lstrip("+")
+    return key in OmegaConf.load(OPTIM_DIR / f"{optim}.yaml")
+
+
+def _override_key(override: str) -> str:
+    """The top-level config key an override sets (`+a.b=1` → `a`)."""
+    return override.split("=", 1)[0].lstrip("+~").split(".", 1)[0]
+
+
+# ---------------------------------------------------------------- loading and checking
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table spec as loaded: the raw scales are resolved by `at(scale)`."""
+
+    name: str
+    raw: dict  # the YAML, resolved; read only here
+
+    @property
+    def scales(self) -> list[str]:
+        return list(self.raw["scales"])
+
+    def at(self, scale: str) -> Table:
+        if scale not in self.raw["scales"]:
+            raise SpecError(f"scale must be one of {self.scales}, got {scale!r}")
+        return _resolve(self.name, self.raw, scale)
+
+
+def load(name: str) -> TableSpec:
+    """conf/table/<name>.yaml, checked at every scale (each resolves, its rows are the
+    table's, every optimizer gets the same budget); SpecError naming what is wrong."""
+    path = TABLE_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise SpecError(f"unknown table {name!r}; available: {available()}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    _check_keys(f"table {name}", raw, SPEC_KEYS)
+    if raw.get("name") != name:
+        raise SpecError(f"table {name}: `name` must be {name!r} (the file's name), got "
+                        f"{raw.get('name')!r}")
+    if "paper" not in raw["scales"] or MINIATURE not in raw["scales"]:
+        raise SpecError(f"table {name}: scales must include {MINIATURE!r} and 'paper', got "
+                        f"{list(raw['scales'])}")
+    spec = TableSpec(name, raw)
+    for scale in spec.scales:
+        _check_keys(f"table {name}, scale {scale}", raw["scales"][scale], SCALE_KEYS)
+        if is_paper_scale(scale):
+            try:
+                sources.validate(name, scale, raw["scales"][scale].get("sources"))
+            except ValueError as e:
+                raise SpecError(str(e)) from None
+        spec.at(scale)  # every check of a resolved scale
+    return spec
+
+
+def _check_keys(where: str, section: dict, allowed) -> None:
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise SpecError(f"{where}: unknown keys {unknown}; a spec has {sorted(allowed)}")
+
+
+def _resolve(name: str, raw: dict, scale: str) -> Table:
+    own = raw["scales"][scale]
+    where = f"table {name}, scale {scale}"
+
+    def pick(key, default=None):
+        return own[key] if key in own else raw.get(key, default)
+
+    unknown = sorted(set(own.get("optimizers") or {}) - set(raw["optimizers"]))
+    if unknown:
+        raise SpecError(f"table {name}: scales.{scale}.optimizers names {unknown}, not among "
+                        f"the table's optimizers {list(raw['optimizers'])}")
+    drop = tuple(own.get("drop") or ())
+    if sorted(set(drop) - set(raw["optimizers"])):
+        raise SpecError(f"table {name}: scales.{scale}.drop names "
+                        f"{sorted(set(drop) - set(raw['optimizers']))}, not among the table's "
+                        f"optimizers {list(raw['optimizers'])}")
+    optimizers = {}
+    for optim, entry in raw["optimizers"].items():
+        if optim in drop:
+            continue
+        entry = {**entry, **((own.get("optimizers") or {}).get(optim) or {})}
+        for key in entry.get("tune") or {}:
+            if not has_key(optim, f"optim.{key}"):
+                raise SpecError(f"table {name}: optimizers.{optim}.tune.{key}: {optim} has no "
+                                f"key {key!r} (conf/optim/{optim}.yaml)")
+        optimizers[optim] = Search(tuple(entry["lr"]),
+                                   tuple((k, tuple(v)) for k, v in (entry.get("tune") or {})
+                                         .items()),
+                                   tuple(entry.get("overrides") or ()))
+    budgets = {o: s.budget for o, s in optimizers.items()}
+    if len(set(budgets.values())) > 1:
+        raise SpecError(f"{where}: search spaces differ in size {budgets}; the fair-tuning "
+                        f"rule gives every optimizer the same budget")
+    metric = pick("metric")
+    ratios = tuple(Ratio(r["key"], tuple(r["versus"]), r.get("label", f"{r['key']} ratio"),
+                         bool(r.get("speedup"))) for r in raw.get("ratios") or ())
+    for ratio in ratios:
+        missing = [o for o in ratio.versus if o not in raw["optimizers"]]
+        if ratio.key not in (raw.get("report") or []) or missing:
+            raise SpecError(f"table {name}: ratio {ratio.label!r} needs its key {ratio.key!r} "
+                            f"among report {raw.get('report', [])} and its versus rows among "
+                            f"the optimizers (not: {missing})")
+    figures = tuple(raw.get("figures") or ())
+    if set(figures) - set(FIGURE_NAMES):
+        raise SpecError(f"table {name}: unknown figures {sorted(set(figures) - set(FIGURE_NAMES))}"
+                        f"; known: {sorted(FIGURE_NAMES)}")
+    variants = {label: tuple(ov) for label, ov in (pick("variants") or {"": []}).items()}
+    table = Table(
+        name=name, title=raw["title"], claim=raw["claim"], scale=scale,
+        scale_label=own["label"], overrides=tuple(own["overrides"]),
+        per_optimizer={o: tuple(v) for o, v in (own.get("per_optimizer") or {}).items()},
+        optimizers=optimizers, variants=variants,
+        lr_multipliers=tuple(raw.get("lr_multipliers") or ()),
+        seeds=tuple(pick("seeds")), metric=Metric(metric["key"], metric.get("mode", "min"),
+                                                  metric.get("label", "")),
+        report=tuple(raw.get("report") or ()), ratios=ratios, paper=dict(pick("paper") or {}),
+        figures=figures, extend_edges=int(pick("extend_edges", 0)), verdict=None,
+        regime=own.get("regime") or "", average_rank=bool(raw.get("average_rank")),
+        sources={s: raw["scales"][s].get("sources") or {} for s in raw["scales"]})
+    verdict = _verdict(name, table, pick("verdict"), drop)
+    return _replace(table, verdict=verdict)
+
+
+def _replace(table: Table, **changes) -> Table:
+    from dataclasses import replace
+
+    return replace(table, **changes)
+
+
+def _verdict(name: str, table: Table, raw: dict | None,
+             drop: tuple[str, ...]) -> VerdictSpec | None:
+    """The verdict's rows, each label resolved to one of the table's rows at this scale."""
+    if raw is None:
+        return None
+    kind = raw.get("kind", "better")
+    if kind not in VERDICT_KINDS:
+        raise SpecError(f"table {name}: verdict.kind must be one of {list(VERDICT_KINDS)}, got "
+                        f"{kind!r}")
+    rows = {key.base: key for key in table.row_keys()}
+    optimizers = set(table.optimizers)
+    if kind == "average_rank":  # ranks average over the variants: it names optimizers
+        rows = {optim: RowKey(optim) for optim in optimizers}
+    needed = {o for ratio in table.ratios for o in ratio.versus}
+
+    def resolve(key: str, label) -> list[RowKey]:
+        """One row, or (an optimizer's name in a table with variants) one row per variant."""
+        if label in rows:
+            return [rows[label]]
+        if label in optimizers:
+            return [RowKey(label, variant) for variant in table.variants]
+        if label and str(label).split(" ")[0] in drop:
+            needed.add(str(label).split(" ")[0])
+            return [RowKey(str(label).split(" ")[0])]
+        raise SpecError(f"table {name}: verdict.{key} must name rows of the table (one of "
+                        f"{sorted(rows)}) or its optimizers, got {label!r}")
+
+    than = raw.get("than")
+    claimed = resolve("row", raw.get("row"))
+    others = [resolve("than", label) for label in (than if isinstance(than, list) else [than])]
+    if needed & set(drop):
+        raise SpecError(f"table {name}: scales.{table.scale}.drop removes "
+                        f"{sorted(needed & set(drop))}, which the verdict or a ratio compares "
+                        f"against; keep them")
+    pairs = []
+    for row in claimed:  # within a variant: the others' rows of the same variant
+        pairs.append((row, tuple(next((k for k in keys if k.variant == row.variant), keys[0])
+                                 if len(keys) > 1 else keys[0] for keys in others)))
+    return VerdictSpec(kind, tuple(pairs), raw.get("binomial"))
+
+
+# ---------------------------------------------------------------- where the runs go
+
+
+def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides with the launcher the scale defaults to, notes for the user).
+
+    Tiny tables run in this process (`launcher=debug`): one command, one table. Paper-scale
+    runs are GPT-2 and 7B models: without an explicit launcher they go to SLURM with one GPU
+    per task, never into the process of whoever typed the command.
+    """
+    if any(o.startswith("launcher=") for o in extra):
+        return list(extra), []
+    if not is_paper_scale(scale):
+        return [*extra, "launcher=debug"], []
+    added = ["launcher=slurm"]
+    if not any(o.startswith("launcher.gpus_per_node=") for o in extra):
+        added.append("launcher.gpus_per_node=1")
+    return [*extra, *added], [f"paper scale: {' '.join(added)} (the default at this scale; "
+                              f"give launcher=... to choose another)"]
+
+
+def launcher_warnings(scale: str, launcher: dict) -> list[str]:
+    """Loud warnings for a paper-scale launch whose jobs would get no GPU."""
+    if is_paper_scale(scale) and launcher.get("name") in ("slurm", "local") \
+            and not launcher.get("gpus_per_node"):
+        return [f"WARNING: paper scale with launcher={launcher['name']} and "
+                f"launcher.gpus_per_node=0: every job gets no GPU and trains on CPUs. Add "
+                f"launcher.gpus_per_node=1 (one GPU per task) unless that is what you want."]
+    return []

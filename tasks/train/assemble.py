@@ -1,0 +1,99 @@
+"""Assemble one run from its config: device, seed, task, precision, optimizer, data-parallel
+wrapper, schedule and trainer, restored from the run's checkpoint when there is one. The order
+matters for the numbers (the seed is set before the task builds its model), so this is the one
+way a run is put together: the runner, the benchmarks and the tests all call `build_run`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from optim import hooks
+from optim.routing import is_matrix_optimizer, param_groups
+from tasks.train import checkpoint, distributed, store
+from tasks.train.epochs import check_loaded
+from tasks.train.errors import ConfigError
+from tasks.train.loop import Trainer
+from tasks.train.metrics import LossTracker, SpikeConfig
+from tasks.train.precision import Precision
+from tasks.train.schedule import build_scheduler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; "
+                          f"use device=auto or device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def build_task(cfg: DictConfig, device: torch.device):
+    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    # grad_accum: tasks that order data by epoch need the micro-batches per step
+    return instantiate(task_cfg, seed=cfg.seed, device=device, data_root=cfg.data_root,
+                       grad_accum=cfg.grad_accum)
+
+
+def optimizer_kwargs(optim_cfg: DictConfig | dict) -> dict:
+    """The optimizer's constructor config: everything but our own `name` label."""
+    if isinstance(optim_cfg, DictConfig):
+        optim_cfg = OmegaConf.to_container(optim_cfg, resolve=True)
+    return {k: v for k, v in optim_cfg.items() if k != "name"}
+
+
+def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    factory = instantiate(optimizer_kwargs(optim_cfg))
+    optimizer = factory(param_groups(model, is_matrix_optimizer(factory)))
+    hooks.attach(optimizer, model)  # optimizers that read activations (SMuon)
+    return optimizer
+
+
+def build_precision(precision_cfg: DictConfig, device: torch.device) -> Precision:
+    return Precision(precision_cfg.name, device, precision_cfg.get("compute", "bf16"))
+
+
+def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
+              rdir: Path | None = None):
+    """(task, trainer, device): the one way a run is assembled (the runner, the benchmarks,
+    the tests). With a run dir the metrics log and checkpoint live there and the trainer is
+    restored from the run's checkpoint if any; without one nothing is read or written."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    torch.manual_seed(cfg.seed)
+    task = build_task(cfg, device)
+    if cfg.get("epochs") is not None:
+        check_loaded(cfg, task.epoch_examples)
+    precision = build_precision(cfg.precision, device)
+    task.model = precision.prepare_model(task.model)
+    optimizer = build_optimizer(cfg.optim, task.model)
+    train_model = None
+    if ctx.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            task.model, device_ids=[device.index] if device.type == "cuda" else None)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
+    nowhere = Path(os.devnull)
+    trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
+                      store.MetricsLog(rdir / "metrics.jsonl" if rdir else nowhere), None,
+                      rdir / "ckpt.pt" if rdir else None, precision, ctx, train_model)
+    if rdir is not None and checkpoint.exists(trainer.ckpt_path):
+        try:
+            trainer.load_checkpoint()
+            print(f"[optbench] resuming {rdir} from step {trainer.state.step}")
+        except checkpoint.CheckpointError:
+            if not cfg.get("discard_bad_checkpoint"):
+                raise
+            checkpoint.discard(trainer.ckpt_path)
+            print(f"[optbench] discard_bad_checkpoint=true: the checkpoints of {rdir} were set "
+                  f"aside (*.discarded); starting from step 0")
+    return task, trainer, device
