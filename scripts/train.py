@@ -23,7 +23,7 @@ from tasks.train.config import ConfigError  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
 from tasks.train.loop import Preempted  # noqa: E402
 from tasks.train.runner import failure_cause  # noqa: E402
-from tasks.train.store import run_dir  # noqa: E402
+from tasks.train.identity import run_dir  # noqa: E402
 
 
 def check_launcher(cfg: DictConfig) -> None:
