@@ -21,13 +21,28 @@ def require(ok: bool, name: str, value, rule: str) -> None:
         raise ValueError(f"Invalid {name}: {value!r} (must be {rule})")
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+# The one rule for each of these values: every optimizer's constructor checks its own with
+# them, and the run config checks them with the same functions for torch.optim's classes too.
 def check_lr_wd(lr, weight_decay) -> None:
-    require(isinstance(lr, (int, float)) and lr >= 0, "lr", lr, ">= 0")
-    require(weight_decay >= 0, "weight_decay", weight_decay, ">= 0")
+    require(_finite(lr) and lr > 0, "lr", lr, "a finite number > 0")
+    require(_finite(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
+            "a finite number >= 0")
 
 
 def check_beta(name: str, beta) -> None:
-    require(0.0 <= beta < 1.0, name, beta, "in [0, 1)")
+    require(_finite(beta) and 0.0 <= beta < 1.0, name, beta, "a number in [0, 1)")
+
+
+def check_betas(name: str, betas, length: int) -> None:
+    require(isinstance(betas, (list, tuple)) and len(betas) == length, name, betas,
+            f"a list of {length} numbers in [0, 1)")
+    for i, beta in enumerate(betas):
+        check_beta(f"{name}[{i}]", beta)
 
 
 class Batch:

@@ -117,7 +117,7 @@ def elementwise_cases(total_steps_for_soft: int):
         "softsignum_soft_phase": lambda ps: optim.SoftSignum(ps, **soft),
         "hardswitchsign": lambda ps: optim.HardSwitchSign(ps, **soft),
     }
-    for spec in optim.registry.ours():
+    for spec in optim.ours():
         if spec.fused and not any(k == spec.name or k.startswith(f"{spec.name}_") for k in cases):
             cases[spec.name] = lambda ps, spec=spec: spec.cls(ps, **spec.example)
     return cases

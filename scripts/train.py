@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 from sweeps.compose import CONF_DIR, check_choices  # noqa: E402
 from tasks import run  # noqa: E402
 from tasks.train.config import ConfigError  # noqa: E402
+from tasks.train.identity import run_dir  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
 from tasks.train.loop import Preempted  # noqa: E402
 from tasks.train.runner import failure_cause  # noqa: E402
-from tasks.train.identity import run_dir  # noqa: E402
 
 
 def check_launcher(cfg: DictConfig) -> None:

@@ -73,7 +73,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         try:
             if is_rank_zero():
                 write_claim(rdir, str(config.launcher.name))
-            summary = run(config)
+            summary = run(config, validated=True)  # checked when it was composed
         except LeaseHeld as e:  # another live process writes this run: leave it to it
             print(f"[optbench] {e}")
             return {"status": "busy", "run_dir": str(rdir), "holder": str(e)}

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -379,13 +379,7 @@ def _resolve(name: str, raw: dict, scale: str) -> Table:
         regime=own.get("regime") or "", average_rank=bool(raw.get("average_rank")),
         sources={s: raw["scales"][s].get("sources") or {} for s in raw["scales"]})
     verdict = _verdict(name, table, pick("verdict"), drop)
-    return _replace(table, verdict=verdict)
-
-
-def _replace(table: Table, **changes) -> Table:
-    from dataclasses import replace
-
-    return replace(table, **changes)
+    return replace(table, verdict=verdict)
 
 
 def _verdict(name: str, table: Table, raw: dict | None,

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps.job import read_claim
+from sweeps.manifest import Manifest
 from tasks.train import lease, store
 
 
@@ -86,8 +88,6 @@ def run_state(rdir: Path, last_job: dict | None = None,
 
 
 def _run_state(rdir: Path, last_job: dict | None, queue: SlurmQueue) -> State:
-    from sweeps.job import read_claim
-
     summary = store.read_summary(rdir)
     if summary is not None:
         if not isinstance(summary, dict) or summary.get("status") not in (
@@ -144,8 +144,6 @@ class RunRow:
 
 
 def sweep_status(runs_root: Path, name: str) -> list[RunRow]:
-    from sweeps.manifest import Manifest
-
     record = Manifest.load(runs_root, name)
     queue = SlurmQueue()
     rows = []

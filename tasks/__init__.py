@@ -6,12 +6,12 @@ dirs) do not pay for importing torch.
 """
 
 
-def run(cfg):
+def run(cfg, validated: bool = False):
     """Train one run (tasks/train/runner.py). The module is not named `run`: importing it
     would replace this function with the module as the package's `run` attribute."""
     from tasks.train.runner import run as _run
 
-    return _run(cfg)
+    return _run(cfg, validated)
 
 
 __all__ = ["run"]

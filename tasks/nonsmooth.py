@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target
+from tasks.train.base import Cost, DataNeed, Target, Task
 from tasks.train.cost import training_memory
 
 
@@ -27,7 +27,7 @@ class Point(nn.Module):
         self.x = nn.Parameter(torch.full((dim,), float(init)))
 
 
-class NonSmoothTask:
+class NonSmoothTask(Task):
     checkpoint_trainable_only = False  # the whole model trains
 
     def __init__(self, *, seed: int, device: torch.device, data_root: str, dim: int = 100,

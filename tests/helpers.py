@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 
 from tasks.train import checks
-from tasks.train.base import Target
+from tasks.train.base import Target, Task
 
 
-class QuadraticTask:
+class QuadraticTask(Task):
     checkpoint_trainable_only = False  # the whole model trains
 
     def __init__(self, *, seed, device, data_root, name="quadratic", dim=8, batch_size=16,
@@ -28,6 +28,10 @@ class QuadraticTask:
     def validate_config(cls, task):
         checks.integer(task, "dim")
         checks.integer(task, "batch_size")
+
+    @classmethod
+    def data_needs(cls, cfg):
+        return ()  # generated in the run
 
     @classmethod
     def cost(cls, cfg):

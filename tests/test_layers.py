@@ -54,3 +54,55 @@ def test_problems_use_only_the_public_harness():
                    if not any(m == h or m.startswith(h + ".") for h in HARNESS_PUBLIC)
                    and m != "tasks.train"}
         assert not private, f"{path.relative_to(ROOT)} uses {sorted(private)}"
+
+
+def _graph(package: str) -> dict[str, set[str]]:
+    """{module: the modules of `package` it imports, at any depth of its code}."""
+    modules = {f"{package}.{p.stem}": p for p in (ROOT / package).glob("*.py")
+               if p.stem != "__init__"}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == package:
+                found |= {f"{package}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = found & set(modules)
+    return graph
+
+
+def test_sweeps_has_no_import_cycle():
+    """Lazy imports inside functions count: a cycle they hide is still a cycle."""
+    graph = _graph("sweeps")
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, f"import cycle: {' → '.join(path[path.index(module):])}"
+        if module in done:
+            return
+        path.append(module)
+        for dep in graph[module]:
+            visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+
+
+# The store, the lease, the atomic IO, the environment record and the run identity: both tasks/
+# and sweeps/ build on them, so they import nothing of ours but each other (and no torch).
+LEAVES = {"tasks.train.identity", "tasks.train.store", "tasks.train.lease",
+          "tasks.train.environment", "tasks.train.errors"}
+
+
+def test_the_run_store_and_identity_are_leaves():
+    for leaf in LEAVES:
+        path = ROOT / (leaf.replace(".", "/") + ".py")
+        mine = ours(path) - LEAVES - {"tasks.train"}
+        assert not mine, f"{leaf} imports {sorted(mine)}"
+        assert "torch" not in {m.split(".")[0] for m in imports(path)
+                               if not m.startswith("tasks")} or leaf == "tasks.train.environment"

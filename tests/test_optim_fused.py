@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import optim
+from optim import ours
 from optim._fused import Kernel, _cbrt, hash_uniform, noise_keys, root
-from optim.registry import ours
 
 STEPS = 12
 SHAPES = [(40, 24), (24,), (3, 4, 5)]

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import optim
-from optim.registry import REGISTRY, markdown_table
+from optim import REGISTRY, readme_table
 from tests.conftest import ROOT
 
 OPTIM_DIR = ROOT / "conf" / "optim"
@@ -79,9 +79,9 @@ def test_what_the_registry_says_of_each_optimizer_holds(spec):
 
 def test_the_readme_table_is_the_registry():
     """Every row of the README's table is the registry's row: the README may lag behind a new
-    entry (regenerate it with `python -c "import optim; print(optim.registry.markdown_table())"`)
+    entry (regenerate it with `python -c "import optim; print(optim.readme_table())"`)
     but never says what the registry does not."""
     readme = (ROOT / "README.md").read_text()
     rows = [line for line in readme.splitlines() if line.startswith("| `") and "` | `" in line]
-    generated = markdown_table().splitlines()
+    generated = readme_table().splitlines()
     assert rows and all(row in generated for row in rows), set(rows) - set(generated)

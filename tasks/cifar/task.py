@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tasks.cifar import data
 from tasks.cifar.models import ARCHS, build_model
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, keyed_generator, score_classifier
+from tasks.train.base import Cost, DataNeed, Target, Task, keyed_generator, score_classifier
 from tasks.train.cost import image_classifier_cost
 
 
@@ -30,7 +30,7 @@ def _synthetic_train_images(n_train: int, n_test: int, k: float) -> int:
     return len(y) if k == 1.0 else len(data.long_tail_indices(y, classes, k, seed=0))
 
 
-class CifarTask:
+class CifarTask(Task):
     checkpoint_trainable_only = False  # the whole model trains
 
     def __init__(self, *, dataset: str, arch: str, batch_size: int, data_root: str, seed: int,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tasks.graph import data
 from tasks.graph.models import GNN, mean_adjacency
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, evals_in_run
+from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run
 from tasks.train.cost import training_memory
 
 
@@ -29,7 +29,7 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((precision * hits).sum() / hits.sum())
 
 
-class GraphTask:
+class GraphTask(Task):
     checkpoint_trainable_only = False
 
     def __init__(self, *, dataset: str, data_root: str, seed: int, device: torch.device,

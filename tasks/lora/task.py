@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from optim.registry import STATE_BUFFERS
+from optim import STATE_BUFFERS
 from tasks.lora import data
 from tasks.lora.answers import is_correct
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, evals_in_run
+from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run
 from tasks.train.cost import training_memory
 
 # Architectures of the hub models the presets name, from each model's published config.json,
@@ -96,7 +96,7 @@ def _cached(name: str) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
-class LoraMathTask:
+class LoraMathTask(Task):
     checkpoint_trainable_only = True  # the base model is the same file every time
 
     def __init__(self, *, model: dict, lora: dict, dataset: str, eval_dataset: str,

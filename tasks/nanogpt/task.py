@@ -11,11 +11,11 @@ from tasks.nanogpt import data
 from tasks.nanogpt.model import GPTConfig, build_model
 from tasks.nanogpt.prepare import HUB
 from tasks.train import checks, store
-from tasks.train.base import Cost, DataNeed, Target, evals_in_run, keyed_generator
+from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run, keyed_generator
 from tasks.train.cost import compute_bytes, compute_dtype, trace_on_meta, training_memory
 
 
-class NanoGPTTask:
+class NanoGPTTask(Task):
     checkpoint_trainable_only = False  # the whole model trains
 
     def __init__(

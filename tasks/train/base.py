@@ -1,11 +1,12 @@
-"""What the training loop needs from a task. Adding a task means one module implementing this
-and one config file under conf/task/."""
+"""What the training loop needs from a task (`Task`, the contract every problem subclasses), what
+a plan needs of it (`Cost`, `DataNeed`), and helpers problems share."""
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -29,35 +30,58 @@ class Target:
     mode: str = "min"  # "min": reached when metric <= value; "max": when >= value
 
 
-class Task(Protocol):
-    """Built as `cls(**task_config, seed=, device=, data_root=, grad_accum=)`."""
+class Task(abc.ABC):
+    """What the training loop needs from a problem: the contract every task class subclasses.
+
+    Built as `cls(**task_config, seed=, device=, data_root=, grad_accum=)`: the constructor
+    takes those four keyword arguments from the run (a task config never sets them) and its own
+    keys from conf/task/<preset>.yaml, keyword-only; it sets the attributes below. The loop
+    calls `train_batch`, `loss`, `evaluate` and `describe`; the config check calls
+    `validate_config` and `data_needs` before any run dir exists; `--plan` calls `cost`. A task
+    that trains by epochs also gives `train_examples` and sets `epoch_examples`.
+
+    Adding a task: its module (a subclass of this) and its preset, conf/task/<name>.yaml; the
+    generic tests (tests/test_task_contract.py) pick up every preset.
+    """
 
     name: str
     model: nn.Module
     target: Target
     tokens_per_batch: int  # tokens (or examples) in one micro-batch, for tokens_to_target
     # checkpoints hold only the trained tensors (LoRA: the frozen base is the same file)
-    checkpoint_trainable_only: bool
+    checkpoint_trainable_only: bool = False
 
+    @abc.abstractmethod
     def train_batch(self, step: int, micro: int) -> Any:
         """Micro-batch `micro` of optimizer step `step`, a pure function of (seed, step, micro)."""
 
+    @abc.abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """Scalar training loss of `model` on `batch`."""
 
+    @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Eval metrics on a fixed set of batches (model is put in eval mode by the caller)."""
 
+    @abc.abstractmethod
     def describe(self) -> dict:
         """Facts for summary.json (data hash, parameter count, ...)."""
 
     @classmethod
+    @abc.abstractmethod
     def validate_config(cls, task: dict) -> None:
         """Raise ValueError naming the key, the bad value and what is allowed (sizes,
         divisibility, probabilities, names); `task` has the constructor's defaults filled
         in. Runs before any run dir exists or any job is submitted."""
 
     @classmethod
+    @abc.abstractmethod
+    def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
+        """What the run `cfg` (a resolved run config) reads, whether it is prepared here and
+        the command that prepares it; nothing is read but file names."""
+
+    @classmethod
+    @abc.abstractmethod
     def cost(cls, cfg: dict) -> Cost:
         """Compute, memory and data of the run `cfg` (a resolved run config), from the config
         alone: nothing is read or trained (`reproduce.py --plan`)."""

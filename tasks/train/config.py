@@ -10,12 +10,14 @@ import inspect
 import json
 import math
 
+import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from optim._common import check_beta, check_betas, check_lr_wd
 from tasks.train import checks
-from tasks.train.assemble import optimizer_kwargs, resolve_device
+from tasks.train.assemble import build_optimizer, optimizer_kwargs, resolve_device
 from tasks.train.errors import ConfigError
 from tasks.train.metrics import SpikeConfig
 from tasks.train.precision import validate_precision
@@ -53,64 +55,51 @@ def _positive_int(cfg: dict, key: str, minimum: int = 1) -> None:
 
 
 def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
-    """`accepted`: the optimizer configs (lr aside) whose constructor already accepted them,
-    kept by the caller across the runs of one sweep."""
+    """The optimizer's keys (those its class reads), its lr, weight decay and betas (by the
+    rules in optim/_common.py, for torch.optim's classes too: torch accepts lr=inf), then its
+    constructor's own checks on a throw-away model. `accepted`: the optimizer configs (lr
+    aside) whose constructor already accepted them, kept by the caller across a sweep."""
     _require("name" in optim_cfg and "_target_" in optim_cfg,
              "optim must have `name` and `_target_` (see conf/optim/*.yaml)")
-    lr = optim_cfg.get("lr")
-    _require(_is_number(lr) and lr > 0, f"optim.lr must be a finite number > 0, got {lr!r}")
-    wd = optim_cfg.get("weight_decay", 0.0)
-    _require(_is_number(wd) and wd >= 0,
-             f"optim.weight_decay must be a finite number >= 0, got {wd!r}")
-    for key in ("betas", "aux_betas"):
-        if key not in optim_cfg:
-            continue
-        betas, length = optim_cfg[key], 3 if key == "betas" and \
-            str(optim_cfg["_target_"]).endswith(".Adan") else 2
-        _require(isinstance(betas, (list, tuple)) and len(betas) == length,
-                 f"optim.{key} must be a list of {length} numbers in [0, 1), got {betas!r}")
-        for i, beta in enumerate(betas):
-            _require(_is_number(beta) and 0.0 <= beta < 1.0,
-                     f"optim.{key}[{i}] must be a number in [0, 1), got {beta!r}")
-    for key in ("beta", "beta1", "beta2", "momentum"):
-        value = optim_cfg.get(key)
-        if value is not None:
-            _require(_is_number(value) and 0.0 <= value < 1.0,
-                     f"optim.{key} must be a number in [0, 1), got {value!r}")
-    # The constructor's own checks, run on throw-away parameters so that every
-    # hyperparameter error surfaces here, before any data is read or job submitted.
-    # An lr sweep constructs once: a positive lr (checked above) is all any constructor asks.
-    kwargs = optimizer_kwargs(optim_cfg)
+    name = optim_cfg["name"]
     try:
         cls = get_class(optim_cfg["_target_"])
     except Exception as e:
         raise ConfigError(f"optim._target_ {optim_cfg['_target_']!r} cannot be imported: "
                           f"{e}") from e
-    readable = constructor_keys(cls, skip=("params",))
-    if readable is not None:
-        try:
+    try:
+        readable = constructor_keys(cls, skip=("params",))
+        if readable is not None:
             checks.known_keys("optim", optim_cfg, ("name", "_target_", "_partial_", *readable))
-        except ValueError as e:
-            raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
+        check_lr_wd(optim_cfg.get("lr"), optim_cfg.get("weight_decay", 0.0))
+        defaults = inspect.signature(cls).parameters
+        for key in ("betas", "aux_betas"):
+            if key in optim_cfg:  # as many as the class's default has (Adan has three)
+                default = defaults[key].default if key in defaults else None
+                check_betas(key, optim_cfg[key],
+                            len(default) if isinstance(default, (list, tuple)) else 2)
+        for key in ("beta", "beta1", "beta2", "momentum"):
+            if optim_cfg.get(key) is not None:
+                check_beta(key, optim_cfg[key])
+    except ValueError as e:
+        raise ConfigError(f"optim ({name}): {e}") from e
+    kwargs = optimizer_kwargs(optim_cfg)
     signature = json.dumps({k: v for k, v in kwargs.items() if k != "lr"}, sort_keys=True,
                            default=str)
     if accepted is not None and signature in accepted:  # the sweep checked it already
         return
-    # Every constructor checks its hyperparameters before it looks at its parameters; an empty
-    # list stops it right there, before torch.optim's param-group code, whose first call
-    # imports torch._dynamo (~2 s of a sweep launch).
-    try:
-        instantiate(kwargs)([])
-    except ValueError as e:
-        if str(e) != EMPTY_PARAMS:
-            raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
-    except (TypeError, InstantiationException) as e:
-        raise ConfigError(f"optim ({optim_cfg['name']}): {e}") from e
+    try:  # the constructor's own checks, on the parameter groups a run would give it
+        build_optimizer(optim_cfg, _throwaway_model())
+    except (ValueError, TypeError, InstantiationException) as e:
+        raise ConfigError(f"optim ({name}): {e}") from e
     if accepted is not None:
         accepted.add(signature)
 
 
-EMPTY_PARAMS = "optimizer got an empty parameter list"  # torch.optim.Optimizer's own words
+def _throwaway_model() -> torch.nn.Module:
+    """An embedding, a hidden matrix and a head: every role a parameter can route to."""
+    return torch.nn.Sequential(torch.nn.Embedding(4, 4), torch.nn.Linear(4, 4),
+                               torch.nn.Linear(4, 4))
 
 
 def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:

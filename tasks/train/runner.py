@@ -91,10 +91,13 @@ def _run_follower(trainer: Trainer) -> dict:
     return {"status": status, "rank": trainer.ctx.rank}
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train one run described by `cfg` (a composed conf/train.yaml); return its summary."""
+def run(cfg: DictConfig, validated: bool = False) -> dict:
+    """Train one run described by `cfg` (a composed conf/train.yaml); return its summary.
+    `validated`: the config was checked when it was composed (a sweep's job): only what can
+    change between composing and training is checked again, the device and the data."""
     derive_steps(cfg)
-    run_config.validate(cfg)
+    if not validated:
+        run_config.validate(cfg)
     run_config.validate_device(cfg.device)
     key = identity.run_key(cfg)
     rdir = identity.run_dir(cfg)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, keyed_generator, score_classifier
+from tasks.train.base import Cost, DataNeed, Target, Task, keyed_generator, score_classifier
 from tasks.train.cost import image_classifier_cost
 from tasks.vision import augment, data
 from tasks.vision.models import build_model
@@ -31,7 +31,7 @@ from tasks.vision.models import build_model
 CROPS = ("random_resized", "center")
 
 
-class ImageTask:
+class ImageTask(Task):
     checkpoint_trainable_only = False  # the whole model trains
 
     def __init__(self, *, dataset: str, arch: str, batch_size: int, data_root: str, seed: int,
