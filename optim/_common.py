@@ -28,9 +28,10 @@ def _finite(value) -> bool:
 
 # The one rule for each of these values: every optimizer's constructor checks its own with
 # them, and the run config checks them with the same functions for torch.optim's classes too.
-def check_lr_wd(lr, weight_decay) -> None:
-    require(_finite(lr) and lr > 0, "lr", lr, "a finite number > 0")
-    require(_finite(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
+def check_lr_wd(lr, weight_decay, prefix: str = "") -> None:
+    """`prefix` names the keys as the caller knows them (the run config: "optim.")."""
+    require(_finite(lr) and lr > 0, f"{prefix}lr", lr, "a finite number > 0")
+    require(_finite(weight_decay) and weight_decay >= 0, f"{prefix}weight_decay", weight_decay,
             "a finite number >= 0")
 
 

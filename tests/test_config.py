@@ -32,7 +32,7 @@ def test_cli_bad_lr_fails_fast_naming_the_key(tmp_path):
                           "optim.lr=-1", f"runs_root={tmp_path}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert "optim (adamw): Invalid lr: -1 (must be a finite number > 0)" in out.stderr
+    assert "optim (adamw): Invalid optim.lr: -1 (must be a finite number > 0)" in out.stderr
     assert not any(tmp_path.iterdir())
 
 
@@ -60,7 +60,7 @@ def test_schedule_shapes(name):
     (["launcher=slurm"], r"train.py trains one run here, in this process, and reads no launcher "
                          r"settings \(got launcher=slurm\); .*scripts/sweep.py launch NAME"),
     (["launcher.tasks_per_node=2"], r"\(got launcher.tasks_per_node=2\)"),
-    (["optim.lr=inf"], r"optim \(adamw\): Invalid lr: inf \(must be a finite number > 0\)"),
+    (["optim.lr=inf"], r"optim \(adamw\): Invalid optim.lr: inf \(must be a finite number > 0\)"),
 ], ids=["unknown-choice", "unknown-choice-in-a-multirun", "unread-key", "slurm", "ddp", "lr-inf"])
 def test_cli_refuses_with_exit_2_before_anything_exists(tmp_path, args, message):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args,

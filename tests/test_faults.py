@@ -413,15 +413,17 @@ BAD_VALUES = [
     (["task=nonsmooth", "task.dim=0"], "task.dim must be an integer >= 1, got 0"),
     (["task=cifar_tiny", "task.arch=resnet99"], r"task.arch must be one of \['resnet18'"),
     (["seed=abc"], "seed must be an integer >= 0, got 'abc'"),
-    (["optim.betas=[0.9]"], r"optim \(adamw\): Invalid betas: \[0.9\] \(must be a list of 2 "
+    (["optim.betas=[0.9]"], r"optim \(adamw\): Invalid optim.betas: \[0.9\] \(must be a list of 2 "
                             r"numbers in \[0, 1\)\)"),
-    (["optim.betas=abc"], "Invalid betas: 'abc' \\(must be a list of 2 numbers"),
-    (["optim.betas=[0.9,0.999,0.5]"], "Invalid betas: .* \\(must be a list of 2 numbers"),
-    (["optim=adan", "optim.betas=[0.9,0.9]"], "Invalid betas: .* \\(must be a list of 3 numbers"),
-    (["optim=sgd", "optim.momentum=1.5"], r"optim \(sgd\): Invalid momentum: 1.5 \(must be a "
+    (["optim.betas=abc"], "Invalid optim.betas: 'abc' \\(must be a list of 2 numbers"),
+    (["optim.betas=[0.9,0.999,0.5]"], "Invalid optim.betas: .* \\(must be a list of 2 numbers"),
+    (["optim=adan", "optim.betas=[0.9,0.9]"],
+     "Invalid optim.betas: .* \\(must be a list of 3 numbers"),
+    (["optim=sgd", "optim.momentum=1.5"], r"optim \(sgd\): Invalid optim.momentum: 1.5 \(must be a "
                                           r"number in \[0, 1\)\)"),
-    (["optim.lr=inf"], r"Invalid lr: inf \(must be a finite number > 0\)"),
-    (["optim.weight_decay=nan"], r"Invalid weight_decay: nan \(must be a finite number >= 0\)"),
+    (["optim.lr=inf"], r"Invalid optim.lr: inf \(must be a finite number > 0\)"),
+    (["optim.weight_decay=nan"],
+     r"Invalid optim.weight_decay: nan \(must be a finite number >= 0\)"),
     (["+stpes=5"], r"(^|: )stpes is not read by anything; the keys a run config can hold: .*steps"),
     (["+optim.nesterov=true"], r"optim \(adamw\): optim.nesterov is not read by anything"),
     (["+task.n_layer=2"], r"task.n_layer is not read by anything; .* model"),

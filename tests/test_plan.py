@@ -42,7 +42,7 @@ def test_an_invalid_run_is_reported_with_its_key_and_the_cli_exits_2(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "INVALID" in cli.stdout
-    assert "optim (adamw): Invalid lr: -1 (must be a finite number > 0)" in cli.stdout
+    assert "optim (adamw): Invalid optim.lr: -1 (must be a finite number > 0)" in cli.stdout
     assert not (tmp_path / "table-quickstart-paper").exists()
 
 

@@ -53,7 +53,8 @@ def test_cached_composition_equals_hydra(overrides):
 
 
 def test_bad_run_in_a_sweep_fails_before_anything_is_submitted(tmp_path):
-    with pytest.raises(ConfigError, match=r"optim.lr=-1.*optim\.lr must be a finite number > 0"):
+    with pytest.raises(ConfigError,
+                       match=r"optim.lr=-1.*Invalid optim\.lr: -1 \(must be a finite number > 0\)"):
         launch("bad", ["optim.lr=1e-3,-1", f"runs_root={tmp_path}", "launcher=slurm"])
     with pytest.raises(ConfigError, match=r"cannot override 'optim.lrr'.*Keys there.*'lr'"):
         launch("bad", ["optim.lrr=1e-3,1e-4", f"runs_root={tmp_path}", "launcher=slurm"])

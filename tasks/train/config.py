@@ -71,16 +71,16 @@ def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
         readable = constructor_keys(cls, skip=("params",))
         if readable is not None:
             checks.known_keys("optim", optim_cfg, ("name", "_target_", "_partial_", *readable))
-        check_lr_wd(optim_cfg.get("lr"), optim_cfg.get("weight_decay", 0.0))
+        check_lr_wd(optim_cfg.get("lr"), optim_cfg.get("weight_decay", 0.0), prefix="optim.")
         defaults = inspect.signature(cls).parameters
         for key in ("betas", "aux_betas"):
             if key in optim_cfg:  # as many as the class's default has (Adan has three)
                 default = defaults[key].default if key in defaults else None
-                check_betas(key, optim_cfg[key],
+                check_betas(f"optim.{key}", optim_cfg[key],
                             len(default) if isinstance(default, (list, tuple)) else 2)
         for key in ("beta", "beta1", "beta2", "momentum"):
             if optim_cfg.get(key) is not None:
-                check_beta(key, optim_cfg[key])
+                check_beta(f"optim.{key}", optim_cfg[key])
     except ValueError as e:
         raise ConfigError(f"optim ({name}): {e}") from e
     kwargs = optimizer_kwargs(optim_cfg)
