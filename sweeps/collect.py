@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sweeps.records import RunRecord
 from sweeps.spec import RowKey, Run, Table
+from sweeps.stats import difference
 
 
 @dataclass
@@ -158,8 +159,8 @@ def ratio_columns(table: Table, rows: list[Row]) -> dict[str, dict[str, float | 
 
 
 def ranking(table: Table, rows: list[Row]) -> list[tuple[str | None, str]]:
-    """For each set of comparable rows: (best row label, whether its lead over the runner-up
-    exceeds the seed noise)."""
+    """For each set of comparable rows: (best row label, its lead over the runner-up with the
+    lead's 95% t interval, paired by seed where the rows share them: sweeps/stats.py)."""
     mode = table.metric.mode
     out = []
     for group in dict.fromkeys(comparable(r) for r in rows):
@@ -169,15 +170,17 @@ def ranking(table: Table, rows: list[Row]) -> list[tuple[str | None, str]]:
             out.append((None, "no finished row"))
         elif len(scored) == 1:
             out.append((scored[0].label, "only row"))
+        elif scored[0].n < 2 or scored[1].n < 2:
+            out.append((scored[0].label, f"lead {abs(scored[0].mean - scored[1].mean):.4g} over "
+                                         f"{scored[1].label}; one seed, noise unknown"))
         else:
             a, b = scored[0], scored[1]
-            gap, noise = abs(a.mean - b.mean), (a.std or 0.0) + (b.std or 0.0)
-            if a.n < 2:
-                out.append((a.label, f"lead {gap:.4g} over {b.label}; one seed, noise unknown"))
-            else:
-                verdict = "exceeds" if gap > noise else "within"
-                out.append((a.label, f"lead {gap:.4g} over {b.label} {verdict} seed noise "
-                                     f"({noise:.4g})"))
+            d = difference(a.values, b.values, a.chosen.seeds, b.chosen.seeds, mode)
+            lo, hi = d.interval
+            beyond = "beyond the noise" if lo > 0 else "within the noise"
+            out.append((a.label, f"lead {d.mean:.4g} over {b.label}, 95% CI [{lo:+.4g}, "
+                                 f"{hi:+.4g}] ({'paired by seed' if d.paired else 'Welch'}): "
+                                 f"{beyond}"))
     return out
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from sweeps.records import RECORDS_FILE
+from sweeps.verdict import OUTCOMES
 
 HEADER = """# Results
 
@@ -46,9 +47,13 @@ def entries(results: Path) -> list[tuple[str, str, str, int, float]]:
 
 def text(results: Path) -> str:
     lines = [HEADER.format(records=RECORDS_FILE)]
-    for name, scale, verdict, runs, seconds in entries(results):
+    found = entries(results)
+    for name, scale, verdict, runs, seconds in found:
         lines.append(f"| [{name}]({name}/{scale}/table.md) | {scale} | {verdict} | {runs} | "
                      f"{seconds / 60:.1f} min |\n")
+    outcomes = [verdict for _, _, verdict, _, _ in found]
+    counts = {o: outcomes.count(o) for o in OUTCOMES if outcomes.count(o)}
+    lines.append("\nOutcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ".\n")
     return "".join(lines)
 
 

@@ -98,6 +98,13 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
     if ablation:
         md += [f"Ablation: `{' '.join(ablation)}` on top of the table's spec.", ""]
     md += [f"Claim tested: {table.claim}", "", f"**{verdict.line}**", ""]
+    if table.untested:
+        md += [f"Not tested here: {table.untested}", ""]
+    if verdict.details:
+        md += ["How the verdict was decided (sweeps/verdict.py: each comparison's 95% t "
+               "interval of the difference d, positive in the claimed direction; Holm-adjusted "
+               "over the comparisons of a claim):", "",
+               *[f"- {line}" for line in verdict.details], ""]
     if table.regime:
         md += [f"Why this setting can show the claim: {table.regime}", ""]
     md += [*[f"- {k}: `{v}`" for k, v in prov.items()], "",

@@ -91,7 +91,7 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     """Collect, decide and render the table from its records."""
     rows = collect(table, runs, list(tabled.runs))
     versions = code_versions(list(tabled.runs), tabled.allow_mixed)
-    return render(table, rows, ranking(table, rows), decide(table, rows),
+    return render(table, rows, ranking(table, rows), decide(table, rows, tabled.grids),
                   {**tabled.provenance, "code_versions": versions}, out, tabled.grids,
                   spec_grids, ablation=ablation)
 

@@ -21,14 +21,20 @@ Spec keys (the YAML file):
                                   fair-tuning rule): its lr grid times its `tune` grids
     lr_multipliers: [1, 3, 10]    rows per multiple of each optimizer's first lr (untuned)
     variants: {<label>: [overrides]}   an extra axis (model sizes, p, α_sign, datasets)
-    seeds: [...]; metric: {key, mode, label}; report: [summary keys]
+    seeds: [...]; metric: {key, mode, label, ceiling}; report: [summary keys]
     ratios: [{key, versus: [optim...], label, speedup}]   derived columns (sweeps/collect.py)
     paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
     figures: [name]               further figures (sweeps/figures.py FIGURES)
     extend_edges: N               edge-aware tuning (sweeps/edges.py), at most N extensions
-    verdict: {kind, row, than, binomial}   the claim as a comparison (sweeps/verdict.py); rows
-                                  are named by label: `optim`, or `optim variant`, or
-                                  `optim 3×lr`
+    verdict: {kind, row, than, margin, effect, binomial, metric, label}, or a list of them
+                                  the claim as comparisons (sweeps/verdict.py); rows are named
+                                  by label (`optim`, `optim variant`, `optim 3×lr`), an
+                                  optimizer's name in a table with variants meaning its row in
+                                  each; `margin` {value, source, relative} is what `matches`
+                                  and `matches_or_beats` count as equal; `effect` the smallest
+                                  difference a claim is about; `metric` a summary key a part
+                                  is decided on (a claim on cost); no verdict: no claim
+    untested: "..."               what the claim says that this scale cannot test, and why
     average_rank: true            print each optimizer's rank averaged over the variants
 """
 
@@ -52,9 +58,12 @@ VERDICT_KINDS = ("better", "matches_or_beats", "matches", "sensitivity", "averag
 FIGURE_NAMES = ("p_per_layer", "update_vs_spikes")  # sweeps/figures.py FIGURES
 SPEC_KEYS = ("name", "title", "claim", "scales", "optimizers", "seeds", "metric", "report",
              "paper", "verdict", "figures", "variants", "ratios", "average_rank",
-             "lr_multipliers", "extend_edges")
+             "lr_multipliers", "extend_edges", "untested")
 SCALE_KEYS = ("label", "overrides", "sources", "regime", "seeds", "extend_edges", "optimizers",
-              "variants", "per_optimizer", "drop", "paper", "metric", "verdict")
+              "variants", "per_optimizer", "drop", "paper", "metric", "verdict", "untested")
+CLAIM_KEYS = ("kind", "row", "than", "binomial", "margin", "effect", "metric", "label")
+AMOUNT_KEYS = ("value", "source", "relative")
+METRIC_KEYS = ("key", "mode", "label", "ceiling")
 
 
 class SpecError(ValueError):
@@ -98,6 +107,7 @@ class Metric:
     key: str  # a summary key, e.g. final.val_loss
     mode: str = "min"  # min | max
     label: str = ""
+    ceiling: float | None = None  # the best value the metric can take (1 for an accuracy)
 
     @property
     def name(self) -> str:
@@ -135,14 +145,42 @@ class Ratio:
 
 
 @dataclass(frozen=True)
-class VerdictSpec:
-    """The claim as comparisons: each of `pairs` is (the claimed row, the rows it is compared
-    with); a label that names an optimizer of a table with variants stands for its row in each
-    variant, compared with the other rows of the same variant."""
+class Amount:
+    """A margin or an effect size in the metric's units, or (relative) as a share of the other
+    row's mean; with where it comes from (the paper's own gap, or a stated practical
+    difference)."""
+
+    value: float
+    source: str
+    relative: bool = False
+
+    def of(self, reference: float) -> float:
+        return self.value * abs(reference) if self.relative else self.value
+
+    def describe(self, reference: float) -> str:
+        amount = f"{self.of(reference):.3g}"
+        share = f" ({100 * self.value:.3g}% of {reference:.4g})" if self.relative else ""
+        return f"{amount}{share}; {self.source}"
+
+
+@dataclass(frozen=True)
+class ClaimPart:
+    """One part of a table's claim as comparisons: each of `pairs` is (the claimed row, the
+    rows it is compared with); a label that names an optimizer of a table with variants stands
+    for its row in each variant, compared with the other rows of the same variant.
+
+    `margin` (δ) is what `matches` and `matches_or_beats` need; `effect` is the smallest
+    difference the claim is about (for the power of `better`, `sensitivity`, `average_rank`);
+    `metric` a summary key the part is decided on instead of the table's (at each row's chosen
+    setting), e.g. the optimizer's step time for a claim on cost."""
 
     kind: str
     pairs: tuple[tuple[RowKey, tuple[RowKey, ...]], ...]
     binomial: str | None = None  # summary key of the question count of an accuracy
+    margin: Amount | None = None
+    effect: Amount | None = None
+    metric: Metric | None = None
+    label: str = ""
 
     @property
     def rows(self) -> set[RowKey]:
@@ -188,7 +226,8 @@ class Table:
     paper: dict  # row base label → the paper's number
     figures: tuple[str, ...]
     extend_edges: int
-    verdict: VerdictSpec | None
+    claim_parts: tuple[ClaimPart, ...]  # the claim as comparisons; () for no claim
+    untested: str  # what the claim says that this scale cannot test, and why
     regime: str
     average_rank: bool
     sources: dict  # scale → its sources block (every paper scale's, for a miniature's footer)
@@ -352,7 +391,7 @@ def _resolve(name: str, raw: dict, scale: str) -> Table:
     if len(set(budgets.values())) > 1:
         raise SpecError(f"{where}: search spaces differ in size {budgets}; the fair-tuning "
                         f"rule gives every optimizer the same budget")
-    metric = pick("metric")
+    metric = _metric(f"{where}: metric", pick("metric"))
     ratios = tuple(Ratio(r["key"], tuple(r["versus"]), r.get("label", f"{r['key']} ratio"),
                          bool(r.get("speedup"))) for r in raw.get("ratios") or ())
     for ratio in ratios:
@@ -372,25 +411,52 @@ def _resolve(name: str, raw: dict, scale: str) -> Table:
         per_optimizer={o: tuple(v) for o, v in (own.get("per_optimizer") or {}).items()},
         optimizers=optimizers, variants=variants,
         lr_multipliers=tuple(raw.get("lr_multipliers") or ()),
-        seeds=tuple(pick("seeds")), metric=Metric(metric["key"], metric.get("mode", "min"),
-                                                  metric.get("label", "")),
+        seeds=tuple(pick("seeds")), metric=metric,
         report=tuple(raw.get("report") or ()), ratios=ratios, paper=dict(pick("paper") or {}),
-        figures=figures, extend_edges=int(pick("extend_edges", 0)), verdict=None,
-        regime=own.get("regime") or "", average_rank=bool(raw.get("average_rank")),
+        figures=figures, extend_edges=int(pick("extend_edges", 0)), claim_parts=(),
+        untested=str(pick("untested", "") or ""), regime=own.get("regime") or "",
+        average_rank=bool(raw.get("average_rank")),
         sources={s: raw["scales"][s].get("sources") or {} for s in raw["scales"]})
-    verdict = _verdict(name, table, pick("verdict"), drop)
-    return replace(table, verdict=verdict)
+    raw_verdict = pick("verdict")
+    parts = raw_verdict if isinstance(raw_verdict, list) else [raw_verdict] if raw_verdict else []
+    return replace(table, claim_parts=tuple(_claim_part(name, table, part, drop)
+                                            for part in parts))
 
 
-def _verdict(name: str, table: Table, raw: dict | None,
-             drop: tuple[str, ...]) -> VerdictSpec | None:
-    """The verdict's rows, each label resolved to one of the table's rows at this scale."""
+def _metric(where: str, raw: dict) -> Metric:
+    _check_keys(where, raw, METRIC_KEYS)
+    if raw.get("mode", "min") not in ("min", "max"):
+        raise SpecError(f"{where}.mode must be min or max, got {raw.get('mode')!r}")
+    return Metric(raw["key"], raw.get("mode", "min"), raw.get("label", ""), raw.get("ceiling"))
+
+
+def _amount(where: str, raw) -> Amount | None:
     if raw is None:
         return None
+    _check_keys(where, raw, AMOUNT_KEYS)
+    value, source = raw.get("value"), str(raw.get("source") or "").strip()
+    if not isinstance(value, (int, float)) or value <= 0 or not source:
+        raise SpecError(f"{where} needs a value > 0 and its source (the paper's own gap, or a "
+                        f"stated practical difference), got {raw!r}")
+    return Amount(float(value), source, bool(raw.get("relative")))
+
+
+def _claim_part(name: str, table: Table, raw: dict, drop: tuple[str, ...]) -> ClaimPart:
+    """One part of the claim, each row label resolved to one of the table's rows here."""
+    where = f"table {name}, scale {table.scale}: verdict"
+    _check_keys(where, raw, CLAIM_KEYS)
     kind = raw.get("kind", "better")
     if kind not in VERDICT_KINDS:
         raise SpecError(f"table {name}: verdict.kind must be one of {list(VERDICT_KINDS)}, got "
                         f"{kind!r}")
+    margin, effect = _amount(f"{where}.margin", raw.get("margin")), \
+        _amount(f"{where}.effect", raw.get("effect"))
+    if kind in ("matches", "matches_or_beats") and margin is None:
+        raise SpecError(f"{where}: a `{kind}` claim needs its margin δ "
+                        f"(margin: {{value, source, relative}}): what counts as equal")
+    if kind not in ("matches", "matches_or_beats") and margin is not None:
+        raise SpecError(f"{where}: a margin is for `matches` and `matches_or_beats`; a `{kind}` "
+                        f"claim states its effect size (effect: ...)")
     rows = {key.base: key for key in table.row_keys()}
     optimizers = set(table.optimizers)
     if kind == "average_rank":  # ranks average over the variants: it names optimizers
@@ -420,7 +486,9 @@ def _verdict(name: str, table: Table, raw: dict | None,
     for row in claimed:  # within a variant: the others' rows of the same variant
         pairs.append((row, tuple(next((k for k in keys if k.variant == row.variant), keys[0])
                                  if len(keys) > 1 else keys[0] for keys in others)))
-    return VerdictSpec(kind, tuple(pairs), raw.get("binomial"))
+    metric = _metric(f"{where}.metric", raw["metric"]) if raw.get("metric") else None
+    return ClaimPart(kind, tuple(pairs), raw.get("binomial"), margin, effect, metric,
+                     str(raw.get("label") or ""))
 
 
 # ---------------------------------------------------------------- where the runs go

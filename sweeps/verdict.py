@@ -1,114 +1,234 @@
-"""A table's verdict on its claim: reproduced, not reproduced or inconclusive, by one declared
-rule, with the numbers it was decided on.
+"""A table's verdict on its claim, by one stated rule, with the numbers and the power it rests on.
 
-The spec states the claim as a comparison of rows (`verdict: {kind, row, than}`, by the rows'
-labels without ablation; `than` may list several rows, and the claim must hold against each):
-- `better`: `row`'s metric beats `than`'s (the table's metric and its mode);
-- `matches_or_beats`: `row`'s metric is not worse than `than`'s beyond the noise (the papers'
-  "matches or beats": a difference within the noise counts as matching);
-- `matches`: `row`'s metric is within the noise of `than`'s, either way (a flatness claim,
-  "results are almost unchanged"): reproduced when |d| ≤ 2·se, not reproduced when a
-  difference beyond the noise shows; the numbers say how fine that noise is;
-- `average_rank`: `row`'s rank among the optimizers, averaged over the table's variants (e.g.
-  one variant per dataset, as GraphLand reports), is below `than`'s: ranks per seed, then the
-  rule below over seeds;
-- `sensitivity`: `row`'s LR sensitivity is below `than`'s. LR sensitivity as Wortsman et al.
-  2023 ("Small-scale proxies for large-scale Transformer training instabilities", §3.1) define
-  it: the mean over the lr grid of min(ℓ(η), ℓ₀) − min_η ℓ(η), with ℓ₀ the loss at
-  initialization (a diverged run counts as ℓ₀), per seed, over the lrs both rows ran.
+The spec states its claim as comparisons of rows (`verdict:`, one part or a list of parts;
+sweeps/spec.py ClaimPart). Each comparison is the difference d of the claimed row over another
+row, positive in the claimed direction, at each row's chosen setting (sweeps/stats.py: paired by
+seed where the rows share their seeds, Welch's t otherwise; an accuracy may add its binomial
+error). Its 95% t interval decides, the same way for every kind:
 
-Rule: d = how much `row` is better than `than` (positive: the claimed direction), se the
-standard error of that difference over seeds (sqrt(s₁²/n₁ + s₂²/n₂); for accuracies the
-binomial error p(1−p)/(questions·seeds) of each row is added). Reproduced when d > 2·se (for
-`matches_or_beats`: d ≥ −2·se; for `matches`: |d| ≤ 2·se), not reproduced when d < −2·se (for
-`matches`: |d| > 2·se), inconclusive in between or when either row has fewer than MIN_SEEDS
-seeds. Against several rows: not reproduced if against any, reproduced if against all,
-inconclusive otherwise.
+    better            reproduced when the interval lies above 0; not reproduced below it
+    matches_or_beats  reproduced when its lower end lies above −δ (non-inferiority with margin
+                      δ); not reproduced when its upper end lies below −δ
+    matches           reproduced when it lies inside ±δ (equivalence); not reproduced when it
+                      lies wholly beyond δ or −δ
+    sensitivity       d = the other row's LR sensitivity (Wortsman et al. 2023, §3.1: the mean
+                      over the lr grid of min(ℓ(η), ℓ₀) − min_η ℓ(η), per seed) minus the claimed
+                      row's; then as `better`
+    average_rank      d = per seed, the other optimizer's rank averaged over the variants minus
+                      the claimed one's; then as `better`
+
+Equivalently, each is a one-sided t-test at 0.025; against several rows (or variants) the
+p-values are Holm-adjusted within the part. Otherwise the outcome is `underpowered` when the
+interval's half-width (the smallest difference the design can detect) is at least the effect
+the claim is about (the margin δ, or the spec's `effect`), with the seeds the observed spread
+says would be needed; `inconclusive` when the design could have detected it but did not.
+
+A comparison cannot be `reproduced` when a row the claim beats or matches has its best lr on an
+edge of its grid (it may be under-tuned), nor — for the `matches` kinds — when both rows lie
+within the noise or the margin of the metric's ceiling (equal by construction); it cannot be
+`not reproduced` when the claimed row's best lr is on an edge. Parts and comparisons combine:
+not reproduced if any is, reproduced if all are, underpowered if any is, else inconclusive.
+A spec without a claim (an ablation, a smoke test) gets `no claim`.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sweeps import edges
 from sweeps.collect import Row
-from sweeps.spec import Table
+from sweeps.spec import ClaimPart, Metric, Table
+from sweeps.stats import ALPHA, Difference, difference, holm, one_sample
 
-MIN_SEEDS = 3
-Z = 2.0
+OUTCOMES = ("reproduced", "not reproduced", "underpowered", "inconclusive", "no claim")
+
+
+@dataclass
+class Comparison:
+    """One comparison of a claim: the claimed row against another, and its outcome."""
+
+    part: ClaimPart
+    claimed: str
+    other: str
+    metric: str
+    difference: Difference | None = None
+    means: tuple[float, float] | None = None
+    size: tuple[float, str] | None = None  # (δ or the claimed effect, where it comes from)
+    p_for: float = 1.0  # one-sided p of the claim's boundary, Holm-adjusted in `decide`
+    p_against: float = 1.0
+    outcome: str = "inconclusive"
+    reason: str = ""
+
+    @property
+    def short(self) -> str:
+        if self.difference is None:
+            return f"{self.claimed} vs {self.other}: {self.outcome} ({self.reason})"
+        lo, hi = self.difference.interval
+        bound = f", δ {self.size[0]:.3g}" if self.part.margin is not None and self.size else ""
+        return (f"{self.claimed} vs {self.other}: {self.outcome} (d {self.difference.mean:+.4g}, "
+                f"95% CI [{lo:+.4g}, {hi:+.4g}]{bound})")
+
+    @property
+    def detail(self) -> str:
+        if self.difference is None:
+            return f"{self.claimed} vs {self.other}: {self.outcome} — {self.reason}"
+        d = self.difference
+        lo, hi = d.interval
+        seeds = (f"; per seed {', '.join(f'{x:+.4g}' for x in d.per_seed)}" if d.paired else "")
+        if self.size is None:
+            size = "the claim states no effect size"
+        elif self.part.margin is not None:
+            size = f"margin δ = {self.size[1]}"
+        else:
+            size = f"claimed effect {self.size[1]}"
+        text = (f"{self.metric}: {self.claimed} {self.means[0]:.4g}, {self.other} "
+                f"{self.means[1]:.4g}; d = {d.mean:+.4g} in the claimed direction{seeds}; 95% CI "
+                f"[{lo:+.4g}, {hi:+.4g}], {d.design}; detectable difference {d.half_width:.3g}; "
+                f"{size}; p {self.p_for:.3g} for the claim, {self.p_against:.3g} against it "
+                f"(one-sided, Holm-adjusted) → **{self.outcome}**")
+        return text + (f": {self.reason}" if self.reason else "")
 
 
 @dataclass
 class Verdict:
-    result: str  # reproduced | not reproduced | inconclusive
-    text: str  # the numbers it rests on
+    result: str  # one of OUTCOMES
+    text: str  # the numbers it rests on, in one line
+    details: list[str] = field(default_factory=list)  # one line per comparison
 
     @property
     def line(self) -> str:
         return f"Verdict: {self.result} — {self.text}"
 
 
-def decide(table: Table, rows: list[Row]) -> Verdict:
-    v = table.verdict
-    if v is None:
-        return Verdict("inconclusive", "the spec states no comparison to decide its claim by")
-    if v.kind == "average_rank":
-        row, than = v.pairs[0]
-        return _average_rank(table, row.optim, [k.optim for k in than], rows)
+def decide(table: Table, rows: list[Row], grids: dict | None = None) -> Verdict:
+    if not table.claim_parts:
+        return Verdict("no claim", "the spec states no claim to test (an ablation or a smoke "
+                                   "test): its rows are reported, not judged")
+    comparisons = []
+    for part in table.claim_parts:
+        mine = _compare_part(table, part, rows, grids or {})
+        for name, adjusted in (("p_for", holm([c.p_for for c in mine])),
+                               ("p_against", holm([c.p_against for c in mine]))):
+            for c, p in zip(mine, adjusted):
+                setattr(c, name, p)
+        for c in mine:
+            _outcome(table, part, c, rows, grids or {})
+        comparisons += mine
+    result = combine([c.outcome for c in comparisons])
+    if len(comparisons) <= 4:
+        text = "; ".join(c.short for c in comparisons)
+    else:  # the details list each; the line counts them
+        outcomes = [c.outcome for c in comparisons]
+        text = f"{len(comparisons)} comparisons: " + ", ".join(
+            f"{outcomes.count(o)} {o}" for o in OUTCOMES if outcomes.count(o))
+    return Verdict(result, text,
+                   [("" if not c.part.label else f"[{c.part.label}] ") + c.detail
+                    for c in comparisons])
+
+
+def combine(outcomes: list[str]) -> str:
+    if "not reproduced" in outcomes:
+        return "not reproduced"
+    if outcomes and all(o == "reproduced" for o in outcomes):
+        return "reproduced"
+    return "underpowered" if "underpowered" in outcomes else "inconclusive"
+
+
+# ---------------------------------------------------------------- the comparisons of a part
+
+
+def _compare_part(table: Table, part: ClaimPart, rows: list[Row], grids: dict) -> list:
     by_key = {r.key: r for r in rows if not r.key.ablation}
-    verdicts = []
-    for row, than in v.pairs:
+    metric = part.metric or table.metric
+    out = []
+    if part.kind == "average_rank":
+        row, than = part.pairs[0]
+        return [_rank_comparison(table, part, row.optim, other.optim, rows) for other in than]
+    for row, than in part.pairs:
         for other in than:
             a, b = by_key.get(row), by_key.get(other)
+            c = Comparison(part, row.base, other.base, metric.name)
             if a is None or b is None:
-                verdicts.append(Verdict("inconclusive", f"rows {row.base!r} and {other.base!r} "
-                                                        f"did not both run"))
-            elif v.kind == "sensitivity":
-                verdicts.append(_sensitivity(a, b))
+                c.reason = f"rows {row.base!r} and {other.base!r} did not both run"
+            elif a.best is None or b.best is None:
+                failed = [r.label for r in (a, b) if r.best is None]
+                c.reason = f"{', '.join(failed)} diverged at every setting"
+                if a.best is None and b.best is not None:
+                    c.outcome, c.p_against = "not reproduced", 0.0
+            elif part.kind == "sensitivity":
+                _sensitivity(c, a, b)
             else:
-                verdicts.append(_better(table, a, b))
-    return _combine(verdicts)
+                _difference(c, table, part, metric, a, b)
+            out.append(c)
+    return out
 
 
-def _combine(verdicts: list[Verdict]) -> Verdict:
-    """The claim against several rows: not reproduced if against any, reproduced if against
-    all, inconclusive otherwise."""
-    results = {x.result for x in verdicts}
-    result = ("not reproduced" if "not reproduced" in results else
-              "reproduced" if results == {"reproduced"} else "inconclusive")
-    return Verdict(result, " | ".join(x.text for x in verdicts))
+def _values(row: Row, metric: Metric, table: Table) -> list[float]:
+    """The row's per-seed values at its chosen setting, of the table's metric or another key."""
+    if metric.key == table.metric.key:
+        return list(row.values)
+    return [float(r.get(metric.key)) for r in row.best_runs]
 
 
-def _better(table: Table, a: Row, b: Row) -> Verdict:
-    mode, name, kind = table.metric.mode, table.metric.name, table.verdict.kind
-    if a.mean is None or b.mean is None:
-        failed = [r.label for r in (a, b) if r.mean is None]
-        result = "not reproduced" if a.mean is None and b.mean is not None else "inconclusive"
-        return Verdict(result, f"{', '.join(failed)} diverged at every setting")
-    d = (b.mean - a.mean) if mode == "min" else (a.mean - b.mean)
-    var = (a.std or 0.0) ** 2 / a.n + (b.std or 0.0) ** 2 / b.n
-    if table.verdict.binomial:
-        for r in (a, b):
-            questions = _mean_of(r, table.verdict.binomial)
+def _difference(c: Comparison, table: Table, part: ClaimPart, metric: Metric, a: Row,
+                b: Row) -> None:
+    va, vb = _values(a, metric, table), _values(b, metric, table)
+    extra = 0.0
+    if part.binomial:  # the questions scored are a sample too
+        for values, row in ((va, a), (vb, b)):
+            questions = _mean_of(row, part.binomial)
+            p = statistics.mean(values)
             if questions:
-                var += r.mean * (1.0 - r.mean) / (questions * r.n)
-    numbers = (f"{name}: {a.label} {a.mean:.4g}, {b.label} {b.mean:.4g} "
-               f"(n = {a.n}, {b.n} seeds); {a.label} better by {d:.4g}")
-    return _rule(d, math.sqrt(var), min(a.n, b.n), numbers, kind)
+                extra += p * (1.0 - p) / (questions * len(values))
+    d = difference(va, vb, a.chosen.seeds, b.chosen.seeds, metric.mode, extra)
+    c.difference, c.means = d, (statistics.mean(va), statistics.mean(vb))
+    if part.margin is not None:
+        delta = part.margin.of(c.means[1])
+        c.size = (delta, part.margin.describe(c.means[1]))
+        if part.kind == "matches_or_beats":
+            c.p_for, c.p_against = d.p_above(-delta), d.p_below(-delta)
+        else:  # matches: inside ±δ (both one-sided tests), or beyond one side
+            c.p_for = max(d.p_above(-delta), d.p_below(delta))
+            c.p_against = min(d.p_above(delta), d.p_below(-delta))
+    else:
+        if part.effect is not None:
+            c.size = (part.effect.of(c.means[1]), part.effect.describe(c.means[1]))
+        c.p_for, c.p_against = d.p_above(0.0), d.p_below(0.0)
 
 
-def _sensitivity(a: Row, b: Row) -> Verdict:
-    lrs = sorted({c.lr for c in a.cells.values()} & {c.lr for c in b.cells.values()})
+def _sensitivity(c: Comparison, a: Row, b: Row) -> None:
+    lrs = sorted({cell.lr for cell in a.cells.values()} & {cell.lr for cell in b.cells.values()})
     sa, sb = lr_sensitivity(a, lrs), lr_sensitivity(b, lrs)
-    if not sa or not sb:
-        return Verdict("inconclusive", "no lr both rows ran at")
-    ma, mb = statistics.mean(sa), statistics.mean(sb)
-    var = sum(statistics.variance(s) / len(s) if len(s) > 1 else 0.0 for s in (sa, sb))
-    return _rule(mb - ma, math.sqrt(var), min(len(sa), len(sb)),
-                 f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g}): "
-                 f"{a.label} {ma:.4g}, {b.label} {mb:.4g} (n = {len(sa)}, {len(sb)} seeds); "
-                 f"{a.label} lower by {mb - ma:.4g}")
+    seeds = sorted(set(sa) & set(sb))
+    if len(seeds) < 2:
+        c.reason = "fewer than two seeds finished at every lr both rows ran"
+        return
+    d = one_sample([sb[s] - sa[s] for s in seeds], seeds)
+    c.metric = f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g})"
+    c.difference = d
+    c.means = (statistics.mean(sa[s] for s in seeds), statistics.mean(sb[s] for s in seeds))
+    if c.part.effect is not None:
+        c.size = (c.part.effect.of(c.means[1]), c.part.effect.describe(c.means[1]))
+    c.p_for, c.p_against = d.p_above(0.0), d.p_below(0.0)
+
+
+def lr_sensitivity(row: Row, lrs: list[float]) -> dict[int, float]:
+    """{seed: mean over `lrs` of min(ℓ(η), ℓ₀) − min_η ℓ(η)}, at the untuned setting of each lr
+    (the first `tune` setting), for a metric that is minimized; a seed that diverged at some lr
+    counts as its initial loss ℓ₀ there."""
+    cells = [next(c for c in row.cells.values() if c.lr == lr) for lr in lrs]
+    out = {}
+    for k, seed in enumerate(cells[0].seeds):
+        capped = []
+        for cell in cells:
+            value, start = cell.values[k], cell.initial[k]
+            start = start if start is not None and math.isfinite(start) else math.inf
+            capped.append(min(value, start))
+        if all(math.isfinite(x) for x in capped):
+            out[seed] = statistics.mean(x - min(capped) for x in capped)
+    return out
 
 
 def ranks(values: dict[str, float], mode: str) -> dict[str, float]:
@@ -137,65 +257,95 @@ def average_ranks(rows: list[Row], mode: str, seed: int | None = None) -> dict[s
 
 
 def _seed_value(row: Row, seed: int) -> float | None:
-    values = row.values
-    return values[seed] if seed < len(values) else None
+    cell = row.chosen
+    if cell is None or seed not in cell.seeds:
+        return None
+    return cell.values[cell.seeds.index(seed)]
 
 
-def _average_rank(table: Table, row: str, others: list[str], rows: list[Row]) -> Verdict:
+def _rank_comparison(table: Table, part: ClaimPart, optim: str, other: str,
+                     rows: list[Row]) -> Comparison:
     mode = table.metric.mode
-    seeds = min((r.n for r in rows if r.mean is not None), default=0)
-    per_seed = [average_ranks(rows, mode, k) for k in range(seeds)]
+    c = Comparison(part, optim, other, "average rank over the variants")
+    seeds = sorted({s for r in rows if r.chosen for s in r.chosen.seeds})
+    per_seed = {s: average_ranks(rows, mode, s) for s in seeds}
+    diffs = [(s, per_seed[s][other] - per_seed[s][optim]) for s in seeds
+             if optim in per_seed[s] and other in per_seed[s]]
+    if len(diffs) < 2:
+        c.reason = f"{optim} and {other} did not both run with two seeds"
+        return c
     overall = average_ranks(rows, mode)
-    verdicts = []
-    for other in others:
-        a = [x[row] for x in per_seed if row in x and other in x]
-        b = [x[other] for x in per_seed if row in x and other in x]
-        if not a:
-            verdicts.append(Verdict("inconclusive", f"{row} and {other} did not both run"))
-            continue
-        diffs = [y - x for x, y in zip(a, b)]  # paired by seed: how much lower row's rank is
-        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-        verdicts.append(_rule(statistics.mean(diffs), se, len(diffs),
-                              f"average rank over variants: {row} {overall.get(row, 0):.3g}, "
-                              f"{other} {overall.get(other, 0):.3g} (per seed: {row} lower "
-                              f"by {statistics.mean(diffs):.3g} on average, n = {len(diffs)})"))
-    return _combine(verdicts)
+    c.difference = one_sample([d for _, d in diffs], [s for s, _ in diffs])
+    c.means = (overall.get(optim, math.nan), overall.get(other, math.nan))
+    if part.effect is not None:
+        c.size = (part.effect.of(c.means[1]), part.effect.describe(c.means[1]))
+    c.p_for, c.p_against = c.difference.p_above(0.0), c.difference.p_below(0.0)
+    return c
 
 
-def lr_sensitivity(row: Row, lrs: list[float]) -> list[float]:
-    """Per seed: mean over `lrs` of min(ℓ(η), ℓ₀) − min_η ℓ(η), at the untuned setting of each
-    lr (the first `tune` setting), for a metric that is minimized."""
-    cells = {lr: next(c for c in row.cells.values() if c.lr == lr) for lr in lrs}
-    seeds = min(len(c.values) for c in cells.values())
-    out = []
-    for k in range(seeds):
-        capped = []
-        for cell in cells.values():
-            value, start = cell.values[k], cell.initial[k]
-            start = start if start is not None and math.isfinite(start) else math.inf
-            capped.append(min(value, start))
-        if not all(math.isfinite(x) for x in capped):
-            continue
-        best = min(capped)
-        out.append(statistics.mean(x - best for x in capped))
-    return out
+# ---------------------------------------------------------------- the outcome of a comparison
 
 
-def _rule(d: float, se: float, seeds: int, numbers: str, kind: str = "better") -> Verdict:
-    text = f"{numbers}; 2·se = {Z * se:.3g}"
-    if seeds < MIN_SEEDS:
-        return Verdict("inconclusive", f"{text}; fewer than {MIN_SEEDS} seeds")
-    if kind == "matches":  # a claim of no difference fails when one shows beyond the noise
-        if abs(d) <= Z * se:
-            return Verdict("reproduced", f"{text}; equal within the noise")
-        return Verdict("not reproduced", f"{text}; a difference beyond the noise")
-    if d > Z * se:
-        return Verdict("reproduced", text)
-    if kind == "matches_or_beats" and d >= -Z * se:
-        return Verdict("reproduced", f"{text}; matches within the noise")
-    if d < -Z * se:
-        return Verdict("not reproduced", f"{text}; the difference goes the other way")
-    return Verdict("inconclusive", f"{text}; the difference is within the noise")
+def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
+             grids: dict) -> None:
+    if c.difference is None:
+        return  # decided (or not) by what ran
+    d = c.difference
+    if c.p_for < ALPHA:
+        c.outcome = "reproduced"
+    elif c.p_against < ALPHA:
+        c.outcome = "not reproduced"
+    elif c.size is not None and c.size[0] <= d.half_width:
+        needed = d.seeds_needed(c.size[0])
+        c.outcome = "underpowered"
+        c.reason = (f"the design detects differences of {d.half_width:.3g} or more, the claim is "
+                    f"about {c.size[0]:.3g}; "
+                    + (f"about {needed} seeds would detect it at the spread observed"
+                       if needed else "no number of seeds would at the spread observed"))
+        return
+    else:
+        c.outcome = "inconclusive"
+        c.reason = "the interval holds both outcomes"
+        return
+    if part.kind in ("sensitivity", "average_rank"):
+        return  # over the whole grid: no chosen lr to sit on an edge
+    by_label = {r.key.base: r for r in rows if not r.key.ablation}
+    claimed, other = by_label[c.claimed], by_label[c.other]
+    on_edge = {r.key.base: edges.edge(r, grids[r.label]) for r in (claimed, other)
+               if r.label in grids and edges.edge(r, grids[r.label])}
+    equal_kind = part.kind in ("matches", "matches_or_beats")
+    if c.outcome == "reproduced":
+        blocking = [k for k in on_edge if equal_kind or k == c.other]
+        if blocking:
+            c.outcome, c.reason = "inconclusive", (
+                f"the best lr of {', '.join(blocking)} is on the "
+                f"{'/'.join(on_edge[k] for k in blocking)} edge of its grid: it may be "
+                f"under-tuned, so the comparison is not a result")
+        elif equal_kind and table.metric.ceiling is not None and part.metric is None:
+            near = _saturated(table.metric, c, (claimed, other))
+            if near:
+                c.outcome, c.reason = "inconclusive", near
+    elif c.outcome == "not reproduced" and c.claimed in on_edge:
+        c.outcome, c.reason = "inconclusive", (
+            f"the best lr of {c.claimed} is on the {on_edge[c.claimed]} edge of its grid: it "
+            f"may be under-tuned, so losing is not a result")
+
+
+def _saturated(metric: Metric, c: Comparison, rows: tuple[Row, Row]) -> str:
+    """Why two rows are equal by construction, or "": both within the margin or their own
+    noise of the metric's ceiling."""
+    room = []
+    for row in rows:
+        values = row.values
+        noise = (Difference(0.0, statistics.stdev(values) / math.sqrt(len(values)),
+                            len(values) - 1, len(values), True).half_width
+                 if len(values) > 1 else 0.0)
+        gap = abs(metric.ceiling - statistics.mean(values))
+        if gap > max(noise, c.size[0] if c.size else 0.0):
+            return ""
+        room.append(f"{row.key.base} {gap:.3g} below")
+    return (f"both rows sit within the margin or their own noise of the ceiling "
+            f"{metric.ceiling:g} ({'; '.join(room)}): equal by construction, not a result")
 
 
 def _mean_of(row: Row, key: str) -> float | None:
@@ -203,3 +353,4 @@ def _mean_of(row: Row, key: str) -> float | None:
     xs = [r.get(key) for r in row.best_runs]
     xs = [x for x in xs if isinstance(x, (int, float))]
     return statistics.mean(xs) if xs else None
+

@@ -100,6 +100,20 @@ def test_a_scale_may_drop_optimizers_but_not_those_its_verdict_compares(tmp_path
                                                                    "than": "adamw"}))
     with pytest.raises(ValueError, match="verdict.kind must be one of"):
         spec.load("t")
+    # an equivalence claim states what counts as equal; a claim of difference does not
+    matches = {"kind": "matches", "row": "s3", "than": "adamw"}
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict=matches))
+    with pytest.raises(ValueError, match="a `matches` claim needs its margin δ"):
+        spec.load("t")
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict={**matches, "margin": {
+        "value": 0.01}}))
+    with pytest.raises(ValueError, match="needs a value > 0 and its source"):
+        spec.load("t")
+    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict={
+        "kind": "better", "row": "s3", "than": "adamw", "margin": {"value": 0.1,
+                                                                   "source": "x"}}))
+    with pytest.raises(ValueError, match="a margin is for `matches`"):
+        spec.load("t")
 
 
 def test_ablation_overrides_make_distinct_runs(mini_table):
@@ -130,9 +144,10 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch
     # the paper scale's sources, under the miniature, each setting with its kind
     assert "stands in for" in md and "| learning-rate grid | **assumption** | lr grid ours |" in md
     assert "Tuned, per optimizer (2 configuration(s) each" in md
-    # two seeds: the verdict cannot be decided, and says why
-    assert "**Verdict: inconclusive — val loss: s3" in md and "fewer than 3 seeds" in md
-    assert "seed noise" in md and "1.23" in md  # the paper's number, in its own column
+    # two seeds: a t interval with 1 df, far too wide to decide; the verdict says so
+    assert "**Verdict: inconclusive — s3 vs adamw: inconclusive (d " in md
+    assert "paired by seed (0, 1), t with 1 df" in md
+    assert "95% CI [" in md.split("Best of each set")[1] and "1.23" in md  # the paper's number
     # a two-point grid always has its best on an edge: one more lr per row, then flagged
     data = records.read(out)
     assert {label: len(grid) for label, grid in data.grids.items()} == {"adamw": 3, "s3": 3}
@@ -259,8 +274,8 @@ def _ratio_table(*ratios):
                       overrides=(), per_optimizer={}, optimizers={}, variants={"": ()},
                       lr_multipliers=(), seeds=(0,), metric=spec.Metric("final.val_loss"),
                       report=(), ratios=tuple(spec.Ratio(**r) for r in ratios), paper={},
-                      figures=(), extend_edges=0, verdict=None, regime="", average_rank=False,
-                      sources={})
+                      figures=(), extend_edges=0, claim_parts=(), untested="", regime="",
+                      average_rank=False, sources={})
 
 
 def test_ratio_columns_use_the_best_baseline_that_finished():
