@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, Task
+from tasks.train.base import Cost, DataNeed, Target, Task, generated
 from tasks.train.cost import training_memory
 
 
@@ -60,7 +60,7 @@ class NonSmoothTask(Task):
 
     @classmethod
     def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
-        return (DataNeed("samples", "(generated in the run)", True, ""),)
+        return (generated("samples"),)
 
     @classmethod
     def cost(cls, cfg: dict) -> Cost:

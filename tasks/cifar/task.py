@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from tasks.cifar import data
 from tasks.cifar.models import ARCHS, build_model
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, Task, keyed_generator, score_classifier
+from tasks.train.base import (
+    Cost,
+    DataNeed,
+    Target,
+    Task,
+    generated,
+    keyed_generator,
+    score_classifier,
+)
 from tasks.train.cost import image_classifier_cost
 
 
@@ -122,7 +130,7 @@ class CifarTask(Task):
         """The extracted CIFAR archive (the synthetic set is generated in the run)."""
         dataset = cfg["task"]["dataset"]
         if dataset == "synthetic":
-            return (DataNeed("synthetic images", "(generated in the run)", True, ""),)
+            return (generated("synthetic images"),)
         folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
         ready = all((folder / data.LAYOUT[dataset][0] / f).exists()
                     for f in data.LAYOUT[dataset][1] + data.LAYOUT[dataset][2])

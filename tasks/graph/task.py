@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tasks.graph import data
 from tasks.graph.models import GNN, mean_adjacency
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run
+from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run, generated
 from tasks.train.cost import training_memory
 
 
@@ -76,7 +76,7 @@ class GraphTask(Task):
         """The prepared GraphLand dataset (the synthetic graph is generated in the run)."""
         task = cfg["task"]
         if task["dataset"] == "synthetic":
-            return (DataNeed("synthetic graph", "(generated in the run)", True, ""),)
+            return (generated("synthetic graph"),)
         folder = Path(cfg["data_root"]).expanduser().absolute() / "graphland" / task["dataset"]
         return (DataNeed(f"graphland {task['dataset']}", str(folder),
                          (folder / f"graph_{task['split']}.npz").exists(),

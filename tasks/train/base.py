@@ -100,6 +100,11 @@ class DataNeed:
     prepare: str  # the command that prepares it ("" when the run prepares it itself)
 
 
+def generated(name: str) -> DataNeed:
+    """Data the run generates itself: nothing to prepare."""
+    return DataNeed(name, "(generated in the run)", True, "")
+
+
 @dataclass(frozen=True)
 class Cost:
     """What one run needs, estimated from its config alone (no data read, nothing trained).

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from tasks.train import checks
-from tasks.train.base import Cost, DataNeed, Target, Task, keyed_generator, score_classifier
+from tasks.train.base import (
+    Cost,
+    DataNeed,
+    Target,
+    Task,
+    generated,
+    keyed_generator,
+    score_classifier,
+)
 from tasks.train.cost import image_classifier_cost
 from tasks.vision import augment, data
 from tasks.vision.models import build_model
@@ -118,7 +126,7 @@ class ImageTask(Task):
         """The decoded image arrays (the synthetic set is generated in the run)."""
         dataset = cfg["task"]["dataset"]
         if dataset == "synthetic":
-            return (DataNeed("synthetic images", "(generated in the run)", True, ""),)
+            return (generated("synthetic images"),)
         folder = Path(cfg["data_root"]).expanduser().absolute() / dataset
         return (DataNeed(dataset, str(folder), data.is_prepared(folder),
                          f"python scripts/prepare_data.py {dataset} --source "
