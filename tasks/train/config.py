@@ -1,6 +1,7 @@
-"""Check a composed run config before anything trains (or is submitted), and build its parts.
-
-Every error names the config key at fault and, where the set is closed, the allowed values.
+"""Check a composed run config before anything trains (or is submitted): each component's own
+check (schedule, metrics, precision, logger, optimizer, task), the keys each reads, and, where
+the run trains, its device and data. Every error names the config key at fault and, where the
+set is closed, the allowed values.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 
 import torch
 from hydra.errors import InstantiationException
@@ -38,12 +38,6 @@ HARNESS_TASK_ARGS = ("seed", "device", "data_root", "grad_accum")
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
-
-
-def _is_number(value) -> bool:
-    """A finite int or float (inf and nan are no setting)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)
 
 
 def _positive_int(cfg: dict, key: str, minimum: int = 1) -> None:
