@@ -43,6 +43,7 @@ from sweeps.spec import ClaimPart, Metric, Table
 from sweeps.stats import ALPHA, Difference, difference, holm, one_sample
 
 OUTCOMES = ("reproduced", "not reproduced", "underpowered", "inconclusive", "no claim")
+INSIDE = "the interval holds both outcomes"
 
 
 @dataclass
@@ -63,12 +64,20 @@ class Comparison:
 
     @property
     def short(self) -> str:
+        """The comparison in the verdict line: its outcome, interval, detectable difference
+        and margin or claimed effect."""
         if self.difference is None:
             return f"{self.claimed} vs {self.other}: {self.outcome} ({self.reason})"
-        lo, hi = self.difference.interval
-        bound = f", δ {self.size[0]:.3g}" if self.part.margin is not None and self.size else ""
-        return (f"{self.claimed} vs {self.other}: {self.outcome} (d {self.difference.mean:+.4g}, "
-                f"95% CI [{lo:+.4g}, {hi:+.4g}]{bound})")
+        d = self.difference
+        lo, hi = d.interval
+        size = ""
+        if self.size is not None:
+            size = f", {'δ' if self.part.margin is not None else 'claimed effect'} " \
+                   f"{self.size[0]:.3g}"
+        blocked = f": {self.reason}" if self.outcome == "inconclusive" and self.reason != \
+            INSIDE else ""
+        return (f"{self.claimed} vs {self.other}: {self.outcome} (d {d.mean:+.3g}, 95% CI "
+                f"[{lo:+.3g}, {hi:+.3g}], detectable {d.half_width:.3g}{size}){blocked}")
 
     @property
     def detail(self) -> str:
@@ -117,13 +126,7 @@ def decide(table: Table, rows: list[Row], grids: dict | None = None) -> Verdict:
             _outcome(table, part, c, rows, grids or {})
         comparisons += mine
     result = combine([c.outcome for c in comparisons])
-    if len(comparisons) <= 4:
-        text = "; ".join(c.short for c in comparisons)
-    else:  # the details list each; the line counts them
-        outcomes = [c.outcome for c in comparisons]
-        text = f"{len(comparisons)} comparisons: " + ", ".join(
-            f"{outcomes.count(o)} {o}" for o in OUTCOMES if outcomes.count(o))
-    return Verdict(result, text,
+    return Verdict(result, "; ".join(c.short for c in comparisons),
                    [("" if not c.part.label else f"[{c.part.label}] ") + c.detail
                     for c in comparisons])
 
@@ -304,8 +307,7 @@ def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
                        if needed else "no number of seeds would at the spread observed"))
         return
     else:
-        c.outcome = "inconclusive"
-        c.reason = "the interval holds both outcomes"
+        c.outcome, c.reason = "inconclusive", INSIDE
         return
     if part.kind in ("sensitivity", "average_rank"):
         return  # over the whole grid: no chosen lr to sit on an edge
