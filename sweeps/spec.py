@@ -461,6 +461,8 @@ def _claim_part(name: str, table: Table, raw: dict, drop: tuple[str, ...]) -> Cl
     optimizers = set(table.optimizers)
     if kind == "average_rank":  # ranks average over the variants: it names optimizers
         rows = {optim: RowKey(optim) for optim in optimizers}
+    dropped = {RowKey(o, v, m).base: o for o in drop for v in ("", *table.variants)
+               for m in (table.lr_multipliers or (None,))}  # named, to say they were dropped
     needed = {o for ratio in table.ratios for o in ratio.versus}
 
     def resolve(key: str, label) -> list[RowKey]:
@@ -469,9 +471,9 @@ def _claim_part(name: str, table: Table, raw: dict, drop: tuple[str, ...]) -> Cl
             return [rows[label]]
         if label in optimizers:
             return [RowKey(label, variant) for variant in table.variants]
-        if label and str(label).split(" ")[0] in drop:
-            needed.add(str(label).split(" ")[0])
-            return [RowKey(str(label).split(" ")[0])]
+        if label in dropped:
+            needed.add(dropped[label])
+            return [RowKey(dropped[label])]
         raise SpecError(f"table {name}: verdict.{key} must name rows of the table (one of "
                         f"{sorted(rows)}) or its optimizers, got {label!r}")
 
