@@ -175,7 +175,7 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
 
 
 def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[str, int]:
-    """(the printed plan, number of invalid runs) of a table's runs (`sweeps.table.Run`s);
+    """(the printed plan, number of invalid runs) of a table's runs (`sweeps.spec.Run`s);
     writes nothing and trains nothing."""
     composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False)
     launcher = composed[0][1]["launcher"]
