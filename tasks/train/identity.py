@@ -172,6 +172,7 @@ class _Project:
 
     def __init__(self, root: Path):
         self.root = root
+        self._trees: dict[str, ast.Module] = {}  # parsed once per reading of the code
 
     def path(self, module: str) -> Path | None:
         """The file of a project module (a package's __init__.py), None if it is not ours."""
@@ -188,9 +189,10 @@ class _Project:
         path = self.path(module)
         return path is not None and path.name == "__init__.py"
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 (one project object per closure)
     def tree(self, module: str) -> ast.Module:
-        return ast.parse(self.path(module).read_text())
+        if module not in self._trees:
+            self._trees[module] = ast.parse(self.path(module).read_text())
+        return self._trees[module]
 
     def defining_module(self, target: str) -> str | None:
         """The module that defines `target` (`optim.S3` → `optim.s3`, through the package's
