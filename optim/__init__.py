@@ -16,7 +16,7 @@ import torch
 
 from optim.adan import Adan
 from optim.matrix import MatrixOptimizer
-from optim.muon import MuAdam, Muon, SoftMuon
+from optim.muon import MuAdam, Muon, MuonPE, SoftMuon
 from optim.registry import AUX, PRETRAIN_WD, RUN_LENGTH, SOFT, OptimSpec, markdown_table
 from optim.routing import infer_roles, is_matrix_optimizer, param_groups, param_roles
 from optim.s3 import S3
@@ -86,6 +86,13 @@ REGISTRY: tuple[OptimSpec, ...] = (
         config_differs={"aux_lr": AUX, "aux_betas": AUX, "aux_eps": AUX,
                         "aux_weight_decay": AUX}),
     OptimSpec(
+        "muon_pe", MuonPE, "the SMuon authors' Muon baseline (Massena et al. 2026, "
+        "arXiv:2605.19781; github deel-ai-papers/schatten-muon smuon/optimizers/baseline.py): "
+        "Polar Express, bias-corrected Nesterov", state_buffers=1, matrix=True,
+        example={"lr": 0.02, "aux_lr": 1e-2},
+        config_differs={"aux_lr": AUX, "aux_betas": AUX, "aux_eps": AUX,
+                        "aux_weight_decay": AUX}),
+    OptimSpec(
         "signum", Signum, "Bernstein et al. 2018, arXiv:1802.04434", state_buffers=1,
         fused=True, example={"lr": 1e-2},
         fused_variants={"": {"lr": 1e-2, "weight_decay": 0.1}}),
@@ -140,6 +147,6 @@ def readme_table() -> str:
 __all__ = [
     "BY_NAME", "MatrixOptimizer", "OptimSpec", "REGISTRY", "STATE_BUFFERS", "infer_roles",
     "is_matrix_optimizer", "ours", "param_groups", "param_roles", "readme_table",
-    "Adan", "HardSwitchSign", "Lion", "MuAdam", "Muon", "S3", "SMuon", "SignSGD", "Signum",
-    "SoftMuon", "SoftSignum", "StoSignSGD", "StochasticSign",
+    "Adan", "HardSwitchSign", "Lion", "MuAdam", "Muon", "MuonPE", "S3", "SMuon", "SignSGD",
+    "Signum", "SoftMuon", "SoftSignum", "StoSignSGD", "StochasticSign",
 ]

@@ -3,6 +3,8 @@ auxiliary AdamW for every other parameter (groups with `use_matrix=False`, see o
 
 Muon (Jordan et al. 2024): m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nesterov else m
                           θ ← θ·(1 − lr·λ) − lr·NS5(u)·sqrt(max(1, rows/cols))
+MuonPE:                   the SMuon authors' Muon: bias-corrected Nesterov momentum and the
+                          Polar Express schedule (the Muon row of the SMuon tables)
 MuAdam (arXiv:2510.10777): v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
                           θ ← θ·(1 − lr·λ) − lr·D ⊙ polar(D ⊙ n)
                           polar: by default the Polar Express schedule of the SMuon authors'
@@ -92,6 +94,35 @@ class Muon(MatrixOptimizer):
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
+
+
+class MuonPE(Muon):
+    """The SMuon authors' Muon baseline (deel-ai-papers/schatten-muon,
+    smuon/optimizers/baseline.py MuonWithAuxAdam), the Muon row of the SMuon tables:
+
+        m ← lerp(m, g, 1−β);  n = lerp(m/(1−β^t), g, 1−β)        (bias-corrected Nesterov)
+        θ ← θ·(1 − lr·λ) − lr·PE(n)·sqrt(max(1, rows/cols))
+
+    PE: the Polar Express schedule MUADAM_COEFFICIENTS on n/(‖n‖_F + 1e-7), five quintics, no
+    polish. Their defaults: lr 0.02, β 0.95; aux Adam lr 3e-4, betas (0.9, 0.95), eps 1e-10."""
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95,
+                 weight_decay: float = 0.0, ns_dtype: str = "auto", aux_lr=None,
+                 aux_betas=None, aux_eps=None, aux_weight_decay=None):
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=True,
+                         weight_decay=weight_decay, ns_steps=len(MUADAM_COEFFICIENTS),
+                         ns_dtype=ns_dtype, aux_lr=aux_lr, aux_betas=aux_betas,
+                         aux_eps=aux_eps, aux_weight_decay=aux_weight_decay)
+
+    def _momentum_direction(self, group, b: Batch) -> list[torch.Tensor]:
+        beta = group["momentum"]
+        m = b.buffers["momentum_buffer"]
+        torch._foreach_lerp_(m, b.grads, 1.0 - beta)
+        return [(m_i / (1.0 - beta ** st["step"])).lerp_(g, 1.0 - beta)
+                for m_i, g, st in zip(m, b.grads, b.states)]
+
+    def _polar(self, group, xs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return polar_express(xs, MUADAM_COEFFICIENTS, dtype)
 
 
 ORTHOGONALIZERS = ("polar_express", "newton_schulz")

@@ -1,11 +1,14 @@
 """SMuon: steepest descent in a Schatten-(p+1) geometry with a per-layer p chosen from data
-(Massena et al. 2026; arXiv:2605.19781).
+(Massena et al. 2026; arXiv:2605.19781), step for step as the authors' code runs it
+(github deel-ai-papers/schatten-muon @749ba8d, smuon/optimizers/adaptive.py
+SingleDeviceSMuonWithAuxAdam / SMuonWithAuxAdam).
 
-    m ← lerp(m, g, 1−β1);  m̂ = m/(1−β1^t);  n = lerp(m̂, g, 1−β1)
-    moment_type none:   O = U_n Σ_n^(1/p) V_nᵀ, Frobenius norm pinned to Muon's (√min(rows, cols))
-    moment_type adam:   D = (v̂ + ε)^(−1/4);        O = D ⊙ powered(D ⊙ n), pinned as below
-    moment_type padam:  D = (v̂ + ε)^(−1/(2(p+1))); O = D ⊙ powered(D ⊙ n), pinned as below
-    θ ← θ·(1 − lr·λ) − lr·O
+    m ← lerp(m, g, 1−β1);  n = lerp(m/(1−β1^t), g, 1−β1)          (bias-corrected Nesterov)
+    moment_type none:   g̃ = n
+    moment_type adam:   D = (v̂ + ε)^(−1/4);         g̃ = D ⊙ n
+    moment_type padam:  D = (v̂ + ε)^(−1/(2(p+1)));  g̃ = D ⊙ n      (v̂ = v/(1−β2^t), v of g²)
+    O = U·Σ^(1/p)·Vᵀ of g̃ (then D ⊙ O), pinned: O ← O·target/(‖O‖_F + 1e-8)
+    θ ← θ·(1 − lr·λ) − lr·O;  a matrix with ‖g̃‖_F < 1e-8 is left alone (no step, no decay)
 Norm pinning (`pin`), as the authors' code: the update's Frobenius norm is set to a target that
 does not depend on the gradient's spectrum, so one lr transfers across p.
     kappa (default): adam/padam → √min(rows, cols)·κ^(1/p), with
@@ -14,31 +17,27 @@ does not depend on the gradient's spectrum, so one lr transfers across p.
                      Muon's step at p=∞, the aux Adam's per-coordinate step at p=1;
                      none → √min(rows, cols) (no Adam end to move towards).
     muon:            √min(rows, cols) for every type (the authors' kappa_pin=False).
-    none:            adam/padam unpinned, D ⊙ powered(D ⊙ n)·sqrt(max(1, rows/cols)) (an option
-                     of ours, not the authors').
-No rows/cols factor on a pinned update: √max(rows, cols) in κ already carries the size scaling.
-Special cases: none, p=1 → normalized momentum SGD; none, p=∞ → Muon's direction (exact polar;
-tall matrices without Muon's rows/cols factor);
+    none:            adam/padam unpinned, O·sqrt(max(1, rows/cols)) (an option of ours, not
+                     the authors').
+Special cases: none, p=1 → normalized momentum SGD; none, p=∞ → Muon's direction;
 padam, p=1 → Adam's n/sqrt(v̂ + ε) up to the pin; adam, p=∞ → MuAdam's D ⊙ polar(D ⊙ n) up to
 the pin.
 
-Choosing p, per layer, at step `first_select` and every `select_every` steps (unless `fixed_p`):
-with m̂ = Σ σ_i u_i v_iᵀ, the raw gradient G and the layer's input Gram A·Aᵀ,
-    C_i = u_iᵀ G v_i,  B_i = v_iᵀ (A·Aᵀ) v_i   (both EMA-smoothed with `stat_ema`)
-    tightness:       J(p) = (Σ C_i σ_i^(1/p))² / Σ B_i σ_i^(2/p)
-    exact_momentum:  J(p) = (Σ C_i σ_i^(1/p))² / (‖A‖²_{S_k} · ‖σ^(1/p)‖²_{ℓ_{p+1}}),
-                     k = 2(p+1)/(p−1)
-and p = argmax J on [p_min, p_max], for all same-shape layers at once on the device
-(optim/p_selection.py: a grid, then golden-section search; `approx_*` criteria from a top-k SVD
-and a bounded tail). N is the step's direction n (Nesterov, as the authors' code); C and B, and
-for exact_momentum the Gram's eigenvalues, are EMA-smoothed with `stat_ema` (the authors'
-sv_momentum). Input Grams come from forward hooks that `attach(model)` installs; they record
-only before selection steps and are summed over data-parallel ranks. A matrix with no hooked
-module uses A·Aᵀ = I.
+The map Σ ↦ Σ^(1/p) (`exact=False`, the default) is the authors' (optim/spectral.py
+`schatten_power_authors`): the Polar Express factor, a binomial series of order ≤ 5 around it,
+and the plain polar factor wherever 1/p ≤ 1.01/p_max; same-shape matrices (transposes grouped
+with their shape, as theirs) form one batch, and a batch of more than one matrix takes the polar
+branch below 1.01/10 whatever p_max (their batched call leaves pmax at 10). The series is 2-22%
+off the exact map on condition numbers 10-100: the method as run. `exact=True` takes the fp64
+eigendecomposition of U·Σ^(1/p)·Vᵀ for every p instead (the reference).
 
-The map Σ ↦ Σ^(1/p) is matmul-only by default (optim/spectral.py `schatten_power_fast`: polar
-factor by Newton–Schulz, then the authors' binomial series), batched over same-shape matrices;
-`exact=True` takes the fp64 eigendecomposition instead.
+Choosing p (optim/p_selection.py: the criteria as theirs), per layer, unless `fixed_p`: p
+starts at p_max and is chosen again before the update of steps first_select+1 and
+k·select_every+1 (the authors' loop selects at its 0-based steps 10, 100, 200, ...), from the
+raw gradient, the momentum buffer before the step and the input Gram AᵀA that forward hooks
+(`attach(model)`) record in that step's training forward: each hooked module's first call
+(a micro-batch), summed over its rows, not averaged, summed over data-parallel ranks. A matrix
+with no recorded Gram, or with a NaN in its gradient or Gram, keeps its p.
 """
 
 from __future__ import annotations
@@ -52,12 +51,20 @@ import torch.nn.functional as F
 
 from optim._common import Batch, check_beta, check_lr_wd, muon_scale, require
 from optim.matrix import MatrixOptimizer
-from optim.p_selection import CRITERIA, Spectrum, fit_tail, maximize
-from optim.spectral import as_matrix, batched, ns_dtype_for, schatten_power, schatten_power_fast
+from optim.p_selection import CRITERIA
+from optim.spectral import (
+    AUTHORS_BATCH_P_MAX,
+    POLAR_ABOVE,
+    as_matrix,
+    ns_dtype_for,
+    schatten_power,
+    schatten_power_authors,
+)
 
 MOMENT_TYPES = ("none", "adam", "padam")
 PINS = ("kappa", "muon", "none")
 KAPPA_REGIMES = ("noisy", "determ")
+SKIP_BELOW = 1e-8  # ‖g̃‖_F under which the authors leave a matrix alone
 
 
 class SMuon(MatrixOptimizer):
@@ -85,6 +92,8 @@ class SMuon(MatrixOptimizer):
         require(fixed_p is None or fixed_p >= 1.0, "fixed_p", fixed_p, "None or >= 1 (inf ok)")
         require(isinstance(select_every, int) and select_every > 0, "select_every",
                 select_every, "a positive integer")
+        require(isinstance(first_select, int) and first_select >= 0, "first_select",
+                first_select, "an integer >= 0")
         require(0.0 <= stat_ema < 1.0, "stat_ema", stat_ema, "in [0, 1)")
         require(0.0 < approx_rank <= 1.0, "approx_rank", approx_rank, "in (0, 1]")
         require(isinstance(approx_min_rank, int) and approx_min_rank >= 1, "approx_min_rank",
@@ -101,7 +110,7 @@ class SMuon(MatrixOptimizer):
         super().__init__(params, defaults, {"aux_lr": aux_lr, "aux_betas": aux_betas,
                                             "aux_eps": aux_eps,
                                             "aux_weight_decay": aux_weight_decay})
-        self._grams: dict[torch.Tensor, list] = {}  # param → [Σ xᵀx, rows]
+        self._grams: dict[torch.Tensor, torch.Tensor] = {}  # weight → AᵀA of this step
         self._names: dict[torch.Tensor, str] = {}
         self._hooks = []
         self._recording = False
@@ -122,7 +131,8 @@ class SMuon(MatrixOptimizer):
 
     def _make_hook(self, weight):
         def hook(module, inputs, output):
-            if not self._recording:
+            # a training forward before a selection step; the first call (micro-batch) only
+            if not self._recording or not torch.is_grad_enabled() or weight in self._grams:
                 return
             x = inputs[0].detach()
             if isinstance(module, nn.Linear):
@@ -131,20 +141,14 @@ class SMuon(MatrixOptimizer):
                 patches = F.unfold(x.float(), module.kernel_size, module.dilation,
                                    module.padding, module.stride)
                 rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-            gram, count = self._grams.get(weight, [0.0, 0])
-            self._grams[weight] = [gram + rows.T @ rows, count + rows.shape[0]]
+            self._grams[weight] = rows.T @ rows
         return hook
 
     def _input_gram(self, p) -> torch.Tensor | None:
-        if p not in self._grams:
-            return None
-        gram, count = self._grams.pop(p)
-        if dist.is_available() and dist.is_initialized():
-            count_t = torch.tensor(float(count), device=gram.device)
+        gram = self._grams.pop(p, None)
+        if gram is not None and dist.is_available() and dist.is_initialized():
             dist.all_reduce(gram)
-            dist.all_reduce(count_t)
-            count = count_t.item()
-        return gram / max(count, 1)
+        return gram
 
     # ------------------------------------------------------------ choosing p
 
@@ -156,82 +160,52 @@ class SMuon(MatrixOptimizer):
         return 1
 
     def _is_selection_step(self, t: int) -> bool:
-        group = next(g for g in self.param_groups if g["use_matrix"]) if any(
-            g["use_matrix"] for g in self.param_groups) else None
+        """Whether p is chosen before the update of (1-based) step t."""
+        group = next((g for g in self.param_groups if g["use_matrix"]), None)
         if group is None or group["fixed_p"] is not None:
             return False
-        return t == group["first_select"] or t % group["select_every"] == 0
+        done = t - 1  # the authors' 0-based loop counter at that step
+        return done == group["first_select"] or (done > 0 and done % group["select_every"] == 0)
 
-    def _spectra(self, group, directions, grads, grams, states) -> Spectrum:
-        """The statistics the criterion needs, for a batch of same-shape layers (float64), with
-        C, B and the Gram's eigenvalues EMA-smoothed in each layer's state."""
-        n = torch.stack([as_matrix(d).float() for d in directions])
-        g = torch.stack([as_matrix(x).float() for x in grads])
-        cols = n.shape[-1]
-        gram = torch.stack([a if a is not None else torch.eye(cols, device=n.device)
-                            for a in grams])
-        min_dim = min(n.shape[-2:])
-        approx = group["criterion"].startswith("approx")
-        if approx:
-            k = min(min_dim, max(group["approx_min_rank"], int(group["approx_rank"] * min_dim)))
-            u, sigma, v = torch.svd_lowrank(n, q=min(k + 20, min_dim), niter=4)
-            u, sigma, v = u[..., :k], sigma[..., :k], v[..., :k]
-        else:
-            u, sigma, vh = torch.linalg.svd(n, full_matrices=False)
-            v = vh.mT
-        C = torch.einsum("bmi,bmn,bni->bi", u, g, v)
-        B = torch.einsum("bni,bnk,bki->bi", v, gram, v)
-        eigs = torch.linalg.eigvalsh(gram) if "momentum" in group["criterion"] else \
-            torch.ones_like(gram[..., 0])
-        ema = group["stat_ema"]
-        for i, st in enumerate(states):
-            for key, value in (("C_ema", C[i]), ("B_ema", B[i]), ("gram_eigs_ema", eigs[i])):
-                if key in st and st[key].shape == value.shape:
-                    st[key].lerp_(value, 1.0 - ema)
-                else:
-                    st[key] = value.clone()
-        stacked = {key: torch.stack([st[key] for st in states]).double()
-                   for key in ("C_ema", "B_ema", "gram_eigs_ema")}
-        top = sigma.double().amax(-1, keepdim=True).clamp(min=1e-30)
-        spec = Spectrum(sigma.double() / top, stacked["C_ema"], stacked["B_ema"],
-                        stacked["gram_eigs_ema"])
-        if approx and sigma.shape[-1] < min_dim:
-            nd = n.double()
-            total_N = (g.double() * nd).sum((-2, -1)) / top.squeeze(-1)
-            total_D = torch.einsum("bmn,bnk,bmk->b", nd, gram.double(), nd) / top.squeeze(-1)**2
-            spec.tail_ranks, spec.tail_scale, spec.tail_alpha = fit_tail(spec.sigma, min_dim)
-            spec.tail_N = total_N - (spec.C * spec.sigma).sum(-1)
-            spec.tail_D = (total_D - (spec.B * spec.sigma**2).sum(-1)).clamp(min=0.0)
-        return spec
-
-    def _select_p(self, group, params, states, directions, grads) -> None:
-        """Choose p for every matrix of the group, one batch per shape; one transfer of all the
-        chosen values to the host."""
-        criterion = CRITERIA[group["criterion"]]
-        grams = [self._input_gram(param) for param in params]
-        chosen = {}
-        shapes: dict = {}
-        for i, d in enumerate(directions):
-            shapes.setdefault(tuple(as_matrix(d).shape), []).append(i)
-        for index in shapes.values():
-            spec = self._spectra(group, [directions[i] for i in index],
-                                 [grads[i] for i in index], [grams[i] for i in index],
-                                 [states[i] for i in index])
-            p = maximize(lambda ps, spec=spec: criterion(spec, ps), len(index),
-                         group["p_min"], group["p_max"], device=spec.sigma.device)
-            chosen.update(zip(index, p))
-        values = torch.stack([chosen[i] for i in range(len(directions))]).tolist()
-        for st, p in zip(states, values):
-            st["p"] = p
+    def _select_p(self, group, b: Batch) -> None:
+        """p for each matrix of the batch that has a recorded Gram (before this step's
+        momentum update: the criteria read the buffer as it was)."""
+        choose = CRITERIA[group["criterion"]]
+        beta = group["beta1"]
+        for param, st, g in zip(b.originals, b.states, b.grads):
+            gram = self._input_gram(param)
+            if gram is None:
+                continue
+            grad = as_matrix(g).float()
+            if not (torch.isfinite(grad).all() and torch.isfinite(gram).all()):
+                continue
+            mom = as_matrix(st["exp_avg"]).float() / (1.0 - beta ** st["step"])
+            st["p"] = choose(st, grad, mom, gram.float(), beta, group["stat_ema"],
+                             group["p_min"], group["p_max"], rank=group["approx_rank"],
+                             min_rank=group["approx_min_rank"])
 
     # ------------------------------------------------------------ the update
 
     def _powered(self, group, matrices: list[torch.Tensor], ps: list[float]):
-        """U·Σ^(1/p)·Vᵀ of each 2-D matrix, in fp32: exact, or batched by shape, matmuls only."""
+        """U·Σ^(1/p)·Vᵀ of each 2-D matrix, in fp32: exact, or the authors' map batched by
+        shape (a matrix and its transpose together)."""
         if group["exact"]:
             return [schatten_power(x, p) for x, p in zip(matrices, ps)]
         dtype = ns_dtype_for(matrices[0].device, group["ns_dtype"])
-        return batched(lambda xs, p: schatten_power_fast(xs, p, dtype), matrices, ps)
+        normalize = group["moment_type"] == "none"
+        out: list = [None] * len(matrices)
+        batches: dict = {}
+        for i, x in enumerate(matrices):
+            batches.setdefault(tuple(sorted(x.shape)), []).append(i)
+        for index in batches.values():
+            wide = [matrices[i].mT if matrices[i].size(0) > matrices[i].size(1)
+                    else matrices[i] for i in index]
+            p_max = group["p_max"] if len(index) == 1 else AUTHORS_BATCH_P_MAX
+            powered = schatten_power_authors(torch.stack(wide), [ps[i] for i in index],
+                                             POLAR_ABOVE / p_max, normalize, dtype)
+            for i, y in zip(index, powered):
+                out[i] = y.mT if matrices[i].size(0) > matrices[i].size(1) else y
+        return out
 
     def _target_norm(self, group, shape, p: float) -> float:
         """The Frobenius norm the update is pinned to (see the module docstring)."""
@@ -253,17 +227,16 @@ class SMuon(MatrixOptimizer):
         if not len(b):
             return
         beta1, beta2 = group["beta1"], group["beta2"]
-        selecting = self._is_selection_step(b.states[0]["step"])
-        directions, scales = [], []
-        for st, g in zip(b.states, b.grads):
-            t = st["step"]
+        for st in b.states:
             st.setdefault("p", group["fixed_p"] if group["fixed_p"] is not None
                           else group["p_max"])
-            m = st["exp_avg"].lerp_(g, 1.0 - beta1)
-            directions.append((m / (1.0 - beta1**t)).lerp(g, 1.0 - beta1))
-        if selecting:
-            self._select_p(group, b.originals, b.states, directions, b.grads)
+        if self._is_selection_step(b.states[0]["step"]):
+            self._select_p(group, b)
         ps = [st["p"] for st in b.states]
+        directions, scales = [], []
+        for st, g in zip(b.states, b.grads):
+            m = st["exp_avg"].lerp_(g, 1.0 - beta1)
+            directions.append((m / (1.0 - beta1 ** st["step"])).lerp(g, 1.0 - beta1))
         inputs = directions
         if precond:
             for st, g, p in zip(b.states, b.grads, ps):
@@ -271,21 +244,26 @@ class SMuon(MatrixOptimizer):
                 e = -0.25 if group["moment_type"] == "adam" else -1.0 / (2.0 * (p + 1.0))
                 scales.append((v / (1.0 - beta2 ** st["step"])).add_(group["eps"]).pow_(e))
             inputs = [d * n for d, n in zip(scales, directions)]
+        # the authors skip a matrix whose g̃ is (numerically) zero; a 0/1 weight per matrix
+        # does the same without a trip to the host
+        keep = [(x.norm() >= SKIP_BELOW).to(x.dtype) for x in inputs]
         powered = self._powered(group, [as_matrix(x) for x in inputs], ps)
         updates = []
         for i, (n, o, p) in enumerate(zip(directions, powered, ps)):
-            o = o.view_as(n).to(n.dtype)
+            o = o.reshape(n.shape).to(n.dtype)
             if precond:
                 o = scales[i] * o
             if group["pin"] == "none":
                 o = o * muon_scale(n.shape)
             else:
                 target = self._target_norm(group, as_matrix(n).shape, p)
-                o = o * (target / o.norm().clamp(min=1e-30))
-            updates.append(o)
+                o = o * (target / (o.norm() + 1e-8))
+            updates.append(o * keep[i])
         self._grams.clear()
         self._recording = self._is_selection_step(b.states[0]["step"] + 1)
-        b.decay(group["lr"], group["weight_decay"])
+        if group["weight_decay"]:
+            decay = [1.0 - group["lr"] * group["weight_decay"] * k for k in keep]
+            torch._foreach_mul_(b.params, decay)
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
 

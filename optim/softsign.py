@@ -11,7 +11,13 @@ The temperatures τ_j are computed once, at the first soft step, for each param 
 pooled momentum entries are modelled as a folded Cauchy(μ = median, s = MAD), q_j is its
 ρ_j = j/N quantile, and τ_j = atanh(1 − ε)/q_j clamped to [1, τ_max] — so a share ρ_j of the
 coordinates is magnitude-sensitive at soft step j and the rest saturated. Past step T the last τ
-is kept. T (`total_steps`) comes from the run config (conf/optim/*.yaml: `${steps}`).
+is kept. τ_max defaults to 20, the official SoftSignum class's `tmax` (github
+brain-lab-research/softsign); the schedule as the paper's text describes it, unclamped, is
+`tau_max=1e9` (the official SoftMuon's and schedule helper's value). With 20 and momenta of
+~1e-3, τ is clamped from the first soft step: |τ·u| ≪ 1 for most coordinates, so the soft phase
+is momentum SGD at lr·τ; with 1e9 the unsaturated share follows ρ_j and the update stays
+sign-like until the last steps (tests/test_optim_math.py measures both). T (`total_steps`)
+comes from the run config (conf/optim/*.yaml: `${steps}`).
 The schedule lives in the param group, so it round-trips through state_dict.
 Each step is one kernel per tensor (`_switched_kernel`; compiled with `fused=True`, see
 optim/_fused.py); `fused=False` runs the same math as foreach ops, 3-7x faster than the eager
@@ -126,7 +132,7 @@ class SoftSignum(_SwitchedSign):
     after_switch = "soft"
 
     def __init__(self, params, lr: float = 1e-3, total_steps: int | None = None,
-                 sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
+                 sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 20.0,
                  newton_steps: int = 10, momentum: float = 0.9, nesterov: bool = False,
                  dampening: float = 0.0, weight_decay: float = 0.0, fused: bool = False):
         require(0.0 < eps < 1.0, "eps", eps, "in (0, 1)")

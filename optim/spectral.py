@@ -14,10 +14,10 @@
     al. 2025, arXiv:2505.16932; `polar_coefficients` derives them), then one fp32 Newton step.
   - `soft_sign_fast`: SoftMuon's (X·Xᵀ + τ⁻²·I)^(−1/2)·X is the first block of the polar factor
     of [X, τ⁻¹·I]: one `polar` of a matrix τ⁻¹ wider, no series.
-  - `schatten_power_fast`: U·Σ^(1/p)·Vᵀ = M^(1/p)·P with P the polar factor and M = X·Pᵀ =
-    U·Σ·Uᵀ; M^(1/p) by the binomial series of (I + E)^(1/p), E = M/‖X‖_S4 − I, in Horner form,
-    its order the smallest that meets a stated L∞ tolerance on [floor, 1] (as the SMuon authors'
-    code does, github deel-ai-papers/schatten-muon).
+- The SMuon authors' map, `schatten_power_authors` (SMuon's default): U·Σ^(1/p)·Vᵀ = M^(1/p)·P
+  with P their Polar Express factor and M = X·Pᵀ = U·Σ·Uᵀ; M^(1/p) by the binomial series of
+  (I + E)^(1/p), E = M/‖X‖_S4 − I, its order the smallest that meets their L∞ tolerance
+  (github deel-ai-papers/schatten-muon, smuon/p_root.py).
 """
 
 from __future__ import annotations
@@ -257,61 +257,95 @@ def soft_sign_fast(x: torch.Tensor, tau: float, dtype: torch.dtype = torch.float
     return out.mT if transposed else out
 
 
+# ---------------------------------------------------------------- the SMuon authors' map
+
+# smuon/p_root.py fractional_power_from_polar as smuon/optimizers/adaptive.py
+# schatten_update_batched calls it (github deel-ai-papers/schatten-muon @749ba8d): eigen_floor,
+# linf_tol, max_extra_iters, lambda_reg, and p_threshold = POLAR_ABOVE / p_max
+AUTHORS_FLOOR, AUTHORS_TOLERANCE, AUTHORS_MAX_ORDER, AUTHORS_SHIFT = 1e-3, 5e-3, 5, 1e-4
+POLAR_ABOVE = 1.01
+AUTHORS_BATCH_P_MAX = 10.0  # their batched call leaves pmax at this default
+
+
+def polar_express_s4(w: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(≈ U·Vᵀ in `dtype`, 1/‖w‖_S4) of wide matrices w by the Polar Express schedule
+    MUADAM_COEFFICIENTS, the first step normalizing by ‖w‖_S4 = ‖w·wᵀ‖_F^(1/2) read off its
+    own Gram (as the authors' zeropower_via_newtonschulz5 in p_root.py), no polish."""
+    y = w.to(dtype)
+    s_inv = None
+    for i, (a, b, c) in enumerate(MUADAM_COEFFICIENTS):
+        gram = y @ y.mT
+        if i == 0:  # clamped: a zero matrix (an update SMuon skips) stays finite
+            s_inv = gram.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-30).rsqrt()
+            y = y * s_inv
+            gram = gram * (s_inv * s_inv)
+        y = a * y + (b * gram + c * (gram @ gram)) @ y
+    return y, s_inv
+
+
 @functools.lru_cache(maxsize=4096)
-def binomial_order(exponent: float, floor: float, tolerance: float, max_order: int) -> int:
-    """The smallest order k of the series of x^exponent = (1 + (x−1))^exponent whose error is
-    at most `tolerance` on [floor, 1] (max_order where none is). A pure function of its
-    arguments, remembered: p changes only when SMuon selects it."""
-    x = torch.logspace(math.log10(floor), 0.0, 400, dtype=torch.float64)
-    exact, approx, term = x.pow(exponent), torch.ones_like(x), torch.ones_like(x)
-    coefficient = 1.0
-    for k in range(1, max_order + 1):
-        coefficient *= (exponent - k + 1) / k
-        term = term * (x - 1.0)
-        approx = approx + coefficient * term
-        if (exact - approx).abs().max().item() <= tolerance:
+def authors_series_order(exponents: tuple[float, ...]) -> int:
+    """The authors' choice of the binomial order for a batch: the smallest k ≤
+    AUTHORS_MAX_ORDER whose L∞ error, the largest over the batch's exponents and 200 fp32
+    points log-spaced on [AUTHORS_FLOOR, 1], is ≤ AUTHORS_TOLERANCE (else the maximum)."""
+    a = torch.tensor(exponents, dtype=torch.float32)
+    x = torch.logspace(math.log10(AUTHORS_FLOOR), 0.0, 200, dtype=torch.float32)
+    diff = x - 1.0
+    exact = x.unsqueeze(0) ** a.unsqueeze(1)
+    approx, power, coefficient = torch.ones_like(exact), torch.ones_like(exact), torch.ones_like(a)
+    for k in range(1, AUTHORS_MAX_ORDER + 1):
+        coefficient = coefficient * (a - k + 1) / k
+        power = power * diff.unsqueeze(0)
+        approx = approx + coefficient.unsqueeze(1) * power
+        if (exact - approx).abs().max().item() <= AUTHORS_TOLERANCE:
             return k
-    return max_order
+    return AUTHORS_MAX_ORDER
 
 
-# the SMuon authors' defaults (github deel-ai-papers/schatten-muon, smuon/optimizers/adaptive.py:
-# epsilon, linf_tol, max_extra_iters, lambda_reg)
-SERIES_FLOOR, SERIES_TOLERANCE, SERIES_MAX_ORDER, SERIES_SHIFT = 1e-3, 5e-3, 5, 1e-4
+def schatten_power_authors(x: torch.Tensor, ps: list[float], polar_below: float,
+                           normalize: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """≈ U·Σ^(1/p)·Vᵀ of a batch x (B, rows, cols), one p per matrix, as the SMuon authors
+    compute it (the default map of optim.SMuon; the paper's numbers come from it):
 
+    1. if every 1/p is 1: x itself; if every 1/p ≤ polar_below: the Polar Express factor;
+    2. P = the Polar Express factor of x/‖x‖_S4 (iterations in `dtype`), one fp32 Newton polish;
+    3. M = sym((x/‖x‖_S4)·Pᵀ) + λ·I, E = M − I; M^(1/p) by the binomial series in E of the
+       order `authors_series_order` picks for the whole batch (Horner form);
+    4. out = (P + S·P)·‖x‖_S4^(1/p) (no rescaling when `normalize`), and P itself for the
+       matrices whose 1/p ≤ polar_below.
 
-def schatten_power_fast(x: torch.Tensor, p, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """≈ U·Σ^(1/p)·Vᵀ of x (a matrix, or a batch with p a float or one per matrix), p ≥ 1, in
-    fp32: M^(1/p)·P with P ≈ U·Vᵀ and M = (X/‖X‖_S4)·Pᵀ ≈ U·(Σ/‖X‖_S4)·Uᵀ, eigenvalues in
-    [0, 1]; M^(1/p) by the binomial series of (I + E)^(1/p), E = M + shift·I − I, of the
-    smallest order meeting SERIES_TOLERANCE on [SERIES_FLOOR, 1] (at most SERIES_MAX_ORDER;
-    the batch takes its largest), scaled back by ‖X‖_S4^(1/p). p = ∞ is the polar factor.
-
-    Accuracy against the exact map (measured, tests/test_spectral_fast.py): the series is the
-    authors' approximation, exact for singular values near ‖X‖_S4 and coarse far below it
-    (x^(1/p) at x = 1e-3 is off by up to 0.3 at order 5), so the result follows U·T(Σ)·Vᵀ,
-    T the truncated series, within the polar factor's error (≤ 3%)."""
+    Against the exact map it is 2–22% off on condition numbers 10–100 (the series is coarse far
+    below ‖x‖_S4): that is the method as run. Returns fp32 (bf16 for the polar-only case in
+    bf16, as theirs)."""
     w, transposed = _wide(x.float())
-    ps = [float(p)] * (w.shape[0] if w.ndim == 3 else 1) if not isinstance(p, (list, tuple)) \
-        else [float(v) for v in p]
-    exponents = [1.0 / v if math.isfinite(v) else 0.0 for v in ps]
-    order = max((binomial_order(a, SERIES_FLOOR, SERIES_TOLERANCE, SERIES_MAX_ORDER)
-                 for a in exponents if a > 0), default=0)
-    pol, s_inv = _polar_wide(w, dtype)
-    if order == 0:
-        out = pol
+    exponents = [1.0 / p if math.isfinite(p) else 0.0 for p in ps]
+    if all(e == 1.0 for e in exponents):
+        return x
+    if all(e <= polar_below for e in exponents):
+        pol, _ = polar_express_s4(w, dtype)
+        return pol.mT if transposed else pol
+    pol, s_inv = polar_express_s4(w, dtype)
+    pol = pol.float()
+    eye = torch.eye(w.size(-2), dtype=torch.float32, device=w.device)
+    pol = (1.5 * eye - 0.5 * (pol @ pol.mT)) @ pol
+    sym = (w * s_inv.float()) @ pol.mT
+    e_mat = 0.5 * (sym + sym.mT) + (AUTHORS_SHIFT - 1.0) * eye
+    order = authors_series_order(tuple(exponents))
+    a = torch.tensor(exponents, dtype=torch.float32, device=w.device).view(-1, 1, 1)
+    c = [torch.ones_like(a)]
+    for j in range(1, order + 1):
+        c.append(c[-1] * (a - j + 1) / j)
+    if order == 1:
+        series = c[1] * e_mat
     else:
-        shape = (-1, 1, 1) if w.ndim == 3 else ()
-        a = torch.tensor(exponents, dtype=torch.float32, device=w.device).view(shape)
-        eye = torch.eye(w.size(-2), dtype=w.dtype, device=w.device)
-        sym = (w * s_inv) @ pol.mT
-        e = 0.5 * (sym + sym.mT) + (SERIES_SHIFT - 1.0) * eye
-        coefficients = [torch.ones_like(a)]
-        for j in range(1, order + 1):
-            coefficients.append(coefficients[-1] * (a - j + 1) / j)
-        series = coefficients[order] * e  # Horner: Σ_{j≥1} c_j E^j, one matmul per order
-        for j in range(order - 1, 0, -1):
-            series = (series + coefficients[j] * eye) @ e
-        out = (pol + series @ pol) * s_inv.pow(-a)
+        series = c[order] * e_mat + c[order - 1] * eye
+        for j in range(order - 2, 0, -1):
+            series = series @ e_mat + c[j] * eye
+        series = series @ e_mat
+    out = pol + series @ pol
+    if not normalize:
+        out = (1.0 / s_inv.float()) ** a * out
+    out = torch.where(a <= polar_below, pol, out)
     return out.mT if transposed else out
 
 
