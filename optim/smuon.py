@@ -141,8 +141,18 @@ class SMuon(MatrixOptimizer):
                 patches = F.unfold(x.float(), module.kernel_size, module.dilation,
                                    module.padding, module.stride)
                 rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-            self._grams[weight] = rows.T @ rows
+            self.record_input_gram(weight, rows.T @ rows)
         return hook
+
+    def record_input_gram(self, weight: torch.Tensor, gram: torch.Tensor) -> None:
+        """AᵀA of `weight`'s input for the coming selection step (what the hooks record; for
+        layers no hook reaches, and for benchmarks)."""
+        self._grams[weight] = gram
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        # attach() may have run before the state existed: record for the step that comes next
+        self._recording = self._is_selection_step(self._next_step())
 
     def _input_gram(self, p) -> torch.Tensor | None:
         gram = self._grams.pop(p, None)

@@ -53,10 +53,17 @@ def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
     report = json.loads((tmp_path / "optim_step_cpu.json").read_text())
     assert "elementwise" not in report and "vs_torch_muon" not in report
     results = report["muon_family"]["results"]
-    assert set(results) == set(rows) | {"muon", "smuon_select", "smuon_exact_select",
+    assert set(results) == set(rows) | {"muon", "muon_pe", "smuon_select", "smuon_exact_select",
                                         "smuon_amortized", "smuon_exact_amortized"}
     assert results["muon"]["vs_muon"] == 1.0 and results["muon"]["training_step_overhead"] == 0
+    assert results["muon_pe"]["vs_muon_pe"] == 1.0
+    assert results["smuon"]["vs_muon_pe"] == pytest.approx(
+        results["smuon"]["ms"] / results["muon_pe"]["ms"])
     select, step = results["smuon_select"]["ms"], results["smuon"]["ms"]
     assert results["smuon_amortized"]["ms"] == pytest.approx((9 * step + select) / 10)
     assert report["muon_family"]["forward_backward_ms"] > 0
-    assert "share of a whole training step" in (tmp_path / "optim_step_cpu.md").read_text()
+    table = (tmp_path / "optim_step_cpu.md").read_text()
+    assert "share of a whole training step" in table and "× the authors' Muon" in table
+    errors = report["smuon_map"]["rows"]  # 4 shapes × 3 spectra × 4 p
+    assert len(errors) == 4 * 3 * 4 and all(0 < r["vs_exact"] < 0.5 for r in errors)
+    assert "vs exact (fp64)" in table
