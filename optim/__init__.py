@@ -86,9 +86,8 @@ REGISTRY: tuple[OptimSpec, ...] = (
         config_differs={"aux_lr": AUX, "aux_betas": AUX, "aux_eps": AUX,
                         "aux_weight_decay": AUX}),
     OptimSpec(
-        "muon_pe", MuonPE, "the SMuon authors' Muon baseline (Massena et al. 2026, "
-        "arXiv:2605.19781; github deel-ai-papers/schatten-muon smuon/optimizers/baseline.py): "
-        "Polar Express, bias-corrected Nesterov", state_buffers=1, matrix=True,
+        "muon_pe", MuonPE, "Massena et al. 2026, arXiv:2605.19781 (the SMuon authors' Muon: "
+        "Polar Express, bias-corrected Nesterov)", state_buffers=1, matrix=True,
         example={"lr": 0.02, "aux_lr": 1e-2},
         config_differs={"aux_lr": AUX, "aux_betas": AUX, "aux_eps": AUX,
                         "aux_weight_decay": AUX}),
