@@ -147,6 +147,10 @@ class SMuon(MatrixOptimizer):
     def record_input_gram(self, weight: torch.Tensor, gram: torch.Tensor) -> None:
         """AᵀA of `weight`'s input for the coming selection step (what the hooks record; for
         layers no hook reaches, and for benchmarks)."""
+        cols = as_matrix(weight).shape[1]
+        require(tuple(gram.shape) == (cols, cols), "gram", tuple(gram.shape),
+                f"({cols}, {cols}), the Gram of the input of a weight of shape "
+                f"{tuple(weight.shape)}")
         self._grams[weight] = gram
 
     def load_state_dict(self, state_dict) -> None:
