@@ -212,44 +212,16 @@ def test_current_envelope_makes_the_stochastic_sign_deterministic():
     torch.testing.assert_close(a, b)
 
 
-def test_stosignsgd_mean_update_is_lr_m_over_G():
-    """Many rows share one gradient history, so one step gives that many independent draws."""
+def check_mean_step_is_lr_d_over_envelope(make, direction_of, seed):
+    """Many rows share one gradient history, so one step gives that many independent draws:
+    the mean last step must be −lr·d/D, d the reference direction and D its running max.
+    Returns the optimizer, its parameter, the reference's last d and D."""
     rows, d, lr = 40_000, 6, 0.1
-    history = list(grad_stream((1, d), 8, seed=3))
     p = torch.nn.Parameter(torch.zeros(rows, d, dtype=F64))
-    opt = optim.StoSignSGD([p], lr=lr, beta1=0.9, seed=0)
-    m = torch.zeros(1, d, dtype=F64)
-    G = torch.zeros(1, d, dtype=F64)
-    for g in history:
-        m = 0.9 * m + 0.1 * g
-        G = torch.maximum(G, m.abs())
-        before = p.detach().clone()
-        p.grad = g.expand(rows, d).clone()
-        opt.step()
-    mean_step = (p.detach() - before).mean(0)
-    expected = -lr * (m / G).squeeze(0)
-    assert (m.abs() < G).any(), "the test needs coordinates strictly inside the envelope"
-    tolerance = 5 * lr / math.sqrt(rows)
-    assert (mean_step - expected).abs().max() < tolerance, (mean_step, expected)
-    st = opt.state[p]
-    torch.testing.assert_close(st["exp_avg"][0], m[0])
-    torch.testing.assert_close(st["envelope"][0], G[0])
-
-
-def test_adam_based_stochastic_sign_mean_update_is_lr_d_over_its_envelope():
-    """base=adam: d = m̂/(sqrt(v̂) + ε) with BOTH moments bias-corrected, D its running max;
-    the mean step is lr·d/D. (Without m's correction the early d shrink by 1 − β1^t and the
-    envelope, set at step 1, no longer bounds the same direction: the ratio moves.)"""
-    rows, d, lr, b1, b2, eps = 40_000, 6, 0.1, 0.9, 0.999, 1e-8
-    history = list(grad_stream((1, d), 8, seed=4))
-    p = torch.nn.Parameter(torch.zeros(rows, d, dtype=F64))
-    opt = optim.StochasticSign([p], lr=lr, base="adam", envelope="max", beta1=b1, beta2=b2,
-                               eps=eps, seed=2)
-    m, v, D = (torch.zeros(1, d, dtype=F64) for _ in range(3))
-    for t, g in enumerate(history, start=1):
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        direction = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+    opt = make([p], lr)
+    state, D = {}, torch.zeros(1, d, dtype=F64)
+    for t, g in enumerate(grad_stream((1, d), 8, seed=seed), start=1):
+        direction = direction_of(state, g, t)
         D = torch.maximum(D, direction.abs())
         before = p.detach().clone()
         p.grad = g.expand(rows, d).clone()
@@ -258,6 +230,34 @@ def test_adam_based_stochastic_sign_mean_update_is_lr_d_over_its_envelope():
     expected = -lr * (direction / D).squeeze(0)
     assert (direction.abs() < D).any(), "the test needs coordinates strictly inside the envelope"
     assert (mean_step - expected).abs().max() < 5 * lr / math.sqrt(rows), (mean_step, expected)
+    return opt, p, direction, D
+
+
+def test_stosignsgd_mean_update_is_lr_m_over_G():
+    def momentum(state, g, t):
+        state["m"] = 0.9 * state.get("m", 0) + 0.1 * g
+        return state["m"]
+
+    opt, p, m, G = check_mean_step_is_lr_d_over_envelope(
+        lambda ps, lr: optim.StoSignSGD(ps, lr=lr, beta1=0.9, seed=0), momentum, seed=3)
+    torch.testing.assert_close(opt.state[p]["exp_avg"][0], m[0])
+    torch.testing.assert_close(opt.state[p]["envelope"][0], G[0])
+
+
+def test_adam_based_stochastic_sign_mean_update_is_lr_d_over_its_envelope():
+    """base=adam: d = m̂/(sqrt(v̂) + ε) with BOTH moments bias-corrected, D its running max.
+    (Without m's correction the early d shrink by 1 − β1^t and the envelope, set at step 1, no
+    longer bounds the same direction: the ratio moves.)"""
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    def adam(state, g, t):
+        state["m"] = b1 * state.get("m", 0) + (1 - b1) * g
+        state["v"] = b2 * state.get("v", 0) + (1 - b2) * g * g
+        return (state["m"] / (1 - b1**t)) / ((state["v"] / (1 - b2**t)).sqrt() + eps)
+
+    check_mean_step_is_lr_d_over_envelope(
+        lambda ps, lr: optim.StochasticSign(ps, lr=lr, base="adam", envelope="max", beta1=b1,
+                                            beta2=b2, eps=eps, seed=2), adam, seed=4)
 
 
 def test_stosignsgd_seed_comes_back_from_the_state_dict():
