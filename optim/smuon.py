@@ -28,8 +28,11 @@ The map Σ ↦ Σ^(1/p) (`exact=False`, the default) is the authors' (optim/spec
 and the plain polar factor wherever 1/p ≤ 1.01/p_max; same-shape matrices (transposes grouped
 with their shape, as theirs) form one batch, and a batch of more than one matrix takes the polar
 branch below 1.01/10 whatever p_max (their batched call leaves pmax at 10). The series is 2-22%
-off the exact map on condition numbers 10-100: the method as run. `exact=True` takes the fp64
-eigendecomposition of U·Σ^(1/p)·Vᵀ for every p instead (the reference).
+off the exact map on condition numbers 10-100: the method as run. Its iterations run in bf16
+on accelerators, as theirs, and in fp32 on CPU (`ns_dtype: auto`; CPU bf16 matmuls are ~30x
+slower; the two differ by 2-4%, scripts/bench_optim.py); `ns_dtype=bf16` is theirs op for op
+on any device. `exact=True` takes the fp64 eigendecomposition of U·Σ^(1/p)·Vᵀ for every p
+instead (the reference).
 
 Choosing p (optim/p_selection.py: the criteria as theirs), per layer, unless `fixed_p`: p
 starts at p_max and is chosen again before the update of steps first_select+1 and
