@@ -47,7 +47,8 @@ def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
     rows = ["smuon", "smuon_exact", "softmuon", "softmuon_exact"]
     done = subprocess.run(
         [sys.executable, "scripts/bench_optim.py", "--device", "cpu", "--width", "32",
-         "--matrix-blocks", "1", "--reps", "2", "--select-every", "10", "--only", ",".join(rows),
+         "--matrix-blocks", "1", "--reps", "2", "--rounds", "2", "--select-every", "10",
+         "--only", ",".join(rows),
          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "optim_step_cpu.json").read_text())
@@ -56,9 +57,9 @@ def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
     assert set(results) == set(rows) | {"muon", "muon_pe", "smuon_select", "smuon_exact_select",
                                         "smuon_amortized", "smuon_exact_amortized"}
     assert results["muon"]["vs_muon"] == 1.0 and results["muon"]["training_step_overhead"] == 0
-    assert results["muon_pe"]["vs_muon_pe"] == 1.0
-    assert results["smuon"]["vs_muon_pe"] == pytest.approx(
-        results["smuon"]["ms"] / results["muon_pe"]["ms"])
+    low, high = results["smuon"]["vs_muon_pe_range"]  # paired with the authors' Muon, 2 rounds
+    assert 0 < low <= results["smuon"]["vs_muon_pe"] <= high
+    assert report["muon_family"]["rounds"] == 2
     select, step = results["smuon_select"]["ms"], results["smuon"]["ms"]
     assert results["smuon_amortized"]["ms"] == pytest.approx((9 * step + select) / 10)
     assert report["muon_family"]["forward_backward_ms"] > 0
