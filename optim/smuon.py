@@ -40,7 +40,8 @@ k·select_every+1 (the authors' loop selects at its 0-based steps 10, 100, 200, 
 raw gradient, the momentum buffer before the step and the input Gram AᵀA that forward hooks
 (`attach(model)`) record in that step's training forward: each hooked module's first call
 (a micro-batch), summed over its rows, not averaged, summed over data-parallel ranks. A matrix
-with no recorded Gram, or with a NaN in its gradient or Gram, keeps its p.
+with no recorded Gram, or with a NaN (theirs; also an inf here) in its gradient or Gram, keeps
+its p.
 """
 
 from __future__ import annotations
