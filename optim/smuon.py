@@ -41,7 +41,9 @@ raw gradient, the momentum buffer before the step and the input Gram AᵀA that 
 (`attach(model)`) record in that step's training forward: each hooked module's first call
 (a micro-batch), summed over its rows, not averaged, summed over data-parallel ranks. A matrix
 with no recorded Gram, or with a NaN (theirs; also an inf here) in its gradient or Gram, keeps
-its p.
+its p. These are the statistics of their nanoGPT and vision scripts (`use_gram=True`); their
+LoRA script records raw activations, whose exact_momentum σ_A comes from a (batch,
+tokens·features) reshape instead: not reproduced here.
 """
 
 from __future__ import annotations
