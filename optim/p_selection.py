@@ -8,6 +8,8 @@ bias-corrected with this step's count (m_{t−1}/(1 − β^t), as `update_p_stat
 the input Gram AᵀA recorded in this step's forward (summed over tokens and ranks, not averaged).
 It forms the matrix whose SVD it reads:
     M = lerp(lerp(m, G, 1−β), G, 1−β)   (the Nesterov look-ahead; approx_momentum: lerp(m, G, 1−β))
+(`nesterov=False`, the other criteria: lerp(m, G, 1−β), as their experiments/mlp_exact_p.py
+calls them.)
 With M = Σ σ_i u_i v_iᵀ:  C_i = u_iᵀ G v_i,  B_i = v_iᵀ (AᵀA) v_i,  σ_A = sqrt(eig(AᵀA))
     exact_momentum:  J(p) = (Σ C_i σ_i^(1/p))² / (‖σ_A‖²_{ℓ_k} · (Σ σ_i^((p+1)/p))^(2/(p+1))),
                      k = 2(p+1)/(p−1)
@@ -52,8 +54,9 @@ def look_ahead(mom: torch.Tensor, grad: torch.Tensor, beta: float, nesterov: boo
 
 
 def exact_momentum(st: dict, grad, mom, gram, beta: float, keep: float, lo: float, hi: float,
-                   **_) -> float:
-    u, s, vh = torch.linalg.svd(look_ahead(mom, grad, beta).float(), full_matrices=False)
+                   nesterov: bool = True, **_) -> float:
+    u, s, vh = torch.linalg.svd(look_ahead(mom, grad, beta, nesterov).float(),
+                                full_matrices=False)
     C = torch.einsum("mi,mn,ni->i", u, grad, vh.mT)
     s_a = torch.linalg.eigvalsh(gram).clamp(min=0.0).sqrt().flip(0)
     s_a, C = ema(st, "sel_sigma_a", s_a, keep), ema(st, "sel_C", C, keep)
@@ -71,8 +74,9 @@ def exact_momentum(st: dict, grad, mom, gram, beta: float, keep: float, lo: floa
 
 
 def tightness(st: dict, grad, mom, gram, beta: float, keep: float, lo: float, hi: float,
-              **_) -> float:
-    u, s, vh = torch.linalg.svd(look_ahead(mom, grad, beta).float(), full_matrices=False)
+              nesterov: bool = True, **_) -> float:
+    u, s, vh = torch.linalg.svd(look_ahead(mom, grad, beta, nesterov).float(),
+                                full_matrices=False)
     C = torch.einsum("mi,mn,ni->i", u, grad, vh.mT)
     B = ((vh @ gram) * vh).sum(-1).clamp(min=0.0)
     C, B = ema(st, "sel_C", C, keep), ema(st, "sel_B", B, keep)
@@ -109,11 +113,11 @@ def tail_power_sum(c, alpha, k: int, min_dim: int, q: float) -> torch.Tensor:
 
 
 def approx_tightness(st: dict, grad, mom, gram, beta: float, keep: float, lo: float, hi: float,
-                     rank: float = 0.1, min_rank: int = 50) -> float:
+                     rank: float = 0.1, min_rank: int = 50, nesterov: bool = True) -> float:
     """tightness from the top k singular triplets (torch.svd_lowrank) and a power-law tail
     anchored to ⟨G, M⟩ and ‖M·AᵀA‖²_F (the authors' anchor: with a Gram for A, their
     ‖M·A‖² reads ‖M·AᵀA‖²)."""
-    M = look_ahead(mom, grad, beta).float()
+    M = look_ahead(mom, grad, beta, nesterov).float()
     min_dim = min(M.shape)
     k = min(min_dim, max(min_rank, int(min_dim * rank)))
     u, s, v = torch.svd_lowrank(M, q=min(k + SVD_OVERSAMPLE, min_dim), niter=SVD_NITER)

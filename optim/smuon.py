@@ -44,6 +44,11 @@ with no recorded Gram, or with a NaN (theirs; also an inf here) in its gradient 
 its p. These are the statistics of their nanoGPT and vision scripts (`use_gram=True`); their
 LoRA script records raw activations, whose exact_momentum σ_A comes from a (batch,
 tokens·features) reshape instead: not reproduced here.
+
+Two switches serve the authors' p* study (experiments/mlp_exact_p.py), both off by default:
+`apply_selected_p=False` chooses p on the schedule and logs it but keeps stepping with the
+initial p (their script tracks p* beside an optimizer whose p never changes);
+`select_nesterov=False` reads lerp(m, G, 1−β) without the look-ahead (their nesterov=False).
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class SMuon(MatrixOptimizer):
                  select_every: int = 100, first_select: int = 10, stat_ema: float = 0.95,
                  fixed_p: float | None = None, exact: bool = False, approx_rank: float = 0.1,
                  approx_min_rank: int = 50, ns_dtype: str = "auto", pin: str = "kappa",
-                 kappa_regime: str = "noisy", aux_lr=None,
+                 kappa_regime: str = "noisy", select_nesterov: bool = True,
+                 apply_selected_p: bool = True, aux_lr=None,
                  aux_betas=None, aux_eps=None, aux_weight_decay=None):
         check_lr_wd(lr, weight_decay)
         check_beta("beta1", beta1)
@@ -106,13 +112,17 @@ class SMuon(MatrixOptimizer):
                 approx_min_rank, "a positive integer")
         require(ns_dtype in ("auto", "bf16", "fp32"), "ns_dtype", ns_dtype,
                 "one of ['auto', 'bf16', 'fp32']")
+        for name, flag in (("select_nesterov", select_nesterov),
+                           ("apply_selected_p", apply_selected_p)):
+            require(isinstance(flag, bool), name, flag, "true or false")
         defaults = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps,
                     "weight_decay": weight_decay, "moment_type": moment_type,
                     "criterion": criterion, "p_min": p_min, "p_max": p_max,
                     "select_every": select_every, "first_select": first_select,
                     "stat_ema": stat_ema, "fixed_p": fixed_p, "exact": exact,
                     "approx_rank": approx_rank, "approx_min_rank": approx_min_rank,
-                    "ns_dtype": ns_dtype, "pin": pin, "kappa_regime": kappa_regime}
+                    "ns_dtype": ns_dtype, "pin": pin, "kappa_regime": kappa_regime,
+                    "select_nesterov": select_nesterov, "apply_selected_p": apply_selected_p}
         super().__init__(params, defaults, {"aux_lr": aux_lr, "aux_betas": aux_betas,
                                             "aux_eps": aux_eps,
                                             "aux_weight_decay": aux_weight_decay})
@@ -200,9 +210,11 @@ class SMuon(MatrixOptimizer):
             if not (torch.isfinite(grad).all() and torch.isfinite(gram).all()):
                 continue
             mom = as_matrix(st["exp_avg"]).float() / (1.0 - beta ** st["step"])
-            st["p"] = choose(st, grad, mom, gram.float(), beta, group["stat_ema"],
-                             group["p_min"], group["p_max"], rank=group["approx_rank"],
-                             min_rank=group["approx_min_rank"])
+            chosen = choose(st, grad, mom, gram.float(), beta, group["stat_ema"],
+                            group["p_min"], group["p_max"], rank=group["approx_rank"],
+                            min_rank=group["approx_min_rank"],
+                            nesterov=group["select_nesterov"])
+            st["p" if group["apply_selected_p"] else "p_observed"] = chosen
 
     # ------------------------------------------------------------ the update
 
@@ -292,12 +304,14 @@ class SMuon(MatrixOptimizer):
         return {f"p/{name}": p for name, p in self.p_per_layer().items()}
 
     def p_per_layer(self) -> dict[str, float]:
-        """The p each matrix uses now, by parameter name where attach() knows it."""
+        """The p each matrix uses now, by parameter name where attach() knows it; with
+        `apply_selected_p=False`, the p last chosen (and not used)."""
         out = {}
         for group in self.param_groups:
             if not group["use_matrix"]:
                 continue
+            key = "p" if group["apply_selected_p"] else "p_observed"
             for i, p in enumerate(group["params"]):
-                if "p" in self.state[p]:
-                    out[self._names.get(p, f"matrix{i}")] = self.state[p]["p"]
+                if key in self.state[p]:
+                    out[self._names.get(p, f"matrix{i}")] = self.state[p][key]
         return out

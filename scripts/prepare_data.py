@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
                                            "openwebtext", "fineweb", "c4", "hf", "gsm8k",
                                            "metamathqa", "numina", "math", "arith",
-                                           "imagenet", "imagenette", "graphland"])
+                                           "imagenet", "imagenette", "graphland", "mnist",
+                                           "fashion-mnist"])
     parser.add_argument("dataset", nargs="?", help="graphland: the dataset (e.g. tolokers-2)")
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
@@ -102,7 +103,8 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=2000,
                         help="BPE corpora: every Nth document goes to validation")
     parser.add_argument("--max-docs", type=int, default=None, help="BPE corpora: stop after N")
-    parser.add_argument("--source", type=Path, help="imagenet, imagenette: the ImageFolder root")
+    parser.add_argument("--source", type=Path, help="imagenet, imagenette: the ImageFolder root; "
+                        "mnist, fashion-mnist: a folder of the four IDX files (else downloaded)")
     parser.add_argument("--size", type=int, default=None,
                         help="images: stored centre-crop size (imagenet 256, imagenette 224)")
     parser.add_argument("--resize", type=int, default=None,
@@ -127,6 +129,15 @@ def main() -> None:
         for train in (True, False):  # downloads and extracts the archive once, checks md5
             cls(root=str(root / args.corpus), train=train, download=True)
         print(f"prepared {args.corpus} under {root / args.corpus}")
+        return
+    if args.corpus in ("mnist", "fashion-mnist"):
+        from tasks.mnist_mlp import prepare_idx_dataset
+
+        try:
+            counts = prepare_idx_dataset(args.corpus, root / args.corpus, args.source)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from e
+        print(f"prepared {args.corpus}: {counts} images under {root / args.corpus}")
         return
     if args.corpus == "graphland":
         from tasks.graph.data import DATASETS, SPLITS, prepare_graphland

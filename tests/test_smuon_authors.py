@@ -278,8 +278,10 @@ def ref_exact_momentum(st, G, mom, gram, beta, keep, lo, hi):
     return minimize_scalar(neg_j, bounds=(lo, hi), method="bounded").x
 
 
-def ref_tightness(st, G, mom, gram, beta, keep, lo, hi):
-    M = (mom * beta + (1 - beta) * G) * beta + (1 - beta) * G
+def ref_tightness(st, G, mom, gram, beta, keep, lo, hi, nesterov=True):
+    M = mom * beta + (1 - beta) * G
+    if nesterov:
+        M = M * beta + (1 - beta) * G
     u, s, vh = torch.linalg.svd(M.double(), full_matrices=False)
     C = (u * (G.double() @ vh.T)).sum(0)
     B = torch.stack([v @ gram.double() @ v for v in vh]).clamp(min=0)
@@ -330,6 +332,41 @@ def test_selection_is_the_authors(criterion):
             chosen += 1
         m = beta * m + (1 - beta) * G
     assert chosen == 3
+
+
+def test_observing_p_as_the_authors_p_star_study_does():
+    """experiments/mlp_exact_p.py: exact_tightness p* without the look-ahead (nesterov=False),
+    tracked beside an optimizer whose p never changes. With apply_selected_p=False the weights
+    follow the fixed-p run exactly and the logged p is the transcribed criterion's."""
+    torch.manual_seed(4)
+    xs = [torch.randn(64, 24) * torch.logspace(0, -1.5, 24) for _ in range(25)]
+    target = torch.randn(16, 24)
+
+    def train(**kw):
+        torch.manual_seed(5)
+        layer = torch.nn.Linear(24, 16, bias=False)
+        opt = optim.SMuon(layer.parameters(), lr=0.02, p_max=50.0, criterion="tightness",
+                          stat_ema=0.5, first_select=10, select_every=10, **kw)
+        opt.attach(layer)
+        m, st, seen = torch.zeros(16, 24), {}, []
+        for t, x in enumerate(xs, start=1):
+            layer.zero_grad()
+            (layer(x) - x @ target.T).pow(2).mean().backward()
+            G = layer.weight.grad.clone()
+            opt.step()
+            if t in (11, 21):
+                want = ref_tightness(st, G, m / (1 - 0.95**t), x.T @ x, 0.95, 0.5, 1.02, 50.0,
+                                     nesterov=False)
+                seen.append((next(iter(opt.p_per_layer().values())), want))
+            m = 0.95 * m + 0.05 * G
+        return layer.weight.detach(), seen
+
+    observed, seen = train(apply_selected_p=False, select_nesterov=False)
+    fixed, _ = train(fixed_p=50.0)
+    assert torch.equal(observed, fixed)
+    for got, want in seen:
+        assert got == pytest.approx(want, rel=5e-3)  # fp32 J against fp64: a flat top
+    assert abs(seen[0][0] - 50.0) > 1.0  # the observed p* is not the p in use
 
 
 def test_selection_steps_and_the_layers_that_keep_p(monkeypatch):

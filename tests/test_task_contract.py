@@ -12,7 +12,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from tasks import run
+from tasks import mnist_mlp, run
 from tasks.cifar import data as cifar_data
 from tasks.lora import data as lora_data
 from tasks.train import identity
@@ -36,6 +36,7 @@ SHRINK = {
     "cifar_tiny": ["task.batch_size=16", "task.synthetic_size=[256,64]"],
     "vision_tiny_vit": ["task.batch_size=8", "task.eval_limit=64"],
     "vision_tiny_resnet": ["task.batch_size=8", "task.eval_limit=64"],
+    "mnist_mlp": ["task.batch_size=64", "task.hidden=32", "task.eval_batch_size=32"],
     "lora_tiny_arith": ["task.batch_size=2", "task.eval.limit=4", "task.eval.max_new_tokens=8",
                         "optim.weight_decay=0"],
 }
@@ -62,6 +63,12 @@ def data_root(tmp_path_factory):
         cifar_data.write_batches(root / "cifar10" / layout[0], name, x,
                                  rng.integers(0, 10, size=40), layout[3])
     lora_data.write_arith(root / "arith", n_train=200, n_test=20)
+    for split, n in (("train", 300), ("test", 60)):  # MNIST's own IDX files, gzipped
+        images, labels = mnist_mlp.FILES[split]
+        (root / "mnist").mkdir(exist_ok=True)
+        mnist_mlp.write_idx(root / "mnist" / f"{images}.gz",
+                            rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        mnist_mlp.write_idx(root / "mnist" / f"{labels}.gz", rng.integers(0, 10, size=n))
     return root
 
 
