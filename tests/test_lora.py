@@ -6,7 +6,7 @@ import torch
 
 from tasks import run
 from tasks.lora import data
-from tasks.lora.answers import extract_answer, is_correct, to_number
+from tasks.lora.answers import extract_answer, is_correct, is_equivalent, to_number
 from tasks.train import checkpoint, identity
 from tasks.train.assemble import build_run, build_task
 from tests.conftest import compose_cfg
@@ -48,6 +48,35 @@ def test_loss_covers_exactly_the_answer_tokens(arith_root):
 ])
 def test_answer_extraction(completion, answer):
     assert to_number(extract_answer(completion)) == to_number(answer)
+
+
+MATH_REFERENCE = "so the height is $\\boxed{{{}}}$."  # MATH solutions end in a \\boxed{}
+
+
+@pytest.mark.parametrize("reference, completion", [
+    ("\\frac{\\sqrt{3}}{2}", "Hence the value is $\\boxed{\\dfrac{\\sqrt3}{2}}$."),
+    ("(1,2)", "The point is \\boxed{(1, 2)}"),
+    ("\\frac{1}{2}", "\\boxed{0.5}"),
+    ("x^2+1", "so $f(x) = \\boxed{1 + x^2}$"),
+    ("\\pi", "\\boxed{\\pi}"),
+    ("[2,5)", "\\boxed{[2, 5)}"),
+])
+def test_math_answers_are_graded_by_equivalence(reference, completion):
+    """MATH's symbolic answers count when equivalent (as MATH graders count them), which the
+    numeric match alone misses."""
+    ref = MATH_REFERENCE.format(reference)
+    assert is_equivalent(completion, ref)
+    assert not is_equivalent("\\boxed{7}", ref)
+
+
+def test_symbolic_grading_is_what_math_uses_and_gsm8k_does_not():
+    from tasks.lora import data
+
+    assert data.SYMBOLIC_ANSWERS == {"math"}
+    ref = MATH_REFERENCE.format("\\sqrt{2}")
+    assert is_correct("\\boxed{2}", ref)  # the numeric grader reads \\sqrt{2} as 2
+    assert not is_equivalent("\\boxed{2}", ref)
+    assert is_equivalent("\\boxed{\\sqrt{2}}", ref)
 
 
 def test_exact_numeric_match():

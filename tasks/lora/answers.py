@@ -1,5 +1,10 @@
 """Final answers of math completions, GSM8K-style: `#### N`, else the last `\\boxed{N}`, else
-the last number; compared as numbers (commas, `$`, trailing `.0` and `%` do not matter)."""
+the last number; compared as numbers (commas, `$`, trailing `.0` and `%` do not matter).
+
+MATH's answers are often symbolic (\\frac{\\sqrt{3}}{2}, (1, 2), x^2 + 1): `is_equivalent`
+grades them as MATH graders do, by mathematical equivalence of the reference's last \\boxed{}
+and the completion's final answer, with Hugging Face's Math-Verify (LaTeX parsed to sympy).
+The numeric match alone would also be wrong the other way: it reads \\boxed{\\sqrt{2}} as 2."""
 
 from __future__ import annotations
 
@@ -47,6 +52,17 @@ def to_number(answer: str | None) -> Fraction | None:
         return Fraction(cleaned)
     except (ValueError, ZeroDivisionError):
         return None
+
+
+def is_equivalent(completion: str, reference: str) -> bool:
+    """MATH grading: symbolic equivalence (Math-Verify) of the completion's final answer with
+    the reference's last \\boxed{} (or the whole reference)."""
+    from math_verify import parse, verify
+
+    boxed = last_boxed(reference)
+    gold = parse(f"${boxed}$" if boxed is not None else reference)
+    predicted = parse(completion)
+    return bool(gold and predicted and verify(gold, predicted))
 
 
 def is_correct(completion: str, reference: str) -> bool:

@@ -25,13 +25,16 @@ DATASETS = {
                    {"path": "meta-math/MetaMathQA"}),
     "numina": ("problem", "solution", "Problem: {q}\nSolution:",
                {"path": "AI-MO/NuminaMath-CoT"}),
-    # MATH for evaluation (the 500-problem test subset); answers in \boxed{}; only numeric
-    # answers can match (symbolic ones such as \sqrt{2} count as wrong)
+    # MATH for evaluation (the 500-problem test subset); answers in \boxed{}, graded by
+    # symbolic equivalence (answers.is_equivalent: \sqrt{2}, intervals, fractions)
     "math": ("problem", "solution", "Problem: {q}\nSolution:",
              {"path": "HuggingFaceH4/MATH-500"}),
     "arith": ("question", "answer", "Question: {q}\nAnswer:", None),
 }
 
+
+# datasets whose answers are graded by equivalence rather than as numbers
+SYMBOLIC_ANSWERS = {"math"}
 
 ARITH_TRAIN = 4000  # problems in the generated arithmetic training set
 

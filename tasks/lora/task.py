@@ -13,7 +13,7 @@ import torch
 
 from optim import STATE_BUFFERS
 from tasks.lora import data
-from tasks.lora.answers import is_correct
+from tasks.lora.answers import is_correct, is_equivalent
 from tasks.train import checks
 from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run
 from tasks.train.cost import training_memory
@@ -351,12 +351,13 @@ class LoraMathTask(Task):
         questions = test[:limit] if limit else test
         prefix = self._few_shot_prefix(self.eval_cfg.get("few_shot", 0))
         batch = self.eval_cfg.get("batch_size", 16)
+        grade = is_equivalent if dataset in data.SYMBOLIC_ANSWERS else is_correct
         correct = 0
         for start in range(0, len(questions), batch):
             chunk = questions[start : start + batch]
             prompts = [prefix + data.prompt(dataset, ex.question) for ex in chunk]
             completions = self.generate(model, prompts, self.eval_cfg.get("max_new_tokens", 256))
-            correct += sum(is_correct(c, ex.answer) for c, ex in zip(completions, chunk))
+            correct += sum(grade(c, ex.answer) for c, ex in zip(completions, chunk))
         return correct / len(questions), len(questions)
 
     def describe(self) -> dict:
