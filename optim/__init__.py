@@ -25,6 +25,15 @@ from optim.smuon import SMuon
 from optim.softsign import HardSwitchSign, SoftSignum
 from optim.stosign import StochasticSign, StoSignSGD
 
+# How the Moonlight-style configs differ from the Muon / SoftMuon class defaults, and why.
+MOONLIGHT = {
+    "shape_scale": "moonlight: lr·0.2·sqrt(max(rows, cols)), the update RMS of AdamW's",
+    "weight_decay": "0.1 on every parameter (DistributedMuon's default)",
+    "aux_lr": "the matrix lr: one lr for both (the RMS matching is what allows it)",
+    "aux_betas": "(0.95, 0.95), DistributedMuon's adamw_betas",
+    "aux_eps": "1e-8, DistributedMuon's adamw_eps",
+    "aux_weight_decay": "the matrix weight decay (one group's decay for both)"}
+
 REGISTRY: tuple[OptimSpec, ...] = (
     OptimSpec(
         "s3", S3, "Peng et al. 2025, arXiv:2507.06464 (SoftSignSGD)", state_buffers=2,
@@ -56,6 +65,11 @@ REGISTRY: tuple[OptimSpec, ...] = (
         config_differs={"total_steps": RUN_LENGTH, "aux_lr": AUX, "aux_betas": AUX,
                         "aux_eps": AUX, "aux_weight_decay": AUX}),
     OptimSpec(
+        "softmuon_moonlight", SoftMuon, "Feoktistov et al., ICML 2026, arXiv:2605.31371 (the "
+        "official repo's Megatron/Moonlight-style SoftMuon, softmuon/d_softmuon.py)",
+        state_buffers=1, matrix=True, example={"lr": 0.02, "aux_lr": 1e-2, **SOFT},
+        config_differs={"total_steps": RUN_LENGTH, **MOONLIGHT}),
+    OptimSpec(
         "stosignsgd", StoSignSGD, "Yu et al. 2026, arXiv:2604.15416", state_buffers=2,
         fused=True, example={"lr": 1e-2, "seed": 3},
         fused_variants={"": {"lr": 1e-2, "seed": 5, "weight_decay": 0.1}},
@@ -85,6 +99,10 @@ REGISTRY: tuple[OptimSpec, ...] = (
         matrix=True, example={"lr": 0.02, "aux_lr": 1e-2},
         config_differs={"aux_lr": AUX, "aux_betas": AUX, "aux_eps": AUX,
                         "aux_weight_decay": AUX}),
+    OptimSpec(
+        "muon_moonlight", Muon, "Liu et al. 2025, arXiv:2502.16982 (Moonlight's RMS-matched "
+        "Muon, as the Softsign repo's softmuon/d_softmuon.py runs it)", state_buffers=1,
+        matrix=True, example={"lr": 0.02, "aux_lr": 1e-2}, config_differs=MOONLIGHT),
     OptimSpec(
         "muon_pe", MuonPE, "Massena et al. 2026, arXiv:2605.19781 (the SMuon authors' Muon: "
         "Polar Express, bias-corrected Nesterov)", state_buffers=1, matrix=True,

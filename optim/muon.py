@@ -3,6 +3,10 @@ auxiliary AdamW for every other parameter (groups with `use_matrix=False`, see o
 
 Muon (Jordan et al. 2024): m ← lerp(m, g, 1−β);  u = lerp(g, m, β) if nesterov else m
                           θ ← θ·(1 − lr·λ) − lr·NS5(u)·sqrt(max(1, rows/cols))
+                          `shape_scale: moonlight` replaces sqrt(max(1, rows/cols)) by
+                          matched_rms·sqrt(max(rows, cols)) (Moonlight's rule, arXiv:2502.16982:
+                          the update's RMS matches AdamW's, so one lr serves both; the Softsign
+                          repo's softmuon/d_softmuon.py uses it with matched_rms 0.2)
 MuonPE:                   the SMuon authors' Muon: bias-corrected Nesterov momentum and the
                           Polar Express schedule (the Muon row of the SMuon tables)
 MuAdam (arXiv:2510.10777): v ← lerp(v, g², 1−β2); D = (v̂ + ε)^(−1/4); n = lerp(m̂, g, 1−β1)
@@ -22,6 +26,8 @@ p.grad: later gradient logging sees the real gradient.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -54,15 +60,23 @@ def _check_ns(ns_steps, ns_dtype):
             "one of ['auto', 'bf16', 'fp32']")
 
 
+SHAPE_SCALES = ("muon", "moonlight")
+
+
 class Muon(MatrixOptimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
+                 shape_scale: str = "muon", matched_rms: float = 0.2,
                  aux_lr=None, aux_betas=None, aux_eps=None, aux_weight_decay=None):
         check_lr_wd(lr, weight_decay)
         check_beta("momentum", momentum)
         _check_ns(ns_steps, ns_dtype)
+        require(shape_scale in SHAPE_SCALES, "shape_scale", shape_scale,
+                f"one of {list(SHAPE_SCALES)}")
+        require(matched_rms > 0, "matched_rms", matched_rms, "> 0")
         defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov,
-                    "weight_decay": weight_decay, "ns_steps": ns_steps, "ns_dtype": ns_dtype}
+                    "weight_decay": weight_decay, "ns_steps": ns_steps, "ns_dtype": ns_dtype,
+                    "shape_scale": shape_scale, "matched_rms": matched_rms}
         super().__init__(params, defaults, {"aux_lr": aux_lr, "aux_betas": aux_betas,
                                             "aux_eps": aux_eps,
                                             "aux_weight_decay": aux_weight_decay})
@@ -84,6 +98,9 @@ class Muon(MatrixOptimizer):
         return newton_schulz5(xs, group["ns_steps"], dtype=dtype)
 
     def _shape_scale(self, group, shape) -> float:
+        if group.get("shape_scale", "muon") == "moonlight":
+            rows, cols = shape[0], math.prod(shape[1:])  # the flattened 2-D shape
+            return group["matched_rms"] * max(rows, cols) ** 0.5
         return muon_scale(shape)
 
     def _matrix_step(self, group) -> None:
@@ -187,8 +204,8 @@ class SoftMuon(Muon):
                  sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
                  newton_steps: int = 10, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
-                 exact: bool = False, aux_lr=None, aux_betas=None, aux_eps=None,
-                 aux_weight_decay=None):
+                 exact: bool = False, shape_scale: str = "muon", matched_rms: float = 0.2,
+                 aux_lr=None, aux_betas=None, aux_eps=None, aux_weight_decay=None):
         require(isinstance(total_steps, int) and total_steps > 0, "total_steps", total_steps,
                 "a positive integer (set it from the run's steps)")
         require(0.0 <= sign_fraction <= 1.0, "sign_fraction", sign_fraction, "in [0, 1]")
@@ -196,6 +213,7 @@ class SoftMuon(Muon):
         require(tau_max >= 1.0, "tau_max", tau_max, ">= 1")
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, ns_steps=ns_steps, ns_dtype=ns_dtype,
+                         shape_scale=shape_scale, matched_rms=matched_rms,
                          aux_lr=aux_lr, aux_betas=aux_betas, aux_eps=aux_eps,
                          aux_weight_decay=aux_weight_decay)
         extra = {"total_steps": total_steps, "sign_fraction": sign_fraction, "eps": eps,
@@ -229,7 +247,7 @@ class SoftMuon(Muon):
                     group["newton_steps"])
             sched = group["tau_schedule"]
             tau = sched[min(k - switch, len(sched) - 1)]
-            updates = [y.view_as(x).to(x.dtype) * muon_scale(x.shape)
+            updates = [y.view_as(x).to(x.dtype) * self._shape_scale(group, x.shape)
                        for x, y in zip(u, self._soft_sign(group, u, tau))]
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])

@@ -26,6 +26,7 @@ SETTINGS = {
     "weight_decay": "weight decay",
     "schedule": "lr schedule and warm-up",
     "clipping": "gradient clipping",
+    "precision": "numeric formats (matmuls, weights, gradients, optimizer state)",
     "seeds": "seeds",
     "eval": "evaluation protocol",
     "metric": "reported metric",

@@ -463,7 +463,9 @@ def _claim_part(name: str, table: Table, raw: dict, drop: tuple[str, ...]) -> Cl
         rows = {optim: RowKey(optim) for optim in optimizers}
     dropped = {RowKey(o, v, m).base: o for o in drop for v in ("", *table.variants)
                for m in (table.lr_multipliers or (None,))}  # named, to say they were dropped
-    needed = {o for ratio in table.ratios for o in ratio.versus}
+    # a ratio takes the best of its `versus` rows that ran: a scale may drop some, not all
+    needed = {o for ratio in table.ratios if set(ratio.versus) <= set(drop)
+              for o in ratio.versus}
 
     def resolve(key: str, label) -> list[RowKey]:
         """One row, or (an optimizer's name in a table with variants) one row per variant."""

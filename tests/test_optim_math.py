@@ -656,17 +656,28 @@ def test_smuon_matches_reference_at_intermediate_p(moment_type, pin, shape):
     torch.testing.assert_close(w.detach().double(), theta, rtol=1e-4, atol=1e-5)
 
 
-def test_softmuon_matches_reference_across_the_switch():
+SHAPE_SCALES = {  # (scale of a rows × cols update, weight decay) per shape_scale
+    "muon": (lambda r, c: math.sqrt(max(1.0, r / c)), 0.0),
+    # softsign softmuon/d_softmuon.py: lr·0.2·sqrt(max(A, B)), p·(1 − lr·wd) with wd 0.1
+    "moonlight": (lambda r, c: 0.2 * math.sqrt(max(r, c)), 0.1),
+}
+
+
+@pytest.mark.parametrize("shape_scale", sorted(SHAPE_SCALES))
+def test_softmuon_matches_reference_across_the_switch(shape_scale):
     """Muon's NS5 before the switch; after it the exact soft sign with τ_j = c/q_j, c =
     (1−ε)/sqrt(1 − (1−ε)²) ≈ 70.7, q_j the j/N quantile of the folded Cauchy fitted to the
     singular values of the RAW gradients at the first soft step (its quantiles by bisection,
-    independent of the Newton fit)."""
+    independent of the Newton fit). Both phases take the shape scale: Muon's, or Moonlight's
+    RMS-matched one with its weight decay (the official repo's Megatron-style SoftMuon)."""
     torch.manual_seed(5)
     shapes, total, fraction, beta, lr, eps = [(12, 20), (20, 12)], 8, 0.5, 0.95, 0.02, 1e-4
+    scale, wd = SHAPE_SCALES[shape_scale]
     w0 = [torch.randn(s) for s in shapes]
     ws = [torch.nn.Parameter(w.clone()) for w in w0]
     opt = optim.SoftMuon(ws, lr=lr, total_steps=total, sign_fraction=fraction, momentum=beta,
-                         eps=eps, exact=True, ns_dtype="fp32")
+                         eps=eps, exact=True, ns_dtype="fp32", shape_scale=shape_scale,
+                         weight_decay=wd)
     theta = [w.double() for w in w0]
     m = [torch.zeros(s, dtype=F64) for s in shapes]
     switch, taus = int(fraction * total), None
@@ -692,7 +703,7 @@ def test_softmuon_matches_reference_across_the_switch():
             else:
                 tau = taus[k - switch]
                 o = svd_map(u, lambda x, tau=tau: tau * x / torch.sqrt(1 + (tau * x) ** 2))
-            theta[i] = theta[i] - lr * o * math.sqrt(max(1.0, shapes[i][0] / shapes[i][1]))
+            theta[i] = theta[i] * (1 - lr * wd) - lr * o * scale(*shapes[i])
         for w, t, start in zip(ws, theta, w0):
             # bf16 NS in torch's reference before the switch, fp32 in ours: bf16 precision
             assert (w.detach().double() - t).norm() / (t - start.double()).norm() < 2e-2, k
