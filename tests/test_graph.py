@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from tasks.graph import GraphTask, data
-from tasks.graph.models import mean_adjacency
+from tasks.graph.models import NeighbourAttention, mean_adjacency
 from tasks.graph.task import average_precision
 from tests.conftest import ROOT
 
@@ -118,3 +118,39 @@ def test_a_graph_run_on_prepared_graphland_files(graphland_folder, tmp_path):
                      synthetic={"nodes": 50, "classes": 3, "features": 4, "degree": 2},
                      width=8, layers=1)
     assert task.train_batch(0, 0) is None and task.loss(task.model, None).ndim == 0
+
+
+def test_neighbour_attention_is_masked_softmax_attention():
+    """model=gt: each node attends over its neighbours only (softmax over them), per head; a
+    node without neighbours gets zero. Reference: dense attention with a -inf mask."""
+    torch.manual_seed(0)
+    edges = torch.tensor([[0, 1], [1, 2], [2, 3], [0, 3]])
+    adj = mean_adjacency(edges, 5)  # node 4 has no neighbours
+    attention = NeighbourAttention(8, heads=2)
+    h = torch.randn(5, 8)
+    got = attention(h, adj)
+    x = attention.norm(h)
+    q, k, v = (f(x).view(5, 2, 4).transpose(0, 1) for f in
+               (attention.q, attention.k, attention.v))
+    mask = adj.to_dense() > 0
+    scores = (q @ k.transpose(1, 2) / 2.0).masked_fill(~mask, -torch.inf)
+    weights = torch.softmax(scores, -1).nan_to_num(0.0)
+    want = (weights @ v).transpose(0, 1).reshape(5, 8)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.equal(got[4], torch.zeros(8))
+
+
+def test_the_graph_transformer_trains_full_batch():
+    task = GraphTask(dataset="synthetic", data_root="unused", seed=0, device=torch.device("cpu"),
+                     synthetic={"nodes": 300, "classes": 4, "features": 8, "degree": 4},
+                     width=16, layers=2, model="gt", heads=4)
+    assert sum(isinstance(m, NeighbourAttention) for m in task.model.modules()) == 2
+    opt = torch.optim.Adam(task.model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(20):
+        loss = task.loss(task.model, task.train_batch(0, 0))
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first

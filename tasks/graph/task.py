@@ -1,4 +1,5 @@
-"""Node classification on a GraphLand dataset (or a generated graph) with a residual GNN,
+"""Node classification on a GraphLand dataset (or a generated graph) with a residual GNN or a
+graph transformer (`model: gnn | gt`, tasks/graph/models.py),
 trained full-batch: every optimizer step is one pass over the whole graph, the loss taken on
 the train nodes. Evaluation scores the val and test nodes with GraphLand's metric for the task
 type: accuracy (multiclass) or average precision (binary), reported under its own name and as
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.graph import data
-from tasks.graph.models import GNN, mean_adjacency
+from tasks.graph.models import GNN, MODELS, mean_adjacency
 from tasks.train import checks
 from tasks.train.base import Cost, DataNeed, Target, Task, evals_in_run, generated
 from tasks.train.cost import training_memory
@@ -35,7 +36,8 @@ class GraphTask(Task):
     def __init__(self, *, dataset: str, data_root: str, seed: int, device: torch.device,
                  grad_accum: int = 1, split: str = "RL", width: int = 256, layers: int = 3,
                  dropout: float = 0.2, undirected: bool = True, synthetic: dict | None = None,
-                 target_metric: float | None = None, name: str = "graph"):
+                 target_metric: float | None = None, model: str = "gnn", heads: int = 4,
+                 name: str = "graph"):
         if grad_accum != 1:
             raise ValueError(f"grad_accum must be 1 for full-batch graph training, got "
                              f"{grad_accum}")
@@ -58,7 +60,8 @@ class GraphTask(Task):
                      "classes": classes,
                      **{f"{k}_nodes": int(m.sum()) for k, m in self.masks.items()}}
         torch.manual_seed(seed)
-        self.model = GNN(self.x.shape[1], classes, width, layers, dropout).to(device)
+        self.model = GNN(self.x.shape[1], classes, width, layers, dropout, model,
+                         heads).to(device)
         self.tokens_per_batch = int(self.masks["train"].sum())  # labelled nodes a step
         self.metric = "accuracy" if kind == "multiclass" else "average_precision"
         self.target = Target("val_metric", target_metric, "max")
@@ -67,9 +70,13 @@ class GraphTask(Task):
     def validate_config(cls, task: dict) -> None:
         checks.one_of(task, "dataset", [*data.DATASETS, "synthetic"])
         checks.one_of(task, "split", list(data.SPLITS))
-        for key in ("width", "layers"):
+        for key in ("width", "layers", "heads"):
             checks.integer(task, key)
         checks.number(task, "dropout", 0.0, 1.0)
+        checks.one_of(task, "model", list(MODELS))
+        if task["model"] == "gt" and task["width"] % task["heads"]:
+            raise ValueError(f"task.width ({task['width']}) must be a multiple of task.heads "
+                             f"({task['heads']}) for model=gt")
 
     @classmethod
     def data_needs(cls, cfg: dict) -> tuple[DataNeed, ...]:
@@ -90,7 +97,8 @@ class GraphTask(Task):
         nodes = task["synthetic"]["nodes"] if synthetic else data.DATASETS[task["dataset"]][
             "nodes"]
         width, layers = task["width"], task["layers"]
-        params = layers * (2 * width * width + width * width)
+        attention = 3 * width * width if task.get("model", "gnn") == "gt" else 0
+        params = layers * (2 * width * width + width * width + attention)
         per_node = 6 * params  # forward + backward of the dense layers; sparse sums are small
         evals = evals_in_run(cfg["steps"], cfg["eval_every"])
         return Cost(params=params, trained_params=params,
@@ -99,7 +107,10 @@ class GraphTask(Task):
                     memory_bytes=training_memory(params, params, 4 * nodes * width * layers * 6),
                     data=cls.data_needs(cfg), compute="fp32",
                     basis=f"dense layers only: {per_node:.3g} FLOP per node per step "
-                          f"(full batch, {nodes:,} nodes)")
+                          f"(full batch, {nodes:,} nodes)" + (
+                              "; model=gt's per-edge attention (about 4·width floats an edge "
+                              "a block) is not counted: the edge count is read at run time"
+                              if attention else ""))
 
     def train_batch(self, step: int, micro: int):
         return None  # full batch: the whole graph every step
