@@ -66,6 +66,15 @@ def prepare_math(name: str, out_dir: Path) -> None:
     import datasets
 
     q_field, a_field, _, source = DATASETS[name]
+    if name == "alpaca":
+        from tasks.lora.data import ALPACA_TEST, alpaca_rows
+
+        rows = alpaca_rows(datasets.load_dataset(**source, split="train"))
+        for split, part in (("train", rows[:-ALPACA_TEST]), ("test", rows[-ALPACA_TEST:])):
+            store.write_text(out_dir / f"{split}.jsonl",
+                             "".join(json.dumps(r) + "\n" for r in part))
+            print(f"prepared alpaca {split}: {len(part):,} examples under {out_dir}")
+        return
     for split in ("train", "test"):
         try:
             rows = datasets.load_dataset(**source, split=split)
@@ -87,7 +96,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", choices=["pystdlib", "text", "cifar10", "cifar100",
                                            "openwebtext", "fineweb", "c4", "hf", "gsm8k",
-                                           "metamathqa", "numina", "math", "arith",
+                                           "metamathqa", "numina", "math", "arith", "alpaca",
                                            "imagenet", "imagenette", "graphland", "mnist",
                                            "fashion-mnist"])
     parser.add_argument("dataset", nargs="?", help="graphland: the dataset (e.g. tolokers-2)")
@@ -171,7 +180,7 @@ def main() -> None:
         print(f"prepared {args.corpus}: {counts} images of {meta['size']} px, "
               f"{len(meta['classes'])} classes, under {root / args.corpus}")
         return
-    if args.corpus in ("gsm8k", "metamathqa", "numina", "math", "arith"):
+    if args.corpus in ("gsm8k", "metamathqa", "numina", "math", "arith", "alpaca"):
         prepare_math(args.corpus, root / args.corpus)
         return
     if args.corpus in ("openwebtext", "fineweb", "c4", "hf"):

@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tasks import run
 from tasks.lora import data
@@ -154,3 +155,40 @@ def test_further_test_sets_are_scored_beside_the_main_one(arith_root, tmp_path):
         from tasks.lora.task import LoraMathTask
 
         LoraMathTask.validate_config({**cfg.task, "also_eval": ["mmlu"]})
+
+
+def test_loss_mode_scores_the_held_out_answer_tokens(arith_root):
+    """task.eval.mode=loss (Alpaca: no answer to grade): the mean cross-entropy per answer
+    token over the test examples, the same numbers as the training loss on those examples."""
+    cfg = compose_cfg([*TINY_LORA, "task.eval.mode=loss", "task.eval.limit=6",
+                       "task.eval.batch_size=4"], data_root=arith_root)
+    task = build_task(cfg, torch.device("cpu"))
+    task.model.eval()
+    out = task.evaluate(task.model)
+    assert set(out) == {"arith_loss", "eval_questions"} and out["eval_questions"] == 6
+    assert task.target.metric == "arith_loss" and task.target.mode == "min"
+    total, tokens = 0.0, 0
+    for ex in task.test[:6]:  # one at a time: no padding at all
+        batch = data.collate([data.encode(task.tokenizer, "arith", ex, task.max_length)],
+                             task.tokenizer.pad_token_id, torch.device("cpu"))
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        with torch.no_grad():
+            total += task.loss(task.model, batch).item() * n
+        tokens += n
+    assert out["arith_loss"] == pytest.approx(total / tokens, rel=1e-4)
+
+
+def test_alpaca_is_loss_only_and_joins_its_input_to_the_instruction():
+    from tasks.lora.task import LoraMathTask
+
+    rows = data.alpaca_rows([{"instruction": "Sum these.", "input": "2, 3", "output": "5"},
+                             {"instruction": "Say hi.", "input": "", "output": "hi"}])
+    assert rows == [{"instruction": "Sum these.\nInput: 2, 3", "output": "5"},
+                    {"instruction": "Say hi.", "output": "hi"}]
+    cfg = compose_cfg(["task=lora_qwen7b_numina", "task.dataset=alpaca",
+                       "task.eval_dataset=alpaca"])
+    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    with pytest.raises(ValueError, match="task.eval.mode must be 'loss'"):
+        LoraMathTask.validate_config(task_cfg)
+    task_cfg["eval"]["mode"] = "loss"
+    LoraMathTask.validate_config(task_cfg)

@@ -113,3 +113,22 @@ def test_the_lstm_model_trains_on_the_embedded_corpus(tmp_path):
                               runs_root=tmp_path))
     assert summary["status"] == "completed"
     assert summary["final"]["val_loss"] < math.log(256) - 1.0
+
+
+def test_olmo2_options_swiglu_and_the_reordered_norm():
+    """activation=swiglu: silu(x·W_gate) ⊙ x·W_up, hidden 8/3·d to 64 (a 4x MLP's parameters);
+    norm_placement=post: x + norm(f(x)) (OLMo-2), not x + f(norm(x))."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=1, n_head=4, n_embd=96, block_size=16, rope=True, norm="rmsnorm",
+                    qk_norm=True, activation="swiglu", norm_placement="post",
+                    tie_weights=False)
+    model = GPT(cfg)
+    block = model.blocks[0]
+    assert block.mlp.fc.weight.shape == (2 * 256, 96) and block.mlp.proj.weight.shape == (96, 256)
+    x = torch.randn(2, 16, 96)
+    gate, up = block.mlp.fc(x).chunk(2, dim=-1)
+    assert torch.allclose(block.mlp(x), block.mlp.proj(torch.nn.functional.silu(gate) * up))
+    h = x + block.ln1(block.attn(x))
+    assert torch.allclose(block(x), h + block.ln2(block.mlp(h)), atol=1e-6)
+    with pytest.raises(ValueError, match="norm_placement"):
+        GPTConfig(norm_placement="sandwich")

@@ -30,7 +30,16 @@ DATASETS = {
     "math": ("problem", "solution", "Problem: {q}\nSolution:",
              {"path": "HuggingFaceH4/MATH-500"}),
     "arith": ("question", "answer", "Question: {q}\nAnswer:", None),
+    # instruction tuning (StoSignSGD's Alpaca runs): the instruction (and its input) as the
+    # question, the reference output as the answer; scored by held-out answer loss
+    "alpaca": ("instruction", "output", "Instruction: {q}\nResponse:",
+               {"path": "tatsu-lab/alpaca"}),
 }
+
+# datasets with no answer to grade: their evaluation is the mean answer-token loss on held-out
+# examples (task.eval.mode: loss), not accuracy
+LOSS_ONLY = {"alpaca"}
+ALPACA_TEST = 2000  # Alpaca ships one split: its last 2,000 examples are held out
 
 
 # datasets whose answers are graded by equivalence rather than as numbers
@@ -47,6 +56,16 @@ TRAIN_EXAMPLES = {"gsm8k": 7473, "arith": ARITH_TRAIN}
 class Example:
     question: str
     answer: str  # the full reference solution (GSM8K: reasoning, then "#### N")
+
+
+def alpaca_rows(records) -> list[dict]:
+    """Alpaca's records as (instruction, output) rows; a non-empty `input` joins the
+    instruction as its context."""
+    rows = []
+    for r in records:
+        question = r["instruction"] + (f"\nInput: {r['input']}" if r.get("input") else "")
+        rows.append({"instruction": question, "output": r["output"]})
+    return rows
 
 
 def check_dataset(name: str) -> None:

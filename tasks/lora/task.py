@@ -37,7 +37,8 @@ KNOWN_ARCHITECTURES = {
 }
 KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3-8B-Instruct"] = \
     KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"]
-EVAL_QUESTIONS = {"gsm8k": 1319, "math": 500}  # test-set sizes, for a plan before preparing
+EVAL_QUESTIONS = {"gsm8k": 1319, "math": 500, "alpaca": data.ALPACA_TEST}
+EVAL_MODES = ["accuracy", "loss"]  # greedy answers graded, or the held-out answer loss  # test-set sizes, for a plan before preparing
 TINY_VOCAB = 402  # the offline preset's BPE: 400 merges' worth plus <pad> and </s> at most
 
 
@@ -134,8 +135,13 @@ class LoraMathTask(Task):
             raise ValueError(f"task.batch_size {batch_size} exceeds {len(self.encoded)} examples")
         self._epoch, self._batches = None, None
         self.tokens_per_batch = batch_size  # examples
-        self.metric = f"{eval_dataset}_acc"
-        self.target = Target(self.metric, target_accuracy, "max")
+        self.eval_mode = self.eval_cfg.get("mode", "accuracy")
+        if self.eval_mode == "loss":  # held-out answer loss: lower is better
+            self.metric = f"{eval_dataset}_loss"
+            self.target = Target(self.metric, None, "min")
+        else:
+            self.metric = f"{eval_dataset}_acc"
+            self.target = Target(self.metric, target_accuracy, "max")
         dtype_bytes = 2 if model.get("dtype") == "bfloat16" else 4
         self.memory = memory_estimate(self.model, batch_size, max_length, dtype_bytes,
                                       bool(model.get("load_in_4bit")),
@@ -174,6 +180,12 @@ class LoraMathTask(Task):
             checks.integer(eval_cfg, "limit", prefix="task.eval.")
         checks.integer(eval_cfg, "batch_size", prefix="task.eval.")
         checks.integer(eval_cfg, "max_new_tokens", prefix="task.eval.")
+        checks.one_of(eval_cfg, "mode", EVAL_MODES, prefix="task.eval.")
+        loss_only = [d for d in [task.get("eval_dataset"), *(task.get("also_eval") or ())]
+                     if d in data.LOSS_ONLY]
+        if loss_only and eval_cfg.get("mode") != "loss":
+            raise ValueError(f"task.eval.mode must be 'loss' for {loss_only}: they have no "
+                             f"answer to grade (got {eval_cfg.get('mode')!r})")
 
     @classmethod
     def train_examples(cls, task: dict) -> int:
@@ -243,8 +255,10 @@ class LoraMathTask(Task):
         eval_cfg = task.get("eval") or {}
         questions = sum(eval_cfg.get("limit") or EVAL_QUESTIONS.get(d, 1000)
                         for d in [task["eval_dataset"], *(task.get("also_eval") or ())])
-        # each scored question: its prompt (about 200 tokens) and max_new_tokens greedy tokens
-        eval_tokens = questions * (200 + eval_cfg.get("max_new_tokens", 256))
+        # each scored question: its prompt (about 200 tokens) and max_new_tokens greedy tokens;
+        # in loss mode one forward pass over at most max_length tokens
+        eval_tokens = questions * (task["max_length"] if eval_cfg.get("mode") == "loss"
+                                   else 200 + eval_cfg.get("max_new_tokens", 256))
         dtype_bytes = 2 if model.get("dtype") == "bfloat16" else 4
         hidden, layers = hf_cfg.hidden_size, hf_cfg.num_hidden_layers
         micro_tokens = task["batch_size"] * task["max_length"]
@@ -339,11 +353,37 @@ class LoraMathTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
+        if self.eval_mode == "loss":
+            loss, n = self._held_out_loss(model, self.eval_dataset, self.test)
+            out = {self.metric: loss, "eval_questions": n}
+            for name, test in self.also_eval.items():
+                out[f"{name}_loss"], out[f"{name}_questions"] = self._held_out_loss(
+                    model, name, test)
+            return out
         accuracy, n = self._score(model, self.eval_dataset, self.test)
         out = {self.metric: accuracy, "eval_questions": n}
         for name, test in self.also_eval.items():
             out[f"{name}_acc"], out[f"{name}_questions"] = self._score(model, name, test)
         return out
+
+    def _held_out_loss(self, model, dataset: str, test: list) -> tuple[float, int]:
+        """(mean cross-entropy per answer token, examples) on a test set (teacher forcing)."""
+        limit = self.eval_cfg.get("limit")
+        examples = test[:limit] if limit else test
+        batch = self.eval_cfg.get("batch_size", 16)
+        total, tokens = 0.0, 0
+        for start in range(0, len(examples), batch):
+            encoded = [data.encode(self.tokenizer, dataset, ex, self.max_length)
+                       for ex in examples[start : start + batch]]
+            inputs = data.collate(encoded, self.tokenizer.pad_token_id, self.device)
+            logits = model(input_ids=inputs["input_ids"],
+                           attention_mask=inputs["attention_mask"]).logits.float()
+            labels = inputs["labels"][:, 1:]
+            total += torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                ignore_index=-100, reduction="sum").item()
+            tokens += int((labels != -100).sum())
+        return total / max(tokens, 1), len(examples)
 
     def _score(self, model, dataset: str, test: list) -> tuple[float, int]:
         """(accuracy, questions scored) by greedy generation on a test set."""

@@ -28,7 +28,10 @@ class GPTConfig:
     rope: bool = False  # rotary embeddings (no learned position table)
     norm: str = "layernorm"  # layernorm | rmsnorm
     qk_norm: bool = False  # normalize queries and keys per head before attention
-    activation: str = "gelu"  # gelu | relu2
+    activation: str = "gelu"  # gelu | relu2 | swiglu (gated: silu(x·W_gate) ⊙ x·W_up)
+    # pre: x + f(norm(x)) (GPT-2); post: x + norm(f(x)), OLMo-2's reordered norm
+    norm_placement: str = "pre"
+    mlp_hidden: int | None = None  # None: 4·n_embd (gelu, relu2) or 8/3·n_embd to 64 (swiglu)
     arch: str = "gpt"  # gpt | lstm (Softsign's next-character LSTM; n_layer LSTM layers of n_embd)
 
     def __post_init__(self):
@@ -36,9 +39,14 @@ class GPTConfig:
             raise ValueError(f"task.model.arch must be one of {list(ARCHS)}, got {self.arch!r}")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ValueError(f"task.model.norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
-        if self.activation not in ("gelu", "relu2"):
-            raise ValueError(f"task.model.activation must be 'gelu' or 'relu2', "
-                             f"got {self.activation!r}")
+        if self.activation not in ("gelu", "relu2", "swiglu"):
+            raise ValueError(f"task.model.activation must be one of ['gelu', 'relu2', "
+                             f"'swiglu'], got {self.activation!r}")
+        if self.norm_placement not in ("pre", "post"):
+            raise ValueError(f"task.model.norm_placement must be 'pre' or 'post', got "
+                             f"{self.norm_placement!r}")
+        if self.mlp_hidden is not None and self.mlp_hidden <= 0:
+            raise ValueError(f"task.model.mlp_hidden must be > 0 or null, got {self.mlp_hidden}")
         if self.rope and (self.n_embd // max(self.n_head, 1)) % 2:
             raise ValueError("task.model.rope needs an even head size (n_embd / n_head)")
         if self.n_embd % self.n_head:
@@ -92,17 +100,34 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
+def mlp_hidden(cfg: GPTConfig) -> int:
+    if cfg.mlp_hidden is not None:
+        return cfg.mlp_hidden
+    if cfg.activation == "swiglu":  # the same parameters as a 4x MLP, to a multiple of 64
+        return max(64, round(8 * cfg.n_embd / 3 / 64) * 64)
+    return 4 * cfg.n_embd
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        hidden = mlp_hidden(cfg)
+        self.activation = cfg.activation
+        # swiglu: one matrix holds the gate and the up projection side by side
+        width = 2 * hidden if cfg.activation == "swiglu" else hidden
+        self.fc = nn.Linear(cfg.n_embd, width, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
-        self.relu2 = cfg.activation == "relu2"
 
     def forward(self, x):
         h = self.fc(x)
-        h = F.relu(h).square() if self.relu2 else F.gelu(h)
+        if self.activation == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.activation == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.gelu(h)
         return self.drop(self.proj(h))
 
 
@@ -113,8 +138,12 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = make_norm(cfg, cfg.n_embd)
         self.mlp = MLP(cfg)
+        self.post = cfg.norm_placement == "post"
 
     def forward(self, x):
+        if self.post:  # OLMo-2: normalize each sub-layer's output before the residual add
+            x = x + self.ln1(self.attn(x))
+            return x + self.ln2(self.mlp(x))
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
 

@@ -9,8 +9,13 @@ gradients and optimizer state are rounded to.
                    (amax / 448) after each step. The values are stored in their usual dtype but
                    only ever hold FP8-representable numbers, which is what the paper's claim is
                    about (AdamW's second moment underflows there; a max-based state survives).
+    fp4_emulated   the same placement at 4 bits (StoSignSGD's later FP4 runs; their recipe is not
+                   public, so this is an assumption): bf16 master weights and autocast; every
+                   gradient and every optimizer state tensor rounded through FP4 E2M1 (±{0, 0.5,
+                   1, 1.5, 2, 3, 4, 6}) with a shared power-of-two scale per block of 32
+                   values (the OCP MXFP4 format), after backward and after each step.
 
-`compute` (bf16 or fp32; only for bf16 and fp8_emulated) says what the matmuls run in. The default
+`compute` (bf16 or fp32; only for bf16 and the emulated formats) says what the matmuls run in. The default
 bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this project's CI
 machine has AVX2 only, where bf16 matmuls are emulated ~20x slower): the model stays fp32 and, for
 fp8_emulated, every parameter is rounded through bf16 after each step, so the master weights still
@@ -26,7 +31,8 @@ import torch
 
 from tasks.train import checks
 
-PRECISIONS = ("fp32", "bf16", "fp8_emulated")
+PRECISIONS = ("fp32", "bf16", "fp8_emulated", "fp4_emulated")
+LOW_PRECISION = ("fp8_emulated", "fp4_emulated")  # bf16 master weights, rounded grads and state
 COMPUTE_DTYPES = ("bf16", "fp32")
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
 
@@ -34,6 +40,28 @@ E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
 def round_through(t: torch.Tensor, dtype: torch.dtype, scale: torch.Tensor | float = 1.0):
     """t rounded to the nearest value of `dtype` (after dividing by `scale`), in place."""
     return t.copy_((t / scale).to(dtype).to(t.dtype) * scale)
+
+
+E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # FP4 E2M1's magnitudes
+MX_BLOCK = 32  # values sharing one power-of-two scale (OCP MX)
+
+
+def round_mxfp4(t: torch.Tensor) -> None:
+    """t rounded, in place, to MXFP4: blocks of 32 consecutive values (in memory order) share
+    the scale 2^(floor(log2(block amax)) − 2), so the block's largest magnitude lands in
+    [4, 8); each value/scale is rounded to the nearest E2M1 magnitude (ties to the larger),
+    clamped at 6."""
+    flat = t.detach().reshape(-1).float()
+    pad = (-flat.numel()) % MX_BLOCK
+    blocks = torch.nn.functional.pad(flat, (0, pad)).view(-1, MX_BLOCK)
+    amax = blocks.abs().amax(dim=1, keepdim=True)
+    scale = torch.exp2(torch.floor(torch.log2(amax.clamp(min=torch.finfo(torch.float32).tiny)))
+                       - 2.0)
+    grid = torch.tensor(E2M1_GRID, device=t.device)
+    x = (blocks.abs() / scale).clamp(max=E2M1_GRID[-1])
+    midpoints = (grid[1:] + grid[:-1]) / 2
+    q = grid[torch.bucketize(x, midpoints, right=True)] * scale * blocks.sign()
+    t.copy_(q.reshape(-1)[: flat.numel()].view_as(t).to(t.dtype))
 
 
 def round_state_e4m3(state: torch.Tensor) -> None:
@@ -66,9 +94,9 @@ class Precision:
         self.bf16_compute = name != "fp32" and compute == "bf16"
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """fp8_emulated keeps bf16 master weights (stored as bf16, or as fp32 holding bf16 values
+        """fp8_emulated and fp4_emulated keep bf16 master weights (stored as bf16, or as fp32 holding bf16 values
         with compute=fp32)."""
-        if self.name != "fp8_emulated":
+        if self.name not in LOW_PRECISION:
             return model
         if self.bf16_compute:
             return model.to(torch.bfloat16)
@@ -85,14 +113,18 @@ class Precision:
 
     @torch.no_grad()
     def after_backward(self, params) -> None:
-        if self.name == "fp8_emulated":
-            for p in params:
-                if p.grad is not None:
+        if self.name not in LOW_PRECISION:
+            return
+        for p in params:
+            if p.grad is not None:
+                if self.name == "fp8_emulated":
                     round_through(p.grad, torch.float8_e5m2)
+                else:
+                    round_mxfp4(p.grad)
 
     @torch.no_grad()
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.name != "fp8_emulated":
+        if self.name not in LOW_PRECISION:
             return
         if not self.bf16_compute:  # fp32 storage: keep the master weights on bf16 values
             for group in optimizer.param_groups:
@@ -101,4 +133,7 @@ class Precision:
         for state in optimizer.state.values():
             for value in state.values():
                 if torch.is_tensor(value) and value.is_floating_point() and value.numel() > 1:
-                    round_state_e4m3(value)
+                    if self.name == "fp8_emulated":
+                        round_state_e4m3(value)
+                    else:
+                        round_mxfp4(value)
