@@ -438,3 +438,16 @@ def test_every_committed_table_re_renders_byte_identically_from_its_records(fold
                      results=tmp_path / "results") == 0
     for name in ("table.md", "table.csv", "table.tex"):
         assert (copy / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+def test_coverage_lists_every_spec_and_every_paper_scale():
+    """conf/table/COVERAGE.md maps the papers' experiments to specs: a new spec or paper scale
+    that it does not name is a gap in that map."""
+    coverage = (spec.TABLE_DIR / "COVERAGE.md").read_text()
+    missing = [name for name in spec.available() if name != "quickstart"
+               and f"`{name}`" not in coverage]
+    assert not missing, f"COVERAGE.md does not name {missing}"
+    for name in spec.available():
+        scales = [s for s in spec.load(name).scales if s not in ("tiny", "paper")]
+        unnamed = [s for s in scales if s not in coverage]
+        assert not unnamed, f"COVERAGE.md does not name {name}'s scales {unnamed}"
