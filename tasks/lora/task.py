@@ -37,8 +37,9 @@ KNOWN_ARCHITECTURES = {
 }
 KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3-8B-Instruct"] = \
     KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"]
+# test-set sizes, for a plan before preparing
 EVAL_QUESTIONS = {"gsm8k": 1319, "math": 500, "alpaca": data.ALPACA_TEST}
-EVAL_MODES = ["accuracy", "loss"]  # greedy answers graded, or the held-out answer loss  # test-set sizes, for a plan before preparing
+EVAL_MODES = ["accuracy", "loss"]  # greedy answers graded, or the held-out answer loss
 TINY_VOCAB = 402  # the offline preset's BPE: 400 merges' worth plus <pad> and </s> at most
 
 

@@ -15,10 +15,10 @@ gradients and optimizer state are rounded to.
                    1, 1.5, 2, 3, 4, 6}) with a shared power-of-two scale per block of 32
                    values (the OCP MXFP4 format), after backward and after each step.
 
-`compute` (bf16 or fp32; only for bf16 and the emulated formats) says what the matmuls run in. The default
-bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this project's CI
+`compute` (bf16 or fp32; only for bf16 and the emulated formats) says what the matmuls run in.
+The default bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this project's CI
 machine has AVX2 only, where bf16 matmuls are emulated ~20x slower): the model stays fp32 and, for
-fp8_emulated, every parameter is rounded through bf16 after each step, so the master weights still
+the emulated formats, every parameter is rounded through bf16 after each step, so the master weights still
 only hold bf16 values; only the activations are not rounded to bf16. Miniatures that use it
 say so in their label.
 """
@@ -94,7 +94,8 @@ class Precision:
         self.bf16_compute = name != "fp32" and compute == "bf16"
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """fp8_emulated and fp4_emulated keep bf16 master weights (stored as bf16, or as fp32 holding bf16 values
+        """fp8_emulated and fp4_emulated keep bf16 master weights (stored as bf16, or as fp32
+        holding bf16 values
         with compute=fp32)."""
         if self.name not in LOW_PRECISION:
             return model
