@@ -16,11 +16,11 @@ gradients and optimizer state are rounded to.
                    values (the OCP MXFP4 format), after backward and after each step.
 
 `compute` (bf16 or fp32; only for bf16 and the emulated formats) says what the matmuls run in.
-The default bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this project's CI
-machine has AVX2 only, where bf16 matmuls are emulated ~20x slower): the model stays fp32 and, for
-the emulated formats, every parameter is rounded through bf16 after each step, so the master weights still
-only hold bf16 values; only the activations are not rounded to bf16. Miniatures that use it
-say so in their label.
+The default bf16 is the papers' setting. `compute=fp32` is for CPUs without bf16 units (this
+project's CI machine has AVX2 only, where bf16 matmuls are emulated ~20x slower): the model stays
+fp32 and, for the emulated formats, every parameter is rounded through bf16 after each step, so
+the master weights still only hold bf16 values; only the activations are not rounded to bf16.
+Miniatures that use it say so in their label.
 """
 
 from __future__ import annotations
