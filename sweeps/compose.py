@@ -202,7 +202,7 @@ def check_run(run_overrides: list[str], cfg: dict, trains_here: bool = False,
     try:
         validate(cfg, accepted)
         if trains_here:  # the run trains on this machine: its devices and data are the run's
-            validate_device(cfg["device"])
+            validate_device(cfg)
             check_data(cfg)
     except Exception as e:
         raise ConfigError(f"run [{' '.join(run_overrides)}]: {e}") from e

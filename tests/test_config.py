@@ -75,3 +75,34 @@ def test_the_run_schema_is_the_top_level_of_train_yaml():
     """RUN_KEYS (what the runner reads) and conf/train.yaml (what it offers) agree."""
     cfg = compose_cfg([])
     assert set(cfg) == set(run_config.RUN_KEYS) - {"hydra"}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_run_without_cuda_fails_before_any_run_dir_naming_the_torch_build(tmp_path):
+    import torch
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "device=cuda",
+                          f"runs_root={tmp_path / 'runs'}"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr
+    build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+    assert "device='cuda' but CUDA is not available" in out.stderr and build in out.stderr
+    assert "nvidia-smi" in out.stderr and "device=cpu" in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_job_given_gpus_never_falls_back_to_cpu(monkeypatch):
+    """device=auto picks the CPU only when the job asked for no GPU: given GPUs (the launcher's
+    gpus_per_node, or SLURM's record of them) and no usable CUDA, it stops instead of training
+    on one CPU core for the whole time limit."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for var in ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
+        monkeypatch.delenv(var, raising=False)
+    run_config.validate_device({"device": "auto", "launcher": {"gpus_per_node": 0}})
+    with pytest.raises(run_config.ConfigError, match=r"device=auto and the job was given 2 GPU"):
+        run_config.validate_device({"device": "auto", "launcher": {"gpus_per_node": 2}})
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0,1,2,3")  # a SLURM job given 4 GPUs
+    with pytest.raises(run_config.ConfigError, match=r"given 4 GPU\(s\) but CUDA is not"):
+        run_config.validate_device({"device": "auto", "launcher": {}})

@@ -24,13 +24,48 @@ from tasks.train.precision import Precision
 from tasks.train.schedule import build_scheduler
 
 
-def resolve_device(name: str) -> torch.device:
+def gpus_requested(launcher_gpus: int = 0) -> int:
+    """GPUs this run was given: the launcher's gpus_per_node, or SLURM's own record of them
+    (a count in SLURM_GPUS_ON_NODE, index lists in SLURM_JOB_GPUS / SLURM_STEP_GPUS)."""
+    counts = [int(launcher_gpus or 0)]
+    on_node = os.environ.get("SLURM_GPUS_ON_NODE", "")
+    if on_node.isdigit():
+        counts.append(int(on_node))
+    for var in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
+        if os.environ.get(var):
+            counts.append(len(os.environ[var].split(",")))
+    return max(counts)
+
+
+def no_cuda_message(asked: str) -> str:
+    """Why CUDA is unusable here and what to do: the torch build's CUDA version, the fix."""
+    build = torch.version.cuda
+    if build is None:
+        why = f"this torch ({torch.__version__}) is a CPU-only build"
+    else:
+        why = (f"this torch ({torch.__version__}) is built for CUDA {build}, and the CUDA "
+               f"driver here does not run it (no driver, no visible GPU, or a driver older "
+               f"than CUDA {build} needs)")
+    return (f"{asked} but CUDA is not available: {why}. Install a torch build that the "
+            f"cluster's driver supports (`nvidia-smi` shows the driver's highest CUDA version; "
+            f"then e.g. `pip install torch --index-url "
+            f"https://download.pytorch.org/whl/cu126`), or train on CPU on purpose with "
+            f"device=cpu and launcher.gpus_per_node=0")
+
+
+def resolve_device(name: str, gpus: int = 0) -> torch.device:
+    """The run's device; `gpus`: how many GPUs the job was given (device=auto must not fall
+    back to CPU silently then)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if gpus > 0:
+            raise ConfigError(no_cuda_message(f"device=auto and the job was given {gpus} "
+                                              f"GPU(s)"))
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; "
-                          f"use device=auto or device=cpu")
+        raise ConfigError(no_cuda_message(f"device={name!r}"))
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ConfigError(f"device={name!r} but this machine has "
                           f"{torch.cuda.device_count()} CUDA device(s)")
@@ -67,7 +102,8 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     """(task, trainer, device): the one way a run is assembled (the runner, the benchmarks,
     the tests). With a run dir the metrics log and checkpoint live there and the trainer is
     restored from the run's checkpoint if any; without one nothing is read or written."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, gpus_requested(
+        (cfg.get("launcher") or {}).get("gpus_per_node", 0)))
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
     torch.manual_seed(cfg.seed)

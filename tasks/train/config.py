@@ -17,7 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from optim._common import check_beta, check_betas, check_lr_wd
 from tasks.train import checks
-from tasks.train.assemble import build_optimizer, optimizer_kwargs, resolve_device
+from tasks.train.assemble import (
+    build_optimizer,
+    gpus_requested,
+    optimizer_kwargs,
+    resolve_device,
+)
 from tasks.train.errors import ConfigError
 from tasks.train.metrics import SpikeConfig
 from tasks.train.precision import validate_precision
@@ -171,7 +176,8 @@ def check_data(cfg: DictConfig | dict) -> None:
             f"{need.prepare}" for need in missing))
 
 
-def validate_device(name: str) -> None:
-    """The device exists here (checked where the run will train, not where a sweep is
-    composed: a login node has no GPU)."""
-    resolve_device(name)
+def validate_device(cfg) -> None:
+    """The run's device exists here, and a job given GPUs can use them (checked where the run
+    will train, not where a sweep is composed: a login node has no GPU)."""
+    launcher = cfg.get("launcher") or {}
+    resolve_device(cfg["device"], gpus_requested(launcher.get("gpus_per_node", 0)))

@@ -98,7 +98,7 @@ def run(cfg: DictConfig, validated: bool = False) -> dict:
     derive_steps(cfg)
     if not validated:
         run_config.validate(cfg)
-    run_config.validate_device(cfg.device)
+    run_config.validate_device(cfg)
     key = identity.run_key(cfg)
     rdir = identity.run_dir(cfg)
     previous = store.read_summary(rdir)
