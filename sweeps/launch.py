@@ -30,9 +30,10 @@ LAUNCHERS = ("slurm", "local", "debug")
 LAUNCHER_KEYS = {
     "debug": ("name",),
     "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node"),
-    "slurm": ("name", "partition", "account", "timeout_min", "nodes", "tasks_per_node",
-              "gpus_per_node", "cpus_per_task", "mem_gb", "array_parallelism", "signal_delay_s",
-              "max_requeues", "job_name", "setup", "additional_parameters"),
+    "slurm": ("name", "partition", "account", "qos", "constraint", "exclude", "gres",
+              "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task",
+              "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "job_name",
+              "setup", "additional_parameters"),
 }
 
 
@@ -88,6 +89,10 @@ def make_executor(launcher: DictConfig, folder: Path) -> submitit.Executor:
             "gpus_per_node": launcher.gpus_per_node or None,
             "mem": f"{launcher.mem_gb}GB" if launcher.mem_gb else None,
             "account": launcher.account,
+            "qos": launcher.qos,
+            "constraint": launcher.constraint,
+            "exclude": launcher.exclude,
+            "gres": launcher.gres,
             "array_parallelism": launcher.array_parallelism,
             "signal_delay_s": launcher.signal_delay_s,
             "setup": list(launcher.setup or []),

@@ -243,3 +243,25 @@ def test_hydra_multirun_with_the_submitit_launcher_resumes(slurm, tmp_path, data
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in summaries] == stamps  # finished runs not re-run
+
+
+def test_slurm_qos_constraint_exclude_gres_reach_the_sbatch_script(tmp_path):
+    """First-class SLURM settings: a command-line override reaches the #SBATCH lines (checked
+    on the script submitit would submit); a key the launcher does not read is refused."""
+    from omegaconf import OmegaConf
+
+    from sweeps.compose import compose_runs
+    from sweeps.launch import ConfigError, make_executor, validate_launcher
+
+    overrides = ["launcher=slurm", "launcher.qos=high", "launcher.constraint=h100",
+                 "launcher.exclude='node[01-02]'", "launcher.gres=gpu:h100:4",
+                 "launcher.account=optlab"]
+    launcher = compose_runs([overrides], validate_runs=False)[0][1]["launcher"]
+    validate_launcher(launcher)
+    script = make_executor(OmegaConf.create(launcher), tmp_path)._make_submission_file_text(
+        "true", "uid")
+    for line in ("--qos=high", "--constraint=h100", "--exclude='node[01-02]'",
+                 "--gres=gpu:h100:4", "--account=optlab"):  # submitit shell-quotes brackets
+        assert f"#SBATCH {line}" in script, line
+    with pytest.raises(ConfigError, match="launcher.*reservation"):
+        validate_launcher({**launcher, "reservation": "maint"})
