@@ -14,6 +14,7 @@ assumptions the user overrides (`--gpu a100 --mfu 0.35`, or `--peak-tflops 500`)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,40 @@ def _fmt_hours(h: float | None) -> str:
     return f"{h:.3g}" if h >= 0.01 else "<0.01"
 
 
+TIME_MARGIN = 1.2  # restarts, evaluation and checkpoints on top of the planned compute
+
+
+def time_allowance(launcher: dict) -> tuple[float, int, int] | None:
+    """(hours one run may take, GPUs it trains on, requeues) under the launcher's time limit
+    and requeues; None where the launcher sets no limit (debug)."""
+    if launcher.get("name") == "debug" or not launcher.get("timeout_min"):
+        return None
+    requeues = int(launcher.get("max_requeues") or 0)
+    gpus = max(int(launcher.get("gpus_per_node") or 0), 1) * int(launcher.get("nodes") or 1)
+    return launcher["timeout_min"] / 60 * (requeues + 1), gpus, requeues
+
+
+def time_check(plans: list, launcher: dict) -> list[str]:
+    """Whether every run's planned hours (with a margin) fit its time limit × (requeues + 1),
+    and the launcher settings that would make the longest one fit."""
+    allowance = time_allowance(launcher)
+    valid = [p for p in plans if not p.error and p.gpu_hours is not None]
+    if allowance is None or not valid:
+        return []
+    hours, gpus, requeues = allowance
+    need = {p.key: p.gpu_hours / gpus * TIME_MARGIN for p in valid}
+    late = [p for p in valid if need[p.key] > hours]
+    rule = (f"{launcher['timeout_min']} min × ({requeues} requeues + 1) = {hours:.3g} h a run "
+            f"on {gpus} GPU(s); planned hours × {TIME_MARGIN} for restarts and evaluation")
+    if not late:
+        return [f"time: every run fits its allowance ({rule})"]
+    longest = max(need[p.key] for p in late)
+    slots = math.ceil(longest / (launcher["timeout_min"] / 60))
+    return [f"time: {len(late)} run(s) CANNOT FINISH within {rule}; the longest needs "
+            f"{longest:.3g} h. Fix: launcher.max_requeues={slots - 1}, or a longer "
+            f"launcher.timeout_min (the partition's limit allowing), or more GPUs a run"]
+
+
 def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: dict) -> str:
     lines = [f"plan {name}: {len(plans)} runs", hardware.describe(),
              f"launcher: {launcher.get('name')}"
@@ -153,6 +188,7 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
     total = sum(p.gpu_hours for p in valid)
     lines.append(f"total: {_fmt_hours(total)} GPU-hours for all {len(valid)} valid runs; "
                  f"{_fmt_hours(sum(p.gpu_hours for p in todo))} for the {len(todo)} not done")
+    lines += time_check(plans, launcher)
     if valid:
         peak_mem = max(p.memory_gb for p in valid)
         fits = peak_mem <= hardware.memory_gb

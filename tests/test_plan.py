@@ -129,3 +129,16 @@ def test_a_7b_model_is_sized_without_downloading_it(tmp_path):
     assert cost.data[-1].prepare == "hf download Qwen/Qwen2.5-7B"
     with torch.device("cpu"):  # building on meta left the default device alone
         assert torch.empty(1).device.type == "cpu"
+
+
+def test_the_plan_flags_runs_that_cannot_finish_within_time_limit_times_requeues(tmp_path):
+    """softsign_llm's 720M runs plan at ~53 GPU-hours: 24 h of 240-min jobs × 6 cannot hold
+    them; the plan says so with the setting that fixes it, and that setting fits."""
+    text, _ = paper_plan("softsign_llm", tmp_path)
+    line = next(x for x in text.splitlines() if x.startswith("time: "))
+    assert "CANNOT FINISH within 240 min × (5 requeues + 1) = 24 h" in line, line
+    fix = int(line.split("launcher.max_requeues=")[1].split(",")[0])
+    fitted, _ = paper_plan("softsign_llm", tmp_path, f"launcher.max_requeues={fix}")
+    assert "time: every run fits its allowance" in fitted
+    short, _ = paper_plan("smuon_gpt", tmp_path)
+    assert "time: every run fits its allowance" in short
