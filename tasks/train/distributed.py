@@ -87,17 +87,31 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+REPLICA_CHUNK = 1 << 24  # values compared per broadcast: 64 MB of fp32 at most, any model size
+
+
 def replica_divergence(model: torch.nn.Module, ctx: Context) -> float:
-    """Max |θ_rank − θ_rank0| over all parameters and ranks (0.0 = identical replicas).
+    """Max |θ_rank − θ_rank0| over the trained parameters and ranks (0.0 = identical replicas).
 
     Data-parallel replicas must apply identical updates (same averaged gradient, same optimizer
-    noise); this checks that they did, at the cost of one broadcast of the parameters.
+    noise); this checks that they did. Frozen parameters (a LoRA base) are skipped: they never
+    change. The comparison goes chunk by chunk, so it needs REPLICA_CHUNK floats of memory
+    however large the model (a whole-model fp32 copy of a 7B base is ~30 GB, twice over).
     """
     if not ctx.enabled:
         return 0.0
-    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    reference = flat.clone()
-    dist.broadcast(reference, src=0)
-    diff = (flat - reference).abs().max().reshape(1)
+    diff = None
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        for chunk in p.detach().reshape(-1).split(REPLICA_CHUNK):
+            mine = chunk.float()
+            reference = mine.clone()
+            dist.broadcast(reference, src=0)
+            local = (mine - reference).abs().max()
+            diff = local if diff is None else torch.maximum(diff, local)
+    if diff is None:
+        diff = torch.zeros((), device=next(model.parameters()).device)
+    diff = diff.reshape(1)
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return float(diff.item())

@@ -1,0 +1,40 @@
+"""Data-parallel checks with two gloo processes on CPU: the replica check compares the trained
+parameters chunk by chunk (bounded memory), and a difference anywhere in them is found."""
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tasks.train import distributed
+
+
+def _replicas(rank: int, init: str, out: str, perturb: str | None) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(50, 40), torch.nn.Linear(40, 3))
+        model[0].weight.requires_grad_(False)  # frozen, as a LoRA base
+        with torch.no_grad():
+            if rank == 1 and perturb == "trained":
+                model[1].weight[2, 39] += 0.25  # the last value of a chunk-split tensor
+            if rank == 1 and perturb == "frozen":
+                model[0].weight[0, 0] += 1.0
+        distributed.REPLICA_CHUNK = 7  # many chunks, one ending mid-tensor
+        diff = distributed.replica_divergence(model, distributed.Context(rank, 2, rank))
+        if rank == 0:
+            torch.save(diff, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def replica_diff(tmp_path, perturb):
+    out = tmp_path / f"{perturb}.pt"
+    mp.spawn(_replicas, args=(f"file://{tmp_path / f'store-{perturb}'}", str(out), perturb),
+             nprocs=2, join=True)
+    return torch.load(out)
+
+
+def test_the_replica_check_finds_a_difference_in_the_trained_parameters_only(tmp_path):
+    assert replica_diff(tmp_path, None) == 0.0
+    assert replica_diff(tmp_path, "trained") == 0.25
+    assert replica_diff(tmp_path, "frozen") == 0.0  # frozen weights are never updated
