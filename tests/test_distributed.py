@@ -38,3 +38,18 @@ def test_the_replica_check_finds_a_difference_in_the_trained_parameters_only(tmp
     assert replica_diff(tmp_path, None) == 0.0
     assert replica_diff(tmp_path, "trained") == 0.25
     assert replica_diff(tmp_path, "frozen") == 0.0  # frozen weights are never updated
+
+
+def test_each_rank_trains_on_its_own_gpu_made_current(monkeypatch):
+    """Rank r of a data-parallel job uses cuda:local_rank and makes it the current device
+    (else libraries that allocate on plain "cuda" put every rank on GPU 0)."""
+    from tasks.train.assemble import rank_device
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    cpu = torch.device("cpu")
+    assert rank_device(cpu, distributed.Context(1, 2, 1)) == cpu and current == []
+    assert rank_device(torch.device("cuda"), distributed.Context(0, 1, 0)) == \
+        torch.device("cuda")  # one process: the device as resolved
+    got = rank_device(torch.device("cuda"), distributed.Context(3, 4, 1))
+    assert got == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]

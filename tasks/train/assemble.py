@@ -72,6 +72,17 @@ def resolve_device(name: str, gpus: int = 0) -> torch.device:
     return device
 
 
+def rank_device(device: torch.device, ctx: distributed.Context) -> torch.device:
+    """A data-parallel rank's own GPU (its local rank), made the current CUDA device, so that
+    whatever allocates on "cuda" without an index (bitsandbytes' 4-bit loading, NCCL) lands on
+    it rather than on GPU 0."""
+    if device.type != "cuda" or not ctx.enabled:
+        return device
+    device = torch.device("cuda", ctx.local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
 def build_task(cfg: DictConfig, device: torch.device):
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     # grad_accum: tasks that order data by epoch need the micro-batches per step
@@ -102,10 +113,8 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     """(task, trainer, device): the one way a run is assembled (the runner, the benchmarks,
     the tests). With a run dir the metrics log and checkpoint live there and the trainer is
     restored from the run's checkpoint if any; without one nothing is read or written."""
-    device = resolve_device(cfg.device, gpus_requested(
-        (cfg.get("launcher") or {}).get("gpus_per_node", 0)))
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
+    device = rank_device(resolve_device(cfg.device, gpus_requested(
+        (cfg.get("launcher") or {}).get("gpus_per_node", 0))), ctx)
     torch.manual_seed(cfg.seed)
     task = build_task(cfg, device)
     if cfg.get("epochs") is not None:
