@@ -53,3 +53,25 @@ def test_each_rank_trains_on_its_own_gpu_made_current(monkeypatch):
         torch.device("cuda")  # one process: the device as resolved
     got = rank_device(torch.device("cuda"), distributed.Context(3, 4, 1))
     assert got == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
+
+
+def test_a_checkpoint_holds_and_restores_the_current_gpus_rng_only(monkeypatch):
+    """Each process saves and restores the RNG of its own (current) GPU, not every device's:
+    with one GPU per rank, restoring all devices from one rank's file clobbered the others.
+    Checkpoints of the old format (a list per device) still load."""
+    from tasks.train import loop
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: 1 / 0)  # never all devices
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: 1 / 0)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    state = loop.rng_state()
+    assert state["cuda"].tolist() == [7]
+    loop.set_rng_state(state)
+    old = {**state, "cuda": [torch.tensor([0], dtype=torch.uint8),
+                             torch.tensor([1], dtype=torch.uint8)]}
+    loop.set_rng_state(old)
+    assert [t.tolist() for t in restored] == [[7], [1]]  # device 1's state from the old list
