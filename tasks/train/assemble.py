@@ -43,9 +43,9 @@ def no_cuda_message(asked: str) -> str:
     if build is None:
         why = f"this torch ({torch.__version__}) is a CPU-only build"
     else:
-        why = (f"this torch ({torch.__version__}) is built for CUDA {build}, and the CUDA "
-               f"driver here does not run it (no driver, no visible GPU, or a driver older "
-               f"than CUDA {build} needs)")
+        why = (f"this torch ({torch.__version__}) is built for CUDA {build}, which the CUDA "
+               f"driver here does not run (no driver, no visible GPU, or a driver too old for "
+               f"CUDA {build})")
     return (f"{asked} but CUDA is not available: {why}. Install a torch build that the "
             f"cluster's driver supports (`nvidia-smi` shows the driver's highest CUDA version; "
             f"then e.g. `pip install torch --index-url "
