@@ -38,7 +38,7 @@ LAUNCHER_KEYS = {
 
 
 def validate_launcher(launcher: dict) -> None:
-    """A known launcher, and only keys it reads (`+launcher.qos=...` is not one)."""
+    """A known launcher, and only keys it reads (`+launcher.reservation=...` is not one)."""
     if launcher.get("name") not in LAUNCHERS:
         raise ConfigError(f"launcher.name must be one of {list(LAUNCHERS)}, got "
                           f"{launcher.get('name')!r}")

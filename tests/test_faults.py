@@ -464,9 +464,9 @@ def test_data_that_is_not_prepared_is_refused_before_a_run_dir(tmp_path):
 
 
 def test_a_launcher_key_nothing_reads_is_refused_before_a_submission(tmp_path):
-    with pytest.raises(ConfigError, match=r"launcher.qos is not read by anything; .*account"):
-        launch("qos", [*TINY, f"runs_root={tmp_path / 'runs'}", "launcher=slurm",
-                       "+launcher.qos=high"], dry_run=True)
+    with pytest.raises(ConfigError, match=r"launcher.reservation is not read by anything; .*qos"):
+        launch("reservation", [*TINY, f"runs_root={tmp_path / 'runs'}", "launcher=slurm",
+                               "+launcher.reservation=maint"], dry_run=True)
     with pytest.raises(ConfigError, match=r"launcher.partition is not read by anything"):
         launch("local", [*TINY, f"runs_root={tmp_path / 'runs'}", "launcher=local",
                          "+launcher.partition=gpu"], dry_run=True)
