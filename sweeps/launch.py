@@ -48,6 +48,23 @@ def validate_launcher(launcher: dict) -> None:
         raise ConfigError(str(e)) from e
 
 
+def check_topology(launcher: dict, grad_accums) -> None:
+    """The data-parallel layout a job asks for can run: one task per GPU, and every run's
+    grad_accum split evenly over the world (nodes × tasks per node). Checked before anything is
+    submitted, not in the job."""
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    world = tasks * int(launcher.get("nodes") or 1)
+    if gpus and tasks != gpus:
+        raise ConfigError(f"launcher.tasks_per_node ({tasks}) must equal launcher.gpus_per_node "
+                          f"({gpus}): each data-parallel task trains on one GPU")
+    bad = sorted({ga for ga in grad_accums if ga % world})
+    if bad:
+        raise ConfigError(f"grad_accum {bad} is not a multiple of the data-parallel world "
+                          f"({world} = launcher.nodes × launcher.tasks_per_node): each step's "
+                          f"micro-batches are split evenly between the tasks")
+
+
 @dataclass
 class Launch:
     name: str
@@ -118,6 +135,7 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
     if any(cfg["launcher"] != launcher for _, cfg in runs):
         raise ValueError("every run of a sweep must use the same launcher settings")
     validate_launcher(launcher)
+    check_topology(launcher, [cfg["grad_accum"] for _, cfg in runs])
     launcher = OmegaConf.create(launcher)
 
     root = Path(runs[0][1]["runs_root"])

@@ -265,3 +265,21 @@ def test_slurm_qos_constraint_exclude_gres_reach_the_sbatch_script(tmp_path):
         assert f"#SBATCH {line}" in script, line
     with pytest.raises(ConfigError, match="launcher.*reservation"):
         validate_launcher({**launcher, "reservation": "maint"})
+
+
+def test_a_topology_that_cannot_run_is_refused_before_a_submission(tmp_path):
+    """nodes=2 tasks_per_node=8 gpus_per_node=1 used to pass launch and fail in the job."""
+    from sweeps.launch import ConfigError, launch
+
+    base = [f"runs_root={tmp_path / 'runs'}", "launcher=slurm", "steps=2"]
+    with pytest.raises(ConfigError, match=r"tasks_per_node \(8\) must equal "
+                                          r"launcher.gpus_per_node \(1\)"):
+        launch("topo", [*base, "launcher.nodes=2", "launcher.tasks_per_node=8",
+                        "launcher.gpus_per_node=1", "grad_accum=16"], dry_run=True)
+    with pytest.raises(ConfigError, match=r"grad_accum \[6\] is not a multiple of the "
+                                          r"data-parallel world \(4 = "):
+        launch("topo", [*base, "launcher.nodes=2", "launcher.tasks_per_node=2",
+                        "launcher.gpus_per_node=2", "grad_accum=6"], dry_run=True)
+    launch("topo", [*base, "launcher.nodes=2", "launcher.tasks_per_node=2",
+                    "launcher.gpus_per_node=2", "grad_accum=8"], dry_run=True)
+    assert not (tmp_path / "runs").exists()
