@@ -40,8 +40,12 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)
 
+    def aggregate(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """The neighbours' mean."""
+        return torch.sparse.mm(adj, h)
+
     def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        neighbours = torch.sparse.mm(adj, h)
+        neighbours = self.aggregate(h, adj)
         return h + self.dropout(self.fc2(torch.nn.functional.gelu(
             self.fc1(self.norm(torch.cat([h, neighbours], -1))))))
 
@@ -75,14 +79,14 @@ class NeighbourAttention(nn.Module):
 
 
 class AttentionBlock(Block):
+    """Block with the neighbours attended to instead of averaged (model=gt)."""
+
     def __init__(self, width: int, dropout: float, heads: int):
         super().__init__(width, dropout)
         self.attention = NeighbourAttention(width, heads)
 
-    def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        neighbours = self.attention(h, adj)
-        return h + self.dropout(self.fc2(torch.nn.functional.gelu(
-            self.fc1(self.norm(torch.cat([h, neighbours], -1))))))
+    def aggregate(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        return self.attention(h, adj)
 
 
 MODELS = ("gnn", "gt")

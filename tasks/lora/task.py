@@ -377,13 +377,10 @@ class LoraMathTask(Task):
             encoded = [data.encode(self.tokenizer, dataset, ex, self.max_length)
                        for ex in examples[start : start + batch]]
             inputs = data.collate(encoded, self.tokenizer.pad_token_id, self.device)
-            logits = model(input_ids=inputs["input_ids"],
-                           attention_mask=inputs["attention_mask"]).logits.float()
-            labels = inputs["labels"][:, 1:]
-            total += torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                ignore_index=-100, reduction="sum").item()
-            tokens += int((labels != -100).sum())
+            n = int((inputs["labels"][:, 1:] != -100).sum())  # the answer tokens predicted
+            if n:  # (answers truncated away predict nothing; their mean would be NaN)
+                total += self.loss(model, inputs).item() * n  # the training loss: their mean
+                tokens += n
         return total / max(tokens, 1), len(examples)
 
     def _score(self, model, dataset: str, test: list) -> tuple[float, int]:

@@ -24,10 +24,10 @@ from tasks.train.precision import Precision
 from tasks.train.schedule import build_scheduler
 
 
-def gpus_requested(launcher_gpus: int = 0) -> int:
-    """GPUs this run was given: the launcher's gpus_per_node, or SLURM's own record of them
-    (a count in SLURM_GPUS_ON_NODE, index lists in SLURM_JOB_GPUS / SLURM_STEP_GPUS)."""
-    counts = [int(launcher_gpus or 0)]
+def gpus_requested(cfg) -> int:
+    """GPUs the run `cfg` was given: its launcher's gpus_per_node, or SLURM's own record of
+    them (a count in SLURM_GPUS_ON_NODE, index lists in SLURM_JOB_GPUS / SLURM_STEP_GPUS)."""
+    counts = [int((cfg.get("launcher") or {}).get("gpus_per_node") or 0)]
     on_node = os.environ.get("SLURM_GPUS_ON_NODE", "")
     if on_node.isdigit():
         counts.append(int(on_node))
@@ -113,8 +113,7 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     """(task, trainer, device): the one way a run is assembled (the runner, the benchmarks,
     the tests). With a run dir the metrics log and checkpoint live there and the trainer is
     restored from the run's checkpoint if any; without one nothing is read or written."""
-    device = rank_device(resolve_device(cfg.device, gpus_requested(
-        (cfg.get("launcher") or {}).get("gpus_per_node", 0))), ctx)
+    device = rank_device(resolve_device(cfg.device, gpus_requested(cfg)), ctx)
     torch.manual_seed(cfg.seed)
     task = build_task(cfg, device)
     if cfg.get("epochs") is not None:

@@ -179,5 +179,4 @@ def check_data(cfg: DictConfig | dict) -> None:
 def validate_device(cfg) -> None:
     """The run's device exists here, and a job given GPUs can use them (checked where the run
     will train, not where a sweep is composed: a login node has no GPU)."""
-    launcher = cfg.get("launcher") or {}
-    resolve_device(cfg["device"], gpus_requested(launcher.get("gpus_per_node", 0)))
+    resolve_device(cfg["device"], gpus_requested(cfg))

@@ -92,11 +92,14 @@ class Precision:
         check_precision(name, compute)
         self.name, self.device = name, device
         self.bf16_compute = name != "fp32" and compute == "bf16"
+        # how gradients and optimizer state are rounded (the emulated formats only)
+        self.round_grad, self.round_state = {
+            "fp8_emulated": (lambda g: round_through(g, torch.float8_e5m2), round_state_e4m3),
+            "fp4_emulated": (round_mxfp4, round_mxfp4)}.get(name, (None, None))
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """fp8_emulated and fp4_emulated keep bf16 master weights (stored as bf16, or as fp32
-        holding bf16 values
-        with compute=fp32)."""
+        holding bf16 values with compute=fp32)."""
         if self.name not in LOW_PRECISION:
             return model
         if self.bf16_compute:
@@ -118,10 +121,7 @@ class Precision:
             return
         for p in params:
             if p.grad is not None:
-                if self.name == "fp8_emulated":
-                    round_through(p.grad, torch.float8_e5m2)
-                else:
-                    round_mxfp4(p.grad)
+                self.round_grad(p.grad)
 
     @torch.no_grad()
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -134,7 +134,4 @@ class Precision:
         for state in optimizer.state.values():
             for value in state.values():
                 if torch.is_tensor(value) and value.is_floating_point() and value.numel() > 1:
-                    if self.name == "fp8_emulated":
-                        round_state_e4m3(value)
-                    else:
-                        round_mxfp4(value)
+                    self.round_state(value)
