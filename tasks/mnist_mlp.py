@@ -194,8 +194,9 @@ class MnistMLPTask(Task):
     def evaluate(self, model) -> dict[str, float]:
         batches = ((self.test_x[i:i + self.eval_batch_size].to(self.device),
                     self.test_y[i:i + self.eval_batch_size].to(self.device))
-                   for i in range(0, len(self.test_x), self.eval_batch_size))
-        loss, acc = score_classifier(model, batches)
+                   for i in self.eval_shard.take(range(0, len(self.test_x),
+                                                       self.eval_batch_size)))
+        loss, acc = score_classifier(model, batches, self.eval_shard)
         return {"test_loss": loss, "test_acc": acc}
 
     def describe(self) -> dict:

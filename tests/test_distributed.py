@@ -1,11 +1,13 @@
 """Data-parallel checks with two gloo processes on CPU: the replica check compares the trained
 parameters chunk by chunk (bounded memory), and a difference anywhere in them is found."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tasks.train import distributed
+from tests.conftest import TINY
 
 
 def _replicas(rank: int, init: str, out: str, perturb: str | None) -> None:
@@ -75,3 +77,67 @@ def test_a_checkpoint_holds_and_restores_the_current_gpus_rng_only(monkeypatch):
                              torch.tensor([1], dtype=torch.uint8)]}
     loop.set_rng_state(old)
     assert [t.tolist() for t in restored] == [[7], [1]]  # device 1's state from the old list
+
+
+# ---------------------------------------------------------------- evaluation sharded over ranks
+
+# Presets whose evaluation splits into an odd number of batches, so the ranks' shares differ:
+# nanoGPT (3 windows batches), LoRA accuracy by greedy generation (3 batches of questions).
+EVAL_PRESETS = {
+    "nanogpt": [*TINY, "task.eval_batches=3"],
+    "lora": ["task=lora_tiny_arith", "task.eval.limit=100", "task.eval.batch_size=40"],
+}
+
+
+def _evaluate(rank: int, world: int, init: str, out: str, preset: str, data_root: str) -> None:
+    from tasks.lora import task as lora_task
+    from tasks.train.assemble import build_task
+    from tasks.train.base import EvalShard
+    from tests.conftest import compose_cfg
+
+    if world > 1:
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        # a grade that marks a fixed third of the questions right: a question scored twice or
+        # never changes the accuracy (the tiny model's own answers are all wrong at step 0)
+        lora_task.is_correct = lambda completion, answer: sum(map(ord, answer)) % 3 == 0
+        cfg = compose_cfg(EVAL_PRESETS[preset], data_root=data_root)
+        torch.manual_seed(cfg.seed)
+        task = build_task(cfg, torch.device("cpu"))
+        task.eval_shard = EvalShard(rank, world)
+        task.model.eval()
+        with torch.no_grad():
+            metrics = task.evaluate(task.model)
+        if rank == 0:
+            torch.save(metrics, out)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def evaluated(tmp_path, preset, data_root, world):
+    out = tmp_path / f"{preset}-{world}.pt"
+    args = (world, f"file://{tmp_path / f'store-{preset}'}", str(out), preset, str(data_root))
+    if world == 1:
+        _evaluate(0, *args)
+    else:
+        mp.spawn(_evaluate, args=args, nprocs=world, join=True)
+    return torch.load(out)
+
+
+@pytest.mark.parametrize("preset", sorted(EVAL_PRESETS))
+def test_two_processes_evaluate_what_one_process_does(tmp_path, data_root, preset):
+    """Each rank scores its share of the eval batches and the shares are summed: the metrics
+    equal one process's (up to summation order), whether or not the shares are equal."""
+    if preset == "lora":
+        from tasks.lora import data
+
+        data.write_arith(tmp_path / "data" / "arith", n_train=200, n_test=100)
+        data_root = tmp_path / "data"
+    one = evaluated(tmp_path, preset, data_root, world=1)
+    two = evaluated(tmp_path, preset, data_root, world=2)
+    assert one.keys() == two.keys()
+    for name in one:
+        assert two[name] == pytest.approx(one[name], rel=1e-9), name
+    if preset == "lora":
+        assert 0 < one["arith_acc"] < 1 and one["eval_questions"] == 100

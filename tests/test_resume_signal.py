@@ -62,3 +62,64 @@ def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, data_root, refer
     assert f"resuming {rdir} from step" in resumed.stdout
     assert losses(runs) == reference_losses  # every step, bit for bit
     assert store.read_summary(rdir)["status"] == "completed"
+
+
+def test_a_signal_during_an_evaluation_checkpoints_and_the_resume_evaluates(
+        tiny_cfg, monkeypatch, tmp_path):
+    """A stop signal in the middle of an evaluation (LoRA's generation takes minutes) is answered
+    within one eval batch: the step's weights are checkpointed with its unfinished log row, and
+    the resumed run evaluates them first: its metrics equal an uninterrupted run's."""
+    from tasks import run
+    from tasks.train import checkpoint, identity
+    from tasks.train.base import EvalShard
+    from tasks.train.loop import Preempted
+
+    args = ("steps=8", "eval_every=4", "log_every=1", "checkpoint_every=0",
+            "task.eval_batches=3")
+    reference = store.MetricsLog(identity.run_dir(tiny_cfg(*args, runs_root=tmp_path / "ref"))
+                                 / "metrics.jsonl")
+    run(tiny_cfg(*args, runs_root=tmp_path / "ref"))
+
+    real_take, fired = EvalShard.take, []
+
+    def take_then_signal(self, items):
+        for item in real_take(self, items):
+            yield item
+            if not fired:  # after the first eval batch of the run
+                fired.append(True)
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(EvalShard, "take", take_then_signal)
+    cfg = tiny_cfg(*args)
+    with pytest.raises(Preempted):
+        run(cfg)
+    rdir = identity.run_dir(cfg)
+    loop_state = checkpoint.load(rdir / "ckpt.pt")["loop"]
+    assert loop_state["step"] == 4 and loop_state["pending_row"]["step"] == 4
+    assert [r["step"] for r in store.MetricsLog(rdir / "metrics.jsonl").read()] == [1, 2, 3]
+
+    monkeypatch.setattr(EvalShard, "take", real_take)
+    assert run(cfg)["status"] == "completed"
+    timing = {"tokens_per_s"}
+    resumed = [{k: v for k, v in r.items() if k not in timing}
+               for r in store.MetricsLog(rdir / "metrics.jsonl").read()]
+    assert resumed == [{k: v for k, v in r.items() if k not in timing} for r in reference.read()]
+    assert "val_loss" in resumed[3]
+
+
+def test_every_rank_asks_for_the_stop_flag_as_often_when_the_shares_differ():
+    """Asking is collective under DDP: a rank with fewer eval batches must still ask each time
+    the others do, or the ranks wait on each other for ever."""
+    from tasks.train.base import EvalShard
+
+    asked = {0: 0, 1: 0}
+
+    def counter(rank):
+        def ask():
+            asked[rank] += 1
+            return False
+        return ask
+
+    got = {rank: list(EvalShard(rank, 2, counter(rank)).take(range(5))) for rank in (0, 1)}
+    assert got == {0: [0, 2, 4], 1: [1, 3]}
+    assert asked[0] == asked[1] == 3

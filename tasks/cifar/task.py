@@ -163,9 +163,10 @@ class CifarTask(Task):
 
     def evaluate(self, model) -> dict[str, float]:
         size = self.eval_batch_size
+        shard = self.eval_shard
         loss, accuracy = score_classifier(model, (
             (self._normalize(self.test_x[i:i + size]), self.test_y[i:i + size])
-            for i in range(0, len(self.test_y), size)))
+            for i in shard.take(range(0, len(self.test_y), size))), shard)
         return {"test_loss": loss, "test_acc": accuracy}
 
     def describe(self) -> dict:

@@ -372,16 +372,17 @@ class LoraMathTask(Task):
         limit = self.eval_cfg.get("limit")
         examples = test[:limit] if limit else test
         batch = self.eval_cfg.get("batch_size", 16)
-        total, tokens = 0.0, 0
-        for start in range(0, len(examples), batch):
+        total = tokens = 0
+        for start in self.eval_shard.take(range(0, len(examples), batch)):
             encoded = [data.encode(self.tokenizer, dataset, ex, self.max_length)
                        for ex in examples[start : start + batch]]
             inputs = data.collate(encoded, self.tokenizer.pad_token_id, self.device)
-            n = int((inputs["labels"][:, 1:] != -100).sum())  # the answer tokens predicted
-            if n:  # (answers truncated away predict nothing; their mean would be NaN)
-                total += self.loss(model, inputs).item() * n  # the training loss: their mean
-                tokens += n
-        return total / max(tokens, 1), len(examples)
+            n = (inputs["labels"][:, 1:] != -100).sum()  # the answer tokens predicted
+            # the training loss is their mean (no answer tokens: a NaN mean, left out)
+            total = total + torch.where(n > 0, self.loss(model, inputs).double() * n, 0.0)
+            tokens = tokens + n
+        sums = self.eval_shard.total({"loss": total, "tokens": tokens})
+        return sums["loss"] / max(sums["tokens"], 1), len(examples)
 
     def _score(self, model, dataset: str, test: list) -> tuple[float, int]:
         """(accuracy, questions scored) by greedy generation on a test set."""
@@ -391,12 +392,13 @@ class LoraMathTask(Task):
         batch = self.eval_cfg.get("batch_size", 16)
         grade = is_equivalent if dataset in data.SYMBOLIC_ANSWERS else is_correct
         correct = 0
-        for start in range(0, len(questions), batch):
+        for start in self.eval_shard.take(range(0, len(questions), batch)):
             chunk = questions[start : start + batch]
             prompts = [prefix + data.prompt(dataset, ex.question) for ex in chunk]
             completions = self.generate(model, prompts, self.eval_cfg.get("max_new_tokens", 256))
             correct += sum(grade(c, ex.answer) for c, ex in zip(completions, chunk))
-        return correct / len(questions), len(questions)
+        return self.eval_shard.total({"correct": correct})["correct"] / len(questions), \
+            len(questions)
 
     def describe(self) -> dict:
         return {"params_trainable": sum(p.numel() for p in self.model.parameters()

@@ -90,9 +90,22 @@ def sample_windows(
     tokens: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (input, next-token target) windows; positions come from `generator` only."""
-    if len(tokens) <= block_size + 1:
-        raise ValueError(f"corpus of {len(tokens)} tokens is too short for block_size {block_size}")
-    starts = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=generator)
+    return gather_windows(tokens, window_starts(len(tokens), batch_size, block_size, generator),
+                          block_size)
+
+
+def window_starts(n_tokens: int, batch_size: int, block_size: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """The start positions of `batch_size` random windows (drawn apart from their tokens, so
+    a process can draw every batch's positions and read only its own batches' tokens)."""
+    if n_tokens <= block_size + 1:
+        raise ValueError(f"corpus of {n_tokens} tokens is too short for block_size {block_size}")
+    return torch.randint(n_tokens - block_size - 1, (batch_size,), generator=generator)
+
+
+def gather_windows(tokens: np.ndarray, starts: torch.Tensor,
+                   block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, next-token target) windows of `block_size` tokens at `starts`."""
     # one fancy-indexing gather of (batch, block + 1) tokens; x and y are views of it
     windows = tokens[starts.numpy()[:, None] + np.arange(block_size + 1)].astype(np.int64)
     windows = torch.from_numpy(windows)

@@ -133,20 +133,24 @@ class NanoGPTTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        # The same windows at every eval (seeded apart from training), so curves compare.
+        # The same windows at every eval (seeded apart from training), so curves compare;
+        # every rank draws every window's position (cheap) and scores its share of them.
         gen = torch.Generator().manual_seed(10_000 + self.seed)
-        total, correct, count = 0.0, 0, 0
-        for _ in range(self.eval_batches):
-            x, y = self._to_device(*data.sample_windows(self.splits["val"], self.eval_batch_size,
-                                                        self.block_size, gen))
+        val = self.splits["val"]
+        starts = [data.window_starts(len(val), self.eval_batch_size, self.block_size, gen)
+                  for _ in range(self.eval_batches)]
+        loss_sum = correct = count = 0
+        for batch_starts in self.eval_shard.take(starts):
+            x, y = self._to_device(*data.gather_windows(val, batch_starts, self.block_size))
             logits, loss = model(x, y)
-            total += loss.item()
-            correct += (logits.argmax(-1) == y).sum().item()
+            loss_sum = loss_sum + loss.double()
+            correct = correct + (logits.argmax(-1) == y).sum()
             count += y.numel()
-        val_loss = total / self.eval_batches
+        sums = self.eval_shard.total({"loss": loss_sum, "correct": correct, "count": count})
+        val_loss = sums["loss"] / self.eval_batches
         # next-token accuracy: the "char accuracy" of next-character prediction on byte corpora
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)),
-                "val_acc": correct / count}
+                "val_acc": sums["correct"] / sums["count"]}
 
     def describe(self) -> dict:
         return {

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -28,6 +30,45 @@ class Target:
     metric: str  # a key of Task.evaluate()'s result, e.g. "val_loss"
     value: float | None  # None: the task has no target
     mode: str = "min"  # "min": reached when metric <= value; "max": when >= value
+
+
+class EvalInterrupted(Exception):
+    """A stop signal arrived during an evaluation: it is abandoned and redone on resume."""
+
+
+class EvalShard:
+    """This process's share of an evaluation, and the sum that joins the shares.
+
+    Rank r of W evaluates items r, r + W, r + 2W, ... of the task's fixed list of eval batches
+    (`take`); each rank sums what it measured and `total` adds the sums across ranks, so the
+    metric is the one a single process computes (up to fp64 summation order), in 1/W the time.
+    Sums stay on the device until `total` (one host copy per evaluation, not two per batch).
+    Between items `take` asks `stop_requested` (the loop's preemption flag, agreed by all ranks)
+    so that a signal arriving in a long evaluation (LoRA generation) is answered within a batch.
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1,
+                 stop_requested: Callable[[], bool] = lambda: False):
+        self.rank, self.world, self.stop_requested = rank, world, stop_requested
+
+    def take(self, items: Sequence) -> Iterator:
+        mine = items[self.rank::self.world]
+        # every rank asks as often as the rank with most items (asking is collective)
+        for i in range(-(-len(items) // self.world)):
+            if self.stop_requested():
+                raise EvalInterrupted
+            if i < len(mine):
+                yield mine[i]
+
+    def total(self, sums: dict[str, torch.Tensor | float]) -> dict[str, float]:
+        """{name: sum over every rank's share}, as Python floats."""
+        device = next((v.device for v in sums.values() if isinstance(v, torch.Tensor)),
+                      torch.device("cpu"))
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(())
+                               for v in sums.values()])
+        if self.world > 1:
+            dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        return dict(zip(sums, stacked.tolist()))
 
 
 class Task(abc.ABC):
@@ -50,6 +91,8 @@ class Task(abc.ABC):
     tokens_per_batch: int  # tokens (or examples) in one micro-batch, for tokens_to_target
     # checkpoints hold only the trained tensors (LoRA: the frozen base is the same file)
     checkpoint_trainable_only: bool = False
+    # the share of each evaluation this process computes (the trainer sets it under DDP)
+    eval_shard: EvalShard = EvalShard()
 
     @abc.abstractmethod
     def train_batch(self, step: int, micro: int) -> Any:
@@ -61,7 +104,10 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Eval metrics on a fixed set of batches (model is put in eval mode by the caller)."""
+        """Eval metrics on a fixed set of batches (model is put in eval mode by the caller).
+        A task that evaluates in batches iterates `self.eval_shard.take(batches)` and joins
+        its sums with `self.eval_shard.total`: under data parallelism every rank then scores
+        its own share, with the metric a single process computes."""
 
     @abc.abstractmethod
     def describe(self) -> dict:
@@ -131,12 +177,14 @@ def evals_in_run(steps: int, eval_every: int) -> int:
 
 
 @torch.no_grad()
-def score_classifier(model: nn.Module, batches) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` over `batches` of (inputs, labels)."""
-    correct, total_loss, n = 0, 0.0, 0
+def score_classifier(model: nn.Module, batches, shard: EvalShard) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` over `batches` of (inputs, labels): this
+    process's share of them (`shard.take`), joined with the other ranks' by `shard.total`."""
+    loss_sum = correct = n = 0
     for x, y in batches:
         logits = model(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum = loss_sum + F.cross_entropy(logits, y, reduction="sum").double()
+        correct = correct + (logits.argmax(1) == y).sum()
         n += len(y)
-    return total_loss / n, correct / n
+    sums = shard.total({"loss": loss_sum, "correct": correct, "n": n})
+    return sums["loss"] / sums["n"], sums["correct"] / sums["n"]

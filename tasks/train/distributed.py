@@ -46,9 +46,14 @@ def init_from_submitit() -> None:
         _init()
 
 
+_control_group = None  # gloo, for flags: agreeing on one needs no GPU synchronization
+
+
 def _init() -> None:
+    global _control_group
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend)
+    _control_group = dist.new_group(backend="gloo") if backend != "gloo" else None
 
 
 def context() -> Context:
@@ -68,12 +73,13 @@ def all_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     return t
 
 
-def any_flag(flag: bool, ctx: Context, device) -> bool:
-    """True on every rank if it is true on any (e.g. a preemption signal seen by one task)."""
+def any_flag(flag: bool, ctx: Context) -> bool:
+    """True on every rank if it is true on any (e.g. a preemption signal seen by one task).
+    A host-side all-reduce (gloo): asked every step, it never waits for the GPU."""
     if not ctx.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group)
     return bool(t.item())
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from optim import hooks
 from tasks.train import checkpoint, distributed
+from tasks.train.base import EvalInterrupted, EvalShard
 from tasks.train.metrics import LossTracker
 
 
@@ -78,6 +79,8 @@ class LoopState:
     diverged_at: int | None = None
     diverged_reason: str = ""
     logged_step: int = 0  # the last step with a row in metrics.jsonl (a resume checks it is there)
+    # a log row whose evaluation a stop signal interrupted: evaluated and written on resume
+    pending_row: dict | None = None
 
 
 def _synchronize(device: torch.device) -> None:
@@ -230,6 +233,26 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
+    def evaluate_into(self, row: dict, preempt: PreemptionFlag) -> None:
+        """Evaluate the current weights into the log row of step row["step"]; this rank
+        scores its share of the eval batches. Raises EvalInterrupted on a stop signal."""
+        self.task.eval_shard = EvalShard(self.ctx.rank, self.ctx.world, lambda: (
+            distributed.any_flag(preempt.signum is not None, self.ctx)))
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.autocast:
+                evals = self.task.evaluate(self.model)
+        finally:
+            self.model.train()
+        self.state.evals.append((row["step"], evals))
+        row.update(evals)
+
+    def log_row(self, row: dict) -> None:
+        if self.ctx.is_main:
+            self.metrics_log.append(row)
+            self.state.logged_step = row["step"]
+            self.mirror.log(row, step=row["step"])
+
     def train(self, preempt: PreemptionFlag) -> LoopState:
         cfg = self.cfg
         total = cfg.steps
@@ -239,6 +262,10 @@ class Trainer:
         tokens_per_step = self.task.tokens_per_batch * cfg.grad_accum  # global, all ranks
         window_start, window_t0 = self.state.step, time.perf_counter()
         first_pending = self.state.step + 1
+        if self.state.pending_row is not None:  # the evaluation a signal interrupted
+            row, self.state.pending_row = self.state.pending_row, None
+            self.evaluate_into(row, preempt)
+            self.log_row(row)
         while self.state.step < total:
             step_start = time.perf_counter()
             index = self.state.step  # 0-based index of the step being taken
@@ -254,7 +281,7 @@ class Trainer:
             self.state.step = done
             self.state.elapsed_s += time.perf_counter() - step_start
             bar.update(1)
-            stop = distributed.any_flag(preempt.signum is not None, self.ctx, loss.device)
+            stop = distributed.any_flag(preempt.signum is not None, self.ctx)
             if not (log_now or eval_now or ckpt_now or stop):
                 continue
             if not self.flush(first_pending):
@@ -275,16 +302,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['loss']:.4f}",
                                 tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
             if eval_now:
-                self.model.eval()
-                with torch.no_grad(), self.autocast:
-                    evals = self.task.evaluate(self.model)
-                self.model.train()
-                self.state.evals.append((done, evals))
-                row.update(evals)
-            if len(row) > 2 and self.ctx.is_main:
-                self.metrics_log.append(row)
-                self.state.logged_step = done
-                self.mirror.log(row, step=done)
+                try:
+                    self.evaluate_into(row, preempt)
+                except EvalInterrupted:  # the weights are saved; resuming evaluates them
+                    self.state.pending_row = row
+                    stop = True
+            if len(row) > 2 and self.state.pending_row is None:
+                self.log_row(row)
             if ckpt_now or stop:
                 self.save_checkpoint()
             if stop:

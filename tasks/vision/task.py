@@ -179,13 +179,13 @@ class ImageTask(Task):
         size = self.eval_batch_size
 
         def batches():
-            for i in range(0, len(self.val_y), size):
+            for i in self.eval_shard.take(range(0, len(self.val_y), size)):
                 x = augment.resize(self._to_device(self.val_x[i:i + size]).float(),
                                    self.image_size)
                 yield self._normalize(x), torch.from_numpy(self.val_y[i:i + size]).to(
                     self.device)
 
-        loss, accuracy = score_classifier(model, batches())
+        loss, accuracy = score_classifier(model, batches(), self.eval_shard)
         return {"val_loss": loss, "val_acc": accuracy}
 
     def describe(self) -> dict:
