@@ -141,3 +141,56 @@ def test_two_processes_evaluate_what_one_process_does(tmp_path, data_root, prese
         assert two[name] == pytest.approx(one[name], rel=1e-9), name
     if preset == "lora":
         assert 0 < one["arith_acc"] < 1 and one["eval_questions"] == 100
+
+
+# ---------------------------------------------------------------- the lease under DDP
+
+
+def _run_ranked(rank: int, port: int, cfg_yaml: str, out: str) -> None:
+    import os
+
+    from omegaconf import OmegaConf
+
+    from tasks import run
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        run(OmegaConf.create(cfg_yaml))
+        outcome = "trained"
+    except Exception as e:  # noqa: BLE001 - the outcome is what the test reads
+        outcome = f"{type(e).__name__}: {e}"
+    finally:
+        distributed.shutdown()
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(outcome)
+
+
+def test_a_run_dir_leased_elsewhere_stops_every_rank_before_ddp_setup(tiny_cfg, tmp_path):
+    """Rank 0 takes the run dir's lease and tells every rank whether it did before any of them
+    builds the DDP wrapper: with the lease held by another job, all ranks stop at once."""
+    import socket
+    import time
+
+    from omegaconf import OmegaConf
+
+    from tasks.train import identity, store
+    from tasks.train.lease import Lease
+
+    cfg = tiny_cfg("steps=4", "grad_accum=2")
+    rdir = identity.run_dir(cfg)
+    holder = Lease(rdir / store.LEASE_FILE, "the other job").acquire()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "outcome"
+    t0 = time.time()
+    try:
+        mp.spawn(_run_ranked, args=(port, OmegaConf.to_yaml(cfg, resolve=True), str(out)),
+                 nprocs=2, join=True)
+    finally:
+        holder.release()
+    assert time.time() - t0 < 120
+    assert "LeaseHeld" in (out.parent / "outcome.0").read_text()
+    assert "rank 0 could not take the lease" in (out.parent / "outcome.1").read_text()
+    assert not (rdir / "metrics.jsonl").exists()

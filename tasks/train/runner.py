@@ -111,16 +111,23 @@ def run(cfg: DictConfig, validated: bool = False) -> dict:
         raise run_config.ConfigError(
             f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of data-parallel "
             f"processes ({ctx.world}): each step's global batch is split between them")
+    # one writer per run dir: rank 0 takes the lease before anything is written there, and
+    # every rank learns whether it did before entering DDP setup (else, with the lease held
+    # elsewhere, the others would wait in DDP's first broadcast until the NCCL timeout)
     if not ctx.is_main:
+        if distributed.any_flag(False, ctx):
+            raise RuntimeError(f"rank 0 could not take the lease of {rdir}; see its log")
         return _run_follower(build_run(cfg, ctx, rdir)[1])
-    # one writer per run dir: the lease is taken before anything is written there
     store.make_runs_root(cfg.runs_root)
     lease = Lease(rdir / store.LEASE_FILE, f"run dir {rdir}")
     try:
         lease.acquire()
-    except OSError as e:  # a full disk, say: no lease is left behind; record it if space allows
-        _record_failure(rdir, _start_summary(cfg, key, rdir), e)
+    except BaseException as e:
+        distributed.any_flag(True, ctx)  # the other ranks stop too
+        if isinstance(e, OSError):  # a full disk, say: no lease is left; record it if it fits
+            _record_failure(rdir, _start_summary(cfg, key, rdir), e)
         raise
+    distributed.any_flag(False, ctx)
     try:
         return _run_main(cfg, ctx, key, rdir)
     finally:
