@@ -54,8 +54,7 @@ class NanoGPTTask(Task):
             )
         torch.manual_seed(seed)  # parameter init depends on the run's seed only
         self.model = build_model(model_cfg).to(device)
-        # torch.compile'd forward for training; state_dicts and eval use the plain module
-        self._compiled = torch.compile(self.model) if compile else None
+        self.compile = compile  # the harness compiles the training forward (DDP included)
         self.block_size = model_cfg.block_size
         self.tokens_per_batch = batch_size * model_cfg.block_size
         self.target = Target("val_loss", target_val_loss, "min")
@@ -126,8 +125,6 @@ class NanoGPTTask(Task):
 
     def loss(self, model, batch):
         x, y = batch
-        if model is self.model and self._compiled is not None and model.training:
-            model = self._compiled
         _, loss = model(x, y)
         return loss
 

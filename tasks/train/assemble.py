@@ -121,10 +121,12 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     precision = build_precision(cfg.precision, device)
     task.model = precision.prepare_model(task.model)
     optimizer = build_optimizer(cfg.optim, task.model)
-    train_model = None
+    train_model = task.model
     if ctx.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
             task.model, device_ids=[device.index] if device.type == "cuda" else None)
+    if task.compile:  # the wrapper compiled, not the module inside it: DDP's buckets then
+        train_model = torch.compile(train_model)  # split the graph (torch's DDPOptimizer)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.steps)
     nowhere = Path(os.devnull)
     trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),

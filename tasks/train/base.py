@@ -93,6 +93,9 @@ class Task(abc.ABC):
     checkpoint_trainable_only: bool = False
     # the share of each evaluation this process computes (the trainer sets it under DDP)
     eval_shard: EvalShard = EvalShard()
+    # torch.compile the training forward (the harness does it, around the DDP wrapper when
+    # data-parallel); state_dicts and evaluation use the plain module
+    compile: bool = False
 
     @abc.abstractmethod
     def train_batch(self, step: int, micro: int) -> Any:

@@ -121,7 +121,8 @@ class Trainer:
         self.task = task
         self.model = task.model
         self.ctx = ctx
-        self.train_model = train_model or task.model  # the DDP wrapper when data-parallel
+        # the DDP wrapper when data-parallel, compiled when the task asks
+        self.train_model = task.model if train_model is None else train_model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = optimizer
         self.scheduler = scheduler
