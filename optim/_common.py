@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.adam import adam as torch_adam
 
-from optim._fused import Kernel, flat, recompile_limit, scalar
+from optim._fused import DeviceScalars, Kernel, flat, recompile_limit
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -56,6 +56,7 @@ class Batch:
 
     def __init__(self, optimizer: torch.optim.Optimizer, group: dict, buffers=()):
         self.optimizer = optimizer
+        self.group = group
         self.originals = [p for p in group["params"] if p.grad is not None]
         for p in self.originals:
             if p.grad.is_sparse:
@@ -76,6 +77,12 @@ class Batch:
 
     def __len__(self):
         return len(self.params)
+
+    def scalar(self, key, value, dtype=torch.float32) -> torch.Tensor:
+        """`value` as a 0-d tensor on the parameters' device, in the slot `key` of this group
+        (optim/_fused.py DeviceScalars: refilled in place, no host synchronization)."""
+        slots = self.optimizer.__dict__.setdefault("device_scalars", DeviceScalars())
+        return slots.get((id(self.group), key), value, self.params[0], dtype)
 
     def scratch(self, slot: int = 0) -> list[torch.Tensor]:
         """Temporary tensors shaped like the working params, for in-place foreach math.
@@ -176,7 +183,10 @@ def aux_adamw_step(optimizer: torch.optim.Optimizer, group: dict) -> None:
     b = Batch(optimizer, group, buffers=("exp_avg", "exp_avg_sq"))
     if not len(b):
         return
-    steps = [st.setdefault("aux_step", torch.tensor(0.0)) for st in b.states]
+    for st in b.states:  # torch's step counters live on the host by design (no sync)
+        if "aux_step" not in st:
+            st["aux_step"] = torch.tensor(0.0)
+    steps = [st["aux_step"] for st in b.states]
     beta1, beta2 = group["betas"]
     torch_adam(b.params, b.grads, b.buffers["exp_avg"], b.buffers["exp_avg_sq"], [], steps,
                foreach=None, decoupled_weight_decay=True, amsgrad=False, beta1=beta1,
@@ -252,7 +262,7 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
         `scalars` are 0-d tensors shared by all tensors."""
         fused = bool(group.get("fused"))
         run = kernel.compiled() if fused else kernel
-        shared = [scalar(group["lr"], b.params[0]), *scalars]
+        shared = [b.scalar("lr", group["lr"]), *scalars]
         with recompile_limit() if fused else contextlib.nullcontext():
             for i, (param, grad) in enumerate(zip(b.params, b.grads)):
                 tensors = [flat(param), flat(grad), *(flat(b.buffers[n][i]) for n in buffers)]
@@ -267,8 +277,9 @@ def per_step_scalars(b: Batch, values: Callable[[int], list[float]]) -> Callable
 
     def per_tensor(i: int) -> list[torch.Tensor]:
         step = b.states[i]["step"]
-        if step not in cache:
-            cache[step] = [scalar(v, b.params[0]) for v in values(step)]
+        if step not in cache:  # the k-th distinct step of this call fills slots (k, j)
+            cache[step] = [b.scalar(("per_step", len(cache), j), v)
+                           for j, v in enumerate(values(step))]
         return cache[step]
 
     return per_tensor

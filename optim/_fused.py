@@ -73,9 +73,26 @@ def apply_update(param, direction, lr, weight_decay: float) -> None:
     param.mul_(1.0 - lr * weight_decay).add_(direction * -lr)
 
 
-def scalar(value: float, like: torch.Tensor) -> torch.Tensor:
-    """A per-step value as a 0-d fp32 tensor on the parameter's device (no recompiles)."""
-    return torch.tensor(value, dtype=torch.float32, device=like.device)
+class DeviceScalars:
+    """Per-step values (lr, bias corrections, τ, noise keys) as 0-d tensors that live on the
+    parameters' device and are refilled in place each step, so the compiled kernels see the same
+    tensor every step (no recompiles) and no step waits on the host.
+
+    `torch.tensor(value, device="cuda")` copies from pageable host memory: a blocking copy, a
+    stream synchronization per value per step. `fill_(value)` is a kernel launch with the value
+    as its argument; fills and the kernels that read them are ordered on one stream, so a later
+    refill never changes what an earlier kernel reads.
+    """
+
+    def __init__(self):
+        self._slots: dict = {}
+
+    def get(self, key, value, like: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        slot = self._slots.get((key, like.device, dtype))
+        if slot is None:
+            slot = self._slots[(key, like.device, dtype)] = torch.zeros(
+                (), dtype=dtype, device=like.device)
+        return slot.fill_(value)
 
 
 # ---------------------------------------------------------------- roots

@@ -38,7 +38,7 @@ from optim._common import (
     per_step_scalars,
     require,
 )
-from optim._fused import Kernel, apply_update, scalar
+from optim._fused import Kernel, apply_update
 from optim.temperature import temperature_schedule
 
 
@@ -101,7 +101,7 @@ class _SwitchedSign(ElementwiseOptimizer):
 
     def _kernel_step(self, group, b: Batch):
         phase, tau = self._advance(group, b)
-        self.run_kernel(_switched_kernel, group, b, self.buffers, [scalar(tau, b.params[0])],
+        self.run_kernel(_switched_kernel, group, b, self.buffers, [b.scalar("tau", tau)],
                         per_step_scalars(b, lambda s: [float(s == 1)]), phase=phase,
                         momentum=group["momentum"], dampening=group["dampening"],
                         nesterov=group["nesterov"])

@@ -184,11 +184,10 @@ class StochasticSign(ElementwiseOptimizer):
         beta1, beta2 = group["beta1"], group["beta2"]
         corrections = per_step_scalars(b, lambda k: base.corrections(k, beta1, beta2))
         keys = self._noise_keys(group, b) if envelope is not None else None
-        device = b.params[0].device
 
         def per_tensor(i):  # the base's corrections, then the noise keys (stochastic)
-            noise = [] if keys is None else [torch.tensor(k, dtype=torch.int32, device=device)
-                                             for k in keys[i]]
+            noise = [] if keys is None else [b.scalar(("noise", i, j), k, torch.int32)
+                                             for j, k in enumerate(keys[i])]
             return [*corrections(i), *noise]
 
         self.run_kernel(_sign_conversion_kernel, group, b, self._buffers(group),

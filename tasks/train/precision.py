@@ -46,6 +46,16 @@ E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # FP4 E2M1's magnitudes
 MX_BLOCK = 32  # values sharing one power-of-two scale (OCP MX)
 
 
+_GRIDS: dict = {}
+
+
+def _e2m1_grid(device: torch.device) -> torch.Tensor:
+    """E2M1_GRID on `device`, copied there once (a copy per call would block every step)."""
+    if device not in _GRIDS:
+        _GRIDS[device] = torch.tensor(E2M1_GRID, device=device)
+    return _GRIDS[device]
+
+
 def round_mxfp4(t: torch.Tensor) -> None:
     """t rounded, in place, to MXFP4: blocks of 32 consecutive values (in memory order) share
     the scale 2^(floor(log2(block amax)) − 2), so the block's largest magnitude lands in
@@ -57,7 +67,7 @@ def round_mxfp4(t: torch.Tensor) -> None:
     amax = blocks.abs().amax(dim=1, keepdim=True)
     scale = torch.exp2(torch.floor(torch.log2(amax.clamp(min=torch.finfo(torch.float32).tiny)))
                        - 2.0)
-    grid = torch.tensor(E2M1_GRID, device=t.device)
+    grid = _e2m1_grid(t.device)
     x = (blocks.abs() / scale).clamp(max=E2M1_GRID[-1])
     midpoints = (grid[1:] + grid[:-1]) / 2
     q = grid[torch.bucketize(x, midpoints, right=True)] * scale * blocks.sign()
@@ -65,9 +75,10 @@ def round_mxfp4(t: torch.Tensor) -> None:
 
 
 def round_state_e4m3(state: torch.Tensor) -> None:
-    amax = state.abs().max()
-    if amax > 0:
-        round_through(state, torch.float8_e4m3fn, amax.float() / E4M3_MAX)
+    amax = state.abs().max().float()
+    # an all-zero state stays zero at any scale: choosing 1 on the device, rather than asking
+    # the host whether amax > 0, keeps the step free of a synchronization per state tensor
+    round_through(state, torch.float8_e4m3fn, torch.where(amax > 0, amax / E4M3_MAX, 1.0))
 
 
 def validate_precision(cfg: dict) -> None:
