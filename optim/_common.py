@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim.adam import adam as torch_adam
 
 from optim._fused import DeviceScalars, Kernel, flat, recompile_limit
@@ -46,12 +47,22 @@ def check_betas(name: str, betas, length: int) -> None:
         check_beta(f"{name}[{i}]", beta)
 
 
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor sharded by FSDP2 (a DTensor); any other tensor itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 class Batch:
     """A group's parameters that have gradients, as fp32 working tensors.
 
     `params` are the tensors to update (fp32 copies for low-precision parameters), `grads` their
     fp32 gradients; `commit()` writes the copies back. Buffers named in `buffers` are created
     zero-filled (in the working dtype) in each parameter's state on first use.
+
+    Parameters sharded by FSDP2 (DTensors) are worked on through this rank's shard: an
+    elementwise update of the shard is the update of the whole, and the state is the shard's.
+    An update that needs whole matrices (the Muon family) gathers them with `whole` and keeps
+    its own rows with `own`.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, group: dict, buffers=()):
@@ -62,9 +73,9 @@ class Batch:
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
         self.low = [p.dtype in LOW_PRECISION for p in self.originals]
-        self.params = [p.detach().float() if low else p.detach()
+        self.params = [local(p.detach()).float() if low else local(p.detach())
                        for p, low in zip(self.originals, self.low)]
-        self.grads = [p.grad.float() if low else p.grad
+        self.grads = [local(p.grad).float() if low else local(p.grad)
                       for p, low in zip(self.originals, self.low)]
         self.states = [optimizer.state[p] for p in self.originals]
         for p, st in zip(self.params, self.states):
@@ -118,7 +129,20 @@ class Batch:
     def commit(self) -> None:
         for orig, work, low in zip(self.originals, self.params, self.low):
             if low:
-                orig.detach().copy_(work)
+                local(orig.detach()).copy_(work)
+
+    def whole(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-parameter tensors (shards, when the parameters are sharded) as whole tensors:
+        gathered from every rank, as torchtitan's and Moonlight's Muon do."""
+        return [DTensor.from_local(t, p.device_mesh, p.placements, shape=p.shape,
+                                   stride=p.stride()).full_tensor()
+                if isinstance(p, DTensor) else t for p, t in zip(self.originals, tensors)]
+
+    def own(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This rank's shard of whole per-parameter tensors (the inverse of `whole`; every rank
+        holds the same whole tensor, so nothing is communicated)."""
+        return [distribute_tensor(t, p.device_mesh, p.placements, src_data_rank=None).to_local()
+                if isinstance(p, DTensor) else t for p, t in zip(self.originals, tensors)]
 
 
 def closure_loss(closure):
@@ -217,6 +241,9 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
 
     buffers: tuple[str, ...] = ()
     reference = False
+    # FSDP2 may shard its parameters: an elementwise update of a shard is that of the whole
+    # (a subclass with statistics pooled over whole tensors or element positions says False)
+    shardable = True
 
     def __init__(self, params, defaults: dict):
         super().__init__(params, defaults)

@@ -19,6 +19,7 @@ class MatrixOptimizer(Optimizer):
     """Routes `use_matrix` groups to `_matrix_step` and the rest to torch's AdamW math."""
 
     matrix_optimizer = True  # optim.param_groups splits matrices from aux params for us
+    shardable = False  # under FSDP2 only where the update gathers each matrix (Muon says so)
 
     def __init__(self, params, defaults: dict, aux: dict):
         aux = {**AUX_DEFAULTS, **{k: v for k, v in aux.items() if v is not None}}

@@ -64,6 +64,7 @@ SHAPE_SCALES = ("muon", "moonlight")
 
 
 class Muon(MatrixOptimizer):
+    shardable = True  # each matrix's update is computed whole (Batch.whole) under FSDP2
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
                  shape_scale: str = "muon", matched_rms: float = 0.2,
@@ -87,12 +88,14 @@ class Muon(MatrixOptimizer):
         torch._foreach_lerp_(m, b.grads, 1.0 - beta)
         return torch._foreach_lerp(b.grads, m, beta) if group["nesterov"] else m
 
-    def _orthogonalize(self, group, us: list[torch.Tensor]) -> list[torch.Tensor]:
-        """polar(u)·shape scale of each u, same shapes as one batch."""
+    def _orthogonalize(self, group, b: Batch, us: list[torch.Tensor]) -> list[torch.Tensor]:
+        """polar(u)·shape scale of each u (of the batch's parameters), same shapes as one
+        batch. Sharded parameters' u are gathered whole first, and each rank keeps its rows."""
+        us = b.whole(us)
         dtype = ns_dtype_for(us[0].device, group["ns_dtype"])
         out = batched(lambda xs: self._polar(group, xs, dtype), [as_matrix(u) for u in us])
-        return [o.view_as(u).to(u.dtype) * self._shape_scale(group, u.shape)
-                for o, u in zip(out, us)]
+        return b.own([o.view_as(u).to(u.dtype) * self._shape_scale(group, u.shape)
+                      for o, u in zip(out, us)])
 
     def _polar(self, group, xs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return newton_schulz5(xs, group["ns_steps"], dtype=dtype)
@@ -107,7 +110,7 @@ class Muon(MatrixOptimizer):
         b = Batch(self, group, buffers=("momentum_buffer",))
         if not len(b):
             return
-        updates = self._orthogonalize(group, self._momentum_direction(group, b))
+        updates = self._orthogonalize(group, b, self._momentum_direction(group, b))
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
@@ -193,13 +196,14 @@ class MuAdam(Muon):
             d = (v_i / (1.0 - beta2**t)).add_(group["eps"]).pow_(-0.25)
             inputs.append(d * n)
             scales.append(d)
-        updates = [d * o for d, o in zip(scales, self._orthogonalize(group, inputs))]
+        updates = [d * o for d, o in zip(scales, self._orthogonalize(group, b, inputs))]
         b.decay(group["lr"], group["weight_decay"])
         torch._foreach_add_(b.params, updates, alpha=-group["lr"])
         b.commit()
 
 
 class SoftMuon(Muon):
+    shardable = False  # its temperature pools the singular values of the local gradients
     def __init__(self, params, lr: float = 0.02, total_steps: int | None = None,
                  sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
                  newton_steps: int = 10, momentum: float = 0.95, nesterov: bool = True,
@@ -236,7 +240,7 @@ class SoftMuon(Muon):
         k, switch = group["step"], self.switch_step(group)
         u = self._momentum_direction(group, b)
         if k < switch:
-            updates = self._orthogonalize(group, u)
+            updates = self._orthogonalize(group, b, u)
         else:
             if group["tau_schedule"] is None:
                 eps = group["eps"]

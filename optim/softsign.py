@@ -43,6 +43,8 @@ from optim.temperature import temperature_schedule
 
 
 class _SwitchedSign(ElementwiseOptimizer):
+    shardable = False  # τ is calibrated on statistics pooled over every whole tensor
+
     """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then the `after_switch` phase."""
 
     buffers = ("momentum_buffer",)

@@ -132,6 +132,8 @@ def _sign_conversion_kernel(param, grad, *tensors, base: Base, envelope: Envelop
 
 
 class StochasticSign(ElementwiseOptimizer):
+    shardable = False  # the noise hashes each element's position in its whole tensor
+
     def __init__(self, params, lr: float = 1e-3, base: str = "momentum", envelope: str = "max",
                  stochastic: bool = True, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, seed: int = 0,

@@ -29,9 +29,10 @@ LAUNCHERS = ("slurm", "local", "debug")
 # What make_executor reads of conf/launcher/<name>.yaml
 LAUNCHER_KEYS = {
     "debug": ("name",),
-    "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node"),
+    "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node", "sharding"),
     "slurm": ("name", "partition", "account", "qos", "constraint", "exclude", "gres",
-              "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task",
+              "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "sharding",
+              "cpus_per_task",
               "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "job_name",
               "setup", "additional_parameters"),
 }
@@ -48,6 +49,17 @@ def validate_launcher(launcher: dict) -> None:
         raise ConfigError(str(e)) from e
 
 
+def check_sharding(launcher: dict, optimizer_targets) -> None:
+    """launcher.sharding is known, and under fsdp every run's optimizer can update shards."""
+    from hydra.utils import get_class
+
+    from tasks.train import sharding  # imports torch: only where a sweep is launched
+
+    how = launcher.get("sharding") or "ddp"
+    for target in sorted(set(optimizer_targets)):
+        sharding.check(how, get_class(target))
+
+
 def check_topology(launcher: dict, grad_accums) -> None:
     """The data-parallel layout a job asks for can run: one task per GPU, and every run's
     grad_accum split evenly over the world (nodes × tasks per node). Checked before anything is
@@ -55,6 +67,9 @@ def check_topology(launcher: dict, grad_accums) -> None:
     tasks = int(launcher.get("tasks_per_node") or 1)
     gpus = int(launcher.get("gpus_per_node") or 0)
     world = tasks * int(launcher.get("nodes") or 1)
+    if launcher.get("sharding") == "fsdp" and world == 1:
+        raise ConfigError("launcher.sharding=fsdp shards over data-parallel tasks, and this "
+                          "launcher runs one (launcher.nodes × launcher.tasks_per_node = 1)")
     if gpus and tasks != gpus:
         raise ConfigError(f"launcher.tasks_per_node ({tasks}) must equal launcher.gpus_per_node "
                           f"({gpus}): each data-parallel task trains on one GPU")
@@ -136,6 +151,7 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
         raise ValueError("every run of a sweep must use the same launcher settings")
     validate_launcher(launcher)
     check_topology(launcher, [cfg["grad_accum"] for _, cfg in runs])
+    check_sharding(launcher, [cfg["optim"]["_target_"] for _, cfg in runs])
     launcher = OmegaConf.create(launcher)
 
     root = Path(runs[0][1]["runs_root"])

@@ -230,3 +230,119 @@ def test_compile_applies_to_the_data_parallel_model(tmp_path, data_root):
     assert got["wrapped"] == "DistributedDataParallel"
     assert got["graphs"] > 0
     assert all(map(math.isfinite, got["losses"]))
+
+
+# ---------------------------------------------------------------- FSDP2 against one process
+
+FSDP_ARGS = [*TINY, "task.model.n_layer=2", "steps=6", "grad_accum=2", "log_every=1",
+             "eval_every=3", "checkpoint_every=3", "grad_clip=1.0"]
+
+
+def _fsdp_run(rank: int, port: int, cfg_yaml: str, out: str) -> None:
+    import os
+
+    from omegaconf import OmegaConf
+
+    from tasks import run
+    from tasks.train import identity, sharding
+    from tasks.train.assemble import build_run
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        cfg = OmegaConf.create(cfg_yaml)
+        run(cfg)
+        # the checkpoint loads back into shards, and gathers whole to what was saved
+        ctx = distributed.context()
+        _, trainer, _ = build_run(cfg, ctx, identity.run_dir(cfg))
+        model = sharding.whole_model_state(trainer.model_state(), ctx.is_main)
+        state = sharding.whole_optimizer_state(trainer.optimizer, ctx.is_main)
+        if ctx.is_main:
+            torch.save({"model": model, "optimizer": state,
+                        "sharded": trainer.sharded, "step": trainer.state.step}, out)
+    finally:
+        distributed.shutdown()
+
+
+def _tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for k in sorted(tree, key=str) for t in _tensors(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [t for v in tree for t in _tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize("optim_name", ["adamw", "muon", "signum"])
+def test_an_fsdp2_run_equals_a_single_process_run(tiny_cfg, tmp_path, optim_name):
+    """launcher.sharding=fsdp on two gloo processes: the same losses, evals, final weights and
+    optimizer state as one process (torch's AdamW on DTensors, our elementwise Signum on its
+    shards, Muon gathering each matrix whole); its checkpoint holds whole tensors and loads
+    back into shards."""
+    import socket
+
+    from omegaconf import OmegaConf
+
+    from tasks import run
+    from tasks.train import checkpoint, identity, store
+
+    args = [*FSDP_ARGS[len(TINY):], f"optim={optim_name}"]
+    single_cfg = tiny_cfg(*args, runs_root=tmp_path / "single")
+    single = run(single_cfg)
+    sharded_cfg = tiny_cfg(*args, "launcher.sharding=fsdp", runs_root=tmp_path / "fsdp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "fsdp.pt"
+    mp.spawn(_fsdp_run, args=(port, OmegaConf.to_yaml(sharded_cfg, resolve=True), str(out)),
+             nprocs=2, join=True)
+    summary = store.read_summary(identity.run_dir(sharded_cfg))
+    assert summary["status"] == "completed"
+    assert summary["data_parallel"] == {"world_size": 2, "replica_max_abs_diff": None,
+                                        "sharding": "fsdp"}
+    rows = {name: store.MetricsLog(identity.run_dir(c) / "metrics.jsonl").read()
+            for name, c in (("single", single_cfg), ("fsdp", sharded_cfg))}
+    for a, b in zip(rows["single"], rows["fsdp"], strict=True):
+        for key in ("loss", "grad_norm", "update_rms", "update_max", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (a["step"], key)
+    assert single["final"]["val_loss"] == pytest.approx(summary["final"]["val_loss"], rel=1e-4)
+
+    reloaded = torch.load(out)
+    assert reloaded["sharded"] and reloaded["step"] == 6
+    saved = checkpoint.load(identity.run_dir(sharded_cfg) / "ckpt.pt")
+    reference = checkpoint.load(identity.run_dir(single_cfg) / "ckpt.pt")
+    for part in ("model", "optimizer"):
+        got, want, back = (_tensors(saved[part]), _tensors(reference[part]),
+                           _tensors(reloaded[part]))
+        assert len(got) == len(want) == len(back) > 0
+        for g, w, r in zip(got, want, back):
+            assert g.shape == w.shape  # whole tensors in the file
+            assert torch.allclose(g.float(), w.float(), rtol=1e-4, atol=1e-6)
+            assert torch.equal(g, r)  # loaded into shards, gathered whole again: the same
+
+
+def test_fsdp_is_refused_where_it_cannot_run_exactly():
+    """An unknown sharding, an optimizer that pools over whole tensors, a 4-bit base, or one
+    task to shard over: each refused with the value and what is allowed, before any job."""
+    from optim import Muon, Signum, StoSignSGD
+    from sweeps.launch import check_sharding, check_topology
+    from tasks.train import sharding
+    from tasks.train.errors import ConfigError
+
+    sharding.check("fsdp", Muon)
+    sharding.check("ddp", StoSignSGD)
+    with pytest.raises(ConfigError, match=r"launcher.sharding must be one of \['ddp', 'fsdp'\]"):
+        sharding.check("zero3", Signum)
+    with pytest.raises(ConfigError, match=r"StoSignSGD cannot update sharded.*'muon'"):
+        sharding.check("fsdp", StoSignSGD)
+    with pytest.raises(ConfigError, match="StochasticSign cannot"):
+        check_sharding({"sharding": "fsdp"}, ["optim.StochasticSign"])
+    quantized = torch.nn.Linear(2, 2)
+    quantized.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.uint8),
+                                          requires_grad=False)
+    with pytest.raises(ConfigError, match="uint8.*QLoRA"):
+        sharding.check("fsdp", Muon, quantized)
+    with pytest.raises(ConfigError, match="runs one"):
+        check_topology({"sharding": "fsdp", "tasks_per_node": 1}, [1])

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optim import hooks
 from optim.routing import is_matrix_optimizer, param_groups
-from tasks.train import checkpoint, distributed, store
+from tasks.train import checkpoint, distributed, sharding, store
 from tasks.train.epochs import check_loaded
 from tasks.train.errors import ConfigError
 from tasks.train.loop import Trainer
@@ -83,6 +83,11 @@ def rank_device(device: torch.device, ctx: distributed.Context) -> torch.device:
     return device
 
 
+def sharding_of(cfg) -> str:
+    """The run's launcher.sharding (ddp when its launcher does not say)."""
+    return (cfg.get("launcher") or {}).get("sharding") or "ddp"
+
+
 def build_task(cfg: DictConfig, device: torch.device):
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     # grad_accum: tasks that order data by epoch need the micro-batches per step
@@ -120,9 +125,13 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
         check_loaded(cfg, task.epoch_examples)
     precision = build_precision(cfg.precision, device)
     task.model = precision.prepare_model(task.model)
+    how = sharding_of(cfg)
+    sharding.check(how, instantiate(optimizer_kwargs(cfg.optim)).func, task.model)
+    if ctx.enabled and how == "fsdp":  # sharded before the optimizer sees the parameters
+        sharding.shard(task.model)
     optimizer = build_optimizer(cfg.optim, task.model)
     train_model = task.model
-    if ctx.enabled:
+    if ctx.enabled and how == "ddp":
         train_model = torch.nn.parallel.DistributedDataParallel(
             task.model, device_ids=[device.index] if device.type == "cuda" else None)
     if task.compile:  # the wrapper compiled, not the module inside it: DDP's buckets then

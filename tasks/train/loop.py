@@ -20,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from optim import hooks
-from tasks.train import checkpoint, distributed
+from optim._common import local
+from tasks.train import checkpoint, distributed, sharding
 from tasks.train.base import EvalInterrupted, EvalShard
 from tasks.train.metrics import LossTracker
 
@@ -124,6 +125,7 @@ class Trainer:
         # the DDP wrapper when data-parallel, compiled when the task asks
         self.train_model = task.model if train_model is None else train_model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.sharded = sharding.is_sharded(self.model)  # FSDP2 (launcher.sharding=fsdp)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.tracker = tracker
@@ -138,13 +140,19 @@ class Trainer:
     # ------------------------------------------------------------ checkpoint
 
     def save_checkpoint(self) -> None:
-        if not self.ctx.is_main:
+        main = self.ctx.is_main
+        if self.sharded:  # every rank gathers the shards (whole tensors onto rank 0)
+            model_state = sharding.whole_model_state(self.model_state(), main)
+            optimizer_state = sharding.whole_optimizer_state(self.optimizer, main)
+        elif main:
+            model_state, optimizer_state = self.model_state(), self.optimizer.state_dict()
+        if not main:
             distributed.barrier(self.ctx)
             return
         self.metrics_log.sync()  # the rows this checkpoint covers are on disk before it is
         checkpoint.save(self.ckpt_path, {
-            "model": self.model_state(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "tracker": self.tracker.state_dict(),
             "loop": vars(self.state),
@@ -153,8 +161,8 @@ class Trainer:
         distributed.barrier(self.ctx)
 
     def model_state(self) -> dict:
-        """The model's state_dict; only the trained tensors for tasks that say so (LoRA: the
-        frozen base model is the same file every time)."""
+        """The model's state_dict (its shards, when sharded); only the trained tensors for
+        tasks that say so (LoRA: the frozen base model is the same file every time)."""
         state = self.model.state_dict()
         if self.task.checkpoint_trainable_only:
             trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
@@ -164,6 +172,10 @@ class Trainer:
     def load_checkpoint(self) -> None:
         ckpt = checkpoint.load(self.ckpt_path)
         partial = self.task.checkpoint_trainable_only
+        if self.sharded:  # whole tensors in the file: each rank takes its shards
+            ckpt["model"] = sharding.load_whole_model_state(self.model, ckpt["model"])
+            ckpt["optimizer"] = sharding.load_whole_optimizer_state(self.optimizer,
+                                                                    ckpt["optimizer"])
         result = self.model.load_state_dict(ckpt["model"], strict=not partial)
         if partial and result.unexpected_keys:
             raise RuntimeError(f"checkpoint holds unknown tensors {result.unexpected_keys[:5]}")
@@ -183,11 +195,7 @@ class Trainer:
         mine = range(ctx.rank, accum, ctx.world)  # this rank's share of the global batch
         for i, micro in enumerate(mine):
             batch = self.task.train_batch(step, micro)
-            last = i == len(mine) - 1
-            # DDP all-reduces gradients on the last micro-batch only
-            no_sync = contextlib.nullcontext() if (last or not ctx.enabled) \
-                else self.train_model.no_sync()
-            with no_sync:
+            with self.gradient_sync(last=i == len(mine) - 1):
                 with self.autocast:
                     loss = self.task.loss(self.train_model, batch)
                 (loss / len(mine)).backward()
@@ -211,13 +219,35 @@ class Trainer:
         self.scheduler.step()
         return loss_sum / accum, grad_norm
 
+    def gradient_sync(self, last: bool):
+        """Gradients are reduced across ranks on a step's last micro-batch only."""
+        if not self.ctx.enabled:
+            return contextlib.nullcontext()
+        if self.sharded:  # FSDP2 reduce-scatters when asked to
+            self.model.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if last else self.train_model.no_sync()
+
+    def weights_now(self) -> list[torch.Tensor]:
+        """fp32 copies of the trained tensors (this rank's shards when sharded)."""
+        return [local(p.detach()).float().clone() for p in self.params]
+
     def update_stats(self, before: list[torch.Tensor]) -> dict:
-        """RMS and max |θ_new − θ_old| over all parameters (lr and weight decay included)."""
-        deltas = torch._foreach_sub([p.detach().float() for p in self.params], before)
-        sq = sum(float(d.pow(2).sum()) for d in deltas)
-        n = sum(d.numel() for d in deltas)
-        return {"update_rms": math.sqrt(sq / n), "update_max": max(float(d.abs().max())
-                                                                    for d in deltas)}
+        """RMS and max |θ_new − θ_old| over all parameters (lr and weight decay included);
+        over the shards of every rank when sharded."""
+        deltas = torch._foreach_sub([local(p.detach()).float() for p in self.params],
+                                    before)
+        stats = torch.stack([sum(d.double().pow(2).sum() for d in deltas),
+                             torch.tensor(float(sum(d.numel() for d in deltas)),
+                                          dtype=torch.float64, device=deltas[0].device),
+                             max((d.abs().max().double() for d in deltas if d.numel()),
+                                 default=torch.zeros((), dtype=torch.float64,
+                                                     device=deltas[0].device))])
+        if self.sharded:
+            torch.distributed.all_reduce(stats[:2])
+            torch.distributed.all_reduce(stats[2:], op=torch.distributed.ReduceOp.MAX)
+        sq, n, biggest = stats.tolist()
+        return {"update_rms": math.sqrt(sq / n), "update_max": biggest}
 
     def flush(self, first_step: int) -> bool:
         """Feed pending losses (steps first_step, first_step+1, ...) to the tracker.
@@ -237,7 +267,10 @@ class Trainer:
     def evaluate_into(self, row: dict, preempt: PreemptionFlag) -> None:
         """Evaluate the current weights into the log row of step row["step"]; this rank
         scores its share of the eval batches. Raises EvalInterrupted on a stop signal."""
-        self.task.eval_shard = EvalShard(self.ctx.rank, self.ctx.world, lambda: (
+        # sharded models gather each block in every rank's forward: all ranks then run every
+        # eval batch together (their shares would differ in length), each computing the total
+        rank, world = (0, 1) if self.sharded else (self.ctx.rank, self.ctx.world)
+        self.task.eval_shard = EvalShard(rank, world, lambda: (
             distributed.any_flag(preempt.signum is not None, self.ctx)))
         self.model.eval()
         try:
@@ -274,8 +307,7 @@ class Trainer:
             log_now = done % cfg.log_every == 0 or done == total
             eval_now = done % cfg.eval_every == 0 or done == total
             ckpt_now = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
-            before = ([p.detach().float().clone() for p in self.params]
-                      if (log_now or eval_now) else None)
+            before = self.weights_now() if (log_now or eval_now) else None
             lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
             loss, grad_norm = self.train_step(index, time_optimizer=log_now)
             self.pending.append(loss)

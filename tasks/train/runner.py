@@ -85,7 +85,8 @@ def _run_follower(trainer: Trainer) -> dict:
     with PreemptionFlag() as preempt:
         state = trainer.train(preempt)
     status = "diverged" if state.diverged_at is not None else "completed"
-    distributed.replica_divergence(trainer.model, trainer.ctx)  # rank 0 records it
+    if not trainer.sharded:  # FSDP2 holds no replicas to compare
+        distributed.replica_divergence(trainer.model, trainer.ctx)  # rank 0 records it
     if status == "completed":
         trainer.save_checkpoint()  # only joins rank 0's barrier
     return {"status": status, "rank": trainer.ctx.rank}
@@ -175,12 +176,15 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
         with PreemptionFlag() as preempt:
             state = trainer.train(preempt)
         status = "diverged" if state.diverged_at is not None else "completed"
-        replica_diff = distributed.replica_divergence(task.model, ctx)
+        replica_diff = (None if trainer.sharded  # FSDP2 holds no replicas to compare
+                        else distributed.replica_divergence(task.model, ctx))
         if status == "completed":
             trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
         summary = build_summary(cfg, key, rdir, task, trainer, status, env)
         summary["data_parallel"] = {"world_size": ctx.world,
                                     "replica_max_abs_diff": replica_diff}
+        if trainer.sharded:
+            summary["data_parallel"]["sharding"] = "fsdp"
         trainer.mirror.summary({"status": status,
                                 "final_train_loss": summary["final"]["train_loss"],
                                 **{f"final_{k}": v for k, v in summary["final"].items()

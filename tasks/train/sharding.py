@@ -1,0 +1,137 @@
+"""How a data-parallel run holds its model: replicated (DDP) or sharded (FSDP2).
+
+`launcher.sharding`:
+  ddp   every rank holds the whole model, gradients and optimizer state; DDP averages the
+        gradients (the default; what every run before FSDP2 used)
+  fsdp  torch's `fully_shard` (FSDP2): each block of the model (every module in a ModuleList:
+        GPT blocks, Llama decoder layers) and then the rest are sharded row-wise over the ranks,
+        so parameters, gradients and optimizer state take 1/world of the memory each; a block's
+        parameters are gathered for its forward and backward only. A full fine-tune of a 7B
+        model (16 bytes a parameter with AdamW) fits 8×80 GB this way and not at all with DDP.
+
+Both compute the same update as one process (gradients averaged over the same global batch);
+the optimizer must be able to update shards: elementwise ones update their shard, the Muon
+family gathers each whole matrix for its orthogonalization (optim/_common.py Batch.whole).
+Checkpoints hold whole tensors, gathered one at a time to rank 0 (so a resumed run may use
+any number of ranks, or none).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from tasks.train.errors import ConfigError
+
+SHARDINGS = ("ddp", "fsdp")
+
+
+def check(sharding: str, optimizer_cls: type, model: nn.Module | None = None) -> None:
+    """Refuse, naming the value and what is allowed, what FSDP2 cannot run exactly (the
+    model's parameters too, once it is built)."""
+    if sharding not in SHARDINGS:
+        raise ConfigError(f"launcher.sharding must be one of {list(SHARDINGS)}, got "
+                          f"{sharding!r}")
+    if sharding != "fsdp":
+        return
+    if not shardable(optimizer_cls):
+        from optim import REGISTRY
+
+        allowed = sorted(spec.name for spec in REGISTRY if shardable(spec.cls))
+        raise ConfigError(f"launcher.sharding=fsdp: {optimizer_cls.__name__} cannot update "
+                          f"sharded parameters exactly (it pools statistics over whole tensors "
+                          f"or element positions); optimizers that can: {allowed}, or use "
+                          f"launcher.sharding=ddp")
+    frozen_ints = [n for n, p in (model.named_parameters() if model is not None else ())
+                   if not p.dtype.is_floating_point]
+    if frozen_ints:
+        raise ConfigError(f"launcher.sharding=fsdp needs floating-point parameters; "
+                          f"{frozen_ints[0]} is {model.get_parameter(frozen_ints[0]).dtype} "
+                          f"(a 4-bit QLoRA base): use launcher.sharding=ddp")
+
+
+def shardable(optimizer_cls: type) -> bool:
+    """Ours say so (`shardable`); torch.optim's own update DTensors natively."""
+    return getattr(optimizer_cls, "shardable", optimizer_cls.__module__.startswith("torch."))
+
+
+def shard(model: nn.Module) -> nn.Module:
+    """fully_shard every block (each module of each ModuleList), then the root (the rest)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for blocks in [m for m in model.modules() if isinstance(m, nn.ModuleList)]:
+        for block in blocks:
+            fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+# ---------------------------------------------------------------- whole tensors for checkpoints
+
+
+def whole_model_state(state: dict, is_main: bool) -> dict:
+    """A model state_dict with every sharded tensor gathered whole, one at a time, onto rank
+    0's host (collective: every rank calls it; the others get an empty dict)."""
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, DTensor):
+            value = value.full_tensor()
+            value = value.cpu() if is_main else None
+        if is_main:
+            out[name] = value
+    return out
+
+
+def _shard_of(value, param) -> bool:
+    """Whether an optimizer state tensor holds one value per element of `param` (and so is
+    sharded like it): a local shard of our optimizers, or torch's own DTensor state."""
+    return (isinstance(param, DTensor) and isinstance(value, torch.Tensor)
+            and value.dim() == param.dim() and value.dim() > 0)
+
+
+def whole_optimizer_state(optimizer: torch.optim.Optimizer, is_main: bool) -> dict:
+    """optimizer.state_dict() with per-element state gathered whole onto rank 0's host
+    (collective). Our optimizers keep plain tensors for their shards; torch's keep DTensors."""
+    state_dict = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, live in state_dict["state"].items():
+        param = params[index]
+        state = state_dict["state"][index] = dict(live)  # the optimizer's own dict otherwise
+        for key, value in live.items():
+            if not _shard_of(value, param):
+                continue
+            if not isinstance(value, DTensor):
+                value = DTensor.from_local(value, param.device_mesh, param.placements,
+                                           shape=param.shape, stride=param.stride())
+            value = value.full_tensor()
+            state[key] = value.cpu() if is_main else None
+    return state_dict if is_main else {}
+
+
+def load_whole_model_state(model: nn.Module, state: dict) -> dict:
+    """`state` (whole tensors) with each sharded parameter's tensor cut to this rank's shard."""
+    current = model.state_dict()
+    return {name: distribute_tensor(value.to(current[name].device), current[name].device_mesh,
+                                    current[name].placements, src_data_rank=None)
+            if isinstance(current.get(name), DTensor) else value
+            for name, value in state.items()}
+
+
+def load_whole_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """A whole optimizer state_dict cut to this rank's shards, in the form the optimizer keeps:
+    plain shards for ours (Batch works on local tensors), DTensors for torch's."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    keeps_dtensors = type(optimizer).__module__.startswith("torch.")
+    for index, state in state_dict["state"].items():
+        param = params[int(index)]
+        for key, value in state.items():
+            if _shard_of(value, param) and value.shape == param.shape:
+                value = distribute_tensor(value.to(param.device), param.device_mesh,
+                                          param.placements, src_data_rank=None)
+                state[key] = value if keeps_dtensors else value.to_local()
+    return state_dict
