@@ -1,6 +1,6 @@
 """Sweeps: many runs as one job array, resumable, with a status table.
 
-    python scripts/sweep.py launch NAME [--wait] [--dry-run] OVERRIDE...   (flags anywhere)
+    python scripts/sweep.py launch NAME [--wait] [--dry-run] [--plan] OVERRIDE...   (flags anywhere)
     python scripts/sweep.py status NAME [runs_root=...]
 
 OVERRIDEs use Hydra's syntax; comma lists, range() and choice() are swept, e.g.
@@ -22,6 +22,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from sweeps.compose import CONF_DIR  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
+from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware, plan_sweep  # noqa: E402
 from sweeps.status import (  # noqa: E402
     ENDED,
     RunState,
@@ -58,6 +59,12 @@ def main() -> int:
     p_launch.add_argument("overrides", nargs="*")
     p_launch.add_argument("--wait", action="store_true", help="block until every run ends")
     p_launch.add_argument("--dry-run", action="store_true", help="compose and check only")
+    p_launch.add_argument("--plan", action="store_true",
+                          help="per run: memory per GPU, GPU-hours, time limit and data; "
+                               "submits nothing")
+    p_launch.add_argument("--gpu", default=DEFAULT_GPU, help=f"--plan: one of {sorted(GPUS)}")
+    p_launch.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                          help="--plan: assumed model FLOPs utilization")
     p_launch.add_argument("--poll", type=float, default=5.0, help="seconds between checks")
     p_status = sub.add_parser("status", help="counts and a table of a sweep's runs")
     p_status.add_argument("name")
@@ -67,7 +74,8 @@ def main() -> int:
     unknown = [a for a in rest if a.startswith("-")]  # an override never starts with "-"
     if unknown:
         parser.error(f"unrecognized flags {unknown}; {args.command} takes "
-                     + ("--wait, --dry-run, --poll S" if args.command == "launch" else "none"))
+                     + ("--wait, --dry-run, --plan, --gpu G, --mfu X, --poll S"
+                        if args.command == "launch" else "none"))
     args.overrides = [*args.overrides, *rest]
 
     try:
@@ -75,6 +83,10 @@ def main() -> int:
         if args.command == "status":
             print(format_table(args.name, sweep_status(runs_root, args.name)))
             return 0
+        if args.plan:
+            text, invalid = plan_sweep(args.name, args.overrides, Hardware(args.gpu, args.mfu))
+            print(text)
+            return 2 if invalid else 0
         t0 = time.perf_counter()
         result = launch(args.name, args.overrides, dry_run=args.dry_run)
     except (ConfigError, ValueError, FileNotFoundError, LeaseHeld) as e:

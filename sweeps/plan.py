@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hydra.utils import get_class
 
-from sweeps.compose import check_run, compose_runs
+from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.manifest import Manifest
 from sweeps.spec import launcher_warnings
 from sweeps.status import SlurmQueue, run_state
@@ -28,18 +28,20 @@ from tasks.train import identity
 from tasks.train.base import Cost
 from tasks.train.cost import state_buffers
 
-# Dense peaks (FLOP/s) for bf16 and for fp32 without TF32, and memory (GB), from the vendors'
-# datasheets (SXM parts). V100 has no bf16: its fp16 tensor-core peak stands in.
+# Dense peaks (FLOP/s) for bf16 and for fp32 without TF32, memory (GB) and memory bandwidth
+# (B/s), from the vendors' datasheets (SXM parts). V100 has no bf16: its fp16 tensor-core peak
+# stands in.
 GPUS = {
-    "h100": (989e12, 67e12, 80),
-    "h200": (989e12, 67e12, 141),
-    "b200": (2250e12, 80e12, 180),
-    "a100": (312e12, 19.5e12, 80),
-    "a100-40gb": (312e12, 19.5e12, 40),
-    "l40s": (362e12, 91.6e12, 48),
-    "v100": (125e12, 15.7e12, 32),
+    "h100": (989e12, 67e12, 80, 3.35e12),
+    "h200": (989e12, 67e12, 141, 4.8e12),
+    "b200": (2250e12, 80e12, 180, 8.0e12),
+    "a100": (312e12, 19.5e12, 80, 2.04e12),
+    "a100-40gb": (312e12, 19.5e12, 40, 1.56e12),
+    "l40s": (362e12, 91.6e12, 48, 0.864e12),
+    "v100": (125e12, 15.7e12, 32, 0.9e12),
 }
 DEFAULT_GPU, DEFAULT_MFU = "h100", 0.4
+BANDWIDTH_USE = 0.6  # the share of peak bandwidth memory-bound decoding reaches [assumption]
 DONE = ("completed", "diverged")
 
 
@@ -73,8 +75,12 @@ class Hardware:
     def peak(self, compute: str) -> float:
         if self.peak_override is not None:
             return self.peak_override
-        bf16, fp32, _ = GPUS[self.gpu]
+        bf16, fp32, _, _ = GPUS[self.gpu]
         return bf16 if compute == "bf16" else fp32
+
+    @property
+    def bandwidth(self) -> float:
+        return GPUS[self.gpu][3]
 
     @property
     def memory_gb(self) -> float:
@@ -84,8 +90,10 @@ class Hardware:
         peak = (f"{self.peak_override / 1e12:g} TFLOP/s (given)" if self.peak_override else
                 f"{GPUS[self.gpu][0] / 1e12:g} TFLOP/s bf16, {GPUS[self.gpu][1] / 1e12:g} "
                 f"fp32")
-        return (f"GPU-hours = FLOPs / ({self.mfu:g} MFU × {self.gpu} peak: {peak}); assumed, "
-                f"override with --gpu {{{','.join(sorted(GPUS))}}} --mfu X --peak-tflops Y")
+        return (f"GPU-hours = FLOPs / ({self.mfu:g} MFU × {self.gpu} peak: {peak}) + bytes "
+                f"read by decoding / ({BANDWIDTH_USE:g} × {GPUS[self.gpu][3] / 1e12:g} TB/s); "
+                f"assumed, override with --gpu {{{','.join(sorted(GPUS))}}} --mfu X "
+                f"--peak-tflops Y")
 
 
 def _cost_key(cfg: dict) -> str:
@@ -117,8 +125,14 @@ class Planner:
         cost = self.cost(cfg)
         memory = {**cost.memory_bytes,  # + the state of this run's optimizer
                   "optimizer_state": cost.trained_params * 4.0 * state_buffers(cfg["optim"])}
+        launcher = cfg.get("launcher") or {}
+        if launcher.get("sharding") == "fsdp":  # each rank holds 1/world of what is sharded
+            world = int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
+            memory.update({k: memory[k] / world
+                           for k in ("weights", "gradients", "optimizer_state")})
         hours = ((cost.train_flops + cost.eval_flops)
-                 / (self.hardware.mfu * self.hardware.peak(cost.compute)) / 3600)
+                 / (self.hardware.mfu * self.hardware.peak(cost.compute))
+                 + cost.eval_bytes_read / (BANDWIDTH_USE * self.hardware.bandwidth)) / 3600
         return RunPlan(row, lr, seed, key, state, cost, sum(memory.values()) / 1e9, hours)
 
 
@@ -195,8 +209,8 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
         lines.append(f"memory: at most {peak_mem:.1f} GB per GPU "
                      + ("(fits" if fits else "(DOES NOT FIT")
                      + f" a {hardware.gpu} with {hardware.memory_gb} GB; weights + gradients + "
-                       f"optimizer state + one micro-batch's activations, an upper bound on "
-                       f"activations)")
+                       f"optimizer state (each / world under launcher.sharding=fsdp) + one "
+                       f"micro-batch's activations, an upper bound on activations)")
     missing = {d.prepare: d for p in valid for d in p.cost.data if not d.ready}
     if missing:
         lines += ["", "data to prepare first:"]
@@ -208,6 +222,31 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
         lines += ["", f"{len(invalid)} invalid run(s); the first: run key {invalid[0].key}: "
                       f"{invalid[0].error}"]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Row:
+    label: str
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep, shaped as a table's run (`sweeps.spec.Run`) for planning."""
+
+    row: _Row
+    lr: float
+    seed: int
+    overrides: tuple[str, ...]
+
+
+def plan_sweep(name: str, overrides: list[str], hardware: Hardware) -> tuple[str, int]:
+    """The plan of `sweep.py launch NAME OVERRIDES`: what each run needs, nothing submitted."""
+    runs = []
+    for run_overrides, cfg in compose_sweep(overrides, validate_runs=False):
+        label = f"{cfg['task']['name']}/{cfg['optim']['name']}"
+        runs.append(SweepRun(_Row(label), cfg["optim"].get("lr", math.nan), cfg["seed"],
+                             tuple(run_overrides)))
+    return plan_table(name, "sweep", runs, hardware)
 
 
 def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[str, int]:

@@ -142,3 +142,45 @@ def test_the_plan_flags_runs_that_cannot_finish_within_time_limit_times_requeues
     assert "time: every run fits its allowance" in fitted
     short, _ = paper_plan("smuon_gpt", tmp_path)
     assert "time: every run fits its allowance" in short
+
+
+def _sweep_plan(tmp_path, *overrides):
+    from sweeps.plan import plan_sweep
+
+    text, invalid = plan_sweep("s", [f"runs_root={tmp_path / 'runs'}",
+                                     f"data_root={tmp_path / 'data'}", *overrides],
+                               Hardware("h100", 0.4))
+    assert not invalid, text
+    memory = float(text.split("memory: at most ")[1].split(" GB")[0])
+    hours = float(text.split("total: ")[1].split(" GPU-hours")[0])
+    return text, memory, hours
+
+
+def test_a_7b_full_fine_tune_fits_8x80gb_only_sharded(tmp_path):
+    """Every weight of Mistral-7B trains (lora: null): weights, gradients and AdamW state need
+    ~100 GB a GPU replicated; FSDP2 over 8 GPUs holds an eighth of them each."""
+    common = ["task=full_mistral7b_numina", "optim=adamw", "launcher=slurm",
+              "launcher.gpus_per_node=8", "launcher.tasks_per_node=8", "grad_accum=8",
+              "steps=100", "eval_every=100"]
+    replicated, memory_ddp, _ = _sweep_plan(tmp_path, *common)
+    sharded, memory_fsdp, _ = _sweep_plan(tmp_path, *common, "launcher.sharding=fsdp")
+    assert "DOES NOT FIT a h100 with 80 GB" in replicated and memory_ddp > 80
+    assert "(fits a h100 with 80 GB" in sharded and memory_fsdp < 20
+    cfg = _resolved("task=full_mistral7b_numina", f"data_root={tmp_path}")
+    cost = LoraMathTask.cost(cfg)
+    assert cost.trained_params == cost.params  # a full fine-tune
+    assert "8N FLOPs per token" in cost.basis  # forward, both backwards, recomputation
+
+
+def test_greedy_decoding_is_timed_at_memory_bandwidth(tmp_path):
+    """Each generated token of an eval batch reads every weight: 512 new tokens for 1319
+    questions in batches of 32 is 42 × 512 weight reads of 14.5 GB an eval, timed at 60% of the
+    H100's 3.35 TB/s (not at FLOP speed, where it took a fiftieth of that)."""
+    common = ["task=lora_mistral7b_numina", "launcher=slurm", "launcher.gpus_per_node=1",
+              "steps=100", "eval_every=100"]
+    _, _, short = _sweep_plan(tmp_path, *common, "task.eval.max_new_tokens=1")
+    _, _, long = _sweep_plan(tmp_path, *common, "task.eval.max_new_tokens=513")
+    cfg = _resolved("task=lora_mistral7b_numina", f"data_root={tmp_path}")
+    weight_bytes = 2 * LoraMathTask.cost(cfg).params
+    expected = 42 * 512 * weight_bytes / (0.6 * 3.35e12) / 3600
+    assert long - short == pytest.approx(expected, rel=0.05)

@@ -9,6 +9,8 @@ matrix. Checkpoints hold the trainable parameters only.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from optim import STATE_BUFFERS
@@ -63,6 +65,21 @@ def memory_estimate(model, batch_size: int, max_length: int, dtype_bytes: int,
     }
 
 
+def lora_parameters(net: torch.nn.Module, lora: dict) -> int:
+    """Parameters LoRA trains on `net`: r·(in + out) per targeted Linear, and every parameter
+    of the modules it saves (trains in full)."""
+    targets = tuple(lora["target_modules"])
+    saved_modules = tuple(lora.get("modules_to_save") or [])
+    trained = 0
+    for module_name, module in net.named_modules():
+        leaf = module_name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and leaf in targets:
+            trained += lora["r"] * (module.in_features + module.out_features)
+        elif leaf in saved_modules:
+            trained += sum(p.numel() for p in module.parameters())
+    return trained
+
+
 def _hub_config(name: str):
     """The model's config: from a local folder or the local hub cache, else the built-in
     architecture table; None when neither knows it."""
@@ -101,7 +118,7 @@ def _cached(name: str) -> bool:
 class LoraMathTask(Task):
     checkpoint_trainable_only = True  # the base model is the same file every time
 
-    def __init__(self, *, model: dict, lora: dict, dataset: str, eval_dataset: str,
+    def __init__(self, *, model: dict, lora: dict | None, dataset: str, eval_dataset: str,
                  batch_size: int, max_length: int, eval: dict, data_root: str, seed: int,
                  device: torch.device, grad_accum: int = 1, target_accuracy: float | None = None,
                  also_eval: tuple = (), name: str = "lora_math"):
@@ -123,12 +140,15 @@ class LoraMathTask(Task):
         if model.get("gradient_checkpointing"):
             base.gradient_checkpointing_enable()
             base.enable_input_require_grads()
-        peft_cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
-                              lora_dropout=lora["dropout"],
-                              target_modules=list(lora["target_modules"]),
-                              modules_to_save=list(lora.get("modules_to_save") or []) or None,
-                              task_type="CAUSAL_LM")
-        self.model = get_peft_model(base, peft_cfg).to(device)
+        if lora is None:  # a full fine-tune: every weight trains
+            self.model = base.to(device)
+        else:
+            peft_cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
+                                  lora_dropout=lora["dropout"],
+                                  target_modules=list(lora["target_modules"]),
+                                  modules_to_save=list(lora.get("modules_to_save") or [])
+                                  or None, task_type="CAUSAL_LM")
+            self.model = get_peft_model(base, peft_cfg).to(device)
         self.encoded = [data.encode(self.tokenizer, dataset, ex, max_length) for ex in self.train]
         self.epoch_examples = len(self.encoded)
         self.batches_per_epoch = len(self.encoded) // batch_size
@@ -164,13 +184,15 @@ class LoraMathTask(Task):
         data.check_dataset(task.get("eval_dataset"))
         for extra in task.get("also_eval") or ():
             data.check_dataset(extra)
-        lora = task.get("lora") or {}
-        checks.integer(lora, "r", prefix="task.lora.")
-        checks.number(lora, "alpha", 0.0, float("inf"), low_open=True, prefix="task.lora.")
-        checks.number(lora, "dropout", 0.0, 1.0, prefix="task.lora.")
-        if not lora.get("target_modules"):
-            raise ValueError("task.lora.target_modules must name at least one module, got "
-                             f"{lora.get('target_modules')!r}")
+        lora = task.get("lora")  # null: a full fine-tune
+        if lora is not None:
+            checks.integer(lora, "r", prefix="task.lora.")
+            checks.number(lora, "alpha", 0.0, float("inf"), low_open=True,
+                          prefix="task.lora.")
+            checks.number(lora, "dropout", 0.0, 1.0, prefix="task.lora.")
+            if not lora.get("target_modules"):
+                raise ValueError("task.lora.target_modules must name at least one module, got "
+                                 f"{lora.get('target_modules')!r}")
         model = task.get("model") or {}
         if not (model.get("pretrained") or model.get("config")):
             raise ValueError("task.model needs `pretrained` (hub id or path) or `config`")
@@ -241,41 +263,43 @@ class LoraMathTask(Task):
         with torch.device("meta"):
             net = AutoModelForCausalLM.from_config(hf_cfg)
         params = sum(p.numel() for p in net.parameters())
-        targets = tuple(task["lora"]["target_modules"])
-        saved_modules = tuple(task["lora"].get("modules_to_save") or [])
-        trained = 0
-        for module_name, module in net.named_modules():
-            leaf = module_name.rsplit(".", 1)[-1]
-            if isinstance(module, torch.nn.Linear) and leaf in targets:
-                trained += task["lora"]["r"] * (module.in_features + module.out_features)
-            elif leaf in saved_modules:
-                trained += sum(p.numel() for p in module.parameters())
+        lora = task.get("lora")
+        trained = params if lora is None else lora_parameters(net, lora)
         checkpointing = bool(model.get("gradient_checkpointing"))
-        per_token = (6 if checkpointing else 4) * params  # upper bound: every sequence padded
+        # forward 2N, input gradients 2N, weight gradients 2N where every weight trains, and
+        # the forward again under checkpointing; an upper bound: every sequence padded
+        per_token = (4 + 2 * (lora is None) + 2 * checkpointing) * params
         tokens = cfg["steps"] * cfg["grad_accum"] * task["batch_size"] * task["max_length"]
         eval_cfg = task.get("eval") or {}
-        questions = sum(eval_cfg.get("limit") or EVAL_QUESTIONS.get(d, 1000)
-                        for d in [task["eval_dataset"], *(task.get("also_eval") or ())])
-        # each scored question: its prompt (about 200 tokens) and max_new_tokens greedy tokens;
+        per_set = [eval_cfg.get("limit") or EVAL_QUESTIONS.get(d, 1000)
+                   for d in [task["eval_dataset"], *(task.get("also_eval") or ())]]
+        questions = sum(per_set)
+        generating = eval_cfg.get("mode") != "loss"
+        # each scored question: its prompt (about 200 tokens) through the model at FLOP speed;
         # in loss mode one forward pass over at most max_length tokens
-        eval_tokens = questions * (task["max_length"] if eval_cfg.get("mode") == "loss"
-                                   else 200 + eval_cfg.get("max_new_tokens", 256))
+        eval_tokens = questions * (200 if generating else task["max_length"])
         dtype_bytes = 2 if model.get("dtype") == "bfloat16" else 4
         hidden, layers = hf_cfg.hidden_size, hf_cfg.num_hidden_layers
         micro_tokens = task["batch_size"] * task["max_length"]
         activations = (micro_tokens * layers * (2 if checkpointing else 34) * hidden
                        * dtype_bytes / 2 + micro_tokens * hf_cfg.vocab_size * 4)
         weight_bytes = 0.5 if model.get("load_in_4bit") else dtype_bytes
+        evals = evals_in_run(cfg["steps"], cfg["eval_every"])
+        # greedy decoding is memory-bound: each generated token of a batch reads every weight
+        # (the KV cache on top is left out: small beside 7B weights at these lengths)
+        decode_steps = sum(math.ceil(n / eval_cfg.get("batch_size", 16)) for n in per_set) \
+            * eval_cfg.get("max_new_tokens", 256) if generating else 0
         return Cost(params=params, trained_params=trained, train_flops=per_token * tokens,
-                    eval_flops=2.0 * params * eval_tokens * evals_in_run(cfg["steps"],
-                                                                         cfg["eval_every"]),
+                    eval_flops=2.0 * params * eval_tokens * evals,
+                    eval_bytes_read=decode_steps * params * weight_bytes * evals,
                     memory_bytes=training_memory(params, trained, activations,
                                                  weight_bytes),
                     data=cls.data_needs(cfg),
                     compute="bf16" if dtype_bytes == 2 else "fp32",
                     basis=f"{params / 1e9:.3g}B parameters ({source}); {per_token // params}N "
                           f"FLOPs per token, every sequence counted at max_length (an upper "
-                          f"bound); eval ~200 prompt + max_new_tokens tokens per question")
+                          f"bound); eval ~200 prompt tokens per question at FLOP speed, then "
+                          f"max_new_tokens greedy steps per batch, each reading every weight")
 
     # ------------------------------------------------------------ model and tokenizer
 

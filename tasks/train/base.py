@@ -172,6 +172,9 @@ class Cost:
     data: tuple[DataNeed, ...]
     basis: str
     compute: str  # what the matmuls run in: "bf16" or "fp32" (picks the GPU's peak)
+    # bytes read from GPU memory by memory-bound evaluation over the run (greedy decoding reads
+    # every weight once per generated token of a batch): timed at the GPU's bandwidth, not FLOPs
+    eval_bytes_read: float = 0.0
 
 
 def evals_in_run(steps: int, eval_every: int) -> int:

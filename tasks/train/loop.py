@@ -273,10 +273,14 @@ class Trainer:
         self.task.eval_shard = EvalShard(rank, world, lambda: (
             distributed.any_flag(preempt.signum is not None, self.ctx)))
         self.model.eval()
+        if self.sharded:  # the root's own parameters gathered for the whole evaluation: an
+            self.model.unshard()  # eval may enter below the root (PEFT's generate does)
         try:
             with torch.no_grad(), self.autocast:
                 evals = self.task.evaluate(self.model)
         finally:
+            if self.sharded:
+                self.model.reshard()
             self.model.train()
         self.state.evals.append((row["step"], evals))
         row.update(evals)
