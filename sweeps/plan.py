@@ -176,6 +176,31 @@ def time_check(plans: list, launcher: dict) -> list[str]:
             f"launcher.timeout_min (the partition's limit allowing), or more GPUs a run"]
 
 
+HOST_BASE_GB = 4.0  # a task process before its weights: Python, torch, the CUDA context
+HOST_MARGIN = 1.2  # [assumption] allocator slack, tokenized data, checkpoint writes
+
+
+def host_check(plans: list, launcher: dict) -> list[str]:
+    """Whether a SLURM node's memory (launcher.mem_gb, per node) holds its tasks: each needs
+    HOST_BASE_GB plus what its run loads through host memory (pretrained weights), × 1.2."""
+    valid = [p for p in plans if not p.error]
+    if launcher.get("name") != "slurm" or not valid:
+        return []
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    need = math.ceil(max((HOST_BASE_GB + p.cost.host_bytes / 1e9) * tasks * HOST_MARGIN
+                         for p in valid))
+    have = launcher.get("mem_gb")
+    rule = (f"{tasks} task(s) a node × ({HOST_BASE_GB:g} GB + weights loaded through host "
+            f"memory) × {HOST_MARGIN}")
+    if have is None:
+        return [f"host memory: runs need up to {need} GB a node ({rule}); launcher.mem_gb=null "
+                f"leaves it to the partition's default. Set launcher.mem_gb={need}"]
+    if have < need:
+        return [f"host memory: launcher.mem_gb={have} CANNOT HOLD runs that need {need} GB a "
+                f"node ({rule}). Fix: launcher.mem_gb={need}"]
+    return [f"host memory: launcher.mem_gb={have} holds every run ({rule}: at most {need} GB)"]
+
+
 def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: dict) -> str:
     lines = [f"plan {name}: {len(plans)} runs", hardware.describe(),
              f"launcher: {launcher.get('name')}"
@@ -203,6 +228,7 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
     lines.append(f"total: {_fmt_hours(total)} GPU-hours for all {len(valid)} valid runs; "
                  f"{_fmt_hours(sum(p.gpu_hours for p in todo))} for the {len(todo)} not done")
     lines += time_check(plans, launcher)
+    lines += host_check(plans, launcher)
     if valid:
         peak_mem = max(p.memory_gb for p in valid)
         fits = peak_mem <= hardware.memory_gb

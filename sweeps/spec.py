@@ -512,6 +512,10 @@ def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[st
     added = ["launcher=slurm"]
     if not any(o.startswith("launcher.gpus_per_node=") for o in extra):
         added.append("launcher.gpus_per_node=1")
+    if not any(o.startswith("launcher.cpus_per_task=") for o in extra):
+        # a GPU's task tokenizes, builds batches and hashes noise on its host: one core
+        # (slurm.yaml's default, for CPU tests) starves it [assumption: 8, a usual GPU share]
+        added.append("launcher.cpus_per_task=8")
     return [*extra, *added], [f"paper scale: {' '.join(added)} (the default at this scale; "
                               f"give launcher=... to choose another)"]
 

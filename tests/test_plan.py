@@ -1,5 +1,6 @@
 """`reproduce.py TABLE scale=paper --plan`: every run validated and costed, nothing trained."""
 
+import math
 import subprocess
 import sys
 
@@ -63,7 +64,10 @@ def test_gpu_hours_follow_the_stated_model(tmp_path):
 
 def test_paper_scale_defaults_to_slurm_with_a_gpu_and_warns_without_one():
     extra, notes = spec.launcher_overrides("paper", ["optim.lr=1e-3"])
-    assert extra[-2:] == ["launcher=slurm", "launcher.gpus_per_node=1"] and notes
+    assert extra[-3:] == ["launcher=slurm", "launcher.gpus_per_node=1",
+                          "launcher.cpus_per_task=8"] and notes
+    given, _ = spec.launcher_overrides("paper", ["launcher.cpus_per_task=16"])
+    assert "launcher.cpus_per_task=8" not in given
     assert spec.launcher_overrides("paper", ["launcher=local"]) == (["launcher=local"], [])
     assert spec.launcher_overrides("tiny", []) == (["launcher=debug"], [])
     assert spec.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 0})
@@ -184,3 +188,20 @@ def test_greedy_decoding_is_timed_at_memory_bandwidth(tmp_path):
     weight_bytes = 2 * LoraMathTask.cost(cfg).params
     expected = 42 * 512 * weight_bytes / (0.6 * 3.35e12) / 3600
     assert long - short == pytest.approx(expected, rel=0.05)
+
+
+def test_the_plan_sizes_host_memory_for_weights_loaded_through_it(tmp_path):
+    """An 8B LoRA run loads ~16 GB of bf16 weights through host memory: the plan asks for a
+    launcher.mem_gb that holds them (null: the partition's default), flags one too small with
+    the fix, and accepts the fix."""
+    def line(text):
+        return next(x for x in text.splitlines() if x.startswith("host memory: "))
+
+    unset = line(paper_plan("stosign_math", tmp_path)[0])
+    assert "launcher.mem_gb=null" in unset
+    need = int(unset.split("Set launcher.mem_gb=")[1])
+    assert need == math.ceil((4 + 2 * 8.03) * 1.2)  # Llama-3.1-8B in bf16, one task a node
+    small = line(paper_plan("stosign_math", tmp_path, "launcher.mem_gb=16")[0])
+    assert f"launcher.mem_gb=16 CANNOT HOLD runs that need {need} GB" in small
+    fixed = line(paper_plan("stosign_math", tmp_path, f"launcher.mem_gb={need}")[0])
+    assert "holds every run" in fixed

@@ -292,6 +292,7 @@ class LoraMathTask(Task):
         return Cost(params=params, trained_params=trained, train_flops=per_token * tokens,
                     eval_flops=2.0 * params * eval_tokens * evals,
                     eval_bytes_read=decode_steps * params * weight_bytes * evals,
+                    host_bytes=params * dtype_bytes if name else 0.0,
                     memory_bytes=training_memory(params, trained, activations,
                                                  weight_bytes),
                     data=cls.data_needs(cfg),

@@ -175,6 +175,9 @@ class Cost:
     # bytes read from GPU memory by memory-bound evaluation over the run (greedy decoding reads
     # every weight once per generated token of a batch): timed at the GPU's bandwidth, not FLOPs
     eval_bytes_read: float = 0.0
+    # host memory a task process needs beyond the interpreter and CUDA context (pretrained
+    # weights are loaded through host memory before they move to the GPU)
+    host_bytes: float = 0.0
 
 
 def evals_in_run(steps: int, eval_every: int) -> int:
