@@ -192,3 +192,25 @@ def test_alpaca_is_loss_only_and_joins_its_input_to_the_instruction():
         LoraMathTask.validate_config(task_cfg)
     task_cfg["eval"]["mode"] = "loss"
     LoraMathTask.validate_config(task_cfg)
+
+
+def test_the_training_set_is_tokenized_once_and_cached(arith_root, tmp_path):
+    """Batched tokenization gives exactly `encode`'s ids and labels; the result is cached
+    beside the data under a hash of tokenizer, examples and max_length, so a requeued or
+    data-parallel run reads it instead of tokenizing the whole set again."""
+    task = build_task(compose_cfg(TINY_LORA, data_root=arith_root), torch.device("cpu"))
+    examples = task.train[:300]
+    one_by_one = [data.encode(task.tokenizer, "arith", ex, 24) for ex in examples]
+    cache = tmp_path / "cache"
+    assert data.encode_all(task.tokenizer, "arith", examples, 24, cache) == one_by_one
+    [cached] = list(cache.glob("tokenized-*.pt"))
+
+    class NoTokenizing:  # the same tokenizer's identity, and no way to tokenize
+        backend_tokenizer = task.tokenizer.backend_tokenizer
+
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("tokenized again instead of reading the cache")
+
+    assert data.encode_all(NoTokenizing(), "arith", examples, 24, cache) == one_by_one
+    assert data.encode_all(task.tokenizer, "arith", examples, 25, cache) != one_by_one
+    assert len(list(cache.glob("tokenized-*.pt"))) == 2  # another max_length, another file

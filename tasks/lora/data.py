@@ -8,8 +8,10 @@ end-of-sequence token): prompt positions get label -100.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +148,38 @@ def encode(tokenizer, dataset: str, ex: Example, max_length: int) -> tuple[list[
     ids = (p_ids + a_ids)[:max_length]
     labels = ([-100] * len(p_ids) + a_ids)[:max_length]
     return ids, labels
+
+
+def encode_all(tokenizer, dataset: str, examples: list[Example], max_length: int,
+               cache_dir: Path | None = None) -> list[tuple[list[int], list[int]]]:
+    """`encode` of every example, tokenized in batches (the fast tokenizer's threads) and
+    cached in `cache_dir` under a hash of the tokenizer, the examples and max_length: a
+    requeued or data-parallel run reads the cache instead of tokenizing NuminaMath again."""
+    key = hashlib.sha1(json.dumps([tokenizer.backend_tokenizer.to_str(), dataset, max_length,
+                                   [(ex.question, ex.answer) for ex in examples]])
+                       .encode()).hexdigest()[:16]
+    path = cache_dir / f"tokenized-{key}.pt" if cache_dir is not None else None
+    if path is not None and path.exists():
+        cached = torch.load(path, weights_only=True)
+        ids = cached["ids"].split(cached["lengths"].tolist())
+        labels = cached["labels"].split(cached["lengths"].tolist())
+        return [(i.tolist(), lab.tolist()) for i, lab in zip(ids, labels)]
+    prompts = tokenizer([prompt(dataset, ex.question) for ex in examples],
+                        add_special_tokens=False)["input_ids"]
+    answers = tokenizer([" " + ex.answer for ex in examples], add_special_tokens=False)["input_ids"]
+    encoded = [((p + a + [tokenizer.eos_token_id])[:max_length],
+                ([-100] * len(p) + a + [tokenizer.eos_token_id])[:max_length])
+               for p, a in zip(prompts, answers)]
+    if path is not None:
+        flat = {"ids": torch.tensor([t for ids, _ in encoded for t in ids], dtype=torch.int32),
+                "labels": torch.tensor([t for _, lab in encoded for t in lab],
+                                       dtype=torch.int32),
+                "lengths": torch.tensor([len(ids) for ids, _ in encoded], dtype=torch.int64)}
+        try:
+            store.atomic_write(path, lambda f: torch.save(flat, f))
+        except OSError as e:  # a read-only data folder: train on, tokenizing again next time
+            warnings.warn(f"could not cache the tokenized {dataset} set in {path}: {e}")
+    return encoded
 
 
 def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:

@@ -10,6 +10,7 @@ matrix. Checkpoints hold the trainable parameters only.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -149,7 +150,9 @@ class LoraMathTask(Task):
                                   modules_to_save=list(lora.get("modules_to_save") or [])
                                   or None, task_type="CAUSAL_LM")
             self.model = get_peft_model(base, peft_cfg).to(device)
-        self.encoded = [data.encode(self.tokenizer, dataset, ex, max_length) for ex in self.train]
+        # tokenized once and cached beside the data: requeues and other ranks read the cache
+        self.encoded = data.encode_all(self.tokenizer, dataset, self.train, max_length,
+                                       cache_dir=Path(data_root).expanduser() / dataset)
         self.epoch_examples = len(self.encoded)
         self.batches_per_epoch = len(self.encoded) // batch_size
         if self.batches_per_epoch == 0:
