@@ -283,3 +283,44 @@ def test_a_topology_that_cannot_run_is_refused_before_a_submission(tmp_path):
     launch("topo", [*base, "launcher.nodes=2", "launcher.tasks_per_node=2",
                     "launcher.gpus_per_node=2", "grad_accum=8"], dry_run=True)
     assert not (tmp_path / "runs").exists()
+
+
+def slurm_nodes() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%D"], capture_output=True, text=True, timeout=30)
+    return sum(int(n) for n in out.stdout.split() if n.isdigit()) if out.returncode == 0 else 0
+
+
+def test_a_two_node_job_trains_data_parallel_and_resumes_after_a_signal(
+        slurm, tmp_path, data_root):
+    """launcher.nodes=2: one task on each of two SLURM nodes (two slurmd on this host:
+    `bash scripts/slurm_local.sh start --nodes 2`) trains data-parallel across them; signalled
+    mid-run it checkpoints, is requeued and resumes, and its losses are one process's."""
+    if slurm_nodes() < 2:
+        pytest.skip("one SLURM node: run `bash scripts/slurm_local.sh start --nodes 2`")
+    steps = ["steps=200", "log_every=1", "eval_every=100", "checkpoint_every=0",
+             "grad_accum=2", "optim=adamw"]
+    result = launch("twonode", sweep_args(tmp_path, data_root, *steps, "launcher.nodes=2"))
+    [job] = result.job_ids
+    rdir = identity.run_dir(result.runs[0][1])
+    deadline = time.time() + 180
+    while len(store.MetricsLog(rdir / "metrics.jsonl").read()) < 30:
+        assert time.time() < deadline, "the job did not start training"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    [row] = wait_done(tmp_path / "runs", "twonode", timeout=400, release_requeued=True)
+    assert row.state.name == RunState.COMPLETED, format_table("twonode", [row])
+    logs = "".join(p.read_text() for p in (tmp_path / "runs" / "_submitit").rglob("*log.out"))
+    assert "resuming" in logs
+    summary = store.read_summary(rdir)
+    assert summary["data_parallel"] == {"world_size": 2, "replica_max_abs_diff": 0.0}
+    shown = subprocess.run(["scontrol", "show", "job", job.split("_")[0]],
+                           capture_output=True, text=True).stdout
+    assert "NumNodes=2" in shown  # the job really spanned two nodes
+
+    single_cfg = compose_cfg([*TINY, *steps], runs_root=tmp_path / "single",
+                             data_root=data_root)
+    run(single_cfg)
+    two = [r["loss"] for r in store.MetricsLog(rdir / "metrics.jsonl").read()]
+    one = [r["loss"] for r in store.MetricsLog(identity.run_dir(single_cfg)
+                                               / "metrics.jsonl").read()]
+    assert two == pytest.approx(one, rel=1e-4)
