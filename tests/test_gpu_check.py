@@ -1,0 +1,35 @@
+"""scripts/gpu_check.py, the one script run where a GPU is lent: its code path on toy sizes on
+the CPU (the numbers mean nothing here), so that it does not first fail on the GPU."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from tests.conftest import ROOT
+
+
+def test_the_gpu_check_runs_every_part_and_writes_its_report(tmp_path):
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick",
+                           "--steps", "20", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check_cpu.json").read_text())
+    assert report["provenance"]["commit"] and "gpu_check.py" in report["provenance"]["command"]
+    assert set(report["fused"]) >= {"s3", "stosignsgd", "signum", "adan"}
+    assert all(0 <= diff < 1e-2 for diff in report["fused"].values())
+    assert set(report["optimizer_steps"]["elementwise"]["results"]) >= {"s3", "s3_fused"}
+    for cell in ("s3_spikes", "smuon_gpt"):
+        got = report["cells"][cell]
+        assert got["status"] == "completed" and got["tokens_per_s"] > 0
+        assert 0 < got["mfu_vs_measured_matmul"] < 1.5
+    assert (tmp_path / "gpu_check_optim_cpu.json").exists()
+
+
+def test_the_gpu_check_refuses_cuda_where_there_is_none():
+    if torch.cuda.is_available():
+        return
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "CUDA is not available" in done.stderr
