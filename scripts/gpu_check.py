@@ -4,8 +4,9 @@
     python scripts/gpu_check.py --device cpu --quick      (the same code on toy sizes: a test)
 
 1. `fused`: every optimizer with a compiled kernel, on bf16 GPT-2-small-shaped parameters, run
-   for a few steps with fused=True and with its default path from the same state: the largest
-   relative difference of the weights (the kernels must agree on the device, in bf16).
+   for a few steps with fused=True and with its default path from the same state: the share of
+   weights that differ beyond bf16 rounding, and the largest difference (the kernels must agree
+   on the device, in bf16, up to rounding).
 2. `optimizer_steps`: scripts/bench_optim.py on the device (elementwise optimizers against fused
    AdamW, the Muon family and SMuon's selection at GPT-2-small shapes), its report beside this one.
 3. `cells`: one paper-preset cell each of s3_spikes (gpt2_124m, S3) and smuon_gpt (gpt2_modded,
@@ -71,10 +72,18 @@ def fused_agreement(device: torch.device, quick: bool, steps: int = 5) -> dict:
                     p.grad = torch.randn(p.shape, generator=gen, device=device).to(p.dtype)
                 opt.step()
             finals.append(torch.cat([p.detach().float().reshape(-1) for p in params]))
-        scale = finals[0].abs().max().clamp(min=1e-30)
-        out[spec.name] = float((finals[1] - finals[0]).abs().max() / scale)
-        print(f"  {spec.name:16s} fused vs default, bf16: max rel diff {out[spec.name]:.2e}",
-              flush=True)
+        diff = (finals[1] - finals[0]).abs()
+        # a sign method turns a rounding difference in a near-zero momentum into a whole step
+        # of lr, in that element only: the share of elements beyond bf16 rounding says more
+        # than the largest difference
+        beyond = diff > finals[0].abs() * 2.0**-7 + 1e-12
+        out[spec.name] = {"max_diff_over_max_weight": float(diff.max()
+                                                            / finals[0].abs().max()),
+                          "elements_beyond_bf16_rounding": float(beyond.float().mean())}
+        print(f"  {spec.name:16s} fused vs default, bf16: "
+              f"{out[spec.name]['elements_beyond_bf16_rounding']:.2e} of the elements differ "
+              f"beyond rounding (largest: {out[spec.name]['max_diff_over_max_weight']:.2e} "
+              f"of max |θ|)", flush=True)
     return out
 
 
