@@ -22,7 +22,7 @@ from hydra.utils import get_class
 
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.manifest import Manifest
-from sweeps.spec import launcher_warnings
+from sweeps.spec import RowKey, Run, launcher_warnings
 from sweeps.status import SlurmQueue, run_state
 from tasks.train import identity
 from tasks.train.base import Cost
@@ -250,28 +250,11 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class _Row:
-    label: str
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One run of a sweep, shaped as a table's run (`sweeps.spec.Run`) for planning."""
-
-    row: _Row
-    lr: float
-    seed: int
-    overrides: tuple[str, ...]
-
-
 def plan_sweep(name: str, overrides: list[str], hardware: Hardware) -> tuple[str, int]:
     """The plan of `sweep.py launch NAME OVERRIDES`: what each run needs, nothing submitted."""
-    runs = []
-    for run_overrides, cfg in compose_sweep(overrides, validate_runs=False):
-        label = f"{cfg['task']['name']}/{cfg['optim']['name']}"
-        runs.append(SweepRun(_Row(label), cfg["optim"].get("lr", math.nan), cfg["seed"],
-                             tuple(run_overrides)))
+    runs = [Run(RowKey(f"{cfg['task']['name']}/{cfg['optim']['name']}"),
+                cfg["optim"].get("lr", math.nan), cfg["seed"], tuple(run_overrides))
+            for run_overrides, cfg in compose_sweep(overrides, validate_runs=False)]
     return plan_table(name, "sweep", runs, hardware)
 
 

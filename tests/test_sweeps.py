@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,19 +173,24 @@ def test_failed_run_shows_as_failed_with_its_error(slurm, tmp_path, data_root):
     wait_done(tmp_path / "runs", "mixed")
 
 
+def signal_mid_run(result, start_s: float = 120) -> tuple[str, Path]:
+    """(job id, run dir) of a one-run launch, once it has logged 30 steps and been sent USR2,
+    what SLURM sends before the time limit (submitit asks for USR2 there)."""
+    [job] = result.job_ids
+    rdir = identity.run_dir(result.runs[0][1])
+    deadline = time.time() + start_s
+    while len(store.MetricsLog(rdir / "metrics.jsonl").read()) < 30:
+        assert time.time() < deadline, "the job did not start training"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    return job, rdir
+
+
 def test_signalled_job_checkpoints_requeues_and_finishes_like_an_uninterrupted_run(
         slurm, tmp_path, data_root):
     steps = ["steps=300", "log_every=1", "eval_every=100", "checkpoint_every=0",
              "task.model.n_embd=64", "task.batch_size=8"]
-    result = launch("requeue", sweep_args(tmp_path, data_root, *steps))
-    [job] = result.job_ids
-    rdir = identity.run_dir(result.runs[0][1])
-    deadline = time.time() + 120
-    while len(store.MetricsLog(rdir / "metrics.jsonl").read()) < 30:
-        assert time.time() < deadline, "the job did not start training"
-        time.sleep(0.2)
-    # what SLURM sends before the time limit (submitit asks for USR2 there)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    job, rdir = signal_mid_run(launch("requeue", sweep_args(tmp_path, data_root, *steps)))
     rows = wait_done(tmp_path / "runs", "requeue", release_requeued=True)
     assert rows[0].state.name == RunState.COMPLETED
     logs = "".join(p.read_text() for p in (tmp_path / "runs" / "_submitit").rglob("*log.out"))
@@ -299,14 +305,8 @@ def test_a_two_node_job_trains_data_parallel_and_resumes_after_a_signal(
         pytest.skip("one SLURM node: run `bash scripts/slurm_local.sh start --nodes 2`")
     steps = ["steps=200", "log_every=1", "eval_every=100", "checkpoint_every=0",
              "grad_accum=2", "optim=adamw"]
-    result = launch("twonode", sweep_args(tmp_path, data_root, *steps, "launcher.nodes=2"))
-    [job] = result.job_ids
-    rdir = identity.run_dir(result.runs[0][1])
-    deadline = time.time() + 180
-    while len(store.MetricsLog(rdir / "metrics.jsonl").read()) < 30:
-        assert time.time() < deadline, "the job did not start training"
-        time.sleep(0.2)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    job, rdir = signal_mid_run(launch("twonode", sweep_args(tmp_path, data_root, *steps,
+                                                            "launcher.nodes=2")), start_s=180)
     [row] = wait_done(tmp_path / "runs", "twonode", timeout=400, release_requeued=True)
     assert row.state.name == RunState.COMPLETED, format_table("twonode", [row])
     logs = "".join(p.read_text() for p in (tmp_path / "runs" / "_submitit").rglob("*log.out"))
