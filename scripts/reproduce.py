@@ -3,6 +3,7 @@
     python scripts/reproduce.py TABLE [scale=tiny|paper] [launcher=slurm|local|debug]
                                 [--wait] [OVERRIDE ...]
     python scripts/reproduce.py TABLE scale=paper --plan [--gpu h100] [--mfu 0.4]
+    python scripts/reproduce.py TABLE --contender NAME=module.Class [--results DIR]
 
 Expands conf/table/TABLE.yaml at the scale (tiny by default), skips runs that already finished,
 submits the rest as ONE job array, and, once every run has finished, writes
@@ -32,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps import spec  # noqa: E402
+from sweeps.contender import parse as parse_contender  # noqa: E402
 from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware  # noqa: E402
 from sweeps.reproduce import reproduce  # noqa: E402
 from tasks.train.errors import ConfigError  # noqa: E402
@@ -57,14 +59,26 @@ def main() -> int:
                              "(the table lists the versions)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="--plan: the GPU's peak instead of the --gpu table's")
+    parser.add_argument("--contender", default=None, metavar="NAME=SPEC",
+                        help="your optimizer as one more row: NAME=module.Class or "
+                             "NAME=path/to/optim.yaml (sweeps/contender.py)")
+    parser.add_argument("--results", default=None,
+                        help="with --contender: where its tables go (default: contenders/)")
     args = parser.parse_intermixed_args()  # flags anywhere among the overrides
     command = "python scripts/reproduce.py " + " ".join([args.table, *args.overrides])
     try:
         hardware = Hardware(args.gpu, args.mfu, args.peak_tflops * 1e12
                             if args.peak_tflops else None) if args.plan else None
+        contender = parse_contender(args.contender) if args.contender else None
+        where = ({"results": Path(args.results or "contenders").expanduser().absolute()}
+                 if contender else {})
+        if args.results and not contender:
+            parser.error("--results goes with --contender (tables are written to results/)")
+        if contender:
+            command += f" --contender {args.contender}"
         return reproduce(args.table, args.overrides, command, wait=args.wait,
                          poll_s=args.poll, plan=hardware, render_only=args.render_only,
-                         allow_mixed=args.allow_mixed)
+                         allow_mixed=args.allow_mixed, contender=contender, **where)
     except (ConfigError, ValueError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -52,6 +52,20 @@ def _is_group(o: Override) -> bool:
     return "/" in key or (CONF_DIR / key).is_dir()
 
 
+# Further config folders searched after conf/ (a contender's optimizer yaml, sweeps/contender.py):
+# group option files only, read by the fast composition path below.
+EXTRA_CONF_DIRS: list[Path] = []
+
+
+def option_file(group: str, option) -> Path:
+    """conf/<group>/<option>.yaml, or the first of EXTRA_CONF_DIRS that has it."""
+    for root in (CONF_DIR, *EXTRA_CONF_DIRS):
+        path = root / group / f"{option}.yaml"
+        if path.exists():
+            return path
+    return CONF_DIR / group / f"{option}.yaml"
+
+
 class Composer:
     """Composes run configs, caching one Hydra composition per set of group choices."""
 
@@ -86,7 +100,7 @@ class Composer:
         for choice in groups:
             o = self._parse(choice)
             group, option = o.key_or_group, o.value()
-            path = CONF_DIR / group / f"{option}.yaml"
+            path = option_file(group, option)
             if (o.type != OverrideType.CHANGE or "/" in group or not isinstance(option, str)
                     or group in self._primary_keys or group not in data or not path.exists()):
                 return None

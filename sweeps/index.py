@@ -19,7 +19,8 @@ run records (`{records}`: each run's overrides, summary and metric curves), from
 any machine. Each table's header names the command, the commit and the machine it was made on;
 its verdict line says whether the paper's claim showed, by the rule in `sweeps/verdict.py`.
 A `tiny` scale is a miniature on 2 CPU cores, never the paper's scale. This file is written by
-`sweeps/index.py`; benchmarks are in `bench/`.
+`sweeps/index.py`; benchmarks are in `bench/`. `leaderboard.md` ranks the optimizers across these
+tables, from the same records (`python scripts/leaderboard.py`).
 
 Only tables rendered with run records are listed: a table without them cannot be audited, and
 is not committed. Every miniature was re-run with its records after the earlier renderings, made

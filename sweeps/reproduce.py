@@ -13,9 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sweeps import edges, index, records, spec
+from sweeps import compose, edges, index, records, spec
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
+from sweeps.contender import Contender, with_contender
 from sweeps.launch import launch
 from sweeps.plan import Hardware, plan_table
 from sweeps.render import ROOT, provenance, render
@@ -31,19 +32,26 @@ def _scale(overrides: list[str]) -> str:
 
 def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = False,
               poll_s: float = 5.0, plan: Hardware | None = None, render_only: bool = False,
-              allow_mixed: bool = False, results: Path = RESULTS) -> int:
+              allow_mixed: bool = False, results: Path = RESULTS,
+              contender: Contender | None = None) -> int:
     """Exit code: 0 rendered, planned or submitted; 1 a run failed; 2 bad input (raised as
-    ConfigError / ValueError before anything is submitted)."""
+    ConfigError / ValueError before anything is submitted). With a `contender` the table gets
+    its row (sweeps/contender.py) and is written under `results`, the contender results root."""
     scale = _scale(overrides)
     extra, notes = spec.launcher_overrides(
         scale, [o for o in overrides if not o.startswith("scale=")])
     table = spec.load(table_name).at(scale)
+    folder = table.folder(extra)
+    if contender is not None:
+        table, folder = _enter(table, contender, extra, results), f"{folder}-{contender.name}"
     if render_only:
-        return render_from_records(table, extra, results)
+        return render_from_records(table, results / table.name / folder)
     for note in notes:
         print(note)
     runs = table.expand(extra)
     name, ablation = table.sweep_name(extra)
+    if contender is not None:  # its own manifest: the table's own launches stay as they were
+        name = f"{name}-with-{contender.name}"
     if plan is not None:
         text, invalid = plan_table(name, scale, runs, plan)
         print(text)
@@ -77,28 +85,45 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         grids = wider
     tabled = records.TableRecords(provenance(command, table), tuple(extra), grids, allow_mixed,
                                   tuple(recorded))
-    out = _render(table, runs, tabled, spec_grids, ablation, results / table.name
-                  / table.folder(extra))
+    out, verdict = _render(table, runs, tabled, spec_grids, ablation,
+                           results / table.name / folder)
     records.write(out, tabled)
     index.write(results)
     print(f"wrote {out}/table.md (+ .csv, .tex, figures, {records.RECORDS_FILE}); "
           f"index {results}/README.md")
+    if contender is not None:
+        print(f"your optimizer ({contender.name} = {contender.source}) in {table.name}: "
+              f"{verdict.line}")
     return 1 if any(s.state.name == RunState.FAILED for s in states) else 0
 
 
+def _enter(table: spec.Table, contender: Contender, extra: list[str],
+           results: Path) -> spec.Table:
+    """The table with the contender's row; its optimizer config where runs compose it."""
+    chosen = [o for o in extra if o.startswith(("optim=", "optim."))]
+    if chosen:
+        raise spec.SpecError(f"--contender runs the whole table under its own rules; give no "
+                             f"optimizer overrides ({chosen})")
+    conf_dir = results / "conf"
+    contender.write_config(conf_dir)
+    if conf_dir not in compose.EXTRA_CONF_DIRS:
+        compose.EXTRA_CONF_DIRS.append(conf_dir)
+    return with_contender(table, contender)
+
+
 def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecords,
-            spec_grids: dict, ablation: list[str], out: Path) -> Path:
-    """Collect, decide and render the table from its records."""
+            spec_grids: dict, ablation: list[str], out: Path):
+    """Collect, decide and render the table from its records: (its folder, its verdict)."""
     rows = collect(table, runs, list(tabled.runs))
     versions = code_versions(list(tabled.runs), tabled.allow_mixed)
-    return render(table, rows, ranking(table, rows), decide(table, rows, tabled.grids),
+    verdict = decide(table, rows, tabled.grids)
+    return render(table, rows, ranking(table, rows), verdict,
                   {**tabled.provenance, "code_versions": versions}, out, tabled.grids,
-                  spec_grids, ablation=ablation)
+                  spec_grids, ablation=ablation), verdict
 
 
-def render_from_records(table: spec.Table, extra: list[str], results: Path) -> int:
-    """Render results/<table>/<scale>/ again from its committed run records, as it was."""
-    out = results / table.name / table.folder(extra)
+def render_from_records(table: spec.Table, out: Path) -> int:
+    """Render the table in `out` again from its committed run records, as it was."""
     tabled = records.read(out)
     runs = table.expand(list(tabled.extra), tabled.grids)
     if [tuple(r.overrides) for r in runs] != [r.overrides for r in tabled.runs]:
