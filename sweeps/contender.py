@@ -9,8 +9,9 @@ The contender becomes one more row of the table, with the table's rules: the sam
 configurations as the table's rows (an lr grid of that size; the table's lr spacing, centred on
 its default lr, unless the yaml gives its own), the same seeds, run length, schedule and edge
 rule. Its verdict is the table's claim with the contender in the claimed row's place ("your
-optimizer vs S3: ..."). The committed table is untouched: the contender's table is written
-under the contender results root, and the table's own runs are reused where they exist.
+optimizer vs S3: ..."); in a table without a claim (quickstart), "better than AdamW". The
+committed table is untouched: the contender's table is written under the contender results
+root, and the table's own runs are reused where they exist.
 Everything is checked before a run dir or a job exists.
 """
 
@@ -31,6 +32,7 @@ NAME = re.compile(r"[a-z][a-z0-9_]*")
 # a contender's claim replaces the claimed row by the contender; kinds about one row's own
 # behaviour or a ranking become "better than the claimed row"
 SAME_KIND = ("better", "matches_or_beats", "matches")
+REFERENCE = "adamw"  # what a contender is compared with in a table that states no claim
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,12 @@ def with_contender(table: Table, contender: Contender) -> Table:
         parts.append(ClaimPart(part.kind if part.kind in SAME_KIND else "better", pairs,
                                part.binomial, part.margin, part.effect, part.metric,
                                f"{contender.name} vs {part.pairs[0][0].base}"))
+    if not parts and REFERENCE in table.optimizers:  # no claim (quickstart): against AdamW
+        parts.append(ClaimPart("better", tuple(
+            (RowKey(contender.name, variant, mult), (RowKey(REFERENCE, variant, mult),))
+            for variant in table.variants for mult in (table.lr_multipliers or (None,))),
+            label=f"{contender.name} vs {REFERENCE} (the table states no claim; AdamW is "
+                  f"the reference)"))
     return replace(table, title=f"{table.title}, with contender {contender.name}",
                    optimizers={**table.optimizers,
                                contender.name: Search(lr_grid(contender, table))},

@@ -103,3 +103,19 @@ def test_the_leaderboard_renders_from_the_committed_records_alone_byte_for_byte(
     assert outs[0] == committed  # the committed leaderboard is what the records give
     text = outs[0]["leaderboard.md"].decode()
     assert "| adamw | " in text and "score (entered)" in text
+
+
+def test_in_a_table_without_a_claim_the_contender_is_compared_with_adamw(user_package,
+                                                                         monkeypatch):
+    """quickstart states no claim: the contender's row is judged against AdamW's, at the
+    table's one configuration per row (its default lr)."""
+    monkeypatch.syspath_prepend(str(user_package))
+    c = contender.parse("signedadam=signedadam.SignedAdam")
+    table = contender.with_contender(spec.load("quickstart").at("tiny"), c)
+    [part] = table.claim_parts
+    assert part.kind == "better" and "vs adamw" in part.label
+    assert [(row.optim, [t.optim for t in than]) for row, than in part.pairs] == \
+        [("signedadam", ["adamw"])]
+    assert table.optimizers["signedadam"].lr == (1e-3,)
+    runs = table.expand(["launcher=debug"])
+    assert sum(r.optim == "signedadam" for r in runs) == 1
