@@ -53,11 +53,11 @@ def check_sharding(launcher: dict, optimizer_targets) -> None:
     """launcher.sharding is known, and under fsdp every run's optimizer can update shards."""
     from hydra.utils import get_class
 
-    from tasks.train import sharding  # imports torch: only where a sweep is launched
+    from tasks.train import sharding_rules  # imports torch: only where a sweep is launched
 
     how = launcher.get("sharding") or "ddp"
     for target in sorted(set(optimizer_targets)):
-        sharding.check(how, get_class(target))
+        sharding_rules.check(how, get_class(target))
 
 
 def check_topology(launcher: dict, grad_accums) -> None:

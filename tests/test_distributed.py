@@ -348,7 +348,7 @@ def test_fsdp_is_refused_where_it_cannot_run_exactly():
     task to shard over: each refused with the value and what is allowed, before any job."""
     from optim import Muon, Signum, StoSignSGD
     from sweeps.launch import check_sharding, check_topology
-    from tasks.train import sharding
+    from tasks.train import sharding_rules as sharding
     from tasks.train.errors import ConfigError
 
     sharding.check("fsdp", Muon)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optim import hooks
 from optim.routing import is_matrix_optimizer, param_groups
-from tasks.train import checkpoint, distributed, sharding, store
+from tasks.train import checkpoint, distributed, sharding, sharding_rules, store
 from tasks.train.epochs import check_loaded
 from tasks.train.errors import ConfigError
 from tasks.train.loop import Trainer
@@ -126,7 +126,7 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     precision = build_precision(cfg.precision, device)
     task.model = precision.prepare_model(task.model)
     how = sharding_of(cfg)
-    sharding.check(how, instantiate(optimizer_kwargs(cfg.optim)).func, task.model)
+    sharding_rules.check(how, instantiate(optimizer_kwargs(cfg.optim)).func, task.model)
     if ctx.enabled and how == "fsdp":  # sharded before the optimizer sees the parameters
         sharding.shard(task.model)
     optimizer = build_optimizer(cfg.optim, task.model)

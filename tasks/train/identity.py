@@ -44,6 +44,7 @@ NON_COMPUTING = frozenset({
     "tasks.train.identity", "tasks.train.store", "tasks.train.lease", "tasks.train.checkpoint",
     "tasks.train.environment", "tasks.train.errors", "tasks.train.checks", "tasks.train.config",
     "tasks.train.cost", "tasks.train.runner", "tasks.train.wandb_mirror", "optim.registry",
+    "tasks.train.sharding_rules",
 })
 
 # Top-level keys that never change the numbers a run computes.

@@ -10,8 +10,9 @@
         model (16 bytes a parameter with AdamW) fits 8×80 GB this way and not at all with DDP.
 
 Both compute the same update as one process (gradients averaged over the same global batch);
-the optimizer must be able to update shards: elementwise ones update their shard, the Muon
-family gathers each whole matrix for its orthogonalization (optim/_common.py Batch.whole).
+the optimizer must be able to update shards (tasks/train/sharding_rules.py checks it):
+elementwise ones update their shard, the Muon family gathers each whole matrix for its
+orthogonalization (optim/_common.py Batch.whole).
 Checkpoints hold whole tensors, gathered one at a time to rank 0 (so a resumed run may use
 any number of ranks, or none).
 """
@@ -21,39 +22,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.distributed.tensor import DTensor, distribute_tensor
-
-from tasks.train.errors import ConfigError
-
-SHARDINGS = ("ddp", "fsdp")
-
-
-def check(sharding: str, optimizer_cls: type, model: nn.Module | None = None) -> None:
-    """Refuse, naming the value and what is allowed, what FSDP2 cannot run exactly (the
-    model's parameters too, once it is built)."""
-    if sharding not in SHARDINGS:
-        raise ConfigError(f"launcher.sharding must be one of {list(SHARDINGS)}, got "
-                          f"{sharding!r}")
-    if sharding != "fsdp":
-        return
-    if not shardable(optimizer_cls):
-        from optim import REGISTRY
-
-        allowed = sorted(spec.name for spec in REGISTRY if shardable(spec.cls))
-        raise ConfigError(f"launcher.sharding=fsdp: {optimizer_cls.__name__} cannot update "
-                          f"sharded parameters exactly (it pools statistics over whole tensors "
-                          f"or element positions); optimizers that can: {allowed}, or use "
-                          f"launcher.sharding=ddp")
-    frozen_ints = [n for n, p in (model.named_parameters() if model is not None else ())
-                   if not p.dtype.is_floating_point]
-    if frozen_ints:
-        raise ConfigError(f"launcher.sharding=fsdp needs floating-point parameters; "
-                          f"{frozen_ints[0]} is {model.get_parameter(frozen_ints[0]).dtype} "
-                          f"(a 4-bit QLoRA base): use launcher.sharding=ddp")
-
-
-def shardable(optimizer_cls: type) -> bool:
-    """Ours say so (`shardable`); torch.optim's own update DTensors natively."""
-    return getattr(optimizer_cls, "shardable", optimizer_cls.__module__.startswith("torch."))
 
 
 def shard(model: nn.Module) -> nn.Module:
