@@ -36,15 +36,51 @@ def spike_marks(record: RunRecord, steps: list[int],
     return xs, ys
 
 
+MIN_METRIC_POINTS = 8  # fewer eval points than this draw no curve: the train loss shows more
+
+
+def curve_key(table: Table, rows: list[Row]) -> str:
+    """What the loss figure plots: the table's own metric where the runs log it over training
+    at MIN_METRIC_POINTS steps or more (`final.distance` → the `distance` column of the eval
+    steps), else the train loss."""
+    column = table.metric.key.removeprefix("final.")
+    points = max((sum(column in x for x in run.metrics) for r in rows
+                  for c in r.cells.values() for run in c.runs), default=0)
+    return column if column != table.metric.key and points >= MIN_METRIC_POINTS else "loss"
+
+
+def seed_curves(cell, key: str) -> list[tuple[list[int], list[float]]]:
+    """(steps, values) of `key` for each seed's run of a setting."""
+    out = []
+    for run in cell.runs:
+        points = [(x["step"], x[key]) for x in run.metrics
+                  if isinstance(x.get(key), (int, float))]
+        if points:
+            out.append(tuple(map(list, zip(*points))))
+    return out
+
+
+def mean_curve(curves: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float]]:
+    """The pointwise mean over seeds, on the steps every seed logged (a diverged seed's curve
+    ends early: the mean stops with it)."""
+    if not curves:
+        return [], []
+    length = min(len(steps) for steps, _ in curves)
+    steps = curves[0][0][:length]
+    return steps, [sum(values[i] for _, values in curves) / len(curves) for i in range(length)]
+
+
 def draw(table: Table, rows: list[Row], out: Path) -> None:
-    """loss_curves.png: one panel per row, seed 0's train loss at every lr the row ran (its
-    chosen `tune` setting), smoothed over the raw curve, spike events marked (x) as the table
-    counts them, the chosen lr drawn thick; metric_vs_lr.png: the final metric against the lr."""
+    """loss_curves.png: one panel per row; at the chosen lr every seed faint and their mean on
+    top, at its other lrs the mean over seeds thin; the table's own metric where the runs log
+    it over training, else the train loss with spike events marked (x) as the table counts
+    them. metric_vs_lr.png: the final metric against the lr."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key = curve_key(table, rows)
     panels = [r for r in rows if r.cells]
     if panels:
         ncols = min(3, len(panels))
@@ -55,25 +91,35 @@ def draw(table: Table, rows: list[Row], out: Path) -> None:
             cells = [c for c in r.cells.values() if c.tuned == r.best_tuned]
             colors = plt.cm.viridis([i / max(1, len(cells) - 1) for i in range(len(cells))])
             for color, cell in zip(colors, cells):
-                steps, losses = cell.runs[0].loss_curve()
-                if not losses:
+                curves = seed_curves(cell, key)
+                if not curves:
                     continue
                 chosen = cell.lr == r.best_lr
-                ax.plot(steps, losses, color=color, alpha=0.2, linewidth=0.6)
-                ax.plot(steps, smoothed(losses, max(1, len(losses) // 50)), color=color,
-                        linewidth=2.2 if chosen else 1.0,
-                        label=f"lr {cell.lr:g}" + (" (chosen)" if chosen else ""))
-                xs, ys = spike_marks(cell.runs[0], steps, losses)
-                ax.scatter(xs, ys, marker="x", color=color, zorder=3, s=18)
+                if chosen:
+                    for steps, values in curves:
+                        ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.6)
+                steps, mean = mean_curve(curves)
+                ax.plot(steps, smoothed(mean, max(1, len(mean) // 50)) if key == "loss"
+                        else mean, color=color, linewidth=2.2 if chosen else 0.9,
+                        label=f"lr {cell.lr:g}" + (f" (chosen; {len(curves)} seeds)"
+                                                   if chosen else ""))
+                if key == "loss":
+                    first_steps, first = curves[0]
+                    xs, ys = spike_marks(cell.runs[0], first_steps, first)
+                    ax.scatter(xs, ys, marker="x", color=color, zorder=3, s=18)
             ax.set_title(r.label, fontsize=9)
-            ax.set_yscale("log")
+            if all(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
+                ax.set_yscale("log")
             ax.set_xlabel("step")
             ax.legend(fontsize=6)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
-        axes[0][0].set_ylabel("train loss")
-        fig.suptitle(f"{table.name}: train loss, seed 0\n(smoothed over the faint raw "
-                     f"curve; x = a spike event, as the table counts them)", fontsize=10)
+        what = "train loss" if key == "loss" else f"{key} (the table's metric)"
+        axes[0][0].set_ylabel(what)
+        fig.suptitle(f"{table.name}: {what}; at the chosen lr each seed faint and the mean "
+                     f"thick, other lrs their mean"
+                     + ("\n(smoothed; x = a spike event of seed 0, as the table counts them)"
+                        if key == "loss" else ""), fontsize=10)
         fig.tight_layout()
         fig.savefig(out / "loss_curves.png", dpi=110)
         plt.close(fig)
@@ -98,7 +144,9 @@ def draw(table: Table, rows: list[Row], out: Path) -> None:
 
 def p_per_layer_figure(rows, out: Path, plt) -> None:
     """SMuon's chosen Schatten p per layer over training (the `p/<layer>` columns its runs log),
-    seed 0 at the chosen lr of each row that has them."""
+    seed 0 at the chosen lr of each row that has them: one panel per row, two panels a line,
+    layers coloured by depth (viridis, first → last) with their names shortened to what tells
+    them apart, and a legend only where it fits (≤ 12 layers)."""
     logs = []
     for r in rows:
         if r.best_runs:
@@ -107,20 +155,45 @@ def p_per_layer_figure(rows, out: Path, plt) -> None:
                 logs.append((r, log))
     if not logs:
         return
-    fig, axes = plt.subplots(1, len(logs), figsize=(9 * len(logs), 4.5), squeeze=False)
-    for ax, (r, log) in zip(axes[0], logs):
-        layers = sorted({k for x in log for k in x if k.startswith("p/")})
-        for k, layer in enumerate(layers):
+    ncols = min(2, len(logs))
+    nrows = math.ceil(len(logs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 3.8 * nrows + 0.4), squeeze=False)
+    for ax, (r, log) in zip(axes.flat, logs):
+        layers = [k for k in dict.fromkeys(k for x in log for k in x) if k.startswith("p/")]
+        names = short_names([layer[2:] for layer in layers])
+        colors = plt.cm.viridis([i / max(1, len(layers) - 1) for i in range(len(layers))])
+        for color, layer, name in zip(colors, layers, names):
             pts = [(x["step"], x[layer]) for x in log if layer in x]
-            ax.plot(*zip(*pts), label=layer[2:], color=plt.cm.tab20.colors[k % 20])
+            ax.plot(*zip(*pts), label=name, color=color, linewidth=0.9)
         ax.set_xlabel("step")
         ax.set_ylabel("chosen Schatten p")
         ax.set_yscale("log")
-        ax.set_title(f"{r.label} (lr {r.best_lr:g}): p per layer")
-        ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2)
+        ax.set_title(f"{r.label} (lr {r.best_lr:g}): p of {len(layers)} layers, seed 0",
+                     fontsize=9)
+        if len(layers) <= 12:
+            ax.legend(fontsize=6, ncol=2)
+        else:
+            ax.text(0.01, 0.02, f"colour: layer order, {names[0]} (dark) → {names[-1]} "
+                    f"(light)", transform=ax.transAxes, fontsize=6)
+    for ax in list(axes.flat)[len(logs):]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "p_per_layer.png", dpi=120)
+    fig.savefig(out / "p_per_layer.png", dpi=110)
     plt.close(fig)
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Layer names less the dotted prefix and suffix they all share."""
+    parts = [n.split(".") for n in names]
+    if len(parts) < 2:
+        return names
+    head = 0
+    while all(len(p) > head + 1 and p[head] == parts[0][head] for p in parts):
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 and p[-1 - tail] == parts[0][-1 - tail] for p in parts):
+        tail += 1
+    return [".".join(p[head:len(p) - tail]) for p in parts]
 
 
 def update_vs_spikes_figure(rows, out: Path, plt) -> None:
