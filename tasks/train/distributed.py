@@ -50,10 +50,19 @@ _control_group = None  # gloo, for flags: agreeing on one needs no GPU synchroni
 
 
 def _init() -> None:
-    global _control_group
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend)
-    _control_group = dist.new_group(backend="gloo") if backend != "gloo" else None
+    _flags_group()
+
+
+def _flags_group():
+    """The group flags are agreed over: the default one where it is gloo, else a gloo group
+    made once (collectively: every rank gets here at the same call), also when something else
+    initialized torch.distributed with NCCL."""
+    global _control_group
+    if _control_group is None and dist.get_backend() != "gloo":
+        _control_group = dist.new_group(backend="gloo")
+    return _control_group
 
 
 def context() -> Context:
@@ -79,7 +88,7 @@ def any_flag(flag: bool, ctx: Context) -> bool:
     if not ctx.enabled:
         return flag
     t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_flags_group())
     return bool(t.item())
 
 
@@ -89,8 +98,10 @@ def barrier(ctx: Context) -> None:
 
 
 def shutdown() -> None:
+    global _control_group
     if dist.is_initialized():
         dist.destroy_process_group()
+    _control_group = None  # it belonged to the group just destroyed
 
 
 REPLICA_CHUNK = 1 << 24  # values compared per broadcast: 64 MB of fp32 at most, any model size
