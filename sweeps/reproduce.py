@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sweeps import compose, edges, index, records, spec
+from sweeps import compose, edges, index, leaderboard, records, spec
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
 from sweeps.contender import Contender, with_contender
@@ -89,8 +89,10 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
                            results / table.name / folder)
     records.write(out, tabled)
     index.write(results)
+    if contender is None:  # the leaderboard follows every table (contenders: --contenders)
+        leaderboard.write(results, results)
     print(f"wrote {out}/table.md (+ .csv, .tex, figures, {records.RECORDS_FILE}); "
-          f"index {results}/README.md")
+          f"index {results}/README.md" + ("" if contender else ", leaderboard.md"))
     if contender is not None:
         print(f"your optimizer ({contender.name} = {contender.source}) in {table.name}: "
               f"{verdict.line}")
