@@ -52,6 +52,19 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
+def whole_of(shard: torch.Tensor, param: DTensor) -> torch.Tensor:
+    """The whole tensor of which `shard` is this rank's part, sharded as `param` is
+    (collective: every rank gathers)."""
+    return DTensor.from_local(shard, param.device_mesh, param.placements, shape=param.shape,
+                              stride=param.stride()).full_tensor()
+
+
+def shard_of(whole: torch.Tensor, param: DTensor) -> DTensor:
+    """`whole`, which every rank holds, cut as `param` is sharded (nothing communicated)."""
+    return distribute_tensor(whole.to(param.device), param.device_mesh, param.placements,
+                             src_data_rank=None)
+
+
 class Batch:
     """A group's parameters that have gradients, as fp32 working tensors.
 
@@ -134,15 +147,14 @@ class Batch:
     def whole(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-parameter tensors (shards, when the parameters are sharded) as whole tensors:
         gathered from every rank, as torchtitan's and Moonlight's Muon do."""
-        return [DTensor.from_local(t, p.device_mesh, p.placements, shape=p.shape,
-                                   stride=p.stride()).full_tensor()
-                if isinstance(p, DTensor) else t for p, t in zip(self.originals, tensors)]
+        return [whole_of(t, p) if isinstance(p, DTensor) else t
+                for p, t in zip(self.originals, tensors)]
 
     def own(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """This rank's shard of whole per-parameter tensors (the inverse of `whole`; every rank
         holds the same whole tensor, so nothing is communicated)."""
-        return [distribute_tensor(t, p.device_mesh, p.placements, src_data_rank=None).to_local()
-                if isinstance(p, DTensor) else t for p, t in zip(self.originals, tensors)]
+        return [shard_of(t, p).to_local() if isinstance(p, DTensor) else t
+                for p, t in zip(self.originals, tensors)]
 
 
 def closure_loss(closure):

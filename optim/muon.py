@@ -65,6 +65,7 @@ SHAPE_SCALES = ("muon", "moonlight")
 
 class Muon(MatrixOptimizer):
     shardable = True  # each matrix's update is computed whole (Batch.whole) under FSDP2
+
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: str = "auto",
                  shape_scale: str = "muon", matched_rms: float = 0.2,
@@ -204,6 +205,7 @@ class MuAdam(Muon):
 
 class SoftMuon(Muon):
     shardable = False  # its temperature pools the singular values of the local gradients
+
     def __init__(self, params, lr: float = 0.02, total_steps: int | None = None,
                  sign_fraction: float = 0.9, eps: float = 1e-4, tau_max: float = 1e9,
                  newton_steps: int = 10, momentum: float = 0.95, nesterov: bool = True,

@@ -43,9 +43,9 @@ from optim.temperature import temperature_schedule
 
 
 class _SwitchedSign(ElementwiseOptimizer):
-    shardable = False  # τ is calibrated on statistics pooled over every whole tensor
-
     """Signum for the first ⌊sign_fraction·total_steps⌋ steps, then the `after_switch` phase."""
+
+    shardable = False  # τ is calibrated on statistics pooled over every whole tensor
 
     buffers = ("momentum_buffer",)
     after_switch = ""  # the phase after the switch: "soft" or "momentum"

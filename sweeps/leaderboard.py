@@ -153,7 +153,11 @@ def markdown(lines: list[dict], all_entries: list[Entry], sources: list[str]) ->
           "From the run records of every rendered table (sweeps/leaderboard.py); each optimizer "
           "at its tuned setting in each problem (a table at a scale and variant), as the table "
           "chose it. Most tables are miniatures: this ranks what they measured, not the papers' "
-          "scale.", "",
+          "scale. A ratio is a mean over the table's seeds (one to three) with no interval: a "
+          "\"best in\" or a ratio near 1 may be within noise, and only a table's verdict, "
+          "with its interval, says whether a difference is real. Each row ran with the "
+          "settings its table gives it (auxiliary Adam lr, weight decay), which do not yet "
+          "follow one rule for all rows (issue #31).", "",
           f"- ratio: metric against the problem's best (1 = best); score: the area under the "
           f"Dolan–Moré performance profile on [1, {TAU_MAX:g}] (AlgoPerf's construction), over "
           f"the problems entered, and over all {len(problems)} problems with an unentered one "

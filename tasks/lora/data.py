@@ -144,10 +144,15 @@ def encode(tokenizer, dataset: str, ex: Example, max_length: int) -> tuple[list[
     """(input_ids, labels): labels are -100 on the prompt, the answer's ids (+ eos) after it."""
     p_ids = tokenizer(prompt(dataset, ex.question), add_special_tokens=False)["input_ids"]
     a_ids = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
-    a_ids = a_ids + [tokenizer.eos_token_id]
-    ids = (p_ids + a_ids)[:max_length]
-    labels = ([-100] * len(p_ids) + a_ids)[:max_length]
-    return ids, labels
+    return _joined(p_ids, a_ids, tokenizer.eos_token_id, max_length)
+
+
+def _joined(p_ids: list[int], a_ids: list[int], eos: int,
+            max_length: int) -> tuple[list[int], list[int]]:
+    """The prompt's and the answer's ids as one example: the answer ends with eos, the labels
+    mask the prompt, both cut at max_length."""
+    a_ids = a_ids + [eos]
+    return (p_ids + a_ids)[:max_length], ([-100] * len(p_ids) + a_ids)[:max_length]
 
 
 def encode_all(tokenizer, dataset: str, examples: list[Example], max_length: int,
@@ -167,8 +172,7 @@ def encode_all(tokenizer, dataset: str, examples: list[Example], max_length: int
     prompts = tokenizer([prompt(dataset, ex.question) for ex in examples],
                         add_special_tokens=False)["input_ids"]
     answers = tokenizer([" " + ex.answer for ex in examples], add_special_tokens=False)["input_ids"]
-    encoded = [((p + a + [tokenizer.eos_token_id])[:max_length],
-                ([-100] * len(p) + a + [tokenizer.eos_token_id])[:max_length])
+    encoded = [_joined(p, a, tokenizer.eos_token_id, max_length)
                for p, a in zip(prompts, answers)]
     if path is not None:
         flat = {"ids": torch.tensor([t for ids, _ in encoded for t in ids], dtype=torch.int32),

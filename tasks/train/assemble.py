@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optim import hooks
@@ -126,7 +126,7 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     precision = build_precision(cfg.precision, device)
     task.model = precision.prepare_model(task.model)
     how = sharding_of(cfg)
-    sharding_rules.check(how, instantiate(optimizer_kwargs(cfg.optim)).func, task.model)
+    sharding_rules.check(how, get_class(cfg.optim["_target_"]), task.model)
     if ctx.enabled and how == "fsdp":  # sharded before the optimizer sees the parameters
         sharding.shard(task.model)
     optimizer = build_optimizer(cfg.optim, task.model)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ def shutdown() -> None:
 REPLICA_CHUNK = 1 << 24  # values compared per broadcast: 64 MB of fp32 at most, any model size
 
 
-def replica_divergence(model: torch.nn.Module, ctx: Context) -> float:
-    """Max |θ_rank − θ_rank0| over the trained parameters and ranks (0.0 = identical replicas).
+def replica_divergence(model: torch.nn.Module, ctx: Context) -> float | None:
+    """Max |θ_rank − θ_rank0| over the trained parameters and ranks (0.0 = identical replicas;
+    None for a sharded model, which has no replicas).
 
     Data-parallel replicas must apply identical updates (same averaged gradient, same optimizer
     noise); this checks that they did. Frozen parameters (a LoRA base) are skipped: they never
@@ -117,6 +119,8 @@ def replica_divergence(model: torch.nn.Module, ctx: Context) -> float:
     """
     if not ctx.enabled:
         return 0.0
+    if any(isinstance(p, DTensor) for p in model.parameters()):
+        return None  # FSDP2 holds no replicas to compare
     diff = None
     for p in model.parameters():
         if not p.requires_grad:

@@ -85,8 +85,7 @@ def _run_follower(trainer: Trainer) -> dict:
     with PreemptionFlag() as preempt:
         state = trainer.train(preempt)
     status = "diverged" if state.diverged_at is not None else "completed"
-    if not trainer.sharded:  # FSDP2 holds no replicas to compare
-        distributed.replica_divergence(trainer.model, trainer.ctx)  # rank 0 records it
+    distributed.replica_divergence(trainer.model, trainer.ctx)  # rank 0 records it
     if status == "completed":
         trainer.save_checkpoint()  # only joins rank 0's barrier
     return {"status": status, "rank": trainer.ctx.rank}
@@ -176,8 +175,7 @@ def _run_main(cfg: DictConfig, ctx: distributed.Context, key: str, rdir: Path) -
         with PreemptionFlag() as preempt:
             state = trainer.train(preempt)
         status = "diverged" if state.diverged_at is not None else "completed"
-        replica_diff = (None if trainer.sharded  # FSDP2 holds no replicas to compare
-                        else distributed.replica_divergence(task.model, ctx))
+        replica_diff = distributed.replica_divergence(task.model, ctx)
         if status == "completed":
             trainer.save_checkpoint()  # final weights, for evaluation or fine-tuning
         summary = build_summary(cfg, key, rdir, task, trainer, status, env)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
+
+from optim._common import shard_of, whole_of
 
 
 def shard(model: nn.Module) -> nn.Module:
@@ -55,7 +57,7 @@ def whole_model_state(state: dict, is_main: bool) -> dict:
     return out
 
 
-def _shard_of(value, param) -> bool:
+def _per_element(value, param) -> bool:
     """Whether an optimizer state tensor holds one value per element of `param` (and so is
     sharded like it): a local shard of our optimizers, or torch's own DTensor state."""
     return (isinstance(param, DTensor) and isinstance(value, torch.Tensor)
@@ -71,12 +73,10 @@ def whole_optimizer_state(optimizer: torch.optim.Optimizer, is_main: bool) -> di
         param = params[index]
         state = state_dict["state"][index] = dict(live)  # the optimizer's own dict otherwise
         for key, value in live.items():
-            if not _shard_of(value, param):
+            if not _per_element(value, param):
                 continue
-            if not isinstance(value, DTensor):
-                value = DTensor.from_local(value, param.device_mesh, param.placements,
-                                           shape=param.shape, stride=param.stride())
-            value = value.full_tensor()
+            value = value.full_tensor() if isinstance(value, DTensor) \
+                else whole_of(value, param)
             state[key] = value.cpu() if is_main else None
     return state_dict if is_main else {}
 
@@ -84,10 +84,8 @@ def whole_optimizer_state(optimizer: torch.optim.Optimizer, is_main: bool) -> di
 def load_whole_model_state(model: nn.Module, state: dict) -> dict:
     """`state` (whole tensors) with each sharded parameter's tensor cut to this rank's shard."""
     current = model.state_dict()
-    return {name: distribute_tensor(value.to(current[name].device), current[name].device_mesh,
-                                    current[name].placements, src_data_rank=None)
-            if isinstance(current.get(name), DTensor) else value
-            for name, value in state.items()}
+    return {name: shard_of(value, current[name]) if isinstance(current.get(name), DTensor)
+            else value for name, value in state.items()}
 
 
 def load_whole_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
@@ -98,8 +96,7 @@ def load_whole_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dic
     for index, state in state_dict["state"].items():
         param = params[int(index)]
         for key, value in state.items():
-            if _shard_of(value, param) and value.shape == param.shape:
-                value = distribute_tensor(value.to(param.device), param.device_mesh,
-                                          param.placements, src_data_rank=None)
+            if _per_element(value, param) and value.shape == param.shape:
+                value = shard_of(value, param)
                 state[key] = value if keeps_dtensors else value.to_local()
     return state_dict
