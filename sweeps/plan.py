@@ -91,7 +91,7 @@ class Hardware:
                 f"{GPUS[self.gpu][0] / 1e12:g} TFLOP/s bf16, {GPUS[self.gpu][1] / 1e12:g} "
                 f"fp32")
         return (f"GPU-hours = FLOPs / ({self.mfu:g} MFU × {self.gpu} peak: {peak}) + bytes "
-                f"read by decoding / ({BANDWIDTH_USE:g} × {GPUS[self.gpu][3] / 1e12:g} TB/s); "
+                f"read by decoding / ({BANDWIDTH_USE:g} × {self.bandwidth / 1e12:g} TB/s); "
                 f"assumed, override with --gpu {{{','.join(sorted(GPUS))}}} --mfu X "
                 f"--peak-tflops Y")
 
