@@ -36,6 +36,9 @@ Spec keys (the YAML file):
                                   is decided on (a claim on cost); no verdict: no claim
     untested: "..."               what the claim says that this scale cannot test, and why
     average_rank: true            print each optimizer's rank averaged over the variants
+    aux_lr: tied | {value, source} | sources   the Muon family's auxiliary Adam lr rule
+                                  (sweeps/fairness.py, which also holds every row of a
+                                  miniature to one weight decay)
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sweeps import sources
+from sweeps import fairness, sources
 from tasks.train import identity
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
@@ -58,9 +61,10 @@ VERDICT_KINDS = ("better", "matches_or_beats", "matches", "sensitivity", "averag
 FIGURE_NAMES = ("p_per_layer", "update_vs_spikes")  # sweeps/figures.py FIGURES
 SPEC_KEYS = ("name", "title", "claim", "scales", "optimizers", "seeds", "metric", "report",
              "paper", "verdict", "figures", "variants", "ratios", "average_rank",
-             "lr_multipliers", "extend_edges", "untested")
+             "lr_multipliers", "extend_edges", "untested", "aux_lr")
 SCALE_KEYS = ("label", "overrides", "sources", "regime", "seeds", "extend_edges", "optimizers",
-              "variants", "per_optimizer", "drop", "paper", "metric", "verdict", "untested")
+              "variants", "per_optimizer", "drop", "paper", "metric", "verdict", "untested",
+              "aux_lr")
 CLAIM_KEYS = ("kind", "row", "than", "binomial", "margin", "effect", "metric", "label")
 AMOUNT_KEYS = ("value", "source", "relative")
 METRIC_KEYS = ("key", "mode", "label", "ceiling")
@@ -231,6 +235,15 @@ class Table:
     regime: str
     average_rank: bool
     sources: dict  # scale → its sources block (every paper scale's, for a miniature's footer)
+    aux_rule: fairness.AuxRule | None = None  # None: no Muon-family rows
+
+    @property
+    def tied(self) -> bool:
+        return self.aux_rule is not None and self.aux_rule.kind == "tied"
+
+    def placeholder_aux(self) -> dict[str, float]:
+        """A tied aux lr for planning and checking, before the adamw row has chosen one."""
+        return {variant: 0.0 for variant in self.variants}
 
     @property
     def is_paper(self) -> bool:
@@ -241,11 +254,13 @@ class Table:
         return [RowKey(optim, variant, mult, ablation) for optim in self.optimizers
                 for variant in self.variants for mult in (self.lr_multipliers or (None,))]
 
-    def expand(self, extra: list[str] = (),
-               grids: dict[str, list[float]] | None = None) -> list[Run]:
+    def expand(self, extra: list[str] = (), grids: dict[str, list[float]] | None = None,
+               aux: dict[str, float] | None = None) -> list[Run]:
         """The table's runs. Extra overrides apply to every run; `optim=X` keeps only X's rows,
         and `optim.<key>=...` applies to the optimizers that have that key (an ablation).
-        `grids` replaces a row's lr grid (by row label): the grid edge-aware tuning widened."""
+        `grids` replaces a row's lr grid (by row label): the grid edge-aware tuning widened.
+        `aux`: variant → the aux lr a tied table's Muon-family rows run with (the adamw row's
+        chosen lr; sweeps/fairness.py); a tied table's Muon rows cannot expand without it."""
         only = [o.split("=", 1)[1] for o in extra if o.startswith("optim=")]
         if only and only[0] not in self.optimizers:
             raise SpecError(f"optim={only[0]} is not in table {self.name}: "
@@ -257,7 +272,13 @@ class Table:
             if only and optim != only[0]:
                 continue
             mine = tuple(o for o in optim_keys if has_key(optim, o))
+            tied = self.tied and fairness.is_muon_family(OPTIM_DIR, optim)
+            if tied and aux is None:
+                raise SpecError(f"table {self.name}: {optim}'s aux lr is tied to the "
+                                f"{fairness.REFERENCE} row's chosen lr; tune that row first "
+                                f"(reproduce.py does) and pass it as `aux`")
             for label, variant in self.variants.items():
+                tie = (f"optim.aux_lr={aux[label]:g}",) if tied else ()
                 for mult in self.lr_multipliers or (None,):
                     row = RowKey(optim, label, mult, mine)
                     lrs = search.lr if mult is None else (search.lr[0] * mult,)
@@ -267,7 +288,7 @@ class Table:
                         for seed in self.seeds:
                             runs.append(Run(row, lr, seed, (
                                 *self.overrides, f"optim={optim}", *search.overrides,
-                                *self.per_optimizer.get(optim, ()), *variant,
+                                *self.per_optimizer.get(optim, ()), *variant, *tie,
                                 f"optim.lr={lr:g}", *[f"optim.{k}={v}" for k, v in tuned],
                                 f"seed={seed}", *plain, *mine), tuned))
         if optim_keys and not any(has_key(r.optim, o) for r in runs for o in optim_keys):
@@ -417,6 +438,23 @@ def _resolve(name: str, raw: dict, scale: str) -> Table:
         untested=str(pick("untested", "") or ""), regime=own.get("regime") or "",
         average_rank=bool(raw.get("average_rank")),
         sources={s: raw["scales"][s].get("sources") or {} for s in raw["scales"]})
+    if any(fairness.is_muon_family(OPTIM_DIR, o) for o in optimizers):
+        try:
+            rule = fairness.parse_aux_rule(where, pick("aux_lr"), not table.is_paper, optimizers)
+        except fairness.FairnessError as e:
+            raise SpecError(str(e)) from None
+        if rule.kind == "tied" and table.lr_multipliers:
+            raise SpecError(f"{where}: aux_lr: tied needs a tuned {fairness.REFERENCE} row; this "
+                            f"table runs fixed lr multiples")
+        table = replace(table, aux_rule=rule)
+    elif pick("aux_lr") is not None:
+        raise SpecError(f"{where}: aux_lr is a rule for Muon-family rows; the table has none "
+                        f"({list(optimizers)})")
+    try:
+        fairness.check(where, table.expand(aux=table.placeholder_aux()), table.aux_rule,
+                       not table.is_paper, OPTIM_DIR)
+    except fairness.FairnessError as e:
+        raise SpecError(str(e)) from None
     raw_verdict = pick("verdict")
     parts = raw_verdict if isinstance(raw_verdict, list) else [raw_verdict] if raw_verdict else []
     return replace(table, claim_parts=tuple(_claim_part(name, table, part, drop)

@@ -1,0 +1,199 @@
+"""The rules for what a table's rows do not own, the same for every row and printed in every
+table: weight decay, and the auxiliary Adam of the Muon family.
+
+Weight decay. At the miniature every row, and every auxiliary Adam, runs with one weight decay
+within a variant (the scale's `optim.weight_decay=...`, or one `tune` grid that every row
+shares). A spec whose rows would run different values is refused, naming each row's. At a
+paper scale each row runs its authors' value (the scale's `sources`), and the table prints it.
+
+Auxiliary Adam. Muon and its kin orthogonalize matrices only; embeddings, the head, norms and
+biases train with an Adam of their own (`aux_lr`). An AdamW row trains the same tensors at its
+tuned lr, so a Muon row whose aux Adam keeps a default lr is compared with a handicap that is the
+harness's, not the method's (the audit: smuon_lora's Muon at aux lr 3e-4 scored 0.535, at 1e-2
+0.985). Spec key `aux_lr`, per scale or top-level:
+
+    tied              (the miniature's default where the table has an adamw row) the adamw row
+                      is tuned first, edge rule included; every Muon-family row then runs its
+                      aux Adam at that row's chosen lr, per variant: the tensors a Muon row does
+                      not own train as the table's tuned AdamW trains them
+    {value, source}   one aux lr for every Muon-family row, with where it comes from; the rows'
+                      own settings (config default or overrides) must agree
+    sources           (a paper scale's default) each row's own value, from its authors' code
+
+An optimizer whose config derives `aux_lr` from its own lr (Moonlight's RMS-matched Muon) keeps
+its method's rule and is named with it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+
+REFERENCE = "adamw"  # the row a tied aux lr follows
+
+
+class FairnessError(ValueError):
+    """A spec whose rows break a fair-settings rule; the message names the rows and values."""
+
+
+@dataclass(frozen=True)
+class AuxRule:
+    kind: str  # tied | fixed | sources
+    value: float | None = None  # fixed
+    source: str = ""  # fixed
+
+
+@functools.lru_cache(maxsize=None)
+def _config(optim_dir, optim: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(optim_dir / f"{optim}.yaml"))
+
+
+RULED = ("weight_decay", "aux_weight_decay", "aux_lr")  # the keys these rules read
+
+
+def _effective(optim_dir, optim: str, overrides) -> dict:
+    """The ruled keys the optimizer has, with the run's `optim.<key>=` overrides applied and
+    resolved (`${.lr}` included; other keys may interpolate what only a whole run config has)."""
+    conf = OmegaConf.create(_config(optim_dir, optim))
+    mine = [o.removeprefix("optim.") for o in overrides
+            if o.startswith("optim.") and o.split("=", 1)[0].removeprefix("optim.") in conf]
+    merged = OmegaConf.merge(conf, OmegaConf.from_dotlist(mine))
+    return {key: OmegaConf.select(merged, key) for key in RULED if key in merged}
+
+
+def is_muon_family(optim_dir, optim: str) -> bool:
+    """An optimizer with an auxiliary Adam of its own lr (a number in its config)."""
+    value = _config(optim_dir, optim).get("aux_lr")
+    return isinstance(value, (int, float))
+
+
+def method_bound(optim_dir, optim: str) -> bool:
+    """An optimizer whose aux lr its method derives from its lr (`aux_lr: ${.lr}`)."""
+    value = _config(optim_dir, optim).get("aux_lr")
+    return isinstance(value, str) and value.startswith("${")
+
+
+def parse_aux_rule(where: str, raw, miniature: bool, optimizers) -> AuxRule:
+    """The spec's `aux_lr` rule, or the scale's default."""
+    if raw is None:
+        if not miniature:
+            return AuxRule("sources")
+        if REFERENCE in optimizers:
+            return AuxRule("tied")
+        raise FairnessError(f"{where}: the table runs Muon-family rows without an {REFERENCE} "
+                            f"row to tie their auxiliary Adam's lr to; state the rule: "
+                            f"aux_lr: {{value: ..., source: ...}}")
+    if raw == "tied":
+        if REFERENCE not in optimizers:
+            raise FairnessError(f"{where}: aux_lr: tied needs an {REFERENCE} row; the table's "
+                                f"optimizers are {list(optimizers)}")
+        return AuxRule("tied")
+    if raw == "sources":
+        if miniature:
+            raise FairnessError(f"{where}: aux_lr: sources is a paper scale's rule (the "
+                                f"authors' values); a miniature ties it or fixes it")
+        return AuxRule("sources")
+    if isinstance(raw, dict) and set(raw) == {"value", "source"} \
+            and isinstance(raw["value"], (int, float)) and str(raw["source"]).strip():
+        return AuxRule("fixed", float(raw["value"]), str(raw["source"]).strip())
+    raise FairnessError(f"{where}: aux_lr must be 'tied', 'sources' or {{value, source}}, got "
+                        f"{raw!r}")
+
+
+def check(where: str, runs, rule: AuxRule | None, miniature: bool, optim_dir) -> None:
+    """Refuse runs that break the rules (FairnessError naming the rows and their values)."""
+    by_variant: dict[str, dict[str, set]] = {}
+    for run in runs:
+        conf = _effective(optim_dir, run.optim, run.overrides)
+        decays = by_variant.setdefault(run.row.variant, {})
+        if "weight_decay" in conf:
+            decays.setdefault(run.row.base, set()).add(float(conf["weight_decay"]))
+        if "aux_weight_decay" in conf:
+            decays.setdefault(f"{run.row.base} (aux Adam)", set()).add(
+                float(conf["aux_weight_decay"]))
+        if rule is None or not is_muon_family(optim_dir, run.optim):
+            continue
+        set_by_row = [o for o in run.overrides if o.startswith("optim.aux_lr=")]
+        if rule.kind == "tied" and len(set_by_row) > 1:  # the tie itself is one of them
+            raise FairnessError(f"{where}: {run.row.base} sets {set_by_row[0]}, but the table "
+                                f"ties the aux lr to the {REFERENCE} row's chosen lr; remove it "
+                                f"or state the rule aux_lr: {{value, source}}")
+        if rule.kind == "fixed" and float(conf["aux_lr"]) != rule.value:
+            raise FairnessError(f"{where}: {run.row.base} runs its auxiliary Adam at lr "
+                                f"{conf['aux_lr']}, the table's rule says {rule.value:g}")
+    if not miniature:
+        return
+    for variant, decays in by_variant.items():
+        values = {v for vs in decays.values() for v in vs}
+        if len(values) > 1:
+            shown = ", ".join(f"{row} {'/'.join(f'{v:g}' for v in sorted(vs))}"
+                              for row, vs in decays.items())
+            raise FairnessError(
+                f"{where}{' variant ' + variant if variant else ''}: rows run different weight "
+                f"decays ({shown}); a miniature gives every row and every auxiliary Adam one "
+                f"value: set optim.weight_decay=... (and optim.aux_weight_decay=... where a "
+                f"Muon-family row runs) in the scale's overrides")
+
+
+def muon_rows(table, optim_dir) -> list[str]:
+    return [o for o in table.optimizers if is_muon_family(optim_dir, o)]
+
+
+def tied_lrs(rows, variants) -> dict[str, float]:
+    """Each variant's aux lr: the reference row's chosen lr there (collect's rows)."""
+    out = {}
+    for variant in variants:
+        row = next((r for r in rows if r.key.optim == REFERENCE and r.key.variant == variant
+                    and r.key.multiplier is None and not r.key.ablation), None)
+        if row is None or row.best_lr is None:
+            raise FairnessError(f"the {REFERENCE} row{' ' + variant if variant else ''} has no "
+                                f"chosen lr (it diverged at every lr), so the Muon-family rows "
+                                f"have no aux lr to tie to")
+        out[variant] = row.best_lr
+    return out
+
+
+def describe(table, runs, aux: dict, optim_dir) -> list[str]:
+    """The rules' lines for the table's header."""
+    lines = []
+    decays: dict[str, set] = {}
+    for run in runs:
+        conf = _effective(optim_dir, run.optim, run.overrides)
+        if "weight_decay" in conf:
+            decays.setdefault(run.optim, set()).add(float(conf["weight_decay"]))
+    values = {v for vs in decays.values() for v in vs}
+    if len(values) == 1:
+        lines.append(f"Weight decay: {values.pop():g} for every row and every auxiliary Adam "
+                     f"(sweeps/fairness.py).")
+    elif decays:
+        lines.append("Weight decay: each row's own (" + ", ".join(
+            f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in decays.items())
+            + ")" + (" from its authors' code, as the sources say" if table.is_paper else "")
+            + " (sweeps/fairness.py).")
+    family = muon_rows(table, optim_dir)
+    bound = [o for o in table.optimizers if method_bound(optim_dir, o)]
+    rule = table.aux_rule
+    if family and rule is not None:
+        what = (f"Auxiliary Adam of the Muon-family rows ({', '.join(family)}; it trains the "
+                f"embeddings, head, norms and biases): ")
+        if rule.kind == "tied":
+            chosen = "; ".join(f"{v:g}" + (f" ({k})" if k else "") for k, v in aux.items())
+            lines.append(what + f"lr tied to the {REFERENCE} row's chosen lr, {chosen}: those "
+                         f"tensors train as the table's tuned AdamW trains them.")
+        elif rule.kind == "fixed":
+            lines.append(what + f"lr {rule.value:g} for every row ({rule.source}).")
+        else:
+            own = {}
+            for run in runs:
+                if run.optim in family:
+                    own.setdefault(run.optim, set()).add(
+                        float(_effective(optim_dir, run.optim, run.overrides)["aux_lr"]))
+            lines.append(what + "each row's authors' lr (" + ", ".join(
+                f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in own.items())
+                + "), as the sources say.")
+    if bound:
+        lines.append(f"Auxiliary Adam of {', '.join(bound)}: at the row's own lr, as its method "
+                     f"prescribes (RMS-matched updates).")
+    return lines
