@@ -66,7 +66,7 @@ def rows_of(folder: Path) -> tuple[spec.Table, list[Row], str | None]:
         grid = tuple(tabled.grids.get(contender) or ())
         table = with_contender(table, Contender(contender, "", {}, grid[len(grid) // 2] if grid
                                                 else 1.0, grid or None, "records"))
-    runs = table.expand(list(tabled.extra), tabled.grids)
+    runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
     return table, collect(table, runs, list(tabled.runs)), contender
 
 

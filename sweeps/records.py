@@ -89,10 +89,12 @@ class TableRecords:
     grids: dict  # row label → the final lr grid
     allow_mixed: bool
     runs: tuple[RunRecord, ...]
+    aux: dict | None = None  # variant → the tied aux lr of the Muon-family rows (fairness.py)
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "provenance": self.provenance, "extra": list(self.extra),
                 "grids": self.grids, "allow_mixed": self.allow_mixed,
+                **({"aux_lr": self.aux} if self.aux else {}),
                 "runs": [r.to_json() for r in self.runs]}
 
 
@@ -133,9 +135,12 @@ def read(out: Path) -> TableRecords:
         if not isinstance(data.get(key), kind):
             raise RecordsError(f"{path}: field {key!r} must be a {kind.__name__}, got "
                                f"{type(data.get(key)).__name__}")
+    aux = data.get("aux_lr") or {}
+    if not isinstance(aux, dict) or not all(isinstance(v, (int, float)) for v in aux.values()):
+        raise RecordsError(f"{path}: field 'aux_lr' must map each variant to an lr, got {aux!r}")
     runs = tuple(_run(path, i, entry) for i, entry in enumerate(data["runs"]))
     return TableRecords(data["provenance"], tuple(data["extra"]), data["grids"],
-                        bool(data.get("allow_mixed")), runs)
+                        bool(data.get("allow_mixed")), runs, aux)
 
 
 def _run(path: Path, i: int, entry) -> RunRecord:

@@ -77,10 +77,11 @@ def table_rows(table: Table, rows: list[Row], best: set[str],
 
 def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict, out: Path,
            grids: dict | None = None, spec_grids: dict | None = None,
-           ablation: list[str] = ()) -> Path:
+           ablation: list[str] = (), rules: list[str] = ()) -> Path:
     """Write table.{md,csv,tex} and the figures into `out`. `rankings`: (best label, lead) per
     set of comparable rows (collect.ranking); `prov`: provenance() plus the runs' code
-    versions; `grids`/`spec_grids`: each tuned row's final and declared lr grid."""
+    versions; `grids`/`spec_grids`: each tuned row's final and declared lr grid; `rules`: the
+    fair-settings lines (sweeps/fairness.py describe)."""
     grids, spec_grids = grids or {}, spec_grids or {}
     out.mkdir(parents=True, exist_ok=True)
     prov = dict(prov)
@@ -107,6 +108,9 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
                *[f"- {line}" for line in verdict.details], ""]
     if table.regime:
         md += [f"Why this setting can show the claim: {table.regime}", ""]
+    if rules:
+        md += ["Settings the rows do not own, by one rule for every row:", "",
+               *[f"- {line}" for line in rules], ""]
     md += [*[f"- {k}: `{v}`" for k, v in prov.items()], "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in body]

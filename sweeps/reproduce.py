@@ -11,9 +11,10 @@ committed table again from those records alone.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import compose, edges, index, leaderboard, records, spec
+from sweeps import compose, edges, fairness, index, leaderboard, records, spec
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
 from sweeps.contender import Contender, with_contender
@@ -48,7 +49,7 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         return render_from_records(table, results / table.name / folder)
     for note in notes:
         print(note)
-    runs = table.expand(extra)
+    runs = table.expand(extra, aux=table.placeholder_aux())  # the tie: the plan's cost only
     name, ablation = table.sweep_name(extra)
     if contender is not None:  # its own manifest: the table's own launches stay as they were
         name = f"{name}-with-{contender.name}"
@@ -60,31 +61,25 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
     for warning in spec.launcher_warnings(scale, launcher):
         print(warning, file=sys.stderr)
     spec_grids = table.spec_grids(runs)
-    grids = spec_grids
-    for round_ in range(table.extend_edges + 1):
-        runs = table.expand(extra, grids)
-        result = launch(name, runs=[list(r.overrides) for r in runs])
-        print(f"{name}: {len(runs)} runs; submitted {len(result.submitted)}"
-              + (f" as job array {result.job_ids[0].split('_')[0]}" if result.job_ids else ""))
-        runs_root = Path(result.runs[0][1]["runs_root"])
-        states = wait_for_sweep(runs_root, name, poll_s, until_done=wait, progress=False)
-        pending = sum(s.state.name not in (RunState.COMPLETED, RunState.DIVERGED,
-                                           RunState.FAILED) for s in states)
-        if pending:
-            print(f"{pending} runs not finished yet; run the same command again (or --wait) "
-                  f"to render. Status: python scripts/sweep.py status {name}")
+    grids, aux = spec_grids, None
+    if _ties(table, extra):  # the adamw row first: the Muon rows' aux Adam follows its lr
+        tuned = _tune(table, name, _reference_extra(extra), grids, None, wait, poll_s)
+        if tuned is None:
             return 0
-        recorded = records.from_run_dirs(runs, {i: Path(s.run_dir) for i, s in enumerate(states)})
-        rows = collect(table, runs, recorded)
-        wider = edges.extend(rows, grids)
-        if wider == grids or round_ == table.extend_edges:
-            break
-        print("edge rule: " + "; ".join(
-            f"{label} +{edges.added(grids[label], grid)}" for label, grid in wider.items()
-            if grid != grids[label]))
-        grids = wider
+        aux = fairness.tied_lrs(tuned.rows, table.variants)
+        grids = {**grids, **tuned.grids}
+        print(f"aux lr rule: the Muon-family rows' auxiliary Adam runs at the "
+              f"{fairness.REFERENCE} row's chosen lr: "
+              + ", ".join(f"{v:g}" + (f" ({k})" if k else "") for k, v in aux.items()))
+        frozen = frozenset(r.label for r in tuned.rows)
+    else:
+        frozen = frozenset()
+    tuned = _tune(table, name, extra, grids, aux, wait, poll_s, frozen)
+    if tuned is None:
+        return 0
+    runs, recorded, grids, states = tuned.runs, tuned.recorded, tuned.grids, tuned.states
     tabled = records.TableRecords(provenance(command, table), tuple(extra), grids, allow_mixed,
-                                  tuple(recorded))
+                                  tuple(recorded), aux or {})
     out, verdict = _render(table, runs, tabled, spec_grids, ablation,
                            results / table.name / folder)
     records.write(out, tabled)
@@ -97,6 +92,62 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         print(f"your optimizer ({contender.name} = {contender.source}) in {table.name}: "
               f"{verdict.line}")
     return 1 if any(s.state.name == RunState.FAILED for s in states) else 0
+
+
+@dataclass
+class Tuned:
+    """A set of rows run to the end of the edge rule: their runs, records and final grids."""
+
+    runs: list
+    recorded: list
+    grids: dict
+    states: list
+    rows: list
+
+
+def _tune(table: spec.Table, name: str, extra: list[str], grids: dict, aux: dict | None,
+          wait: bool, poll_s: float, frozen: frozenset = frozenset()) -> Tuned | None:
+    """Launch the runs, wait, widen grids whose best lr is on an edge and run again, at most
+    `extend_edges` times; None while runs are still pending (the command is re-run to go on)."""
+    for round_ in range(table.extend_edges + 1):
+        runs = table.expand(extra, grids, aux)
+        result = launch(name, runs=[list(r.overrides) for r in runs])
+        print(f"{name}: {len(runs)} runs; submitted {len(result.submitted)}"
+              + (f" as job array {result.job_ids[0].split('_')[0]}" if result.job_ids else ""))
+        runs_root = Path(result.runs[0][1]["runs_root"])
+        states = wait_for_sweep(runs_root, name, poll_s, until_done=wait, progress=False)
+        pending = sum(s.state.name not in (RunState.COMPLETED, RunState.DIVERGED,
+                                           RunState.FAILED) for s in states)
+        if pending:
+            print(f"{pending} runs not finished yet; run the same command again (or --wait) "
+                  f"to render. Status: python scripts/sweep.py status {name}")
+            return None
+        recorded = records.from_run_dirs(runs, {i: Path(s.run_dir) for i, s in enumerate(states)})
+        rows = collect(table, runs, recorded)
+        # a frozen row (the tie's reference, already tuned) keeps its grid and its chosen lr
+        wider = {**grids, **edges.extend([r for r in rows if r.label not in frozen], grids)}
+        wider.update({label: grids[label] for label in frozen if label in grids})
+        if wider == grids or round_ == table.extend_edges:
+            return Tuned(runs, recorded, grids, states, rows)
+        print("edge rule: " + "; ".join(
+            f"{label} +{edges.added(grids[label], grid)}" for label, grid in wider.items()
+            if grid != grids[label]))
+        grids = wider
+    raise AssertionError("unreachable")
+
+
+def _ties(table: spec.Table, extra: list[str]) -> bool:
+    """Whether runs of this table need the adamw row's chosen lr (a tied aux lr)."""
+    return table.tied and any(
+        fairness.is_muon_family(spec.OPTIM_DIR, r.optim)
+        for r in table.expand(extra, aux=table.placeholder_aux()))
+
+
+def _reference_extra(extra: list[str]) -> list[str]:
+    """The overrides that run only the reference row: the same ablation where it has the key."""
+    return [*(o for o in extra if not o.startswith(("optim=", "optim."))
+              or (o.startswith("optim.") and spec.has_key(fairness.REFERENCE, o))),
+            f"optim={fairness.REFERENCE}"]
 
 
 def _enter(table: spec.Table, contender: Contender, extra: list[str],
@@ -119,15 +170,16 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     rows = collect(table, runs, list(tabled.runs))
     versions = code_versions(list(tabled.runs), tabled.allow_mixed)
     verdict = decide(table, rows, tabled.grids)
+    rules = fairness.describe(table, runs, tabled.aux or {}, spec.OPTIM_DIR)
     return render(table, rows, ranking(table, rows), verdict,
                   {**tabled.provenance, "code_versions": versions}, out, tabled.grids,
-                  spec_grids, ablation=ablation), verdict
+                  spec_grids, ablation=ablation, rules=rules), verdict
 
 
 def render_from_records(table: spec.Table, out: Path) -> int:
     """Render the table in `out` again from its committed run records, as it was."""
     tabled = records.read(out)
-    runs = table.expand(list(tabled.extra), tabled.grids)
+    runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
     if [tuple(r.overrides) for r in runs] != [r.overrides for r in tabled.runs]:
         raise ValueError(f"{out}/{records.RECORDS_FILE} was made from another version of "
                          f"conf/table/{table.name}.yaml (its runs differ from the spec's); "
