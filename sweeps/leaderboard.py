@@ -155,9 +155,9 @@ def markdown(lines: list[dict], all_entries: list[Entry], sources: list[str]) ->
           "chose it. Most tables are miniatures: this ranks what they measured, not the papers' "
           "scale. A ratio is a mean over the table's seeds (one to three) with no interval: a "
           "\"best in\" or a ratio near 1 may be within noise, and only a table's verdict, "
-          "with its interval, says whether a difference is real. Each row ran with the "
-          "settings its table gives it (auxiliary Adam lr, weight decay), which do not yet "
-          "follow one rule for all rows (issue #31).", "",
+          "with its interval, says whether a difference is real. What a row does not own "
+          "(weight decay, the Muon family's auxiliary Adam lr) follows one rule per table, "
+          "printed in the table (sweeps/fairness.py).", "",
           f"- ratio: metric against the problem's best (1 = best); score: the area under the "
           f"Dolan–Moré performance profile on [1, {TAU_MAX:g}] (AlgoPerf's construction), over "
           f"the problems entered, and over all {len(problems)} problems with an unentered one "
