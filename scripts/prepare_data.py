@@ -8,6 +8,9 @@
                                    [--text-field text] [--max-docs N] [--val-every 2000]
     python scripts/prepare_data.py gsm8k | metamathqa | numina | math | arith   (math;
                                    arith is generated here, no download)
+    python scripts/prepare_data.py tiny_llama_base [--steps 3000]   (the offline LoRA tables'
+                                   base: the tiny Llama pretrained here on pystdlib;
+                                   tasks/lora/base.py)
     python scripts/prepare_data.py imagenet | imagenette --source DIR [--size S] [--resize R]
                                    [--workers N]   (an ImageFolder tree: DIR/train, DIR/val)
     python scripts/prepare_data.py graphland NAME --source DIR [--split RL|RH|TH]
@@ -98,7 +101,7 @@ def main() -> None:
                                            "openwebtext", "fineweb", "c4", "hf", "gsm8k",
                                            "metamathqa", "numina", "math", "arith", "alpaca",
                                            "imagenet", "imagenette", "graphland", "mnist",
-                                           "fashion-mnist"])
+                                           "fashion-mnist", "tiny_llama_base"])
     parser.add_argument("dataset", nargs="?", help="graphland: the dataset (e.g. tolokers-2)")
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA", "data"))
     parser.add_argument("--val-fraction", type=float, default=0.05)
@@ -121,6 +124,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="images: decoding processes")
     parser.add_argument("--split", default="RL", help="graphland: RL, RH or TH")
+    parser.add_argument("--steps", type=int, default=3000,
+                        help="tiny_llama_base: pretraining steps")
     args = parser.parse_args()
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
@@ -179,6 +184,19 @@ def main() -> None:
         counts = {split: v["images"] for split, v in meta["splits"].items()}
         print(f"prepared {args.corpus}: {counts} images of {meta['size']} px, "
               f"{len(meta['classes'])} classes, under {root / args.corpus}")
+        return
+    if args.corpus == "tiny_llama_base":
+        from tasks.lora import base
+
+        if args.steps < 1:
+            parser.error(f"--steps must be at least 1, got {args.steps}")
+        if not (root / "pystdlib" / "train.bin").exists():  # the corpus it pretrains on
+            data.prepare_pystdlib(root / "pystdlib", args.max_bytes, args.val_fraction)
+        corpus = np.fromfile(root / "pystdlib" / "train.bin", dtype=np.uint16).astype(np.uint8)
+        meta = base.build(root / base.NAME, corpus.tobytes(), steps=args.steps)
+        print(f"prepared {base.NAME}: {args.steps} steps on pystdlib ({meta['tokens']:,} "
+              f"tokens), loss {meta['first_loss']:.3f} → {meta['last_losses_mean']:.3f}, under "
+              f"{root / base.NAME}")
         return
     if args.corpus in ("gsm8k", "metamathqa", "numina", "math", "arith", "alpaca"):
         prepare_math(args.corpus, root / args.corpus)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from optim import STATE_BUFFERS
+from tasks.lora import base as local_base
 from tasks.lora import data
 from tasks.lora.answers import is_correct, is_equivalent
 from tasks.train import checks
@@ -135,6 +136,8 @@ class LoraMathTask(Task):
         self.test = data.load_examples(data_root, eval_dataset, "test")
         # further test sets scored at each eval beside the main one (MATH-500 beside GSM8K)
         self.also_eval = {d: data.load_examples(data_root, d, "test") for d in also_eval or ()}
+        if local_base.is_local(model.get("pretrained")):  # prepared here (tasks/lora/base.py)
+            model = {**model, "pretrained": self._local_base(model["pretrained"], data_root)}
         self.tokenizer = self._tokenizer(model, data_root)
         torch.manual_seed(seed)
         base = self._base_model(model)
@@ -240,7 +243,11 @@ class LoraMathTask(Task):
                             f"python scripts/prepare_data.py {d}")
                    for d in [task["eval_dataset"], *(task.get("also_eval") or ())]]]
         name = task["model"].get("pretrained")
-        if name:
+        if local_base.is_local(name):
+            folder = local_base.resolve(name, root)
+            needs.append(DataNeed(f"base {name}", folder,
+                                  (Path(folder) / "config.json").exists(), local_base.PREPARE))
+        elif name:
             needs.append(DataNeed(f"weights {name}", "hub cache (HF_HOME)",
                                   Path(name).is_dir() or _cached(name), f"hf download {name}"))
         return tuple(needs)
@@ -257,8 +264,15 @@ class LoraMathTask(Task):
         name = model.get("pretrained")
         source = ("cached config" if name and _cached(name) else
                   "built-in architecture table" if name else "the preset's config")
-        hf_cfg = (_hub_config(name) if name else
-                  AutoConfig.for_model("llama", vocab_size=TINY_VOCAB, **model["config"]))
+        if local_base.is_local(name):  # prepared here: its config, or the one it is built with
+            folder = Path(local_base.resolve(name, cfg["data_root"]))
+            source = "the base prepared here (tasks/lora/base.py)"
+            hf_cfg = (AutoConfig.from_pretrained(folder) if (folder / "config.json").exists()
+                      else AutoConfig.for_model("llama", vocab_size=local_base.VOCAB,
+                                                **local_base.CONFIG))
+        else:
+            hf_cfg = (_hub_config(name) if name else
+                      AutoConfig.for_model("llama", vocab_size=TINY_VOCAB, **model["config"]))
         if hf_cfg is None:
             raise ValueError(f"task.model.pretrained {name!r}: no local copy and not among "
                              f"the known architectures {sorted(KNOWN_ARCHITECTURES)}; cache it "
@@ -321,6 +335,14 @@ class LoraMathTask(Task):
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         return tok
+
+    @staticmethod
+    def _local_base(name: str, data_root: str) -> str:
+        folder = local_base.resolve(name, data_root)
+        if not (Path(folder) / "config.json").exists():
+            raise FileNotFoundError(f"task.model.pretrained {name!r} is a base prepared here and "
+                                    f"{folder} has none; run: {local_base.PREPARE}")
+        return folder
 
     def _base_model(self, model: dict):
         from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
