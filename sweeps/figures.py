@@ -196,30 +196,44 @@ def short_names(names: list[str]) -> list[str]:
     return [".".join(p[head:len(p) - tail]) for p in parts]
 
 
+def _most_spiking_run(row):
+    """(lr, run): the row's run with the most loss-spike events, the larger lr on a tie (so a
+    row that never spiked shows its largest lr): where an update's size and a spike meet."""
+    runs = [(rec.get("spikes.spike_count") or 0, cell.lr, -i, rec)
+            for cell in row.cells.values() for i, rec in enumerate(cell.runs)
+            if any("update_max" in x and x.get("lr") for x in rec.metrics)]
+    if not runs:
+        return None
+    spikes, lr, _, rec = max(runs, key=lambda t: t[:3])
+    return lr, rec
+
+
 def update_vs_spikes_figure(rows, out: Path, plt) -> None:
     """The largest coordinate update over the lr, max|Δθ|/lr (the `update_max` and `lr` each log
-    step records), above the loss with its spikes marked, step for step: S3's update is bounded
-    by its lr (ratio ≤ 1 but for weight decay), Adam's and the NAG baselines' are not."""
-    logs = [(r, r.best_runs[0].metrics) for r in rows if r.best_runs]
-    logs = [(r, [x for x in log if "update_max" in x and x.get("lr")]) for r, log in logs]
-    logs = [(r, log) for r, log in logs if log]
-    if not logs:
+    step records), above the loss with its spikes marked, step for step, for each row's run with
+    the most spikes: S3's update is bounded by its lr (ratio ≤ 1 but for weight decay), Adam's
+    and the NAG baselines' are not."""
+    picked = [(r, _most_spiking_run(r)) for r in rows]
+    picked = [(r, lr, rec) for r, found in picked if found for lr, rec in [found]]
+    if not picked:
         return
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
-    for k, (r, log) in enumerate(logs):
+    for k, (r, lr, rec) in enumerate(picked):
         color = plt.cm.tab20.colors[k % 20]
+        log = [x for x in rec.metrics if "update_max" in x and x.get("lr")]
         steps = [x["step"] for x in log]
+        spikes = rec.get("spikes.spike_count") or 0
         top.plot(steps, [x["update_max"] / x["lr"] for x in log], color=color,
-                 label=f"{r.label} (lr {r.best_lr:g})")
+                 label=f"{r.label} (lr {lr:g}, {spikes:g} spikes)")
         losses = [x["loss"] for x in log]
         bottom.plot(steps, losses, color=color)
-        xs, ys = spike_marks(r.best_runs[0], steps, losses)
+        xs, ys = spike_marks(rec, steps, losses)
         bottom.scatter(xs, ys, marker="x", color=color, zorder=3)
     top.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
     top.set_yscale("log")
     top.set_ylabel("max |Δθ| / lr")
-    top.set_title("largest coordinate update over the lr (dashed: S3's bound) and the loss "
-                  "(x = spike)")
+    top.set_title("each row's run with the most loss spikes: its largest coordinate update over "
+                  "the lr (dashed: S3's bound) and its loss (x = spike)", fontsize=9)
     top.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     bottom.set_yscale("log")
     bottom.set_xlabel("step")

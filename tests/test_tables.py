@@ -424,6 +424,22 @@ def test_update_vs_spikes_figure_is_drawn_from_the_logged_updates(tmp_path):
     assert not (tmp_path / "update_vs_spikes.png").exists()
 
 
+def test_update_vs_spikes_shows_each_rows_most_spiking_run_not_its_chosen_one():
+    from sweeps.figures import _most_spiking_run
+    calm = tuple({"step": s, "loss": 3.0, "lr": 1e-3, "update_max": 1e-4} for s in range(1, 9))
+    row = _row("adamw", metrics=calm)  # chosen: lr 1e-3, no spike
+    for lr, spikes in ((1e-2, 2), (1e-1, 1)):
+        run = RunRecord("adamw", (), {"status": "completed", "final": {"val_loss": 2.0},
+                                      "spikes": {"spike_count": spikes}}, calm)
+        row.cells[(lr, ())] = Cell(lr, (), [0], [run], [2.0])
+    lr, rec = _most_spiking_run(row)
+    assert lr == 1e-2 and rec.get("spikes.spike_count") == 2
+    calm_row = _row("s3", metrics=calm)
+    calm_row.cells[(1e-2, ())] = Cell(1e-2, (), [0], [RunRecord("s3", (), {
+        "status": "completed", "final": {"val_loss": 2.0}}, calm)], [2.0])
+    assert _most_spiking_run(calm_row)[0] == 1e-2  # none spiked: its largest lr
+
+
 COMMITTED = sorted(p.parent for p in (spec.TABLE_DIR.parent.parent / "results").glob(
     f"*/*/{records.RECORDS_FILE}"))
 
