@@ -53,6 +53,13 @@ REGISTRY: tuple[OptimSpec, ...] = (
                          "nesterov": True}},
         config_differs={"total_steps": RUN_LENGTH}),
     OptimSpec(
+        "softsignum_unclamped", SoftSignum, "Feoktistov et al., ICML 2026, arXiv:2605.31371 "
+        "(τ unclamped, as the text describes the schedule)", state_buffers=1, fused=True,
+        example={"lr": 1e-2, **SOFT, "tau_max": 1e9},
+        config_differs={"total_steps": RUN_LENGTH,
+                        "tau_max": "1e9: the schedule as the paper's text describes it (the "
+                                   "official class clamps τ at 20)"}),
+    OptimSpec(
         "hardswitchsign", HardSwitchSign, "Feoktistov et al., ICML 2026, arXiv:2605.31371 "
         "(the hard-switch ablation)", state_buffers=1, fused=True,
         example={"lr": 1e-2, **SOFT},
