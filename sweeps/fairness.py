@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
+from sweeps import compose
+
 REFERENCE = "adamw"  # the row a tied aux lr follows
 
 
@@ -45,33 +47,39 @@ class AuxRule:
     source: str = ""  # fixed
 
 
+def _config(optim: str) -> dict:
+    """conf/optim/<optim>.yaml, or a contender's (compose.EXTRA_CONF_DIRS)."""
+    path = compose.option_file("optim", optim)
+    return _load(str(path), path.stat().st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=None)
-def _config(optim_dir, optim: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(optim_dir / f"{optim}.yaml"))
+def _load(path: str, mtime_ns: int) -> dict:  # the mtime: a rewritten file is read again
+    return OmegaConf.to_container(OmegaConf.load(path))
 
 
 RULED = ("weight_decay", "aux_weight_decay", "aux_lr")  # the keys these rules read
 
 
-def _effective(optim_dir, optim: str, overrides) -> dict:
+def _effective(optim: str, overrides) -> dict:
     """The ruled keys the optimizer has, with the run's `optim.<key>=` overrides applied and
     resolved (`${.lr}` included; other keys may interpolate what only a whole run config has)."""
-    conf = OmegaConf.create(_config(optim_dir, optim))
+    conf = OmegaConf.create(_config(optim))
     mine = [o.removeprefix("optim.") for o in overrides
             if o.startswith("optim.") and o.split("=", 1)[0].removeprefix("optim.") in conf]
     merged = OmegaConf.merge(conf, OmegaConf.from_dotlist(mine))
     return {key: OmegaConf.select(merged, key) for key in RULED if key in merged}
 
 
-def is_muon_family(optim_dir, optim: str) -> bool:
+def is_muon_family(optim: str) -> bool:
     """An optimizer with an auxiliary Adam of its own lr (a number in its config)."""
-    value = _config(optim_dir, optim).get("aux_lr")
+    value = _config(optim).get("aux_lr")
     return isinstance(value, (int, float))
 
 
-def method_bound(optim_dir, optim: str) -> bool:
+def method_bound(optim: str) -> bool:
     """An optimizer whose aux lr its method derives from its lr (`aux_lr: ${.lr}`)."""
-    value = _config(optim_dir, optim).get("aux_lr")
+    value = _config(optim).get("aux_lr")
     return isinstance(value, str) and value.startswith("${")
 
 
@@ -102,18 +110,18 @@ def parse_aux_rule(where: str, raw, miniature: bool, optimizers) -> AuxRule:
                         f"{raw!r}")
 
 
-def check(where: str, runs, rule: AuxRule | None, miniature: bool, optim_dir) -> None:
+def check(where: str, runs, rule: AuxRule | None, miniature: bool) -> None:
     """Refuse runs that break the rules (FairnessError naming the rows and their values)."""
     by_variant: dict[str, dict[str, set]] = {}
     for run in runs:
-        conf = _effective(optim_dir, run.optim, run.overrides)
+        conf = _effective(run.optim, run.overrides)
         decays = by_variant.setdefault(run.row.variant, {})
         if "weight_decay" in conf:
             decays.setdefault(run.row.base, set()).add(float(conf["weight_decay"]))
         if "aux_weight_decay" in conf:
             decays.setdefault(f"{run.row.base} (aux Adam)", set()).add(
                 float(conf["aux_weight_decay"]))
-        if rule is None or not is_muon_family(optim_dir, run.optim):
+        if rule is None or not is_muon_family(run.optim):
             continue
         set_by_row = [o for o in run.overrides if o.startswith("optim.aux_lr=")]
         if rule.kind == "tied" and len(set_by_row) > 1:  # the tie itself is one of them
@@ -137,8 +145,8 @@ def check(where: str, runs, rule: AuxRule | None, miniature: bool, optim_dir) ->
                 f"Muon-family row runs) in the scale's overrides")
 
 
-def muon_rows(table, optim_dir) -> list[str]:
-    return [o for o in table.optimizers if is_muon_family(optim_dir, o)]
+def muon_rows(table) -> list[str]:
+    return [o for o in table.optimizers if is_muon_family(o)]
 
 
 def tied_lrs(rows, variants) -> dict[str, float]:
@@ -155,12 +163,12 @@ def tied_lrs(rows, variants) -> dict[str, float]:
     return out
 
 
-def describe(table, runs, aux: dict, optim_dir) -> list[str]:
+def describe(table, runs, aux: dict) -> list[str]:
     """The rules' lines for the table's header."""
     lines = []
     decays: dict[str, set] = {}
     for run in runs:
-        conf = _effective(optim_dir, run.optim, run.overrides)
+        conf = _effective(run.optim, run.overrides)
         if "weight_decay" in conf:
             decays.setdefault(run.optim, set()).add(float(conf["weight_decay"]))
     values = {v for vs in decays.values() for v in vs}
@@ -172,8 +180,8 @@ def describe(table, runs, aux: dict, optim_dir) -> list[str]:
             f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in decays.items())
             + ")" + (" from its authors' code, as the sources say" if table.is_paper else "")
             + " (sweeps/fairness.py).")
-    family = muon_rows(table, optim_dir)
-    bound = [o for o in table.optimizers if method_bound(optim_dir, o)]
+    family = muon_rows(table)
+    bound = [o for o in table.optimizers if method_bound(o)]
     rule = table.aux_rule
     if family and rule is not None:
         what = (f"Auxiliary Adam of the Muon-family rows ({', '.join(family)}; it trains the "
@@ -189,7 +197,7 @@ def describe(table, runs, aux: dict, optim_dir) -> list[str]:
             for run in runs:
                 if run.optim in family:
                     own.setdefault(run.optim, set()).add(
-                        float(_effective(optim_dir, run.optim, run.overrides)["aux_lr"]))
+                        float(_effective(run.optim, run.overrides)["aux_lr"]))
             lines.append(what + "each row's authors' lr (" + ", ".join(
                 f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in own.items())
                 + "), as the sources say.")

@@ -139,7 +139,7 @@ def _tune(table: spec.Table, name: str, extra: list[str], grids: dict, aux: dict
 def _ties(table: spec.Table, extra: list[str]) -> bool:
     """Whether runs of this table need the adamw row's chosen lr (a tied aux lr)."""
     return table.tied and any(
-        fairness.is_muon_family(spec.OPTIM_DIR, r.optim)
+        fairness.is_muon_family(r.optim)
         for r in table.expand(extra, aux=table.placeholder_aux()))
 
 
@@ -170,7 +170,7 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     rows = collect(table, runs, list(tabled.runs))
     versions = code_versions(list(tabled.runs), tabled.allow_mixed)
     verdict = decide(table, rows, tabled.grids)
-    rules = fairness.describe(table, runs, tabled.aux or {}, spec.OPTIM_DIR)
+    rules = fairness.describe(table, runs, tabled.aux or {})
     return render(table, rows, ranking(table, rows), verdict,
                   {**tabled.provenance, "code_versions": versions}, out, tabled.grids,
                   spec_grids, ablation=ablation, rules=rules), verdict

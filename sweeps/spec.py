@@ -272,7 +272,7 @@ class Table:
             if only and optim != only[0]:
                 continue
             mine = tuple(o for o in optim_keys if has_key(optim, o))
-            tied = self.tied and fairness.is_muon_family(OPTIM_DIR, optim)
+            tied = self.tied and fairness.is_muon_family(optim)
             if tied and aux is None:
                 raise SpecError(f"table {self.name}: {optim}'s aux lr is tied to the "
                                 f"{fairness.REFERENCE} row's chosen lr; tune that row first "
@@ -438,7 +438,7 @@ def _resolve(name: str, raw: dict, scale: str) -> Table:
         untested=str(pick("untested", "") or ""), regime=own.get("regime") or "",
         average_rank=bool(raw.get("average_rank")),
         sources={s: raw["scales"][s].get("sources") or {} for s in raw["scales"]})
-    if any(fairness.is_muon_family(OPTIM_DIR, o) for o in optimizers):
+    if any(fairness.is_muon_family(o) for o in optimizers):
         try:
             rule = fairness.parse_aux_rule(where, pick("aux_lr"), not table.is_paper, optimizers)
         except fairness.FairnessError as e:
@@ -452,7 +452,7 @@ def _resolve(name: str, raw: dict, scale: str) -> Table:
                         f"({list(optimizers)})")
     try:
         fairness.check(where, table.expand(aux=table.placeholder_aux()), table.aux_rule,
-                       not table.is_paper, OPTIM_DIR)
+                       not table.is_paper)
     except fairness.FairnessError as e:
         raise SpecError(str(e)) from None
     raw_verdict = pick("verdict")

@@ -117,5 +117,5 @@ def test_in_a_table_without_a_claim_the_contender_is_compared_with_adamw(user_pa
     assert [(row.optim, [t.optim for t in than]) for row, than in part.pairs] == \
         [("signedadam", ["adamw"])]
     assert table.optimizers["signedadam"].lr == (1e-3,)
-    runs = table.expand(["launcher=debug"])
+    runs = table.expand(["launcher=debug"], aux=table.placeholder_aux())
     assert sum(r.optim == "signedadam" for r in runs) == 1

@@ -38,7 +38,7 @@ def test_a_miniature_runs_one_weight_decay_in_every_row(tmp_path, monkeypatch):
                   scales=_scales(["optim.weight_decay=0"]))
     assert {o.split("=")[1] for r in table.at("tiny").expand() for o in r.overrides
             if o.startswith("optim.weight_decay=")} == {"0"}
-    lines = fairness.describe(table.at("paper"), table.at("paper").expand(), {}, spec.OPTIM_DIR)
+    lines = fairness.describe(table.at("paper"), table.at("paper").expand(), {})
     assert lines == ["Weight decay: each row's own (adamw 0.1, signum 0) from its authors' "
                      "code, as the sources say (sweeps/fairness.py)."]
     # a row's own override breaks the rule, and so does an aux Adam's different decay
@@ -71,7 +71,7 @@ def test_the_muon_family_aux_lr_follows_a_stated_rule(tmp_path, monkeypatch):
               scales=_scales(["optim.weight_decay=0"]))
     good = _load(tmp_path, monkeypatch, optimizers=own, aux_lr={**fixed, "value": 1e-2},
                  scales=_scales(["optim.weight_decay=0"])).at("tiny")
-    assert fairness.describe(good, good.expand(), {}, spec.OPTIM_DIR)[1] == (
+    assert fairness.describe(good, good.expand(), {})[1] == (
         "Auxiliary Adam of the Muon-family rows (muon; it trains the embeddings, head, norms "
         "and biases): lr 0.01 for every row (the authors' code).")
     alone = {"muon": {"lr": [0.01, 0.02]}, "s3": {"lr": [1e-3, 3e-3]}}
@@ -120,7 +120,7 @@ def test_every_committed_table_with_muon_rows_names_its_aux_lr_rule():
         loaded = spec.load(name)
         for scale in loaded.scales:
             table = loaded.at(scale)
-            family = fairness.muon_rows(table, spec.OPTIM_DIR)
+            family = fairness.muon_rows(table)
             assert (table.aux_rule is not None) == bool(family), (name, scale)
             if family and not table.is_paper and "adamw" in table.optimizers:
                 assert table.aux_rule.kind in ("tied", "fixed"), (name, scale)

@@ -20,7 +20,8 @@ def copy(tmp_path):
 
 def table_keys(name: str, scale: str, root) -> dict[str, str]:
     """{row label + seed + lr: run key} of a table's runs, with the code under `root`."""
-    runs = spec.load(name).at(scale).expand(["runs_root=/nowhere"])
+    table = spec.load(name).at(scale)
+    runs = table.expand(["runs_root=/nowhere"], aux=table.placeholder_aux())
     composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False)
     versions = {}  # one reading of the code per (optimizer, task)
 

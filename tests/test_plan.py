@@ -18,7 +18,8 @@ from tests.conftest import ROOT, compose_cfg
 def paper_plan(name, tmp_path, *extra, scale="paper"):
     overrides, _ = spec.launcher_overrides(scale, [f"runs_root={tmp_path / 'runs'}",
                                                    f"data_root={tmp_path / 'data'}", *extra])
-    runs = spec.load(name).at(scale).expand(overrides)
+    table = spec.load(name).at(scale)
+    runs = table.expand(overrides, aux=table.placeholder_aux())
     return plan_table(f"table-{name}-{scale}", scale, runs, Hardware("h100", 0.4))
 
 

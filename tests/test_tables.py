@@ -47,7 +47,7 @@ def test_every_committed_spec_expands_into_valid_distinct_runs(name):
     loaded = spec.load(name)
     for scale in loaded.scales:
         table = loaded.at(scale)
-        runs = table.expand()
+        runs = table.expand(aux=table.placeholder_aux())  # a tied aux lr: any value
         per_optim = len(table.lr_multipliers) or next(iter(table.optimizers.values())).budget
         assert len(runs) == (len(table.optimizers) * per_optim * len(table.seeds)
                              * len(table.variants))
@@ -377,24 +377,28 @@ def test_every_committed_paper_scale_renders_its_sources(name):
 
 
 def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_path, monkeypatch):
-    raw = dict(MINI, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0.0, 0.1]}},
+    raw = dict(MINI, optimizers={"adamw": {"lr": [1e-3], "tune": {"eps": [0.0, 0.1]}},
                                  "s3": {"lr": [1e-3, 3e-3]}}, seeds=[0])
     table = spec.load(_write(tmp_path, monkeypatch, raw)).at("tiny")
     runs = table.expand()
-    assert [r.tuned for r in runs if r.optim == "adamw"] == [(("weight_decay", 0.0),),
-                                                             (("weight_decay", 0.1),)]
-    assert "optim.weight_decay=0.1" in runs[1].overrides
+    assert [r.tuned for r in runs if r.optim == "adamw"] == [(("eps", 0.0),),
+                                                             (("eps", 0.1),)]
+    assert "optim.eps=0.1" in runs[1].overrides
     recorded = [RunRecord(r.row.label, r.overrides, {"status": "completed", "final": {
-        "val_loss": 2.0 - 0.5 * dict(r.tuned).get("weight_decay", 0) - r.lr}}, ())
-        for r in runs]  # weight decay 0.1 is better
+        "val_loss": 2.0 - 0.5 * dict(r.tuned).get("eps", 0) - r.lr}}, ())
+        for r in runs]  # eps 0.1 is better
     rows = {r.label: r for r in collect(table, runs, recorded)}
-    assert rows["adamw"].best_tuned == (("weight_decay", 0.1),)
+    assert rows["adamw"].best_tuned == (("eps", 0.1),)
     assert rows["adamw"].mean == pytest.approx(2.0 - 0.05 - 1e-3)
     assert rows["adamw"].per_lr == {1e-3: pytest.approx(2.0 - 0.05 - 1e-3)}
-    unequal = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"weight_decay": [0, 0.1]}},
+    unequal = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"eps": [0, 0.1]}},
                                     "s3": {"lr": [1e-3]}})
     with pytest.raises(ValueError, match="search spaces differ in size"):
         spec.load(_write(tmp_path, monkeypatch, unequal))
+    one_row_decays = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {
+        "weight_decay": [0.0, 0.1]}}, "s3": {"lr": [1e-3, 3e-3]}})
+    with pytest.raises(ValueError, match="rows run different weight decays"):
+        spec.load(_write(tmp_path, monkeypatch, one_row_decays))
     no_key = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"p": [2, 3]}},
                                    "s3": {"lr": [1e-3, 3e-3]}})
     with pytest.raises(ValueError, match="adamw has no key 'p'"):
