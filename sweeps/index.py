@@ -26,6 +26,13 @@ Only tables rendered with run records are listed: a table without them cannot be
 is not committed. Every miniature was re-run with its records after the earlier renderings, made
 from older specs, were removed at commit d409e3531a40 (they stay in the git history before it).
 
+What a row does not own follows one rule in every table (`sweeps/fairness.py`), printed under
+the table's regime: at a miniature every row and every auxiliary Adam runs one weight decay, and
+the Muon family's auxiliary Adam (embeddings, head, norms) runs at the AdamW row's chosen lr,
+tuned first, or, in a table without an AdamW row, at one stated lr with its source. Every table
+these rules or a new regime changed was re-run under them; a table whose regime changed says
+why in its header, with the pilot number that chose it.
+
 | table | scale | verdict | runs | compute (run wall time, summed) |
 |---|---|---|---|---|
 """
