@@ -184,8 +184,9 @@ def describe(table, runs, aux: dict) -> list[str]:
     bound = [o for o in table.optimizers if method_bound(o)]
     rule = table.aux_rule
     if family and rule is not None:
-        what = (f"Auxiliary Adam of the Muon-family rows ({', '.join(family)}; it trains the "
-                f"embeddings, head, norms and biases): ")
+        what = (f"Auxiliary Adam of the Muon-family rows ({', '.join(family)}; it trains what "
+                f"they do not orthogonalize: embeddings, head, norms, biases, where those "
+                f"train): ")
         if rule.kind == "tied":
             chosen = "; ".join(f"{v:g}" + (f" ({k})" if k else "") for k, v in aux.items())
             lines.append(what + f"lr tied to the {REFERENCE} row's chosen lr, {chosen}: those "

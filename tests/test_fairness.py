@@ -72,8 +72,9 @@ def test_the_muon_family_aux_lr_follows_a_stated_rule(tmp_path, monkeypatch):
     good = _load(tmp_path, monkeypatch, optimizers=own, aux_lr={**fixed, "value": 1e-2},
                  scales=_scales(["optim.weight_decay=0"])).at("tiny")
     assert fairness.describe(good, good.expand(), {})[1] == (
-        "Auxiliary Adam of the Muon-family rows (muon; it trains the embeddings, head, norms "
-        "and biases): lr 0.01 for every row (the authors' code).")
+        "Auxiliary Adam of the Muon-family rows (muon; it trains what they do not "
+        "orthogonalize: embeddings, head, norms, biases, where those train): lr 0.01 for every "
+        "row (the authors' code).")
     alone = {"muon": {"lr": [0.01, 0.02]}, "s3": {"lr": [1e-3, 3e-3]}}
     with pytest.raises(spec.SpecError, match="without an adamw row to tie"):
         _load(tmp_path, monkeypatch, optimizers=alone, scales=_scales(["optim.weight_decay=0"]))
