@@ -134,8 +134,7 @@ def check(where: str, runs, rule: AuxRule | None, miniature: bool) -> None:
     if not miniature:
         return
     for variant, decays in by_variant.items():
-        values = {v for vs in decays.values() for v in vs}
-        if len(values) > 1:
+        if len({frozenset(vs) for vs in decays.values()}) > 1:  # one value, or one tuned grid
             shown = ", ".join(f"{row} {'/'.join(f'{v:g}' for v in sorted(vs))}"
                               for row, vs in decays.items())
             raise FairnessError(
@@ -171,10 +170,12 @@ def describe(table, runs, aux: dict) -> list[str]:
         conf = _effective(run.optim, run.overrides)
         if "weight_decay" in conf:
             decays.setdefault(run.optim, set()).add(float(conf["weight_decay"]))
-    values = {v for vs in decays.values() for v in vs}
-    if len(values) == 1:
-        lines.append(f"Weight decay: {values.pop():g} for every row and every auxiliary Adam "
-                     f"(sweeps/fairness.py).")
+    shared = {frozenset(vs) for vs in decays.values()}
+    if len(shared) == 1:
+        values = sorted(shared.pop())
+        lines.append(("Weight decay: " + (f"{values[0]:g}" if len(values) == 1 else
+                      "tuned over {" + ", ".join(f"{v:g}" for v in values) + "}")
+                      + " for every row and every auxiliary Adam (sweeps/fairness.py)."))
     elif decays:
         lines.append("Weight decay: each row's own (" + ", ".join(
             f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in decays.items())

@@ -41,6 +41,12 @@ def test_a_miniature_runs_one_weight_decay_in_every_row(tmp_path, monkeypatch):
     lines = fairness.describe(table.at("paper"), table.at("paper").expand(), {})
     assert lines == ["Weight decay: each row's own (adamw 0.1, signum 0) from its authors' "
                      "code, as the sources say (sweeps/fairness.py)."]
+    # one tuned grid shared by every row is one rule too
+    tuned = {o: {"lr": [1e-3], "tune": {"weight_decay": [0.0, 0.1]}} for o in ("adamw", "signum")}
+    table = _load(tmp_path, monkeypatch, optimizers=tuned).at("tiny")
+    assert fairness.describe(table, table.expand(), {}) == [
+        "Weight decay: tuned over {0, 0.1} for every row and every auxiliary Adam "
+        "(sweeps/fairness.py)."]
     # a row's own override breaks the rule, and so does an aux Adam's different decay
     with pytest.raises(spec.SpecError, match="signum 0.05"):
         _load(tmp_path, monkeypatch, scales=_scales(["optim.weight_decay=0"]), optimizers={
