@@ -56,6 +56,10 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
     if plan is not None:
         text, invalid = plan_table(name, scale, runs, plan)
         print(text)
+        if _ties(table, extra):
+            print(f"aux lr rule: the Muon-family rows' auxiliary Adam follows the "
+                  f"{fairness.REFERENCE} row's chosen lr, known once it has run: their keys and "
+                  f"status here are a placeholder's (aux_lr 0); their cost is not")
         return 2 if invalid else 0
     launcher = compose_runs([list(runs[0].overrides)], validate_runs=False)[0][1]["launcher"]
     for warning in spec.launcher_warnings(scale, launcher):
