@@ -90,6 +90,7 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
     prov["runs_made_at_commits"] = ", ".join(
         dict.fromkeys(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in run_commits))
     prov["run_environments"] = run_environments(rows)
+    prov["compute"] = compute(rows)
     best = {label for label, _ in rankings if label is not None}
     header, body = table_rows(table, rows, best, grids)
     md = [f"# {table.title}", ""]
@@ -156,6 +157,14 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
     (out / "table.tex").write_text("\n".join(tex) + "\n")
     figures.draw(table, rows, out)
     return out
+
+
+def compute(rows: list[Row]) -> str:
+    """The table's compute: its runs and their wall time, summed (what a miniature's budget
+    counts)."""
+    runs = [record for r in rows for cell in r.cells.values() for record in cell.runs]
+    seconds = sum((record.get("wall_time_s") or 0.0) for record in runs)
+    return f"{len(runs)} runs, {seconds / 60:.1f} min of run wall time, summed"
 
 
 def _setting(lr: float, tuned: tuple) -> str:

@@ -141,6 +141,7 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch
     out = results / "mini" / "tiny"  # runs_root/data_root are not an ablation: no suffix
     md = (out / "table.md").read_text()
     assert "Miniature" in md and "commit" in md and "machine" in md
+    assert "- compute: `12 runs, " in md and " min of run wall time, summed`" in md  # its share
     # the paper scale's sources, under the miniature, each setting with its kind
     assert "stands in for" in md and "| learning-rate grid | **assumption** | lr grid ours |" in md
     assert "Tuned, per optimizer (2 configuration(s) each" in md
