@@ -98,6 +98,20 @@ def test_batches_are_a_function_of_seed_and_step_and_labels_follow_images():
     torch.testing.assert_close(task.train_batch(0, 0)[0], task._normalize(task.train_x[idx]))
 
 
+def test_the_synthetic_set_can_have_more_classes_than_cifar():
+    """+task.synthetic_classes: a harder generated set (smuon_cifar's miniature uses 40)."""
+    task = CifarTask(dataset="synthetic", synthetic_size=(600, 100), synthetic_classes=40,
+                     arch="resnet20", width=0.25, batch_size=32, data_root="unused", seed=0,
+                     device=torch.device("cpu"))
+    assert task.info["classes"] == 40 and len(task.info["class_counts"]) == 40
+    assert int(task.train_y.max()) > 9  # labels beyond CIFAR's ten
+    logits = task.model(task.test_x[:2].float())
+    assert logits.shape == (2, 40)
+    cfg = {"task": {"dataset": "synthetic", "synthetic_size": [600, 100], "imbalance": 1.0,
+                    "synthetic_classes": 40}}
+    assert CifarTask.train_examples(cfg["task"]) == 600
+
+
 def test_resnets_and_their_parameter_roles():
     r18 = build_model("resnet18", 10)
     assert 11.0e6 < sum(p.numel() for p in r18.parameters()) < 11.3e6
