@@ -48,8 +48,11 @@ class AuxRule:
 
 
 def _config(optim: str) -> dict:
-    """conf/optim/<optim>.yaml, or a contender's (compose.EXTRA_CONF_DIRS)."""
+    """conf/optim/<optim>.yaml, or a contender's (compose.EXTRA_CONF_DIRS); {} for a contender
+    whose config reproduce.py has not written yet (its runs cannot compose before it is)."""
     path = compose.option_file("optim", optim)
+    if not path.exists():
+        return {}
     return _load(str(path), path.stat().st_mtime_ns)
 
 
