@@ -50,14 +50,12 @@ class AuxRule:
 def _config(optim: str) -> dict:
     """conf/optim/<optim>.yaml, or a contender's (compose.EXTRA_CONF_DIRS); {} for a contender
     whose config reproduce.py has not written yet (its runs cannot compose before it is)."""
-    path = compose.option_file("optim", optim)
-    if not path.exists():
-        return {}
-    return _load(str(path), path.stat().st_mtime_ns)
+    version = _config_version(optim)
+    return _load(*version) if version else {}
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path: str, mtime_ns: int) -> dict:  # the mtime: a rewritten file is read again
+def _load(path: str, mtime_ns: int) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
@@ -66,11 +64,27 @@ RULED = ("weight_decay", "aux_weight_decay", "aux_lr")  # the keys these rules r
 
 def _effective(optim: str, overrides) -> dict:
     """The ruled keys the optimizer has, with the run's `optim.<key>=` overrides applied and
-    resolved (`${.lr}` included; other keys may interpolate what only a whole run config has)."""
+    resolved (`${.lr}` included; other keys may interpolate what only a whole run config has).
+    Only the overrides the ruled keys can read matter, so runs that differ in seed or in other
+    keys share one resolution (a spec load checks every run of every scale)."""
+    conf = _config(optim)
+    read = set(RULED) | {value[3:-1] for key in RULED
+                         if isinstance(value := conf.get(key), str) and value.startswith("${.")}
+    mine = tuple(o.removeprefix("optim.") for o in overrides if o.startswith("optim.")
+                 and (key := o.split("=", 1)[0].removeprefix("optim.")) in read and key in conf)
+    return _resolved(optim, _config_version(optim), mine)
+
+
+def _config_version(optim: str) -> tuple[str, int] | None:
+    """(path, mtime) of the optimizer's config: a rewritten file is read again."""
+    path = compose.option_file("optim", optim)
+    return (str(path), path.stat().st_mtime_ns) if path.exists() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(optim: str, version, mine: tuple[str, ...]) -> dict:  # version: the cache key
     conf = OmegaConf.create(_config(optim))
-    mine = [o.removeprefix("optim.") for o in overrides
-            if o.startswith("optim.") and o.split("=", 1)[0].removeprefix("optim.") in conf]
-    merged = OmegaConf.merge(conf, OmegaConf.from_dotlist(mine))
+    merged = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(mine)))
     return {key: OmegaConf.select(merged, key) for key in RULED if key in merged}
 
 
@@ -138,13 +152,11 @@ def check(where: str, runs, rule: AuxRule | None, miniature: bool) -> None:
         return
     for variant, decays in by_variant.items():
         if len({frozenset(vs) for vs in decays.values()}) > 1:  # one value, or one tuned grid
-            shown = ", ".join(f"{row} {'/'.join(f'{v:g}' for v in sorted(vs))}"
-                              for row, vs in decays.items())
             raise FairnessError(
                 f"{where}{' variant ' + variant if variant else ''}: rows run different weight "
-                f"decays ({shown}); a miniature gives every row and every auxiliary Adam one "
-                f"value: set optim.weight_decay=... (and optim.aux_weight_decay=... where a "
-                f"Muon-family row runs) in the scale's overrides")
+                f"decays ({_shown(decays)}); a miniature gives every row and every auxiliary "
+                f"Adam one value: set optim.weight_decay=... (and optim.aux_weight_decay=... "
+                f"where a Muon-family row runs) in the scale's overrides")
 
 
 def muon_rows(table) -> list[str]:
@@ -165,14 +177,31 @@ def tied_lrs(rows, variants) -> dict[str, float]:
     return out
 
 
+def _values(runs, key: str) -> dict[str, set[float]]:
+    """optimizer → the values of a ruled key its runs take."""
+    out: dict[str, set[float]] = {}
+    for run in runs:
+        conf = _effective(run.optim, run.overrides)
+        if key in conf:
+            out.setdefault(run.optim, set()).add(float(conf[key]))
+    return out
+
+
+def _shown(values: dict[str, set[float]]) -> str:
+    """"adamw 0.1, signum 0/0.1": each label with its values."""
+    return ", ".join(f"{label} {'/'.join(f'{v:g}' for v in sorted(vs))}"
+                     for label, vs in values.items())
+
+
+def shown_tied(aux: dict[str, float]) -> str:
+    """The tied aux lr of each variant, "0.01 (graph8); 0.0009 (graph4)"."""
+    return "; ".join(f"{v:g}" + (f" ({k})" if k else "") for k, v in aux.items())
+
+
 def describe(table, runs, aux: dict) -> list[str]:
     """The rules' lines for the table's header."""
     lines = []
-    decays: dict[str, set] = {}
-    for run in runs:
-        conf = _effective(run.optim, run.overrides)
-        if "weight_decay" in conf:
-            decays.setdefault(run.optim, set()).add(float(conf["weight_decay"]))
+    decays = _values(runs, "weight_decay")
     shared = {frozenset(vs) for vs in decays.values()}
     if len(shared) == 1:
         values = sorted(shared.pop())
@@ -180,10 +209,9 @@ def describe(table, runs, aux: dict) -> list[str]:
                       "tuned over {" + ", ".join(f"{v:g}" for v in values) + "}")
                       + " for every row and every auxiliary Adam (sweeps/fairness.py)."))
     elif decays:
-        lines.append("Weight decay: each row's own (" + ", ".join(
-            f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in decays.items())
-            + ")" + (" from its authors' code, as the sources say" if table.is_paper else "")
-            + " (sweeps/fairness.py).")
+        source = " from its authors' code, as the sources say" if table.is_paper else ""
+        lines.append(f"Weight decay: each row's own ({_shown(decays)}){source} "
+                     f"(sweeps/fairness.py).")
     family = muon_rows(table)
     bound = [o for o in table.optimizers if method_bound(o)]
     rule = table.aux_rule
@@ -192,20 +220,14 @@ def describe(table, runs, aux: dict) -> list[str]:
                 f"they do not orthogonalize: embeddings, head, norms, biases, where those "
                 f"train): ")
         if rule.kind == "tied":
-            chosen = "; ".join(f"{v:g}" + (f" ({k})" if k else "") for k, v in aux.items())
-            lines.append(what + f"lr tied to the {REFERENCE} row's chosen lr, {chosen}: those "
-                         f"tensors train as the table's tuned AdamW trains them.")
+            lines.append(what + f"lr tied to the {REFERENCE} row's chosen lr, "
+                         f"{shown_tied(aux)}: those tensors train as the table's tuned AdamW "
+                         f"trains them.")
         elif rule.kind == "fixed":
             lines.append(what + f"lr {rule.value:g} for every row ({rule.source}).")
         else:
-            own = {}
-            for run in runs:
-                if run.optim in family:
-                    own.setdefault(run.optim, set()).add(
-                        float(_effective(run.optim, run.overrides)["aux_lr"]))
-            lines.append(what + "each row's authors' lr (" + ", ".join(
-                f"{o} {'/'.join(f'{v:g}' for v in sorted(vs))}" for o, vs in own.items())
-                + "), as the sources say.")
+            own = _values([run for run in runs if run.optim in family], "aux_lr")
+            lines.append(what + f"each row's authors' lr ({_shown(own)}), as the sources say.")
     if bound:
         lines.append(f"Auxiliary Adam of {', '.join(bound)}: at the row's own lr, as its method "
                      f"prescribes (RMS-matched updates).")

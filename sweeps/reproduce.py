@@ -73,8 +73,7 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         aux = fairness.tied_lrs(tuned.rows, table.variants)
         grids = {**grids, **tuned.grids}
         print(f"aux lr rule: the Muon-family rows' auxiliary Adam runs at the "
-              f"{fairness.REFERENCE} row's chosen lr: "
-              + ", ".join(f"{v:g}" + (f" ({k})" if k else "") for k, v in aux.items()))
+              f"{fairness.REFERENCE} row's chosen lr: {fairness.shown_tied(aux)}")
         frozen = frozenset(r.label for r in tuned.rows)
     else:
         frozen = frozenset()
