@@ -44,6 +44,35 @@ def test_the_replica_check_finds_a_difference_in_the_trained_parameters_only(tmp
     assert replica_diff(tmp_path, "frozen") == 0.0  # frozen weights are never updated
 
 
+def test_leaving_the_group_frees_the_sharded_tensors_a_finished_run_left_in_cycles(tmp_path):
+    """distributed.shutdown collects garbage after destroying the group: sharded tensors left
+    in reference cycles would otherwise live until the interpreter's exit, where a gloo worker
+    dropping its last reference to them aborts the process (the exits of CI's FSDP2 test)."""
+    import gc
+    import weakref
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    gc.disable()  # no automatic collection may free the cycle first
+    try:
+        sharded = distribute_tensor(torch.randn(8, 4), init_device_mesh("cpu", (1,)), [Shard(0)])
+        cycle = [sharded, sharded.full_tensor()]
+        cycle.append(cycle)  # as a finished trainer leaves its modules
+        alive = weakref.ref(sharded)
+        del sharded, cycle
+        assert alive() is not None  # only a collection frees it
+        distributed.shutdown()
+        assert not dist.is_initialized()
+        assert alive() is None
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_each_rank_trains_on_its_own_gpu_made_current(monkeypatch):
     """Rank r of a data-parallel job uses cuda:local_rank and makes it the current device
     (else libraries that allocate on plain "cuda" put every rank on GPU 0)."""
@@ -249,12 +278,9 @@ def _fsdp_run(rank: int, port: int, cfg_yaml: str, out: str) -> None:
     from tasks.train import identity, sharding
     from tasks.train.assemble import build_run
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    try:
-        cfg = OmegaConf.create(cfg_yaml)
-        run(cfg)
-        # the checkpoint loads back into shards, and gathers whole to what was saved
+    def reload_and_gather(cfg) -> None:
+        """The checkpoint loads back into shards, and gathers whole to what was saved. A
+        function of its own: its sharded trainer is freed before the group is left."""
         ctx = distributed.context()
         _, trainer, _ = build_run(cfg, ctx, identity.run_dir(cfg))
         model = sharding.whole_model_state(trainer.model_state(), ctx.is_main)
@@ -262,6 +288,13 @@ def _fsdp_run(rank: int, port: int, cfg_yaml: str, out: str) -> None:
         if ctx.is_main:
             torch.save({"model": model, "optimizer": state,
                         "sharded": trainer.sharded, "step": trainer.state.step}, out)
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        cfg = OmegaConf.create(cfg_yaml)
+        run(cfg)
+        reload_and_gather(cfg)
     finally:
         distributed.shutdown()
 
