@@ -60,8 +60,11 @@ def test_schedule_shapes(name):
     (["launcher=slurm"], r"train.py trains one run here, in this process, and reads no launcher "
                          r"settings \(got launcher=slurm\); .*scripts/sweep.py launch NAME"),
     (["launcher.tasks_per_node=2"], r"\(got launcher.tasks_per_node=2\)"),
+    (["launcher.sharding=fsdp"], r"launcher.sharding=fsdp shards over data-parallel processes, "
+                                 r"and train.py runs one here; launch it with `torchrun"),
     (["optim.lr=inf"], r"optim \(adamw\): Invalid optim.lr: inf \(must be a finite number > 0\)"),
-], ids=["unknown-choice", "unknown-choice-in-a-multirun", "unread-key", "slurm", "ddp", "lr-inf"])
+], ids=["unknown-choice", "unknown-choice-in-a-multirun", "unread-key", "slurm", "ddp",
+        "fsdp-in-one-process", "lr-inf"])
 def test_cli_refuses_with_exit_2_before_anything_exists(tmp_path, args, message):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args,
                           f"runs_root={tmp_path / 'runs'}"], capture_output=True, text=True,

@@ -399,3 +399,61 @@ def test_fsdp_is_refused_where_it_cannot_run_exactly():
         sharding.check("fsdp", Muon, quantized)
     with pytest.raises(ConfigError, match="runs one"):
         check_topology({"sharding": "fsdp", "tasks_per_node": 1}, [1])
+
+
+# ---------------------------------------------------------------- a torchrun launch of train.py
+
+
+def test_train_py_under_torchrun_trains_one_sharded_run_and_exits_0(tmp_path, data_root):
+    """`torchrun --nproc-per-node=2 scripts/train.py ... launcher.sharding=fsdp` (how
+    gpu_check.py runs its data-parallel cell): both ranks train one run and exit 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tasks.train import identity, store
+    from tests.conftest import compose_cfg
+
+    root = Path(__file__).resolve().parent.parent
+    args = [*TINY, "task.model.n_layer=2", "steps=2", "grad_accum=2", "launcher.sharding=fsdp",
+            f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}"]
+    compose_cfg([], data_root=data_root)  # the corpus prepared once, before two ranks race
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node=2", str(root / "scripts" / "train.py"), *args],
+                         capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = compose_cfg(args[:-2], runs_root=tmp_path / "runs", data_root=data_root)
+    summary = store.read_summary(identity.run_dir(cfg))
+    assert summary["status"] == "completed"
+    assert summary["data_parallel"]["world_size"] == 2
+
+
+def test_train_py_leaves_the_group_however_the_run_ends(monkeypatch, tmp_path):
+    """scripts/train.py's main shuts the process group down after a run that completed and
+    after one that failed: nothing of it is left to the interpreter's exit."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "train_script", Path(__file__).resolve().parent.parent / "scripts" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "check_launcher", lambda cfg: None)
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"runs_root": str(tmp_path), "name": "x"})
+    for n, outcome in enumerate(("completed", "failed")):
+        def joined_run(cfg, n=n, outcome=outcome):
+            dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{n}'}",
+                                    rank=0, world_size=1)
+            if outcome == "failed":
+                raise ValueError("boom")
+            return {"status": outcome}
+
+        monkeypatch.setattr(script, "run", joined_run)
+        monkeypatch.setattr(script, "run_dir", lambda cfg: tmp_path)
+        try:
+            script.main.__wrapped__(cfg)
+        except SystemExit as e:
+            assert (outcome, e.code) == ("failed", 1)
+        assert not dist.is_initialized(), outcome
