@@ -34,7 +34,8 @@ def check_launcher(cfg: DictConfig) -> None:
     DDP or FSDP2), so it is allowed here."""
     launcher = OmegaConf.to_container(cfg.launcher, resolve=True)
     local = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "launcher" / "local.yaml"))
-    sharding, _ = launcher.pop("sharding", None), local.pop("sharding", None)
+    sharding = launcher.pop("sharding", None)
+    local.pop("sharding", None)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if sharding == "fsdp" and world == 1:
         raise ConfigError("launcher.sharding=fsdp shards over data-parallel processes, and "

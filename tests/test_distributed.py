@@ -405,8 +405,8 @@ def test_fsdp_is_refused_where_it_cannot_run_exactly():
 
 
 def test_train_py_under_torchrun_trains_one_sharded_run_and_exits_0(tmp_path, data_root):
-    """`torchrun --nproc-per-node=2 scripts/train.py ... launcher.sharding=fsdp` (how
-    gpu_check.py runs its data-parallel cell): both ranks train one run and exit 0."""
+    """`torchrun --nproc-per-node=2 scripts/train.py ... launcher.sharding=fsdp` (gpu_check.py
+    launches its data-parallel cell this way, with DDP): both ranks train one run, exit 0."""
     import subprocess
     import sys
     from pathlib import Path
@@ -417,7 +417,6 @@ def test_train_py_under_torchrun_trains_one_sharded_run_and_exits_0(tmp_path, da
     root = Path(__file__).resolve().parent.parent
     args = [*TINY, "task.model.n_layer=2", "steps=2", "grad_accum=2", "launcher.sharding=fsdp",
             f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}"]
-    compose_cfg([], data_root=data_root)  # the corpus prepared once, before two ranks race
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc-per-node=2", str(root / "scripts" / "train.py"), *args],
                          capture_output=True, text=True, cwd=root, timeout=300)

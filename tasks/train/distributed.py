@@ -105,8 +105,9 @@ def shutdown() -> None:
     Sharded tensors (FSDP2's DTensors, often in reference cycles) keep a gloo group's worker
     threads alive past destroy_process_group. Left to the interpreter's exit, a worker that
     drops its last tensor reference needs the GIL while the interpreter is finalizing, and the
-    process aborts ("terminate called without an active exception"; measured 9 in 40 exits
-    of two gloo ranks holding DTensors, 0 in 40 with the collection below).
+    process aborts ("terminate called without an active exception"; measured on two gloo
+    ranks whose DTensors sat in a dropped cycle: 3 in 30 exits without the collection below,
+    0 in 30 with it).
     """
     global _control_group
     if dist.is_initialized():
