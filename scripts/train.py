@@ -3,9 +3,11 @@
 With no arguments: the embedded default (byte-level GPT on the Python stdlib, AdamW).
 Exit codes: 0 completed or diverged (a diverged run is a result), 1 failed (the cause is in
 the run dir's error.txt), 2 bad config, 3 another process is writing the same run dir (nothing
-was touched), 128 + signal number when stopped by SIGTERM/SIGUSR1 after checkpointing (run it
-again to resume). Training happens here, in this process: to send runs to SLURM or to local
-job processes use scripts/sweep.py or scripts/reproduce.py with launcher=slurm|local.
+was touched; or this one was paused past the lease's stale time and another took the run over:
+it stopped without writing), 128 + signal number when stopped by SIGTERM/SIGUSR1 after
+checkpointing (run it again to resume). Training happens here, in this process: to send runs to
+SLURM or to local job processes use scripts/sweep.py or scripts/reproduce.py with
+launcher=slurm|local.
 """
 
 import os
@@ -23,7 +25,7 @@ from tasks import run  # noqa: E402
 from tasks.train import distributed  # noqa: E402
 from tasks.train.config import ConfigError  # noqa: E402
 from tasks.train.identity import run_dir  # noqa: E402
-from tasks.train.lease import LeaseHeld  # noqa: E402
+from tasks.train.lease import LeaseHeld, LeaseLost  # noqa: E402
 from tasks.train.loop import Preempted  # noqa: E402
 from tasks.train.runner import failure_cause  # noqa: E402
 
@@ -60,7 +62,7 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except LeaseHeld as e:
+    except (LeaseHeld, LeaseLost) as e:  # the run dir is another process's: nothing written
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     except Preempted as e:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from tasks.train import identity, store
 from tasks.train.errors import ConfigError
-from tasks.train.lease import LeaseHeld
+from tasks.train.lease import LeaseHeld, LeaseLost
 
 CLAIM = "running.json"
 
@@ -74,7 +74,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             if is_rank_zero():
                 write_claim(rdir, str(config.launcher.name))
             summary = run(config, validated=True)  # checked when it was composed
-        except LeaseHeld as e:  # another live process writes this run: leave it to it
+        except (LeaseHeld, LeaseLost) as e:  # another live process writes this run: its own
             print(f"[optbench] {e}")
             return {"status": "busy", "run_dir": str(rdir), "holder": str(e)}
         except ConfigError as e:  # refused on this node (data, devices): the sweep must see it

@@ -118,6 +118,63 @@ def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_
     assert not list(tmp_path.glob(f"*/*/*/{store.LEASE_FILE}"))  # released on the way out
 
 
+def _wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _attempts(rdir: Path) -> int:
+    """How many processes have started training the run (env.json, one entry each)."""
+    try:
+        return len((store.read_json(rdir / "env.json") or {}).get("attempts", []))
+    except store.CorruptFile:
+        return 0
+
+
+@pytest.mark.slow
+def test_a_paused_holder_that_lost_its_lease_stops_and_the_run_has_one_writer(tmp_path,
+                                                                                  data_root):
+    """SLURM's suspend (SIGSTOP) past the stale time, a relaunch takes the run over, then the
+    first process continues (SIGCONT): it must stop without writing, and the relaunch finishes
+    the run with one strictly increasing metrics log, equal to an uninterrupted run's."""
+    env = {**os.environ, "OPTBENCH_LEASE_STALE_S": "2", "OPTBENCH_LEASE_HEARTBEAT_S": "0.25"}
+    args = [sys.executable, "scripts/train.py", *TINY, "steps=400", "log_every=1",
+            "eval_every=100", "checkpoint_every=10", f"data_root={data_root}"]
+    runs = tmp_path / "runs"
+    first = subprocess.Popen([*args, f"runs_root={runs}"], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    second = None
+    try:
+        _wait_for(lambda: list(runs.glob("*/*/*/ckpt.pt")))  # the relaunch resumes from it
+        first.send_signal(signal.SIGSTOP)
+        [rdir] = [p.parent for p in runs.glob("*/*/*/ckpt.pt")]
+        time.sleep(3)  # past the stale time: the paused holder's heartbeat is silent
+        second = subprocess.Popen([*args, f"runs_root={runs}"], cwd=ROOT, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _wait_for(lambda: _attempts(rdir) == 2)  # the relaunch took the run over and resumed
+        first.send_signal(signal.SIGCONT)
+        out_first, _ = first.communicate(timeout=300)
+        out_second, _ = second.communicate(timeout=300)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+    assert first.returncode == 3, out_first
+    assert "lost its lease" in out_first and f"pid {second.pid}" in out_first, out_first
+    assert second.returncode == 0, out_second
+    assert store.read_summary(rdir)["status"] == "completed"
+    rows = store.MetricsLog(rdir / "metrics.jsonl").read()
+    assert [r["step"] for r in rows] == list(range(1, 401))  # one writer: each step once
+    alone = subprocess.run([*args, f"runs_root={tmp_path / 'alone'}"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    [metrics] = (tmp_path / "alone").glob("*/*/*/metrics.jsonl")
+    assert [r["loss"] for r in store.MetricsLog(metrics).read()] == [r["loss"] for r in rows]
+
+
 @pytest.mark.parametrize("text", ["", '{"host": "x", "pi', "[1, 2]", "null",
                                   '{"host": "x", "pid": "abc", "token": 1, "started": 0}',
                                   '{"host": "x", "pid": 1, "token": "t", "started": "soon", '

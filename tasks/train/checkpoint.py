@@ -12,7 +12,8 @@ with its own digest (a crash between any two steps resumes from it):
     2. ckpt.pt → ckpt.prev.pt                          (the pair moves over whole)
     3. ckpt.pt.sha256 := the new digest                 (no ckpt.pt yet: prev is used)
     4. temporary file → ckpt.pt                         (the new pair is complete)
-Each step is an atomic rename followed by an fsync of the directory. Temporary files of a save
+Each step is an atomic rename followed by an fsync of the directory, and each is fenced: a
+process that lost the run's lease (tasks/train/lease.py) stops before it. Temporary files of a save
 that a crash interrupted are removed at the run's next start
 (`store.remove_leftovers`).
 
@@ -82,12 +83,14 @@ def _publish_digest(path: Path, hexdigest: str) -> None:
 
 
 def _rename(source: Path, target: Path) -> None:
+    store.prove_writer(target)  # a writer that lost its run dir publishes nothing
     os.replace(source, target)
     _fsync_dir(target.parent)
 
 
 def save(path: Path, obj: Any) -> None:
     path = Path(path)
+    store.prove_writer(path)  # before gigabytes are streamed, not only before they are published
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=store.TEMP_SUFFIX)

@@ -7,9 +7,22 @@ the link fails if the name exists, atomically on NFS and Lustre too. So a `lease
 empty, torn or malformed was never a live holder's: it is stale and taken over at once. A
 background thread renews the heartbeat (write a temporary file, rename it over the lease).
 Another process may take the lease only when it is stale: unreadable, its heartbeat older than
-`stale_s`, or its holder a process on this same host that no longer exists (a SIGKILLed run can
-be restarted at once). Taking a stale lease renames it away first, so of two processes that
-both see it stale only one wins. Only the holder removes its lease.
+`stale_s` (or further in the future than that: a clock cannot be trusted there), or its holder a
+process on this same host that no longer exists (a SIGKILLed run can be restarted at once).
+Taking a stale lease renames it away first, so of two processes that both see it stale only one
+wins. Only the holder removes its lease.
+
+A holder can lose its lease without knowing it: SLURM's suspend sends SIGSTOP, and a run stopped
+longer than `stale_s` is taken over by a relaunch. When it continues, it must not write beside
+its successor. So every write into a run dir is fenced (`fence`, with the token as the fencing
+token): the writer proves it still holds the lease first, and once it has lost it raises
+`LeaseLost` and writes nothing more. The proof is a read of `lease.json` just before the write;
+a pause of more than `stale_s` that falls between that read and the write itself (microseconds)
+is not caught here, and the metrics log refuses rows whose steps do not increase
+(tasks/train/store.py) as a second line.
+
+The heartbeat and stale times can be set for a cluster whose suspensions last longer
+(`OPTBENCH_LEASE_STALE_S`, `OPTBENCH_LEASE_HEARTBEAT_S`; the heartbeat must be shorter).
 """
 
 from __future__ import annotations
@@ -26,10 +39,41 @@ from pathlib import Path
 
 HEARTBEAT_S = 30.0
 STALE_S = 180.0  # six missed heartbeats
+MAX_PID = 2**22  # Linux's pid_max ceiling: a larger pid was never a process's
 
 
 class LeaseHeld(RuntimeError):
     """Another live process holds the lease."""
+
+
+class LeaseLost(RuntimeError):
+    """This process held the lease and another took it over (it was paused, or silent, past the
+    stale time): it must stop, writing nothing more where the new holder writes."""
+
+
+def _seconds(variable: str, default: float) -> float:
+    """A time in seconds from the environment, or `default`; a bad value is an error naming
+    the variable (a lease that silently used another time would take over live runs)."""
+    raw = os.environ.get(variable)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{variable} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def timing() -> tuple[float, float]:
+    """(heartbeat, stale time) in seconds: the defaults, or the environment's."""
+    heartbeat = _seconds("OPTBENCH_LEASE_HEARTBEAT_S", HEARTBEAT_S)
+    stale = _seconds("OPTBENCH_LEASE_STALE_S", STALE_S)
+    if heartbeat >= stale:
+        raise ValueError(f"OPTBENCH_LEASE_HEARTBEAT_S ({heartbeat:g}) must be shorter than "
+                         f"OPTBENCH_LEASE_STALE_S ({stale:g}): a live holder would look stale")
+    return heartbeat, stale
 
 
 def pid_alive(pid: int) -> bool:
@@ -76,15 +120,17 @@ class Holder:
                          job=None if record.get("job") is None else str(record["job"]))
         except (KeyError, TypeError, ValueError):
             return None
-        if not (math.isfinite(holder.started) and math.isfinite(holder.heartbeat)):
+        if not (math.isfinite(holder.started) and math.isfinite(holder.heartbeat)
+                and 0 < holder.pid <= MAX_PID):
             return None
         return holder
 
-    def is_live(self, stale_s: float = STALE_S) -> bool:
-        """Whether this holder still holds the lease."""
+    def is_live(self, stale_s: float | None = None) -> bool:
+        """Whether this holder still holds the lease: judged by its heartbeat (never by when it
+        started: a healthy run renews it for days), or on this host by its process."""
         if self.host == socket.gethostname() and not pid_alive(self.pid):
             return False
-        return time.time() - self.heartbeat < stale_s
+        return abs(time.time() - self.heartbeat) < (timing()[1] if stale_s is None else stale_s)
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
@@ -102,14 +148,17 @@ def read(path: Path) -> Holder | None:
 
 
 class Lease:
-    def __init__(self, path: Path, what: str, heartbeat_s: float = HEARTBEAT_S,
-                 stale_s: float = STALE_S):
+    def __init__(self, path: Path, what: str, heartbeat_s: float | None = None,
+                 stale_s: float | None = None):
         self.path, self.what = Path(path), what
-        self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
+        default_heartbeat, default_stale = timing()
+        self.heartbeat_s = default_heartbeat if heartbeat_s is None else heartbeat_s
+        self.stale_s = default_stale if stale_s is None else stale_s
         self.token = uuid.uuid4().hex
         self.started = time.time()
         self._made: list[Path] = []  # folders made for the lease, removed with it if empty
         self._stop = threading.Event()
+        self._lost = threading.Event()  # set once a takeover was seen: never cleared
         self._thread: threading.Thread | None = None
 
     def _record(self) -> dict:
@@ -158,14 +207,16 @@ class Lease:
 
     def _break_stale(self, judged: Holder | None) -> None:
         """Rename the stale lease (the one judged, `judged`) away. Should another process have
-        replaced it by a live lease in the meantime, that one is put back untouched."""
+        replaced it by a live lease in the meantime, or its holder renewed it (it was paused,
+        not dead), that one is put back untouched."""
         moved = self.path.with_name(f"{self.path.name}.stale-{self.token}")
         try:
             os.replace(self.path, moved)
         except FileNotFoundError:
             return
         now = read(moved)
-        if now is not None and (judged is None or now.token != judged.token):
+        if now is not None and (judged is None or now.token != judged.token
+                                or now.heartbeat != judged.heartbeat):
             try:  # not the lease we judged: restore it unless a newer one appeared
                 os.link(moved, self.path)
             except FileExistsError:
@@ -177,6 +228,7 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             if not self.held():
+                self._lost.set()
                 return  # taken over after we stalled: never write over another holder
             tmp = self.path.with_name(f".{self.path.name}.{self.token}")
             try:
@@ -188,6 +240,21 @@ class Lease:
     def held(self) -> bool:
         holder = read(self.path)
         return holder is not None and holder.token == self.token
+
+    def fence(self) -> None:
+        """Prove this process still holds the lease, before a write; `LeaseLost` (naming the
+        new holder) once it does not. A loss is final: the lease is never taken back."""
+        if not self._lost.is_set():
+            if self.held():
+                return
+            self._lost.set()
+        holder = read(self.path)
+        now = f"it is held by {holder.describe()}" if holder else "it is no longer held"
+        raise LeaseLost(
+            f"{self.what}: this process (pid {os.getpid()}) lost its lease, {now}; it was "
+            f"paused or silent longer than {self.stale_s:.0f}s (a SLURM suspend, say) and "
+            f"another process took the run over. Stopped without writing: the run continues "
+            f"there ({self.path})")
 
     def release(self) -> None:
         self._stop.set()

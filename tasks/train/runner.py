@@ -26,7 +26,7 @@ from tasks.train import distributed, identity, store
 from tasks.train.assemble import build_run
 from tasks.train.environment import device_info, environment
 from tasks.train.epochs import derive_steps
-from tasks.train.lease import Lease
+from tasks.train.lease import Lease, LeaseLost
 from tasks.train.loop import Preempted, PreemptionFlag, Trainer
 from tasks.train.summary import build_summary
 from tasks.train.wandb_mirror import start_mirror
@@ -68,7 +68,11 @@ def failure_cause(error: BaseException, rdir: Path) -> str:
 
 def _record_failure(rdir: Path, summary: dict, error: BaseException) -> None:
     """error.txt (root cause first, then the traceback) and a summary that says failed,
-    written last. Best effort: on a full disk even these may not fit."""
+    written last. Best effort: on a full disk even these may not fit. A process that lost the
+    run's lease records nothing: the run dir is its successor's."""
+    if isinstance(error, LeaseLost):
+        print(f"[optbench] {error}", file=sys.stderr)
+        return
     cause = failure_cause(error, rdir)
     summary = {**summary, "status": "failed", "error": cause}
     try:
@@ -129,7 +133,8 @@ def run(cfg: DictConfig, validated: bool = False) -> dict:
         raise
     distributed.any_flag(False, ctx)
     try:
-        return _run_main(cfg, ctx, key, rdir)
+        with store.fenced(rdir, lease.fence):  # every write there proves the lease first
+            return _run_main(cfg, ctx, key, rdir)
     finally:
         lease.release()
 

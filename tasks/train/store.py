@@ -16,13 +16,14 @@ a requeued or re-launched job finds its own checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 FINISHED_STATUSES = ("completed", "diverged")
 LEASE_FILE = "lease.json"
@@ -40,6 +41,34 @@ def make_runs_root(root: str | Path) -> Path:
         except FileExistsError:  # made by a concurrent launch
             pass
     return root
+
+
+# ---------------------------------------------------------------- fenced writes
+
+# {run dir: the check its writer must pass before each write}: the run's lease holder proves it
+# still holds the lease (tasks/train/lease.py `Lease.fence`). Every write of this module into a
+# fenced folder checks first, so a process that lost its run dir to another writes nothing more.
+_FENCES: dict[Path, Callable[[], None]] = {}
+
+
+@contextlib.contextmanager
+def fenced(folder: Path, check: Callable[[], None]) -> Iterator[None]:
+    """While inside, every write into `folder` (atomic writes, metrics rows, checkpoints)
+    calls `check` first, which raises to stop the write."""
+    folder = Path(folder).absolute()
+    _FENCES[folder] = check
+    try:
+        yield
+    finally:
+        _FENCES.pop(folder, None)
+
+
+def prove_writer(path: Path) -> None:
+    """The fence of the folder `path` is in, if it has one: raises when this process may no
+    longer write there."""
+    check = _FENCES.get(Path(path).absolute().parent)
+    if check is not None:
+        check()
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -70,6 +99,7 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
+        prove_writer(path)  # the moment the write becomes visible
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -133,13 +163,20 @@ class MetricsError(ValueError):
 class MetricsLog:
     """Append-only `metrics.jsonl`, truncated back to the checkpoint step on resume.
 
-    Every line is a JSON object with an integer `step`. A line that is not is an error naming
-    file:line, never silently dropped, except a final line without its newline: the write a
-    crash interrupted, dropped on resume with a warning.
+    Every line is a JSON object with an integer `step`, steps strictly increasing. A line that
+    is not is an error naming file:line, never silently dropped, except a final line without
+    its newline: the write a crash interrupted, dropped on resume with a warning.
+
+    One process writes it (its run's lease holder), and appends are fenced (`prove_writer`).
+    As a second line against a writer that lost its lease between its proof and its write, the
+    log knows the file's size after its own last write: bytes found beyond it were appended by
+    another process and are cut off again, with a warning; and a row whose step does not exceed
+    the file's last is refused.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._size: int | None = None  # the file's size after this process's last write
 
     def truncate_after(self, step: int, logged_step: int = 0) -> None:
         """Drop rows logged after `step` (written after the checkpoint we resume from); the
@@ -155,11 +192,55 @@ class MetricsLog:
                 f"would have a hole. Restore the file, or remove the run dir "
                 f"{self.path.parent} to train the run again from step 0")
         write_text(self.path, "".join(_dumps(r) + "\n" for r in rows if r["step"] <= step))
+        self._size = self.path.stat().st_size
 
     def append(self, row: dict) -> None:
+        prove_writer(self.path)
+        self._cut_foreign_rows()
+        last = self.last_step()
+        if last is not None and row["step"] <= last:
+            raise MetricsError(
+                f"{self.path}: refusing a row of step {row['step']} after one of step {last}: "
+                f"steps must increase (another process wrote this run's metrics?). Nothing was "
+                f"appended")
         with open(self.path, "a") as f:
             f.write(_dumps(row) + "\n")
             f.flush()
+            if self._size is not None:
+                self._size = f.tell()
+
+    def _cut_foreign_rows(self) -> None:
+        """Cut off what another process appended after this one's last write."""
+        if self._size is None or not self.path.is_file():
+            return
+        size = self.path.stat().st_size
+        if size > self._size:
+            warnings.warn(f"{self.path}: cut {size - self._size} bytes of rows that another "
+                          f"process appended after this one's last row (a writer that had lost "
+                          f"its lease); the run's own rows are kept")
+            os.truncate(self.path, self._size)
+        elif size < self._size:
+            raise MetricsError(f"{self.path} was cut short by another process ({size} bytes, "
+                               f"{self._size} written here): two writers in one run dir")
+
+    def last_step(self) -> int | None:
+        """The step of the file's last whole row (None for an empty or missing file), read
+        from its end: an append costs the same at step 10 and at step 10^6."""
+        try:
+            with open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - 65536))
+                tail = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        for line in reversed(tail.split("\n")):
+            try:
+                step = json.loads(line).get("step")
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a torn line (the resume drops it), or a cut at the window's start
+            if isinstance(step, int):
+                return step
+        return None
 
     def sync(self) -> None:
         """Make every appended row durable (before a checkpoint that covers them)."""
@@ -177,12 +258,20 @@ class MetricsLog:
         lines = self.path.read_text().split("\n")
         last = lines.pop()  # "" when the file ends with a newline
         rows = [self._row(i, line) for i, line in enumerate(lines, 1)]
-        if not last:
-            return rows, None
-        try:
-            return [*rows, self._row(len(lines) + 1, last)], None
-        except MetricsError:
-            return rows, last
+        torn = None
+        if last:
+            try:
+                rows.append(self._row(len(lines) + 1, last))
+            except MetricsError:
+                torn = last
+        for number, (before, row) in enumerate(zip(rows, rows[1:]), 2):
+            if row["step"] <= before["step"]:
+                raise MetricsError(
+                    f"{self.path}:{number}: step {row['step']} after step {before['step']}: "
+                    f"steps must increase (two processes wrote this run's metrics?); the run "
+                    f"cannot be trusted as it is: remove its run dir {self.path.parent} to "
+                    f"train it again")
+        return rows, torn
 
     def _row(self, number: int, line: str) -> dict:
         try:
