@@ -8,9 +8,10 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 from torch.optim.adam import adam as torch_adam
 
+from optim._dtensor import local, shard_of, whole_of
 from optim._fused import DeviceScalars, Kernel, flat, recompile_limit
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -45,24 +46,6 @@ def check_betas(name: str, betas, length: int) -> None:
             f"a list of {length} numbers in [0, 1)")
     for i, beta in enumerate(betas):
         check_beta(f"{name}[{i}]", beta)
-
-
-def local(t: torch.Tensor) -> torch.Tensor:
-    """This process's part of a tensor sharded by FSDP2 (a DTensor); any other tensor itself."""
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
-def whole_of(shard: torch.Tensor, param: DTensor) -> torch.Tensor:
-    """The whole tensor of which `shard` is this rank's part, sharded as `param` is
-    (collective: every rank gathers)."""
-    return DTensor.from_local(shard, param.device_mesh, param.placements, shape=param.shape,
-                              stride=param.stride()).full_tensor()
-
-
-def shard_of(whole: torch.Tensor, param: DTensor) -> DTensor:
-    """`whole`, which every rank holds, cut as `param` is sharded (nothing communicated)."""
-    return distribute_tensor(whole.to(param.device), param.device_mesh, param.placements,
-                             src_data_rank=None)
 
 
 class Batch:

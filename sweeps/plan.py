@@ -26,7 +26,6 @@ from sweeps.spec import RowKey, Run, launcher_warnings
 from sweeps.status import SlurmQueue, run_state
 from tasks.train import identity
 from tasks.train.base import Cost
-from tasks.train.cost import state_buffers
 
 # Dense peaks (FLOP/s) for bf16 and for fp32 without TF32, memory (GB) and memory bandwidth
 # (B/s), from the vendors' datasheets (SXM parts). V100 has no bf16: its fp16 tensor-core peak
@@ -94,6 +93,16 @@ class Hardware:
                 f"read by decoding / ({BANDWIDTH_USE:g} × {self.bandwidth / 1e12:g} TB/s); "
                 f"assumed, override with --gpu {{{','.join(sorted(GPUS))}}} --mfu X "
                 f"--peak-tflops Y")
+
+
+def state_buffers(optim_cfg: dict) -> int:
+    """fp32 state buffers per trained parameter of the run's optimizer, from the registry (2,
+    as Adam, for one not listed); the Muon family's aux AdamW counts as its main update. The
+    planner owns this: the tasks that report memory know nothing of optimizers."""
+    from optim import STATE_BUFFERS  # imports torch: only where a plan is made
+
+    name = str(optim_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+    return STATE_BUFFERS.get(name, 2)
 
 
 def _cost_key(cfg: dict) -> str:

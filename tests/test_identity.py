@@ -4,6 +4,7 @@ changes. Edits are made to a copy of optim/ and tasks/ (identity.code_version re
 import shutil
 
 import pytest
+from omegaconf import OmegaConf
 
 from sweeps import spec
 from sweeps.compose import compose_runs
@@ -103,3 +104,79 @@ def test_stripped_source_drops_comments_docstrings_and_blank_lines_only():
             '    return a + "# not a comment"\n\ndef g(): """one-liner"""; return 1\n')
     assert identity.stripped_source(text) == (
         'import x\ndef f(a):\n    return a + "# not a comment"\ndef g(): ; return 1')
+
+
+# ---------------------------------------------------------------- no leak across optimizers
+
+
+def _task_classes() -> set[str]:
+    """Every task class a conf/task preset names."""
+    targets = {OmegaConf.load(p).get("_target_") for p in (ROOT / "conf" / "task").glob("*.yaml")}
+    return targets - {None}  # a preset with a defaults list names its parent's
+
+
+@pytest.fixture(scope="module")
+def every_pairing():
+    """{(optimizer config, task class): the part of a run config its code version reads}. A
+    run key hashes the resolved config, which no code edit changes, and this code version: a
+    key changes exactly when its pairing's version does."""
+    import optim
+
+    return {(spec.name, task): {"optim": {"_target_": spec.target}, "task": {"_target_": task}}
+            for spec in optim.REGISTRY for task in sorted(_task_classes())}
+
+
+def pairing_keys(configs: dict, root) -> dict[tuple[str, str], str]:
+    reading = identity.Reading(root)
+    return {pair: identity.code_version(cfg, root, reading) for pair, cfg in configs.items()}
+
+
+def test_editing_one_optimizer_module_changes_only_its_optimizers_keys_in_every_task(
+        copy, every_pairing):
+    import optim
+
+    before = pairing_keys(every_pairing, copy)
+    assert before == pairing_keys(every_pairing, ROOT)  # the copy is the code
+    reading = identity.Reading(ROOT)
+    modules = {spec.name: reading.defining_module(spec.target) for spec in optim.ours()}
+    assert len(set(modules.values())) >= 7
+    for module in sorted(set(modules.values())):
+        path = copy / (module.replace(".", "/") + ".py")
+        original = path.read_text()
+        edit(path, "import torch\n", "import torch\n\n_EDITED = 1\n")
+        try:
+            after = pairing_keys(every_pairing, copy)
+        finally:
+            path.write_text(original)
+        changed = {pair for pair in before if before[pair] != after[pair]}
+        mine = {pair for pair in before if modules.get(pair[0]) == module}
+        assert changed == mine, (f"editing {module} changed {sorted(changed - mine)[:4]} "
+                                 f"and kept {sorted(mine - changed)[:4]}")
+
+
+def test_the_fused_kernels_count_for_the_runs_that_execute_them_only(copy, every_pairing):
+    """optim/_fused.py computes every fused and every elementwise update (S3, StoSignSGD's
+    noise): an edit changes their keys, including SMuon's, which reaches it two imports away
+    (optim.smuon → optim._common → optim._fused); torch's AdamW runs never execute it."""
+    before = pairing_keys(every_pairing, copy)
+    edit(copy / "optim" / "_fused.py", "import torch\n", "import torch\n\n_EDITED = 1\n")
+    after = pairing_keys(every_pairing, copy)
+    changed = {optim for (optim, _), key in before.items() if after[(optim, _)] != key}
+    assert {"s3", "stosignsgd", "stochastic_sign", "smuon"} <= changed
+    assert not {"adamw", "adam", "nadam", "sgd"} & changed
+    assert "optim._fused" not in identity.NON_COMPUTING
+
+
+def test_the_code_version_follows_imports_at_any_depth(copy):
+    """An edit three imports away from the run's optimizer (a new module the optimizer's
+    helper's helper imports) changes the key."""
+    cfg = {"optim": {"_target_": "optim.S3"},
+           "task": {"_target_": "tasks.nonsmooth.NonSmoothTask"}}
+    before = identity.code_version(cfg, copy)
+    edit(copy / "optim" / "s3.py", "import torch\n", "import torch\n\nfrom optim import _deep_a\n")
+    (copy / "optim" / "_deep_a.py").write_text("from optim import _deep_b\n\nA = _deep_b.B\n")
+    (copy / "optim" / "_deep_b.py").write_text("B = 1\n")
+    middle = identity.code_version(cfg, copy)
+    assert middle != before
+    (copy / "optim" / "_deep_b.py").write_text("B = 2\n")
+    assert identity.code_version(cfg, copy) != middle

@@ -56,6 +56,36 @@ def test_problems_use_only_the_public_harness():
         assert not private, f"{path.relative_to(ROOT)} uses {sorted(private)}"
 
 
+def _module_path(module: str):
+    base = ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def test_problems_import_nothing_of_optim_at_any_depth():
+    """A problem (and the harness modules it uses) knows nothing of optimizers: the planner
+    owns optimizer-state memory. Else editing any optimizer would change the code version, and
+    the run keys, of every run of that problem (tasks/train/identity.py)."""
+    problems = [p for p in (ROOT / "tasks").rglob("*.py")
+                if p.relative_to(ROOT / "tasks").parts[0] not in ("train", "__init__.py")]
+    for path in problems:
+        seen, todo = set(), [path]
+        while todo:
+            current = todo.pop()
+            for module in ours(current):
+                if module in seen or not module.startswith("tasks"):
+                    assert not module.startswith("optim"), (
+                        f"{path.relative_to(ROOT)} reaches {module} (through "
+                        f"{current.relative_to(ROOT)})")
+                    continue
+                seen.add(module)
+                found = _module_path(module)
+                if found is not None and found.name != "__init__.py":
+                    todo.append(found)
+
+
 def _graph(package: str) -> dict[str, set[str]]:
     """{module: the modules of `package` it imports, at any depth of its code}."""
     modules = {f"{package}.{p.stem}": p for p in (ROOT / package).glob("*.py")

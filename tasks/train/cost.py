@@ -15,15 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from optim import STATE_BUFFERS
 from tasks.train.base import Cost, evals_in_run
-
-
-def state_buffers(optim_cfg: dict) -> int:
-    """fp32 state buffers per trained parameter of the run's optimizer, from the registry (2,
-    as Adam, for one not listed); the Muon family's aux AdamW counts as its main update."""
-    name = str(optim_cfg.get("_target_", "")).rsplit(".", 1)[-1]
-    return STATE_BUFFERS.get(name, 2)
 
 
 def compute_dtype(precision_cfg: dict) -> str:

@@ -103,15 +103,17 @@ def run_dir(cfg: DictConfig | dict, key: str | None = None) -> Path:
 # ---------------------------------------------------------------- the code a run executes
 
 
-def code_version(cfg: DictConfig | dict, root: Path = PROJECT_ROOT) -> str:
+def code_version(cfg: DictConfig | dict, root: Path = PROJECT_ROOT,
+                 project: "_Project | None" = None) -> str:
     """A 12-hex hash of the computing code the run `cfg` executes (see the module doc). The
     project's own code is read once per process and (optimizer, task); another root is read
-    afresh every time (tests edit copies of the code)."""
+    afresh every time (tests edit copies of the code), or once per `project`, a reading of it
+    (`Reading(root)`) that many versions share."""
     cfg = _plain(cfg)
     targets = (_target(cfg["optim"]), _target(cfg["task"]))
-    if Path(root) == PROJECT_ROOT:
+    if Path(root) == PROJECT_ROOT and project is None:
         return _project_version(*targets)
-    return _version(Path(root), *targets)
+    return _version(Path(root), *targets, project)
 
 
 def _target(section: dict) -> str | None:
@@ -123,9 +125,10 @@ def _project_version(optim_target: str | None, task_target: str | None) -> str:
     return _version(PROJECT_ROOT, optim_target, task_target)
 
 
-def _version(root: Path, optim_target: str | None, task_target: str | None) -> str:
+def _version(root: Path, optim_target: str | None, task_target: str | None,
+             project: "_Project | None" = None) -> str:
     digest = hashlib.sha1()
-    for name, text in sorted(code_sources(root, optim_target, task_target).items()):
+    for name, text in sorted(code_sources(root, optim_target, task_target, project).items()):
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     return digest.hexdigest()[:12]
 
@@ -136,10 +139,11 @@ def code_modules(cfg: DictConfig | dict, root: Path = PROJECT_ROOT) -> list[str]
     return sorted(code_sources(root, _target(cfg["optim"]), _target(cfg["task"])))
 
 
-def code_sources(root: Path, optim_target: str | None,
-                 task_target: str | None) -> dict[str, str]:
-    """{module: its source without comments and docstrings} for everything the run executes."""
-    project = _Project(root)
+def code_sources(root: Path, optim_target: str | None, task_target: str | None,
+                 project: "_Project | None" = None) -> dict[str, str]:
+    """{module: its source without comments and docstrings} for everything the run executes;
+    `project`: a reading of the code under `root` to reuse (it caches what it parsed)."""
+    project = project or _Project(root)
     roots = list(LOOP_ROOTS)
     outside = {}
     for target in (optim_target, task_target):
@@ -169,11 +173,13 @@ def _outside_source(target: str) -> dict[str, str]:
 
 
 class _Project:
-    """The modules of CODE_PACKAGES under `root`, read statically."""
+    """The modules of CODE_PACKAGES under `root`, read statically (each file once)."""
 
     def __init__(self, root: Path):
         self.root = root
         self._trees: dict[str, ast.Module] = {}  # parsed once per reading of the code
+        self._stripped: dict[str, str] = {}
+        self._imports: dict[str, set[str]] = {}
 
     def path(self, module: str) -> Path | None:
         """The file of a project module (a package's __init__.py), None if it is not ours."""
@@ -230,6 +236,11 @@ class _Project:
 
     def imports(self, module: str) -> set[str]:
         """The project modules `module` imports (at any depth of its code: lazy imports too)."""
+        if module not in self._imports:
+            self._imports[module] = self._find_imports(module)
+        return self._imports[module]
+
+    def _find_imports(self, module: str) -> set[str]:
         found = set()
         for node in ast.walk(self.tree(module)):
             if isinstance(node, ast.Import):
@@ -255,9 +266,14 @@ class _Project:
                 continue
             seen.add(module)
             if not self.is_package(module):
-                out[module] = stripped_source(self.path(module).read_text())
+                out[module] = self.stripped(module)
             todo.extend(self.imports(module))
         return out
+
+    def stripped(self, module: str) -> str:
+        if module not in self._stripped:
+            self._stripped[module] = stripped_source(self.path(module).read_text())
+        return self._stripped[module]
 
 
 def stripped_source(text: str) -> str:
@@ -279,3 +295,6 @@ def stripped_source(text: str) -> str:
         head, tail = lines[first - 1][:col], lines[last - 1][end_col:]
         lines[first - 1:last] = [head + tail]
     return "\n".join(line.rstrip() for line in lines if line.strip())
+
+
+Reading = _Project  # one reading of the code under a root, shared by many code versions

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from optim import hooks
-from optim._common import local
+from optim._dtensor import local
 from tasks.train import checkpoint, distributed, sharding
 from tasks.train.base import EvalInterrupted, EvalShard
 from tasks.train.metrics import LossTracker

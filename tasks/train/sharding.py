@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.distributed.tensor import DTensor
 
-from optim._common import shard_of, whole_of
+from optim._dtensor import shard_of, whole_of
 
 
 def shard(model: nn.Module) -> nn.Module:
