@@ -26,7 +26,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sweeps import yamlfile
 from sweeps.spec import OPTIM_DIR, ClaimPart, RowKey, Search, SpecError, Table
+from tasks.train import store
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 # a contender's claim replaces the claimed row by the contender; kinds about one row's own
@@ -52,7 +54,7 @@ class Contender:
         """conf_dir/optim/<name>.yaml, which runs compose as `optim=<name>`."""
         path = conf_dir / "optim" / f"{self.name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(OmegaConf.to_yaml(OmegaConf.create(self.optim_config())))
+        store.write_text(path, OmegaConf.to_yaml(OmegaConf.create(self.optim_config())))
         return path
 
 
@@ -95,7 +97,10 @@ def _from_yaml(name: str, source: str) -> Contender:
     path = Path(source).expanduser()
     if not path.is_file():
         raise SpecError(f"--contender {name}: no such file {path}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        raw = yamlfile.load(path, f"--contender {name}")
+    except yamlfile.YamlError as e:
+        raise SpecError(str(e)) from None
     if not isinstance(raw, dict) or "_target_" not in raw:
         raise SpecError(f"--contender {name}: {path} needs `_target_: module.Class`")
     target = raw.pop("_target_")

@@ -9,6 +9,13 @@ from pathlib import Path
 from sweeps.collect import Row
 from sweeps.records import RunRecord
 from sweeps.spec import Table
+from tasks.train import store
+
+
+def save(fig, path: Path, **kwargs) -> None:
+    """The figure as a PNG written whole (temporary file, then rename): an interrupted render
+    leaves the committed figure as it was."""
+    store.atomic_write(path, lambda f: fig.savefig(f, format="png", **kwargs))
 
 
 def smoothed(values: list[float], span: int) -> list[float]:
@@ -121,7 +128,7 @@ def draw(table: Table, rows: list[Row], out: Path) -> None:
                      + ("\n(smoothed; x = a spike event of seed 0, as the table counts them)"
                         if key == "loss" else ""), fontsize=10)
         fig.tight_layout()
-        fig.savefig(out / "loss_curves.png", dpi=110)
+        save(fig, out / "loss_curves.png", dpi=110)
         plt.close(fig)
 
     colors = plt.cm.tab20.colors
@@ -136,7 +143,7 @@ def draw(table: Table, rows: list[Row], out: Path) -> None:
     ax.set_title(f"{table.name}: final metric vs lr (missing points diverged)")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(out / "metric_vs_lr.png", dpi=120)
+    save(fig, out / "metric_vs_lr.png", dpi=120)
     plt.close(fig)
     for name in table.figures:  # the table's own figures
         FIGURES[name](rows, out, plt)
@@ -178,7 +185,7 @@ def p_per_layer_figure(rows, out: Path, plt) -> None:
     for ax in list(axes.flat)[len(logs):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "p_per_layer.png", dpi=110)
+    save(fig, out / "p_per_layer.png", dpi=110)
     plt.close(fig)
 
 
@@ -239,7 +246,7 @@ def update_vs_spikes_figure(rows, out: Path, plt) -> None:
     bottom.set_xlabel("step")
     bottom.set_ylabel("train loss")
     fig.tight_layout()
-    fig.savefig(out / "update_vs_spikes.png", dpi=120)
+    save(fig, out / "update_vs_spikes.png", dpi=120)
     plt.close(fig)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sweeps.records import RECORDS_FILE
 from sweeps.verdict import OUTCOMES
+from tasks.train import store
 
 HEADER = """# Results
 
@@ -67,5 +68,5 @@ def text(results: Path) -> str:
 
 def write(results: Path) -> Path:
     path = Path(results) / "README.md"
-    path.write_text(text(results))
+    store.write_text(path, text(results))
     return path

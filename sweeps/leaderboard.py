@@ -29,9 +29,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import records, spec
+from sweeps import figures, records, spec
 from sweeps.collect import Row, collect
 from sweeps.contender import Contender, with_contender
+from tasks.train import store
 
 TAU_MAX = 4.0  # AlgoPerf's largest ratio in its performance profiles
 REFERENCE = "adamw"  # the steps-to-target baseline
@@ -200,7 +201,7 @@ def figure(lines: list[dict], all_entries: list[Entry], out: Path) -> None:
     ax.set_title("Performance profiles (Dolan–Moré) over the problems each optimizer entered")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out, dpi=110, metadata={"Software": None})
+    figures.save(fig, out, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -217,6 +218,6 @@ def write(results: Path, out: Path, extra: list[Path] = ()) -> tuple[Path, Path]
     lines = board(all_entries)
     sources = [str(f.relative_to(f.parents[1].parent)) for f in folders]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(markdown(lines, all_entries, sources))
+    store.write_text(out / "leaderboard.md", markdown(lines, all_entries, sources))
     figure(lines, all_entries, out / "leaderboard.png")
     return out / "leaderboard.md", out / "leaderboard.png"

@@ -16,6 +16,7 @@ from sweeps import edges, figures, sources
 from sweeps.collect import Row, ratio_columns
 from sweeps.spec import Table, is_paper_scale
 from sweeps.verdict import Verdict, average_ranks
+from tasks.train import store
 from tasks.train.environment import environment_label, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,12 +140,12 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
             + (f" [spikes {cell.spikes}]" if cell.spikes else "")
             for cell in r.cells.values()))
     md += ["", *paper_settings(table)]
-    (out / "table.md").write_text("\n".join(md) + "\n")
+    store.write_text(out / "table.md", "\n".join(md) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows([[c.replace("**", "") for c in row] for row in body])
-    (out / "table.csv").write_text(buf.getvalue())
+    store.write_text(out / "table.csv", buf.getvalue())
     tex = ["% " + json.dumps(prov), "% " + verdict.line,
            "\\begin{tabular}{" + "l" * len(header) + "}", "\\hline",
            " & ".join(header).replace("±", "$\\pm$").replace("_", "\\_") + " \\\\ \\hline"]
@@ -154,7 +155,7 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
             cells[0] = "\\textbf{" + cells[0] + "}"
         tex.append(" & ".join(cells) + " \\\\")
     tex += ["\\hline", "\\end{tabular}"]
-    (out / "table.tex").write_text("\n".join(tex) + "\n")
+    store.write_text(out / "table.tex", "\n".join(tex) + "\n")
     figures.draw(table, rows, out)
     return out
 

@@ -46,17 +46,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sweeps import fairness, sources
+from sweeps import fairness, sources, yamlfile
 from tasks.train import identity
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
 OPTIM_DIR = TABLE_DIR.parent / "optim"
 MINIATURE = "tiny"  # every other scale is a paper's setting
+TABLE_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")  # one file and one results folder, nowhere else
 VERDICT_KINDS = ("better", "matches_or_beats", "matches", "sensitivity", "average_rank")
 FIGURE_NAMES = ("p_per_layer", "update_vs_spikes")  # sweeps/figures.py FIGURES
 SPEC_KEYS = ("name", "title", "claim", "scales", "optimizers", "seeds", "metric", "report",
@@ -350,10 +352,19 @@ class TableSpec:
 def load(name: str) -> TableSpec:
     """conf/table/<name>.yaml, checked at every scale (each resolves, its rows are the
     table's, every optimizer gets the same budget); SpecError naming what is wrong."""
+    if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+        raise SpecError(f"a table name is letters, digits and _ (it names conf/table/<name>.yaml "
+                        f"and results/<name>/), got {name!r}; available: {available()}")
     path = TABLE_DIR / f"{name}.yaml"
     if not path.exists():
         raise SpecError(f"unknown table {name!r}; available: {available()}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        raw = yamlfile.load(path, f"table {name}")
+    except yamlfile.YamlError as e:
+        raise SpecError(str(e)) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("scales"), dict):
+        raise SpecError(f"table {name}: {path} must be a map with `scales:` (see "
+                        f"conf/table/quickstart.yaml)")
     _check_keys(f"table {name}", raw, SPEC_KEYS)
     if raw.get("name") != name:
         raise SpecError(f"table {name}: `name` must be {name!r} (the file's name), got "

@@ -174,3 +174,33 @@ def test_a_crafted_batch_in_a_shared_data_folder_runs_no_code(tmp_path):
         pickle.dump({b"data": np.array([["x"] * 3072], dtype=object), b"labels": [0]}, f)
     with pytest.raises(data.UnsafeBatch, match="are not uint8 images"):
         data.load_cifar(tmp_path / "data", "cifar10")
+
+
+def test_a_tiny_batch_that_declares_a_huge_length_is_refused_without_allocating_it(tmp_path):
+    """206 bytes that declare a 600 MB bytes object: the unpickler would allocate the length
+    before reading; the batch is refused by a walk of its opcodes that reads within the file."""
+    import struct
+    import tracemalloc
+
+    write_fake_cifar(tmp_path, "cifar10")
+    crafted = tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_2"
+    blob = b"\x80\x04\x8e" + struct.pack("<Q", 600_000_000) + b"x" * 195  # BINBYTES8
+    crafted.write_bytes(blob)
+    assert len(blob) == 206
+    tracemalloc.start()
+    try:
+        with pytest.raises(data.UnsafeBatch, match="opcodes do not fit the file"):
+            data.load_cifar(tmp_path, "cifar10")
+        assert tracemalloc.get_traced_memory()[1] < 50e6
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("label", [10, -1])
+def test_labels_outside_the_datasets_classes_are_refused(tmp_path, label):
+    write_fake_cifar(tmp_path, "cifar10")
+    x = np.zeros((4, 3, 32, 32), dtype=np.uint8)
+    data.write_batches(tmp_path / "cifar10" / "cifar-10-batches-py", "test_batch", x,
+                       np.array([0, 1, label, 2]), b"labels")
+    with pytest.raises(data.UnsafeBatch, match=r"outside cifar10's classes 0..9"):
+        data.load_cifar(tmp_path, "cifar10")

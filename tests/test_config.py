@@ -63,8 +63,10 @@ def test_schedule_shapes(name):
     (["launcher.sharding=fsdp"], r"launcher.sharding=fsdp shards over data-parallel processes, "
                                  r"and train.py runs one here; launch it with `torchrun"),
     (["optim.lr=inf"], r"optim \(adamw\): Invalid optim.lr: inf \(must be a finite number > 0\)"),
+    (["grad_clip=abc"], r"grad_clip must be null or a finite number > 0, got 'abc'"),
+    (["task=nonsmooth", "task.dim=100000000000"], r"needs at least 800 GB"),
 ], ids=["unknown-choice", "unknown-choice-in-a-multirun", "unread-key", "slurm", "ddp",
-        "fsdp-in-one-process", "lr-inf"])
+        "fsdp-in-one-process", "lr-inf", "clip-text", "too-big-for-this-machine"])
 def test_cli_refuses_with_exit_2_before_anything_exists(tmp_path, args, message):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args,
                           f"runs_root={tmp_path / 'runs'}"], capture_output=True, text=True,

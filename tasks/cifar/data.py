@@ -13,7 +13,9 @@ only the types a batch holds: a data folder shared on a cluster cannot make trai
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +53,24 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _check_opcodes(blob: bytes) -> None:
+    """Walk the pickle's opcodes without running them: every length it declares must lie
+    within the file. The unpickler allocates a declared length before it reads (a 206-byte
+    file that declares 600 MB allocates 600 MB); this walk reads from memory, never past it."""
+    try:
+        for _ in pickletools.genops(io.BytesIO(blob)):
+            pass
+    except ValueError as e:  # "expected N bytes in a bytes8, but only M remain", ...
+        raise UnsafeBatch(f"its opcodes do not fit the file ({e})") from None
+
+
 def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(images as uint8 (N, 3, 32, 32), labels as int64) of one batch file, refused with a
     message naming the file when it is not a CIFAR batch."""
     try:
-        with open(path, "rb") as f:
-            batch = _BatchUnpickler(f, encoding="bytes").load()
+        blob = Path(path).read_bytes()
+        _check_opcodes(blob)
+        batch = _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
         if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
             raise UnsafeBatch(f"it is not a dict with {b'data'!r} and {label_key!r}")
         images, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
@@ -90,6 +104,12 @@ def load_cifar(data_root: str | Path, dataset: str):
                                 f"run scripts/prepare_data.py {dataset}")
     train = _read_batches([folder / f for f in train_files], label_key)
     test = _read_batches([folder / f for f in test_files], label_key)
+    for (_, labels), files in ((train, train_files), (test, test_files)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise UnsafeBatch(f"{folder}: labels of {files} lie outside {dataset}'s classes "
+                              f"0..{classes - 1} (found {labels.min()}..{labels.max()}): not "
+                              f"{dataset}'s files. Replace them with the official archive "
+                              f"(scripts/prepare_data.py {dataset} checks its checksum)")
     return (*train, *test, classes)
 
 

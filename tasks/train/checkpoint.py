@@ -102,10 +102,11 @@ def save(path: Path, obj: Any) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         previous = previous_path(path)
-        if path.exists() and digest_path(path).exists():  # keep the current pair as fallback
-            _publish_digest(previous, digest_path(path).read_text().strip())
+        current = _read_digest(path) if path.exists() else None
+        if current is not None:  # keep the current pair as fallback
+            _publish_digest(previous, current)
             _rename(path, previous)
-        elif path.exists():  # never published whole (no digest): not worth keeping
+        elif path.exists():  # never published whole (no digest, or a damaged one)
             set_aside(path)
         _publish_digest(path, writer.sha.hexdigest())
         _rename(Path(tmp), path)
@@ -122,13 +123,24 @@ def _sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _read_digest(path: Path) -> str | None:
+    """The digest published beside `path`; None when there is none or it is not one."""
+    try:
+        text = digest_path(path).read_bytes().decode("ascii").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
+
+
 def _load_verified(path: Path) -> Any:
     """The checkpoint at `path`, or an exception that says what is wrong with it."""
     expected = digest_path(path)
     if not expected.exists():
         raise CheckpointError(f"{path} has no digest ({expected.name} missing): it was not "
                               f"completely written")
-    want = expected.read_text().strip()
+    want = _read_digest(path)
+    if want is None:
+        raise CheckpointError(f"{expected} is not a SHA-256 digest: damaged")
     if _sha256(path) != want:
         raise CheckpointError(f"{path} does not match its digest {expected.name} (damaged "
                               f"or truncated)")

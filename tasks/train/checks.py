@@ -38,6 +38,14 @@ def one_of(cfg: dict, key: str, allowed, prefix: str = "task."):
     return value
 
 
+def booleans(section: str, cfg: dict, defaults: dict) -> None:
+    """Every key whose default is a bool holds a bool: `nesterov=maybe` is a string, which
+    Python would read as true without saying so."""
+    for key, default in defaults.items():
+        if isinstance(default, bool) and key in cfg and not isinstance(cfg[key], bool):
+            _fail(f"{section}.{key}" if section else key, cfg[key], "true or false")
+
+
 def known_keys(section: str, cfg: dict, readable) -> None:
     """Every key of the config section `section` is one that its reader reads: a key nothing
     reads (a typo such as `+stpes=5`, or a key of another choice of the group) would be

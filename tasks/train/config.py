@@ -9,6 +9,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
@@ -38,6 +43,9 @@ RUN_KEYS = ("task", "optim", "schedule", "precision", "logger", "launcher", "see
             "metrics", "hydra")
 # Set by the runner itself when it builds a task, never by the task config.
 HARNESS_TASK_ARGS = ("seed", "device", "data_root", "grad_accum")
+RUN_BOOLEANS = {"progress": True, "discard_bad_checkpoint": False}
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MAX_SEED = 2**32 - 1  # numpy's legacy generators and every seed a task derives stay in range
 
 
 def _require(ok: bool, message: str) -> None:
@@ -72,6 +80,7 @@ def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
             checks.known_keys("optim", optim_cfg, ("name", "_target_", "_partial_", *readable))
         check_lr_wd(optim_cfg.get("lr"), optim_cfg.get("weight_decay", 0.0), prefix="optim.")
         defaults = inspect.signature(cls).parameters
+        checks.booleans("optim", optim_cfg, {k: p.default for k, p in defaults.items()})
         for key in ("betas", "aux_betas"):
             if key in optim_cfg:  # as many as the class's default has (Adan has three)
                 default = defaults[key].default if key in defaults else None
@@ -110,12 +119,19 @@ def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:
         _positive_int(cfg, key)
     _positive_int(cfg, "checkpoint_every", minimum=0)
     _positive_int(cfg, "seed", minimum=0)
+    _require(cfg["seed"] <= MAX_SEED, f"seed must be an integer in [0, {MAX_SEED}], got "
+                                      f"{cfg['seed']!r}")
     clip, device = cfg["grad_clip"], cfg["device"]
-    _require(clip is None or clip > 0, f"grad_clip must be null or > 0, got {clip!r}")
-    _require(device == "auto" or device.split(":")[0] in ("cpu", "cuda", "mps"),
+    _require(clip is None or (isinstance(clip, (int, float)) and not isinstance(clip, bool)
+                              and math.isfinite(clip) and clip > 0),
+             f"grad_clip must be null or a finite number > 0, got {clip!r}")
+    _require(isinstance(device, str) and DEVICE.fullmatch(device) is not None,
              f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    for key in ("runs_root", "data_root"):
+        check_folder(key, cfg[key])
     try:  # each component's own check, the one its constructor runs
         checks.known_keys("", cfg, RUN_KEYS)
+        checks.booleans("", cfg, RUN_BOOLEANS)
         validate_schedule(cfg["schedule"], cfg["steps"])
         checks.known_keys("metrics", cfg["metrics"], SPIKE_KEYS)
         SpikeConfig(**cfg["metrics"])
@@ -145,9 +161,22 @@ def validate_task(task_cfg: dict) -> None:
         readable = constructor_keys(cls, skip=HARNESS_TASK_ARGS)
         if readable is not None:
             checks.known_keys("task", task_cfg, ("_target_", *readable))
+        checks.booleans("task", task_cfg, defaults)
         cls.validate_config({**defaults, **task_cfg})
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
+
+
+def check_folder(key: str, value) -> None:
+    """A folder the run writes or reads under: a non-empty path whose existing part is a
+    folder (not a file, not /dev/null), so that nothing lands in the current directory or
+    fails after the run dir exists."""
+    _require(isinstance(value, str) and value.strip() != "",
+             f"{key} must be a folder's path, got {value!r} (an empty OPTBENCH_RUNS or "
+             f"OPTBENCH_DATA? set it to a folder, or unset it)")
+    path = Path(value).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    _require(existing.is_dir(), f"{key}={value!r}: {existing} is not a folder")
 
 
 def constructor_keys(cls, skip=()) -> list[str] | None:
@@ -174,6 +203,52 @@ def check_data(cfg: DictConfig | dict) -> None:
         raise ConfigError("; ".join(
             f"{need.name} is not prepared (looked in {need.path}); prepare it with: "
             f"{need.prepare}" for need in missing))
+
+
+_SIZES: dict[str, float] = {}  # one sizing per distinct model config (a table's runs share it)
+
+
+def device_memory(device: torch.device) -> float | None:
+    """Bytes of memory the device has: a GPU's own, the host's for the CPU; None unknown."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    if device.type == "cpu":
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return None
+
+
+def check_fits(cfg: DictConfig | dict) -> None:
+    """The run's weights and gradients alone (a lower bound: activations and the optimizer's
+    state come on top) fit the memory of the device it trains on: a size typed wrong
+    (`task.dim=1e11`) is refused here, before its run dir exists, rather than failing to
+    allocate inside it. Sized from the task's own `cost` (tasks/train/base.py), once per model
+    config in a process."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    key = json.dumps({k: cfg.get(k) for k in ("task", "precision", "steps", "grad_accum",
+                                              "eval_every")}, sort_keys=True, default=str)
+    if key not in _SIZES:
+        try:
+            cost = get_class(cfg["task"]["_target_"]).cost(cfg)
+        except NotImplementedError:  # a task that cannot be planned (a test's): not sized
+            _SIZES[key] = 0.0
+        except Exception as e:  # sizing is a check, never a reason a valid run fails
+            print(f"[optbench] could not size the run before training ({type(e).__name__}: "
+                  f"{e}); training without the memory check", file=sys.stderr)
+            _SIZES[key] = 0.0
+        else:
+            _SIZES[key] = cost.memory_bytes.get("weights", 0.0) + \
+                cost.memory_bytes.get("gradients", 0.0)
+    need = _SIZES[key]
+    launcher = cfg.get("launcher") or {}
+    if launcher.get("sharding") == "fsdp":
+        need /= int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
+    device = resolve_device(cfg["device"], gpus_requested(cfg))
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise ConfigError(f"the run needs at least {need / 1e9:.3g} GB for its weights and "
+                          f"gradients alone, and {device} here has {have / 1e9:.3g} GB: check "
+                          f"the task's sizes (task.*), or train on a larger device")
 
 
 def validate_device(cfg) -> None:

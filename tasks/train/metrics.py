@@ -36,6 +36,15 @@ class SpikeConfig:
     cap_factor: float = 3.0
 
     def __post_init__(self):
+        for key in ("delta", "ema_decay", "sigma_k", "cap_factor"):  # nan passes every <, >
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    or not math.isfinite(value):
+                raise ValueError(f"metrics.{key} must be a finite number, got {value!r}")
+        for key in ("warmup", "sigma_window"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"metrics.{key} must be an integer, got {value!r}")
         if self.delta <= 0:
             raise ValueError(f"metrics.delta must be > 0, got {self.delta}")
         if not 0 < self.ema_decay < 1:

@@ -110,6 +110,7 @@ def run(cfg: DictConfig, validated: bool = False) -> dict:
         print(f"[optbench] {rdir} already {previous['status']}; nothing to do")
         return previous
     run_config.check_data(cfg)  # before the run dir exists
+    run_config.check_fits(cfg)
     ctx = distributed.context()
     if cfg.grad_accum % ctx.world:
         raise run_config.ConfigError(

@@ -17,6 +17,7 @@ a requeued or re-launched job finds its own checkpoint.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tasks.train.errors import ConfigError
+
 FINISHED_STATUSES = ("completed", "diverged")
 LEASE_FILE = "lease.json"
 
@@ -32,7 +35,8 @@ LEASE_FILE = "lease.json"
 def make_runs_root(root: str | Path) -> Path:
     """The runs root, created private to the user when it does not exist: submitit's job
     pickles live under it, and a pickle another user could write runs their code as ours.
-    A root that exists keeps the permissions its owner gave it."""
+    A root that exists keeps the permissions its owner gave it, unless other users can write
+    into it (a shared 0777 folder): that one is refused, naming the fix."""
     root = Path(root).expanduser().absolute()
     if not root.exists():
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +44,22 @@ def make_runs_root(root: str | Path) -> Path:
             root.mkdir(mode=0o700)
         except FileExistsError:  # made by a concurrent launch
             pass
+    mode = root.stat().st_mode
+    if mode & 0o022:
+        raise ConfigError(
+            f"runs_root {root} can be written by other users (mode {oct(mode & 0o7777)}): "
+            f"submitit's job pickles live there, and a pickle another user swaps in runs their "
+            f"code as you. Use a folder only you can write: runs_root={root}/{_user_name()} (made "
+            f"private), or `chmod go-w {root}`")
     return root
+
+
+def _user_name() -> str:
+    """This user's name, for a private folder's suggested name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "$USER"
 
 
 # ---------------------------------------------------------------- fenced writes
