@@ -41,6 +41,7 @@ REGISTRY: tuple[OptimSpec, ...] = (
         fused_variants={
             "p3": {"lr": 1e-2, "weight_decay": 0.1},
             "p2_plain": {"lr": 1e-2, "p": 2, "nesterov": False, "beta2": 0.99},
+            "p3_beta2_nesterov": {"lr": 1e-2, "beta2": 0.99},  # the look-ahead reads β2
             "p1": {"lr": 1e-2, "p": 1}, "p4": {"lr": 1e-2, "p": 4},
             "p2.5": {"lr": 1e-2, "p": 2.5}},
         config_differs={"weight_decay": PRETRAIN_WD}),

@@ -263,6 +263,54 @@ def test_compile_applies_to_the_data_parallel_model(tmp_path, data_root):
     assert all(map(math.isfinite, got["losses"]))
 
 
+# ---------------------------------------------------------------- DDP with stochastic noise
+
+
+def _ddp_run(rank: int, port: int, cfg_yaml: str) -> None:
+    import os
+
+    from omegaconf import OmegaConf
+
+    from tasks import run
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        run(OmegaConf.create(cfg_yaml))
+    finally:
+        distributed.shutdown()
+
+
+@pytest.mark.slow
+def test_stosignsgd_replicas_draw_the_same_noise_and_equal_one_process(tmp_path, data_root):
+    """StoSignSGD's noise is a hash of (seed, step, tensor, element), never of the rank: two
+    DDP replicas take the same stochastic steps (identical weights), the ones one process takes."""
+    import socket
+
+    from omegaconf import OmegaConf
+
+    from tasks import run
+    from tasks.train import identity, store
+    from tests.conftest import compose_cfg
+
+    args = [*TINY, "optim=stosignsgd", "steps=8", "grad_accum=2", "log_every=2",
+            "eval_every=4"]
+    single_cfg = compose_cfg(args, runs_root=tmp_path / "single", data_root=data_root)
+    single = run(single_cfg)
+    ddp_cfg = compose_cfg(args, runs_root=tmp_path / "ddp", data_root=data_root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_run, args=(port, OmegaConf.to_yaml(ddp_cfg, resolve=True)), nprocs=2,
+             join=True)
+    summary = store.read_summary(identity.run_dir(ddp_cfg))
+    assert summary["data_parallel"] == {"world_size": 2, "replica_max_abs_diff": 0.0}
+    losses = {name: [r["loss"] for r in store.MetricsLog(identity.run_dir(c) / "metrics.jsonl")
+                     .read()] for name, c in (("single", single_cfg), ("ddp", ddp_cfg))}
+    assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-4)
+    assert summary["final"] == pytest.approx(single["final"], rel=1e-4)
+
+
 # ---------------------------------------------------------------- FSDP2 against one process
 
 FSDP_ARGS = ["steps=6", "grad_accum=2", "log_every=1", "eval_every=3", "checkpoint_every=3",

@@ -91,6 +91,25 @@ def test_the_muon_family_aux_lr_follows_a_stated_rule(tmp_path, monkeypatch):
         _load(tmp_path, monkeypatch, aux_lr="tied")
 
 
+def test_each_variant_ties_its_muon_rows_to_its_own_adamw_choice(tmp_path, monkeypatch):
+    """Variants (datasets, model sizes) tune AdamW apart: a Muon row's aux Adam follows the
+    AdamW row of its own variant, never another variant's."""
+    from tests.test_verdicts import row
+
+    variants = {"small": ["task.model.n_layer=1"], "big": ["task.model.n_layer=2"]}
+    table = _load(tmp_path, monkeypatch, optimizers=MUON, variants=variants,
+                  scales=_scales(["optim.weight_decay=0"])).at("tiny")
+    rows = [row("adamw", [1.0] * 3, 1e-3, variant="small"),
+            row("adamw", [1.0] * 3, 3e-3, variant="big"),
+            row("muon", [1.0] * 3, 0.01, variant="small")]
+    aux = fairness.tied_lrs(rows, table.variants)
+    assert aux == {"small": 1e-3, "big": 3e-3}
+    runs = table.expand(aux=aux)
+    tie = {r.row.variant: {o for o in r.overrides if o.startswith("optim.aux_lr=")}
+           for r in runs if r.optim == "muon"}
+    assert tie == {"small": {"optim.aux_lr=0.001"}, "big": {"optim.aux_lr=0.003"}}
+
+
 def test_reproduce_tunes_adamw_first_and_ties_the_muon_rows_aux_lr_to_its_choice(
         tmp_path, monkeypatch, data_root):
     _load(tmp_path, monkeypatch, optimizers=MUON, extend_edges=1,

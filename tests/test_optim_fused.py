@@ -145,3 +145,41 @@ def test_compiled_noise_equals_eager_noise():
     k = [torch.tensor(x, dtype=torch.int32) for x in noise_keys(3, 7, 2)]
     like = torch.empty(10_001)
     assert torch.equal(Kernel(hash_uniform).compiled()(like, *k), hash_uniform(like, *k))
+
+
+# where a tensor's update depends on its own history only: no noise keyed by its position, no
+# statistics pooled over tensors (`shardable`); the switched sign methods in their sign phase
+ALONE_CASES = {**{name: case for name, case in CASES.items() if case[0].shardable},
+               "softsignum_sign_phase": (optim.SoftSignum, {"lr": 1e-2, "total_steps": 12,
+                                                            "sign_fraction": 1.0})}
+
+
+@pytest.mark.parametrize("path", ["kernel", "foreach"])
+@pytest.mark.parametrize("name", sorted(ALONE_CASES))
+def test_a_tensor_that_skips_a_step_keeps_its_own_step_count(name, path):
+    """A parameter without a gradient at some step (a frozen branch, an unused embedding row's
+    tensor) falls behind the others; its bias corrections and first-step flags are then those
+    of its own step count, as if it were trained alone, and the tensors after it keep theirs
+    (the per-step values of distinct step counts live in distinct device slots)."""
+    cls, kw = ALONE_CASES[name]
+    if path == "foreach" and not cls.has_foreach_path():
+        pytest.skip(f"{cls.__name__} has no foreach path")
+    torch.manual_seed(0)
+    inits = [torch.randn(6, 4), torch.randn(5), torch.randn(3, 3)]
+    skipping = 1  # the middle one: a tensor at the others' step count comes after it
+
+    def train(indices):
+        params = [torch.nn.Parameter(inits[i].clone()) for i in indices]
+        opt = cls(params, **kw)
+        opt.reference = path == "kernel"
+        for step in range(6):
+            g = torch.Generator().manual_seed(step)
+            grads = [torch.randn(x.shape, generator=g) for x in inits]
+            for p, i in zip(params, indices):
+                p.grad = None if (i == skipping and step in (1, 2)) else grads[i].clone()
+            opt.step()
+        return [p.detach() for p in params]
+
+    together = train([0, 1, 2])
+    for i in (0, 1, 2):
+        torch.testing.assert_close(together[i], train([i])[0], rtol=1e-6, atol=1e-7)

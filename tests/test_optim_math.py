@@ -212,15 +212,16 @@ def test_current_envelope_makes_the_stochastic_sign_deterministic():
     torch.testing.assert_close(a, b)
 
 
-def check_mean_step_is_lr_d_over_envelope(make, direction_of, seed):
+def check_mean_step_is_lr_d_over_envelope(make, direction_of, seed, scale=1.0):
     """Many rows share one gradient history, so one step gives that many independent draws:
     the mean last step must be −lr·d/D, d the reference direction and D its running max.
-    Returns the optimizer, its parameter, the reference's last d and D."""
+    `scale` multiplies the gradients. Returns the optimizer, its parameter, the reference's
+    last d and D."""
     rows, d, lr = 40_000, 6, 0.1
     p = torch.nn.Parameter(torch.zeros(rows, d, dtype=F64))
     opt = make([p], lr)
     state, D = {}, torch.zeros(1, d, dtype=F64)
-    for t, g in enumerate(grad_stream((1, d), 8, seed=seed), start=1):
+    for t, g in enumerate((scale * g for g in grad_stream((1, d), 8, seed=seed)), start=1):
         direction = direction_of(state, g, t)
         D = torch.maximum(D, direction.abs())
         before = p.detach().clone()
@@ -258,6 +259,13 @@ def test_adam_based_stochastic_sign_mean_update_is_lr_d_over_its_envelope():
     check_mean_step_is_lr_d_over_envelope(
         lambda ps, lr: optim.StochasticSign(ps, lr=lr, base="adam", envelope="max", beta1=b1,
                                             beta2=b2, eps=eps, seed=2), adam, seed=4)
+    # gradients of 1e-6, where ε = 1e-8 added outside the square root moves d by 1% and
+    # inside it (sqrt(v̂ + ε) ≈ 1e-4) would shrink it a hundredfold: ε's place is checked
+    for fused in (False, True):
+        check_mean_step_is_lr_d_over_envelope(
+            lambda ps, lr: optim.StochasticSign(ps, lr=lr, base="adam", envelope="max",
+                                                beta1=b1, beta2=b2, eps=eps, seed=2,
+                                                fused=fused), adam, seed=4, scale=1e-6)
 
 
 def test_stosignsgd_seed_comes_back_from_the_state_dict():

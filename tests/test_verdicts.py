@@ -168,6 +168,27 @@ def test_a_best_lr_on_an_edge_or_a_ceiling_cannot_make_a_claim_hold():
     assert verdict.decide(claim, low).result == "reproduced"
 
 
+def test_only_the_claimed_rows_edge_keeps_a_loss_from_being_not_reproduced():
+    """Losing is no result when the claimed row may be under-tuned (its best lr on an edge);
+    when only the row it is compared with sits on an edge, the loss stands."""
+    grids = {"s3": [1e-3, 2e-3, 3e-3], "adamw": [1e-3, 2e-3, 3e-3]}
+    worse = [2.0] * 3
+
+    def tuned(label, values, best):
+        return row(label, values, best, cells={lr: values if lr == best else worse
+                                                for lr in grids[label]})
+
+    claimed_on_edge = [tuned("s3", B, 3e-3), tuned("adamw", A, 2e-3)]
+    v = verdict.decide(table_for(part("better")), claimed_on_edge, grids)
+    assert v.result == "inconclusive" and "the best lr of s3 is on the high edge" in \
+        v.details[0] and "losing is not a result" in v.details[0]
+    other_on_edge = [tuned("s3", B, 2e-3), tuned("adamw", A, 3e-3)]
+    assert verdict.decide(table_for(part("better")), other_on_edge, grids).result == \
+        "not reproduced"
+    inside = [tuned("s3", B, 2e-3), tuned("adamw", A, 2e-3)]
+    assert verdict.decide(table_for(part("better")), inside, grids).result == "not reproduced"
+
+
 def test_an_accuracy_verdict_adds_the_binomial_error():
     claim = table_for(part("better", binomial="final.questions"), key="final.acc", mode="max")
     few, many = {"final": {"questions": 50}}, {"final": {"questions": 100000}}
