@@ -21,6 +21,11 @@ A row whose best lr is on an edge of its grid gets the next lr beyond it, up to 
 renders it again from them, on any machine, without the runs. Runs made by different optimizer
 or task code are not rendered together unless `--allow-mixed` is given.
 
+`--certify`: a committed table whose run keys changed through the code version only (edits that
+may change no number) gets one run of each changed (task, optimizer) again; if each equals its
+record bit for bit, the records and the header carry the certificate (sweeps/freshness.py says
+which tables are fresh, certified or stale: `python scripts/freshness.py`).
+
 `--plan` composes and validates every run and trains nothing: per run its key, status, the data
 it needs (and the command that prepares what is missing), memory per GPU and GPU-hours, then
 totals. It exits 2 if any run is invalid.
@@ -54,6 +59,10 @@ def main() -> int:
                         help="--plan: assumed model FLOPs utilization")
     parser.add_argument("--render-only", action="store_true",
                         help="render results/TABLE/SCALE again from its committed run records")
+    parser.add_argument("--certify", action="store_true",
+                        help="run one run of each (task, optimizer) whose keys changed with the "
+                             "code again, and certify the committed table if each matches its "
+                             "record bit for bit (sweeps/certify.py)")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="render runs made by different optimizer/task code together "
                              "(the table lists the versions)")
@@ -78,7 +87,8 @@ def main() -> int:
             command += f" --contender {args.contender}"
         return reproduce(args.table, args.overrides, command, wait=args.wait,
                          poll_s=args.poll, plan=hardware, render_only=args.render_only,
-                         allow_mixed=args.allow_mixed, contender=contender, **where)
+                         allow_mixed=args.allow_mixed, contender=contender,
+                         certify=args.certify, **where)
     except (ConfigError, ValueError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps import freshness
 from sweeps.records import RECORDS_FILE
 from sweeps.verdict import OUTCOMES
 from tasks.train import store
@@ -34,33 +36,48 @@ tuned first, or, in a table without an AdamW row, at one stated lr with its sour
 these rules or a new regime changed was re-run under them; a table whose regime changed says
 why in its header, with the pilot number that chose it.
 
-| table | scale | verdict | runs | compute (run wall time, summed) |
-|---|---|---|---|---|
+The code column says whether each table still describes the code (`sweeps/freshness.py`, when
+this file was written): `fresh`, every run key is the one the tree gives; `certified`, keys
+changed through code edits that `reproduce.py TABLE --certify` showed change no number (one run
+per changed task and optimizer, bit for bit); `stale` cannot stay (CI fails on it:
+tests/test_freshness.py; `python scripts/freshness.py` says what fixes it).
+
+| table | scale | verdict | code | runs | compute (run wall time, summed) |
+|---|---|---|---|---|---|
 """
 
 
-def entries(results: Path) -> list[tuple[str, str, str, int, float]]:
-    """(table, scale folder, verdict, runs, seconds) for each table with run records."""
+@dataclass(frozen=True)
+class Entry:
+    table: str
+    scale: str  # the results folder: the scale, with an ablation's hash
+    verdict: str
+    code: str  # fresh, certified or stale (sweeps/freshness.py)
+    runs: int
+    seconds: float  # run wall time, summed
+
+
+def entries(results: Path) -> list[Entry]:
+    """One entry for each table with run records."""
     out = []
-    for path in sorted(Path(results).glob(f"*/*/{RECORDS_FILE}")):
-        folder = path.parent
-        data = json.loads(gzip.decompress(path.read_bytes()))
+    for folder in freshness.committed(results):
+        data = json.loads(gzip.decompress((folder / RECORDS_FILE).read_bytes()))
         seconds = sum(((e["summary"] or {}).get("wall_time_s") or 0.0) for e in data["runs"])
         md = (folder / "table.md").read_text() if (folder / "table.md").exists() else ""
         verdict = next((line.strip("* ").removeprefix("Verdict: ") for line in md.splitlines()
                         if line.startswith("**Verdict:")), "no table rendered")
-        out.append((folder.parent.name, folder.name, verdict.split(" — ")[0],
-                    len(data["runs"]), seconds))
+        out.append(Entry(folder.parent.name, folder.name, verdict.split(" — ")[0],
+                         freshness.check(folder).state, len(data["runs"]), seconds))
     return out
 
 
 def text(results: Path) -> str:
     lines = [HEADER.format(records=RECORDS_FILE)]
     found = entries(results)
-    for name, scale, verdict, runs, seconds in found:
-        lines.append(f"| [{name}]({name}/{scale}/table.md) | {scale} | {verdict} | {runs} | "
-                     f"{seconds / 60:.1f} min |\n")
-    outcomes = [verdict for _, _, verdict, _, _ in found]
+    for e in found:
+        lines.append(f"| [{e.table}]({e.table}/{e.scale}/table.md) | {e.scale} | {e.verdict} | "
+                     f"{e.code} | {e.runs} | {e.seconds / 60:.1f} min |\n")
+    outcomes = [e.verdict for e in found]
     counts = {o: outcomes.count(o) for o in OUTCOMES if outcomes.count(o)}
     lines.append("\nOutcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ".\n")
     return "".join(lines)

@@ -80,6 +80,39 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """The runs of one (task, optimizer) of a table, made by code at `made_at` (their records'
+    code version), compute the same numbers at `now` (a later version, whose edits changed no
+    number): one of them, `row` at `overrides`, was run again at `now` as run `run_key` and
+    matched its record bit for bit (sweeps/freshness.py). Written by `reproduce.py --certify`."""
+
+    task: str
+    optim: str
+    made_at: str
+    now: str
+    row: str
+    overrides: tuple[str, ...]
+    run_key: str
+    commit: str
+    date: str
+
+    def to_json(self) -> dict:
+        return {**vars(self), "overrides": list(self.overrides)}
+
+    @classmethod
+    def from_json(cls, where: str, raw) -> "Certificate":
+        fields = ("task", "optim", "made_at", "now", "row", "overrides", "run_key", "commit",
+                  "date")
+        if not isinstance(raw, dict) or set(raw) != set(fields) or not all(
+                isinstance(raw[f], str) for f in fields if f != "overrides") or not (
+                isinstance(raw["overrides"], list)
+                and all(isinstance(o, str) for o in raw["overrides"])):
+            raise RecordsError(f"{where}: a certificate must hold {list(fields)} (strings, and "
+                               f"overrides a list of strings), got {raw!r}")
+        return cls(**{**raw, "overrides": tuple(raw["overrides"])})
+
+
+@dataclass(frozen=True)
 class TableRecords:
     """A rendered table's records: its provenance, the extra overrides and final lr grids it
     ran with, and its runs in the order the spec expands them."""
@@ -90,11 +123,14 @@ class TableRecords:
     allow_mixed: bool
     runs: tuple[RunRecord, ...]
     aux: dict | None = None  # variant → the tied aux lr of the Muon-family rows (fairness.py)
+    certificates: tuple[Certificate, ...] = ()  # code versions whose edits changed no number
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "provenance": self.provenance, "extra": list(self.extra),
                 "grids": self.grids, "allow_mixed": self.allow_mixed,
                 **({"aux_lr": self.aux} if self.aux else {}),
+                **({"certificates": [c.to_json() for c in self.certificates]}
+                   if self.certificates else {}),
                 "runs": [r.to_json() for r in self.runs]}
 
 
@@ -139,8 +175,13 @@ def read(out: Path) -> TableRecords:
     if not isinstance(aux, dict) or not all(isinstance(v, (int, float)) for v in aux.values()):
         raise RecordsError(f"{path}: field 'aux_lr' must map each variant to an lr, got {aux!r}")
     runs = tuple(_run(path, i, entry) for i, entry in enumerate(data["runs"]))
+    certificates = data.get("certificates") or []
+    if not isinstance(certificates, list):
+        raise RecordsError(f"{path}: field 'certificates' must be a list")
     return TableRecords(data["provenance"], tuple(data["extra"]), data["grids"],
-                        bool(data.get("allow_mixed")), runs, aux)
+                        bool(data.get("allow_mixed")), runs, aux,
+                        tuple(Certificate.from_json(f"{path}: certificates[{i}]", c)
+                              for i, c in enumerate(certificates)))
 
 
 def _run(path: Path, i: int, entry) -> RunRecord:

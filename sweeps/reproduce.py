@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps import compose, edges, fairness, index, leaderboard, records, spec
+from sweeps.certify import certify as certify_table
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
 from sweeps.contender import Contender, with_contender
@@ -34,7 +35,7 @@ def _scale(overrides: list[str]) -> str:
 def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = False,
               poll_s: float = 5.0, plan: Hardware | None = None, render_only: bool = False,
               allow_mixed: bool = False, results: Path = RESULTS,
-              contender: Contender | None = None) -> int:
+              contender: Contender | None = None, certify: bool = False) -> int:
     """Exit code: 0 rendered, planned or submitted; 1 a run failed; 2 bad input (raised as
     ConfigError / ValueError before anything is submitted). With a `contender` the table gets
     its row (sweeps/contender.py) and is written under `results`, the contender results root."""
@@ -47,6 +48,11 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         table, folder = _enter(table, contender, extra, results), f"{folder}-{contender.name}"
     if render_only:
         return render_from_records(table, results / table.name / folder)
+    if certify:  # the records' own overrides, and where this machine keeps runs and data
+        where = [o for o in overrides if o.split("=", 1)[0].lstrip("+").split(".")[0]
+                 in ("runs_root", "data_root", "launcher")]
+        return certify_table(results / table.name / folder, results, where, poll_s,
+                             render=lambda out: render_from_records(table, out))
     for note in notes:
         print(note)
     runs = table.expand(extra, aux=table.placeholder_aux())  # the tie: the plan's cost only
@@ -174,8 +180,12 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     versions = code_versions(list(tabled.runs), tabled.allow_mixed)
     verdict = decide(table, rows, tabled.grids)
     rules = fairness.describe(table, runs, tabled.aux or {})
-    return render(table, rows, ranking(table, rows), verdict,
-                  {**tabled.provenance, "code_versions": versions}, out, tabled.grids,
+    prov = {**tabled.provenance, "code_versions": versions}
+    if tabled.certificates:
+        prov["certified"] = "; ".join(
+            f"{c.task}/{c.optim} {c.made_at} → {c.now} (run {c.run_key} bit-identical to its "
+            f"record, commit {c.commit[:12]}, {c.date})" for c in tabled.certificates)
+    return render(table, rows, ranking(table, rows), verdict, prov, out, tabled.grids,
                   spec_grids, ablation=ablation, rules=rules), verdict
 
 

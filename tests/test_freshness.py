@@ -1,0 +1,154 @@
+"""Committed results match the code: every committed table is fresh (its records' run keys are
+the ones the tree gives) or certified (`reproduce.py --certify` re-ran one run per changed
+(task, optimizer) and found it bit-identical); an edit to an optimizer's update makes exactly
+the tables with its rows stale; certification certifies what computes the same and refuses
+what does not."""
+
+import dataclasses
+import gzip
+import json
+import shutil
+
+import pytest
+import yaml
+
+from sweeps import freshness, records, spec
+from sweeps.compose import compose_runs
+from sweeps.reproduce import RESULTS, reproduce
+from tasks.train import identity
+from tests.test_tables import MINI
+
+COMMITTED = freshness.committed(RESULTS)
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[f"{p.parent.name}/{p.name}" for p in COMMITTED])
+def test_every_committed_table_is_fresh_or_certified(folder):
+    state = freshness.check(folder)
+    assert state.state in (freshness.FRESH, freshness.CERTIFIED), state.describe()
+
+
+def test_an_edit_to_s3s_update_makes_exactly_the_tables_with_s3_rows_stale(tmp_path):
+    for package in identity.CODE_PACKAGES:
+        shutil.copytree(identity.PROJECT_ROOT / package, tmp_path / package)
+    folders = [RESULTS / "s3_half_steps" / "tiny", RESULTS / "stosign_nonsmooth" / "tiny"]
+    before = {f: freshness.check(f, tmp_path) for f in folders}
+    s3 = tmp_path / "optim" / "s3.py"
+    text = s3.read_text()
+    assert "denom = root(base, p)" in text
+    s3.write_text(text.replace("denom = root(base, p)", "denom = root(base, p) * 1.0"))
+    after = {f: freshness.check(f, tmp_path) for f in folders}
+    half, nonsmooth = folders
+    assert after[half].state == freshness.STALE
+    assert ("nanogpt_char", "s3") in after[half].stale_pairs()
+    assert "s3_half_steps (tiny): STALE: " in after[half].describe()
+    assert "nanogpt_char/s3 9 run(s), code changed" in after[half].describe()
+    assert "python scripts/reproduce.py s3_half_steps --certify" in after[half].describe()
+    moved = {(a.task, a.optim) for a, b in zip(after[half].runs, before[half].runs)
+             if a.key_now != b.key_now}
+    assert moved == {("nanogpt_char", "s3")}  # the AdamW rows keep their keys
+    assert all(r.state == freshness.CODE_CHANGED for r in after[half].runs if r.optim == "s3")
+    assert after[nonsmooth] == before[nonsmooth]  # no S3 rows: every key as it was
+
+
+# ---------------------------------------------------------------- certification
+
+
+@pytest.fixture
+def made(tmp_path, monkeypatch, data_root):
+    """A miniature table rendered with its records, as committed tables are."""
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    raw = {**MINI, "optimizers": {"adamw": {"lr": [1e-3]}, "s3": {"lr": [1e-3]}},
+           "seeds": [0]}
+    (folder / "mini.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(spec, "TABLE_DIR", folder)
+    results = tmp_path / "results"
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=results) == 0
+    return results / "mini" / "tiny", results, where
+
+
+def rewrite(folder, change) -> None:
+    """Edit the records file in place: `change(run entry, its resolved config)`."""
+    path = folder / records.RECORDS_FILE
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    composed = compose_runs([e["overrides"] for e in data["runs"]], validate_runs=False)
+    for entry, (_, cfg) in zip(data["runs"], composed):
+        change(entry, cfg)
+    path.write_bytes(gzip.compress(json.dumps(data).encode(), mtime=0))
+
+
+def made_by_older_code(entry, cfg) -> None:
+    """The record as older code would have left it: another code version, hence another key."""
+    entry["summary"]["code_version"] = "0123456789ab"
+    entry["summary"]["run_key"] = identity.run_key(cfg, code="0123456789ab")
+
+
+def test_a_table_whose_code_changed_but_not_its_numbers_is_certified(made, tmp_path):
+    folder, results, where = made
+    assert freshness.check(folder).state == freshness.FRESH
+    rewrite(folder, made_by_older_code)
+    stale = freshness.check(folder)
+    assert stale.state == freshness.STALE
+    assert {r.state for r in stale.runs} == {freshness.CODE_CHANGED}
+    shutil.rmtree(tmp_path / "runs")  # the re-runs are new runs, not the table's old ones
+    assert reproduce("mini", [*where, "runs_root=" + str(tmp_path / "again")], "test",
+                     results=results, certify=True) == 0
+    certified = freshness.check(folder)
+    assert certified.state == freshness.CERTIFIED, certified.describe()
+    tabled = records.read(folder)
+    assert {(c.task, c.optim) for c in tabled.certificates} == {
+        ("nanogpt_char", "adamw"), ("nanogpt_char", "s3")}
+    assert all(c.made_at == "0123456789ab" for c in tabled.certificates)
+    assert "- certified: `nanogpt_char/adamw 0123456789ab → " in (folder / "table.md").read_text()
+    # a re-render from the records keeps the certificate in the header
+    before = (folder / "table.md").read_bytes()
+    assert reproduce("mini", [], "test", render_only=True, results=results) == 0
+    assert (folder / "table.md").read_bytes() == before
+    # a certificate holds for the code version it was made at: a later edit is stale again
+    later = tuple(dataclasses.replace(c, now="fedcba987654") for c in tabled.certificates)
+    records.write(folder, dataclasses.replace(tabled, certificates=later))
+    assert freshness.check(folder).state == freshness.STALE
+
+
+def test_a_table_whose_numbers_changed_is_not_certified(made, tmp_path, capsys):
+    folder, results, where = made
+
+    def older_and_other_numbers(entry, cfg):
+        made_by_older_code(entry, cfg)
+        for row in entry["metrics"]:
+            if "loss" in row:
+                row["loss"] += 1e-7  # one rounding step's worth
+
+    rewrite(folder, older_and_other_numbers)
+    assert reproduce("mini", [*where, "runs_root=" + str(tmp_path / "again")], "test",
+                     results=results, certify=True) == 1
+    out = capsys.readouterr().out
+    assert "NOT certified" in out and ": step 2: loss " in out
+    assert "re-run it: python scripts/reproduce.py mini" in out
+    assert freshness.check(folder).state == freshness.STALE
+    assert not records.read(folder).certificates
+
+
+def test_a_config_change_cannot_be_certified(made, tmp_path, capsys):
+    folder, results, where = made
+    rewrite(folder, lambda entry, cfg: entry["summary"].update(run_key="feedfacefe"))
+    state = freshness.check(folder)
+    assert {r.state for r in state.runs} == {freshness.CONFIG_CHANGED}
+    assert "# re-run" in state.command
+    assert reproduce("mini", where, "test", results=results, certify=True) == 2
+    assert "not certifiable" in capsys.readouterr().out
+
+
+def test_bit_for_bit_ignores_timing_only():
+    record = records.RunRecord("r", (), {"status": "completed", "final": {"loss": 1.0},
+                                         "wall_time_s": 3.0},
+                               ({"step": 1, "loss": 2.0, "tokens_per_s": 100.0},))
+    summary = {"status": "completed", "final": {"loss": 1.0}, "wall_time_s": 9.0}
+    assert freshness.differences(record, summary, [{"step": 1, "loss": 2.0,
+                                                    "tokens_per_s": 5.0}]) == ""
+    assert "loss 2.0000000000000004" in freshness.differences(
+        record, summary, [{"step": 1, "loss": 2.0000000000000004, "tokens_per_s": 5.0}])
+    assert "summary final" in freshness.differences(
+        record, {**summary, "final": {"loss": 1.5}}, [{"step": 1, "loss": 2.0}])
+    assert freshness.differences(record, summary, []) == "0 metrics rows, the record has 1"
