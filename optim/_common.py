@@ -249,7 +249,8 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
 
     @classmethod
     def has_foreach_path(cls) -> bool:
-        return cls._direction is not ElementwiseOptimizer._direction
+        return cls._direction is not ElementwiseOptimizer._direction or \
+            cls._foreach_update is not ElementwiseOptimizer._foreach_update
 
     def _direction(self, group: dict, b: Batch) -> list[torch.Tensor]:
         raise NotImplementedError

@@ -172,6 +172,45 @@ def _mix32_tensor(x: torch.Tensor) -> torch.Tensor:
     return x ^ ((x >> 16) & 0xFFFF)
 
 
+def _mix32_(x: torch.Tensor, t: torch.Tensor) -> None:
+    """`_mix32_tensor` in place: the same integer operations, in x, with t as scratch."""
+    torch.bitwise_right_shift(x, 16, out=t)
+    x.bitwise_xor_(t.bitwise_and_(0xFFFF))
+    x.mul_(0x7FEB352D)
+    torch.bitwise_right_shift(x, 15, out=t)
+    x.bitwise_xor_(t.bitwise_and_(0x1FFFF))
+    x.mul_(-0x7B935975)
+    torch.bitwise_right_shift(x, 16, out=t)
+    x.bitwise_xor_(t.bitwise_and_(0xFFFF))
+
+
+HASH_CHUNK = 1 << 20  # elements per pass on the CPU: two int32 scratch chunks of 4 MiB
+
+
+def hash_uniform_into(out: torch.Tensor, key1: int, key2: int,
+                      scratch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """`hash_uniform(out, key1, key2)` written into the contiguous float32 `out`, bit for bit
+    the same numbers, with no allocation: element positions are hashed a chunk at a time in
+    the two int32 `scratch` tensors (of HASH_CHUNK elements on the CPU, where a fresh
+    parameter-sized tensor costs a page fault per 4 KiB and the 27 integer passes stay in
+    cache; as large as `out` on a GPU). The foreach paths of the stochastic sign methods use
+    it; the kernels call `hash_uniform`."""
+    flat = out.view(-1)
+    x_all, t_all = scratch
+    chunk = x_all.numel()
+    for start in range(0, flat.numel(), chunk):
+        n = min(chunk, flat.numel() - start)
+        x, t = x_all[:n], t_all[:n]
+        torch.arange(start, start + n, dtype=torch.int32, device=out.device, out=x)
+        _mix32_(x.bitwise_xor_(key1), t)
+        _mix32_(x.bitwise_xor_(key2), t)
+        torch.bitwise_right_shift(x, 8, out=t)
+        piece = flat[start:start + n]
+        piece.copy_(t.bitwise_and_(0xFFFFFF))
+        piece.mul_(2.0 / 16777216.0).add_(1.0 / 16777216.0 - 1.0)
+    return out
+
+
 def hash_uniform(like: torch.Tensor, key1: torch.Tensor | int, key2: torch.Tensor | int):
     """u ~ U[−1, 1] shaped like `like`, in its dtype: the centred 24-bit grid ±(2k+1)/2^24 (as
     fine as torch.rand's fp32, and symmetric, so E[sign(d + D·u)] = d/D exactly on the grid),

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 
 from sweeps.compose import CONF_DIR, check_choices  # noqa: E402
 from tasks import run  # noqa: E402
-from tasks.train import distributed  # noqa: E402
+from tasks.train import distributed, parallel  # noqa: E402
 from tasks.train.config import ConfigError  # noqa: E402
 from tasks.train.identity import run_dir  # noqa: E402
 from tasks.train.lease import LeaseHeld, LeaseLost  # noqa: E402
@@ -32,17 +32,11 @@ from tasks.train.runner import failure_cause  # noqa: E402
 
 def check_launcher(cfg: DictConfig) -> None:
     """train.py trains here; a launcher it would not use is an error, not a silent local run.
-    launcher.sharding is the run's own setting (build_run reads it; under torchrun it picks
-    DDP or FSDP2), so it is allowed here."""
+    The parallel group is the run's own (under torchrun it picks DDP or FSDP2), checked
+    against the processes torchrun started."""
+    parallel.check(cfg, int(os.environ.get("WORLD_SIZE", "1")), "train.py without torchrun")
     launcher = OmegaConf.to_container(cfg.launcher, resolve=True)
     local = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "launcher" / "local.yaml"))
-    sharding = launcher.pop("sharding", None)
-    local.pop("sharding", None)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if sharding == "fsdp" and world == 1:
-        raise ConfigError("launcher.sharding=fsdp shards over data-parallel processes, and "
-                          "train.py runs one here; launch it with `torchrun "
-                          "--nproc-per-node=N scripts/train.py ...` (N > 1)")
     if launcher.get("name") == "debug" or launcher == local:
         return
     given = (f"launcher={launcher.get('name')}" if launcher.get("name") != local["name"] else

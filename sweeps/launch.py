@@ -21,7 +21,7 @@ from sweeps import manifest
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import RunState, SlurmQueue, run_state
-from tasks.train import checks, identity, store
+from tasks.train import checks, identity, parallel, store
 from tasks.train.errors import ConfigError
 from tasks.train.lease import Lease
 
@@ -29,10 +29,9 @@ LAUNCHERS = ("slurm", "local", "debug")
 # What make_executor reads of conf/launcher/<name>.yaml
 LAUNCHER_KEYS = {
     "debug": ("name",),
-    "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node", "sharding"),
+    "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node"),
     "slurm": ("name", "partition", "account", "qos", "constraint", "exclude", "gres",
-              "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "sharding",
-              "cpus_per_task",
+              "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task",
               "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "job_name",
               "setup", "additional_parameters"),
 }
@@ -49,15 +48,14 @@ def validate_launcher(launcher: dict) -> None:
         raise ConfigError(str(e)) from e
 
 
-def check_sharding(launcher: dict, optimizer_targets) -> None:
-    """launcher.sharding is known, and under fsdp every run's optimizer can update shards."""
+def check_sharding(sharding: str, optimizer_targets) -> None:
+    """Under fsdp every run's optimizer can update shards."""
     from hydra.utils import get_class
 
     from tasks.train import sharding_rules  # imports torch: only where a sweep is launched
 
-    how = launcher.get("sharding") or "ddp"
     for target in sorted(set(optimizer_targets)):
-        sharding_rules.check(how, get_class(target))
+        sharding_rules.check(sharding, get_class(target))
 
 
 def check_topology(launcher: dict, grad_accums) -> None:
@@ -67,9 +65,6 @@ def check_topology(launcher: dict, grad_accums) -> None:
     tasks = int(launcher.get("tasks_per_node") or 1)
     gpus = int(launcher.get("gpus_per_node") or 0)
     world = tasks * int(launcher.get("nodes") or 1)
-    if launcher.get("sharding") == "fsdp" and world == 1:
-        raise ConfigError("launcher.sharding=fsdp shards over data-parallel tasks, and this "
-                          "launcher runs one (launcher.nodes × launcher.tasks_per_node = 1)")
     if gpus and tasks != gpus:
         raise ConfigError(f"launcher.tasks_per_node ({tasks}) must equal launcher.gpus_per_node "
                           f"({gpus}): each data-parallel task trains on one GPU")
@@ -151,7 +146,13 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
         raise ValueError("every run of a sweep must use the same launcher settings")
     validate_launcher(launcher)
     check_topology(launcher, [cfg["grad_accum"] for _, cfg in runs])
-    check_sharding(launcher, [cfg["optim"]["_target_"] for _, cfg in runs])
+    world = int(launcher.get("tasks_per_node") or 1) * int(launcher.get("nodes") or 1)
+    how = {parallel.check(cfg, world, f"launcher={launcher['name']} (launcher.nodes × "
+                                      f"launcher.tasks_per_node = {world})").sharding
+           for _, cfg in runs}
+    for sharding in sorted(how):
+        check_sharding(sharding, [cfg["optim"]["_target_"] for _, cfg in runs
+                                  if parallel.of(cfg).sharding == sharding])
     launcher = OmegaConf.create(launcher)
 
     root = Path(runs[0][1]["runs_root"])

@@ -24,7 +24,7 @@ from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.manifest import Manifest
 from sweeps.spec import RowKey, Run, launcher_warnings
 from sweeps.status import SlurmQueue, run_state
-from tasks.train import identity
+from tasks.train import identity, parallel
 from tasks.train.base import Cost
 
 # Dense peaks (FLOP/s) for bf16 and for fp32 without TF32, memory (GB) and memory bandwidth
@@ -135,7 +135,7 @@ class Planner:
         memory = {**cost.memory_bytes,  # + the state of this run's optimizer
                   "optimizer_state": cost.trained_params * 4.0 * state_buffers(cfg["optim"])}
         launcher = cfg.get("launcher") or {}
-        if launcher.get("sharding") == "fsdp":  # each rank holds 1/world of what is sharded
+        if parallel.of(cfg).fsdp:  # each rank holds 1/world of what is sharded
             world = int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
             memory.update({k: memory[k] / world
                            for k in ("weights", "gradients", "optimizer_state")})
@@ -244,7 +244,7 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
         lines.append(f"memory: at most {peak_mem:.1f} GB per GPU "
                      + ("(fits" if fits else "(DOES NOT FIT")
                      + f" a {hardware.gpu} with {hardware.memory_gb} GB; weights + gradients + "
-                       f"optimizer state (each / world under launcher.sharding=fsdp) + one "
+                       f"optimizer state (each / world under parallel=fsdp) + one "
                        f"micro-batch's activations, an upper bound on activations)")
     missing = {d.prepare: d for p in valid for d in p.cost.data if not d.ready}
     if missing:

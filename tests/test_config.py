@@ -60,8 +60,8 @@ def test_schedule_shapes(name):
     (["launcher=slurm"], r"train.py trains one run here, in this process, and reads no launcher "
                          r"settings \(got launcher=slurm\); .*scripts/sweep.py launch NAME"),
     (["launcher.tasks_per_node=2"], r"\(got launcher.tasks_per_node=2\)"),
-    (["launcher.sharding=fsdp"], r"launcher.sharding=fsdp shards over data-parallel processes, "
-                                 r"and train.py runs one here; launch it with `torchrun"),
+    (["parallel=fsdp"], r"parallel=fsdp shards over data-parallel processes, and train.py "
+                        r"without torchrun runs one; .*`torchrun --nproc-per-node=N"),
     (["optim.lr=inf"], r"optim \(adamw\): Invalid optim.lr: inf \(must be a finite number > 0\)"),
     (["grad_clip=abc"], r"grad_clip must be null or a finite number > 0, got 'abc'"),
     (["task=nonsmooth", "task.dim=100000000000"], r"needs at least 800 GB"),

@@ -369,7 +369,7 @@ FSDP_CASES = {"gpt-adamw": ["optim=adamw"], "gpt-muon": ["optim=muon"],
 
 @pytest.mark.parametrize("case", sorted(FSDP_CASES))
 def test_an_fsdp2_run_equals_a_single_process_run(tmp_path, data_root, case):
-    """launcher.sharding=fsdp on two gloo processes: the same losses, evals, final weights and
+    """parallel=fsdp on two gloo processes: the same losses, evals, final weights and
     optimizer state as one process (torch's AdamW on DTensors, our elementwise Signum on its
     shards, Muon gathering each matrix whole; nanoGPT and the LoRA task); its checkpoint holds
     whole tensors and loads back into shards."""
@@ -390,7 +390,7 @@ def test_an_fsdp2_run_equals_a_single_process_run(tmp_path, data_root, case):
     args = [*base, *FSDP_ARGS, *FSDP_CASES[case]]
     single_cfg = compose_cfg(args, runs_root=tmp_path / "single", data_root=data_root)
     single = run(single_cfg)
-    sharded_cfg = compose_cfg([*args, "launcher.sharding=fsdp"], runs_root=tmp_path / "fsdp",
+    sharded_cfg = compose_cfg([*args, "parallel=fsdp"], runs_root=tmp_path / "fsdp",
                               data_root=data_root)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -428,32 +428,35 @@ def test_fsdp_is_refused_where_it_cannot_run_exactly():
     """An unknown sharding, an optimizer that pools over whole tensors, a 4-bit base, or one
     task to shard over: each refused with the value and what is allowed, before any job."""
     from optim import Muon, Signum, StoSignSGD
-    from sweeps.launch import check_sharding, check_topology
+    from sweeps.launch import check_sharding
+    from tasks.train import parallel
     from tasks.train import sharding_rules as sharding
     from tasks.train.errors import ConfigError
 
     sharding.check("fsdp", Muon)
     sharding.check("ddp", StoSignSGD)
-    with pytest.raises(ConfigError, match=r"launcher.sharding must be one of \['ddp', 'fsdp'\]"):
+    with pytest.raises(ConfigError, match=r"parallel.sharding must be one of \['ddp', 'fsdp'\]"):
         sharding.check("zero3", Signum)
     with pytest.raises(ConfigError, match=r"StoSignSGD cannot update sharded.*'muon'"):
         sharding.check("fsdp", StoSignSGD)
     with pytest.raises(ConfigError, match="StochasticSign cannot"):
-        check_sharding({"sharding": "fsdp"}, ["optim.StochasticSign"])
+        check_sharding("fsdp", ["optim.StochasticSign"])
     quantized = torch.nn.Linear(2, 2)
     quantized.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.uint8),
                                           requires_grad=False)
     with pytest.raises(ConfigError, match="uint8.*QLoRA"):
         sharding.check("fsdp", Muon, quantized)
-    with pytest.raises(ConfigError, match="runs one"):
-        check_topology({"sharding": "fsdp", "tasks_per_node": 1}, [1])
+    with pytest.raises(ConfigError, match=r"parallel=fsdp .* runs one; use more"):
+        parallel.check({"parallel": {"sharding": "fsdp"}}, 1, "this launcher")
+    with pytest.raises(ConfigError, match=r"parallel.sharding must be one of"):
+        parallel.of({"parallel": {"sharding": "zero3"}})
 
 
 # ---------------------------------------------------------------- a torchrun launch of train.py
 
 
 def test_train_py_under_torchrun_trains_one_sharded_run_and_exits_0(tmp_path, data_root):
-    """`torchrun --nproc-per-node=2 scripts/train.py ... launcher.sharding=fsdp` (gpu_check.py
+    """`torchrun --nproc-per-node=2 scripts/train.py ... parallel=fsdp` (gpu_check.py
     launches its data-parallel cell this way, with DDP): both ranks train one run, exit 0."""
     import subprocess
     import sys
@@ -463,7 +466,7 @@ def test_train_py_under_torchrun_trains_one_sharded_run_and_exits_0(tmp_path, da
     from tests.conftest import compose_cfg
 
     root = Path(__file__).resolve().parent.parent
-    args = [*TINY, "task.model.n_layer=2", "steps=2", "grad_accum=2", "launcher.sharding=fsdp",
+    args = [*TINY, "task.model.n_layer=2", "steps=2", "grad_accum=2", "parallel=fsdp",
             f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}"]
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc-per-node=2", str(root / "scripts" / "train.py"), *args],

@@ -73,6 +73,28 @@ def test_every_path_equals_the_eager_kernel(name):
         assert_same_run(reference, ref_opt, other, other_opt, path)
 
 
+BIT_EXACT_FOREACH = {name: case for name, case in CASES.items()
+                     if issubclass(case[0], optim.StochasticSign)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(BIT_EXACT_FOREACH))
+def test_the_stochastic_sign_foreach_path_is_its_kernel_bit_for_bit(name, dtype):
+    """The stochastic sign methods' foreach path runs the kernel's operations in their order,
+    in place: the same numbers to the last bit (so a run's numbers did not change when it
+    became the default), noise included, weight decay included, every step."""
+    cls, kw = BIT_EXACT_FOREACH[name]
+    kw = {**kw, "weight_decay": 0.1}
+    reference, ref_opt = trajectory(cls, kw, "kernel", dtype)
+    other, other_opt = trajectory(cls, kw, "foreach", dtype)
+    for a, b in zip(reference, other):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for k, st in ref_opt.state_dict()["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                assert torch.equal(other_opt.state_dict()["state"][k][key], value), key
+
+
 def test_fused_path_with_bf16_parameters_keeps_them_bf16():
     reference, _ = trajectory(optim.S3, {"lr": 1e-2}, "kernel", dtype=torch.bfloat16)
     fused, opt = trajectory(optim.S3, {"lr": 1e-2}, "fused", dtype=torch.bfloat16)

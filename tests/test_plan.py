@@ -168,7 +168,7 @@ def test_a_7b_full_fine_tune_fits_8x80gb_only_sharded(tmp_path):
               "launcher.gpus_per_node=8", "launcher.tasks_per_node=8", "grad_accum=8",
               "steps=100", "eval_every=100"]
     replicated, memory_ddp, _ = _sweep_plan(tmp_path, *common)
-    sharded, memory_fsdp, _ = _sweep_plan(tmp_path, *common, "launcher.sharding=fsdp")
+    sharded, memory_fsdp, _ = _sweep_plan(tmp_path, *common, "parallel=fsdp")
     assert "DOES NOT FIT a h100 with 80 GB" in replicated and memory_ddp > 80
     assert "(fits a h100 with 80 GB" in sharded and memory_fsdp < 20
     cfg = _resolved("task=full_mistral7b_numina", f"data_root={tmp_path}")

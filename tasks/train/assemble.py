@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optim import hooks
 from optim.routing import is_matrix_optimizer, param_groups
-from tasks.train import checkpoint, distributed, sharding, sharding_rules, store
+from tasks.train import checkpoint, distributed, parallel, sharding, sharding_rules, store
 from tasks.train.epochs import check_loaded
 from tasks.train.errors import ConfigError
 from tasks.train.loop import Trainer
@@ -83,11 +83,6 @@ def rank_device(device: torch.device, ctx: distributed.Context) -> torch.device:
     return device
 
 
-def sharding_of(cfg) -> str:
-    """The run's launcher.sharding (ddp when its launcher does not say)."""
-    return (cfg.get("launcher") or {}).get("sharding") or "ddp"
-
-
 def build_task(cfg: DictConfig, device: torch.device):
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     # grad_accum: tasks that order data by epoch need the micro-batches per step
@@ -125,7 +120,7 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
         check_loaded(cfg, task.epoch_examples)
     precision = build_precision(cfg.precision, device)
     task.model = precision.prepare_model(task.model)
-    how = sharding_of(cfg)
+    how = parallel.of(cfg).sharding
     sharding_rules.check(how, get_class(cfg.optim["_target_"]), task.model)
     if ctx.enabled and how == "fsdp":  # sharded before the optimizer sees the parameters
         sharding.shard(task.model)

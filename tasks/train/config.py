@@ -21,7 +21,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from optim._common import check_beta, check_betas, check_lr_wd
-from tasks.train import checks
+from tasks.train import checks, parallel
 from tasks.train.assemble import (
     build_optimizer,
     gpus_requested,
@@ -37,7 +37,8 @@ from tasks.train.wandb_mirror import validate_logger
 SPIKE_KEYS = tuple(f.name for f in dataclasses.fields(SpikeConfig))
 
 # The top-level keys of a run config (conf/train.yaml and its groups): what the runner reads.
-RUN_KEYS = ("task", "optim", "schedule", "precision", "logger", "launcher", "seed", "steps",
+RUN_KEYS = ("task", "optim", "schedule", "precision", "logger", "launcher", "parallel", "seed",
+            "steps",
             "epochs", "grad_accum", "grad_clip", "eval_every", "log_every", "checkpoint_every",
             "discard_bad_checkpoint", "device", "progress", "runs_root", "data_root", "sweep",
             "metrics", "hydra")
@@ -137,6 +138,7 @@ def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:
         SpikeConfig(**cfg["metrics"])
         validate_precision(cfg["precision"])
         validate_logger(cfg["logger"])
+        parallel.of(cfg)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
     validate_optim(cfg["optim"], accepted)
@@ -241,7 +243,7 @@ def check_fits(cfg: DictConfig | dict) -> None:
                 cost.memory_bytes.get("gradients", 0.0)
     need = _SIZES[key]
     launcher = cfg.get("launcher") or {}
-    if launcher.get("sharding") == "fsdp":
+    if parallel.of(cfg).fsdp:
         need /= int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
     device = resolve_device(cfg["device"], gpus_requested(cfg))
     have = device_memory(device)

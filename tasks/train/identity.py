@@ -44,18 +44,19 @@ NON_COMPUTING = frozenset({
     "tasks.train.identity", "tasks.train.store", "tasks.train.lease", "tasks.train.checkpoint",
     "tasks.train.environment", "tasks.train.errors", "tasks.train.checks", "tasks.train.config",
     "tasks.train.cost", "tasks.train.runner", "tasks.train.wandb_mirror", "optim.registry",
-    "tasks.train.sharding_rules",
+    "tasks.train.sharding_rules", "tasks.train.parallel",
 })
 
 # Top-level keys that never change the numbers a run computes.
-# - launcher/logger/hydra: where and how it runs and is mirrored;
+# - launcher/parallel/logger/hydra: where and how it runs (over how many processes, sharded
+#   or not) and is mirrored;
 # - runs_root/data_root: where files go;
 # - sweep: the name used to group runs (W&B group), not part of what is trained;
 # - checkpoint_every/progress: resume is exact, so checkpoint cadence cannot change results;
 # - discard_bad_checkpoint: how to handle a damaged checkpoint, not what is trained.
 NON_IDENTITY_KEYS = (
-    "launcher", "logger", "hydra", "runs_root", "data_root", "sweep", "checkpoint_every",
-    "progress", "discard_bad_checkpoint",
+    "launcher", "parallel", "logger", "hydra", "runs_root", "data_root", "sweep",
+    "checkpoint_every", "progress", "discard_bad_checkpoint",
 )
 
 # Nested keys added after runs existed, left out of the identity at their default so that the

@@ -125,7 +125,7 @@ class Trainer:
         # the DDP wrapper when data-parallel, compiled when the task asks
         self.train_model = task.model if train_model is None else train_model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.sharded = sharding.is_sharded(self.model)  # FSDP2 (launcher.sharding=fsdp)
+        self.sharded = sharding.is_sharded(self.model)  # FSDP2 (parallel=fsdp)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.tracker = tracker

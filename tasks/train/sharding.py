@@ -1,6 +1,6 @@
 """How a data-parallel run holds its model: replicated (DDP) or sharded (FSDP2).
 
-`launcher.sharding`:
+`parallel.sharding` (conf/parallel/, read by tasks/train/parallel.py):
   ddp   every rank holds the whole model, gradients and optimizer state; DDP averages the
         gradients (the default; what every run before FSDP2 used)
   fsdp  torch's `fully_shard` (FSDP2): each block of the model (every module in a ModuleList:

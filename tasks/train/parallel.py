@@ -1,0 +1,47 @@
+"""How a run is spread over a job's data-parallel tasks: the `parallel` config group
+(conf/parallel/{ddp,fsdp}.yaml), read here and nowhere else. One check refuses what cannot run,
+before a run dir or a job exists: an unknown sharding, and FSDP over a single process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tasks.train.errors import ConfigError
+
+SHARDINGS = ("ddp", "fsdp")
+KEYS = ("sharding",)
+
+
+@dataclass(frozen=True)
+class Parallel:
+    sharding: str = "ddp"
+
+    @property
+    def fsdp(self) -> bool:
+        return self.sharding == "fsdp"
+
+
+def of(cfg) -> Parallel:
+    """The run's parallel settings (a composed or resolved run config; DDP when absent)."""
+    section = cfg.get("parallel") or {}
+    unknown = sorted(set(section) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"parallel.{unknown[0]} is not read by anything; the parallel group "
+                          f"holds {list(KEYS)} (conf/parallel/)")
+    sharding = section.get("sharding", "ddp")
+    if sharding not in SHARDINGS:
+        raise ConfigError(f"parallel.sharding must be one of {list(SHARDINGS)}, got "
+                          f"{sharding!r} (choose parallel=ddp or parallel=fsdp)")
+    return Parallel(sharding)
+
+
+def check(cfg, world: int, how: str) -> Parallel:
+    """The run's settings, refused where they cannot run on `world` processes; `how` says how
+    the processes are started, for the message (the launcher's tasks, or torchrun)."""
+    parallel = of(cfg)
+    if parallel.fsdp and world == 1:
+        raise ConfigError(f"parallel=fsdp shards over data-parallel processes, and {how} runs "
+                          f"one; use more (launcher.tasks_per_node or launcher.nodes > 1, or "
+                          f"`torchrun --nproc-per-node=N scripts/train.py ...` with N > 1), or "
+                          f"parallel=ddp")
+    return parallel
