@@ -16,7 +16,8 @@ Two helpers keep expensive functions cheap inside a fused pass (both tested agai
 - `root(x, p)`: x^(1/p) without `pow` for S3's usual p (1, 2, 4 exactly; 3 by a division-free
   third-order iteration to fp32 rounding); other p through `pow`.
 - `hash_uniform(shape, key)`: uniform noise as a counter-based hash of (element index, key),
-  integer ops only, so eager, foreach and compiled paths draw the same noise.
+  integer ops only, so eager, foreach and compiled paths draw the same noise
+  (`hash_uniform_into`: the same numbers, in place, for the foreach paths).
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ def noise_keys(seed: int, step: int, slot: int) -> tuple[int, int]:
     return k & 0x7FFFFFFF, _mix32(k) & 0x7FFFFFFF
 
 
+GOLDEN = -0x61C8864F  # 0x9E3779B1 (2^32 / the golden ratio, odd) as a signed 32-bit number
+
+
 def _mix32_tensor(x: torch.Tensor) -> torch.Tensor:
     """lowbias32 on int32 tensors: multiplications wrap mod 2^32, shifts made logical by masks."""
     x = x ^ ((x >> 16) & 0xFFFF)
@@ -203,7 +207,7 @@ def hash_uniform_into(out: torch.Tensor, key1: int, key2: int,
         x, t = x_all[:n], t_all[:n]
         torch.arange(start, start + n, dtype=torch.int32, device=out.device, out=x)
         _mix32_(x.bitwise_xor_(key1), t)
-        _mix32_(x.bitwise_xor_(key2), t)
+        x.bitwise_xor_(key2).mul_(GOLDEN)
         torch.bitwise_right_shift(x, 8, out=t)
         piece = flat[start:start + n]
         piece.copy_(t.bitwise_and_(0xFFFFFF))
@@ -214,8 +218,12 @@ def hash_uniform_into(out: torch.Tensor, key1: int, key2: int,
 def hash_uniform(like: torch.Tensor, key1: torch.Tensor | int, key2: torch.Tensor | int):
     """u ~ U[−1, 1] shaped like `like`, in its dtype: the centred 24-bit grid ±(2k+1)/2^24 (as
     fine as torch.rand's fp32, and symmetric, so E[sign(d + D·u)] = d/D exactly on the grid),
-    from two rounds of an integer hash of (element index, keys)."""
+    from an integer hash of (element index, keys): a round of lowbias32 on index ⊕ key1, then
+    ⊕ key2 and a multiplication by an odd constant whose high 24 bits are kept (every step a
+    bijection of the 32-bit index, so a stream is exactly uniform over 2^32 elements; 17
+    integer operations an element, where a second lowbias32 round made 27: the noise is most
+    of a compiled step's work on a CPU)."""
     index = torch.arange(like.numel(), dtype=torch.int32, device=like.device).view(like.shape)
-    x = _mix32_tensor(_mix32_tensor(index ^ key1) ^ key2)
+    x = (_mix32_tensor(index ^ key1) ^ key2) * GOLDEN
     bits = ((x >> 8) & 0xFFFFFF).to(torch.float32)
     return (bits * (2.0 / 16777216.0) + (1.0 / 16777216.0 - 1.0)).to(like.dtype)

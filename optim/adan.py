@@ -40,37 +40,40 @@ class Adan(ElementwiseOptimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay, "fused": fused})
 
-    def _direction(self, group, b: Batch):
+    def _foreach_update(self, group, b: Batch):
+        """The kernel's update in 13 passes over memory instead of 20 (each pass counts on a
+        CPU): the difference kept negated, the corrected gradient made in one pass, √(1−β3^k)
+        folded into the moments' scalars and ε, and the division joined to the update
+        (addcdiv). The same math; it agrees with the kernel to fp32 rounding (tests)."""
         beta1, beta2, beta3 = group["betas"]
         m, v, n = (b.buffers[k] for k in ("exp_avg", "exp_avg_diff", "exp_avg_sq"))
         prev = b.buffers["prev_grad"]
         for st, g, pg in zip(b.states, b.grads, prev):
             if st["step"] == 1:  # no previous gradient: the difference starts at 0
                 pg.copy_(g)
-        diff = prev  # g_k − g_{k−1}, computed in place of the previous gradient
-        torch._foreach_sub_(diff, b.grads)
-        torch._foreach_neg_(diff)
+        back = prev  # g_{k−1} − g_k = −diff, computed in place of the previous gradient
+        torch._foreach_sub_(back, b.grads)
         torch._foreach_lerp_(m, b.grads, 1.0 - beta1)
-        torch._foreach_lerp_(v, diff, 1.0 - beta2)
-        corrected = b.copy_into(0, b.grads)
-        torch._foreach_add_(corrected, diff, alpha=beta2)
-        torch._foreach_mul_(corrected, corrected)
-        torch._foreach_lerp_(n, corrected, 1.0 - beta3)
+        torch._foreach_mul_(v, beta2)  # v ← β2·v + (1−β2)·diff
+        torch._foreach_add_(v, back, alpha=-(1.0 - beta2))
+        corrected = b.scratch(0)  # g + β2·diff
+        for out, g, d in zip(corrected, b.grads, back):
+            torch.add(g, d, alpha=-beta2, out=out)
+        torch._foreach_mul_(n, beta3)
+        torch._foreach_addcmul_(n, corrected, corrected, value=1.0 - beta3)
         torch._foreach_copy_(prev, b.grads)
         steps = [st["step"] for st in b.states]  # per tensor: a tensor may skip steps
-        bc1, bc2, bc3 = ([1.0 - beta**k for k in steps] for beta in (beta1, beta2, beta3))
-        update = b.copy_into(0, m)
-        torch._foreach_div_(update, bc1)
-        if len(set(bc2)) == 1:  # the usual case: every tensor at the same step
-            torch._foreach_add_(update, v, alpha=beta2 / bc2[0])
-        else:
-            torch._foreach_add_(update, torch._foreach_div(v, bc2), alpha=beta2)
-        denom = b.copy_into(1, n)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_div_(denom, [math.sqrt(x) for x in bc3])
-        torch._foreach_add_(denom, group["eps"])
-        torch._foreach_div_(update, denom)
-        return update
+        root3 = [math.sqrt(1.0 - beta3**k) for k in steps]
+        # (m/bc1 + β2·v/bc2) / (√n/√bc3 + ε) = (m·√bc3/bc1 + v·β2·√bc3/bc2) / (√n + ε·√bc3)
+        update = b.scratch(0)
+        for out, mi, vi, k, r in zip(update, m, v, steps, root3):
+            torch.mul(mi, r / (1.0 - beta1**k), out=out)
+            out.add_(vi, alpha=beta2 * r / (1.0 - beta2**k))
+        denom = b.scratch(1)
+        for out, ni, r in zip(denom, n, root3):
+            torch.sqrt(ni, out=out).add_(group["eps"] * r)
+        b.decay(group["lr"], group["weight_decay"])
+        torch._foreach_addcdiv_(b.params, update, denom, value=-group["lr"])
 
     def _kernel_step(self, group, b: Batch):
         beta1, beta2, beta3 = group["betas"]

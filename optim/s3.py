@@ -22,20 +22,35 @@ from optim._common import Batch, ElementwiseOptimizer, check_beta, check_lr_wd, 
 from optim._fused import Kernel, abs_pow, apply_update, root
 
 
-def _abs_pow_(xs, p: float) -> None:
-    """xs ← |xs|^p in place."""
-    torch._foreach_abs_(xs)
+def _abs_pow_into(outs, xs, p: float):
+    """outs ← |xs|^p (one pass fewer than a copy and then in-place ops: each pass over
+    memory counts on a CPU)."""
+    for out, x in zip(outs, xs):
+        torch.abs(x, out=out)
     if p == 2:
-        torch._foreach_mul_(xs, xs)
+        torch._foreach_mul_(outs, outs)
     elif p != 1:
-        torch._foreach_pow_(xs, p)
+        torch._foreach_pow_(outs, p)
+    return outs
 
 
 def _root_(xs, p: float) -> None:
+    """xs ← xs^(1/p) in place. For p other than 1, 2 and 4 as 2^(log2(x)/p): three vectorized
+    passes, 2.5x faster than `pow` on a CPU (where S3's default p = 3 spent 57 ms of its 90 in
+    it, on 14.2M parameters), within 3e-6 relative of the exact root over the whole float
+    range and 1.5e-6 for values of 1e-10 to 1e10 (log2's rounding, scaled: the larger
+    |log2 x|, the larger; tests/test_optim_math.py). The kernel's cube root is within 3e-7:
+    the two paths agree to ~1e-6, as the fused-path tests hold them."""
     if p == 2:
         torch._foreach_sqrt_(xs)
+    elif p == 4:
+        torch._foreach_sqrt_(xs)
+        torch._foreach_sqrt_(xs)
     elif p != 1:
-        torch._foreach_pow_(xs, 1.0 / p)
+        torch._foreach_log2_(xs)
+        torch._foreach_mul_(xs, 1.0 / p)
+        for x in xs:  # torch has no foreach exp2
+            x.exp2_()
 
 
 class S3(ElementwiseOptimizer):
@@ -58,13 +73,13 @@ class S3(ElementwiseOptimizer):
         beta, p = group["beta"], group["p"]
         beta2 = beta if group["beta2"] is None else group["beta2"]
         m, r = b.buffers["exp_avg"], b.buffers["exp_avg_p"]
-        g_p = b.copy_into(0, b.grads)
-        _abs_pow_(g_p, p)
+        g_p = _abs_pow_into(b.scratch(0), b.grads, p)
         torch._foreach_lerp_(m, b.grads, 1.0 - beta)
         torch._foreach_lerp_(r, g_p, 1.0 - beta2)
         if group["nesterov"]:
-            numer = b.copy_into(1, m)
-            torch._foreach_lerp_(numer, b.grads, 1.0 - beta)
+            numer = b.scratch(1)
+            for out, mi, g in zip(numer, m, b.grads):
+                torch.lerp(mi, g, 1.0 - beta, out=out)
             denom = g_p  # β2·r + (1−β2)·|g|^p, computed in place of |g|^p
             torch._foreach_lerp_(denom, r, beta2)
         else:

@@ -26,7 +26,8 @@ fast as foreach ops here (results/bench/elementwise_paths_cpu.md), so there is n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -86,29 +87,34 @@ class MomentumBase(Base):
 
 @dataclass(frozen=True)
 class AdamBase(Base):
-    """d = m̂ / (sqrt(v̂) + ε), Adam's bias-corrected moments."""
+    """d = m̂ / (sqrt(v̂) + ε), Adam's bias-corrected moments, computed as
+    m·(√bc2/bc1) / (√v + ε·√bc2) with bc_i = 1 − β_i^k (the same quantity: one pass fewer)."""
 
     buffers: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+    eps: float = 1e-8  # the group's ε enters the per-step scalars (set by `with_eps`)
 
     def corrections(self, step, beta1, beta2):
-        # reciprocals, so the kernel multiplies instead of dividing
-        return [1.0 / (1.0 - beta1**step), 1.0 / (1.0 - beta2**step)]
+        root = math.sqrt(1.0 - beta2**step)
+        return [root / (1.0 - beta1**step), self.eps * root]
+
+    def with_eps(self, eps: float) -> "AdamBase":
+        return replace(self, eps=eps)
 
     def direction(self, grad, buffers, corrections, beta1, beta2, eps):
         m, v = buffers
-        inv_bc1, inv_bc2 = corrections
+        scale, eps_root = corrections
         m.lerp_(grad, 1.0 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        return (m * inv_bc1) / ((v * inv_bc2).sqrt() + eps)
+        return (m * scale) / (v.sqrt() + eps_root)
 
     def direction_into(self, out, grad, buffers, corrections, beta1, beta2, eps):
         m, v = buffers
-        inv_bc1, inv_bc2 = corrections
+        scale, eps_root = corrections
         denom, d = out
         m.lerp_(grad, 1.0 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        torch.mul(v, inv_bc2, out=denom).sqrt_().add_(eps)
-        return torch.mul(m, inv_bc1, out=d).div_(denom)
+        torch.sqrt(v, out=denom).add_(eps_root)
+        return torch.mul(m, scale, out=d).div_(denom)
 
 
 @dataclass(frozen=True)
@@ -182,8 +188,12 @@ class StochasticSign(ElementwiseOptimizer):
 
     @staticmethod
     def _parts(group) -> tuple[Base, Envelope | None]:
-        """The group's base, and its envelope where the sign is stochastic (else None)."""
-        return BASES[group["base"]], ENVELOPES[group["envelope"]] if group["stochastic"] else None
+        """The group's base (with its ε, where it takes one), and its envelope where the sign
+        is stochastic (else None)."""
+        base = BASES[group["base"]]
+        if isinstance(base, AdamBase):
+            base = base.with_eps(group["eps"])
+        return base, ENVELOPES[group["envelope"]] if group["stochastic"] else None
 
     def _buffers(self, group):
         base, envelope = self._parts(group)
@@ -237,8 +247,7 @@ class StochasticSign(ElementwiseOptimizer):
         beta1, beta2, eps = group["beta1"], group["beta2"], group["eps"]
         corrections = per_step_scalars(b, lambda k: base.corrections(k, beta1, beta2))
         keys = self._noise_keys(group, b) if envelope is not None else None
-        lr = b.scalar("lr", group["lr"])
-        neg_lr, keep = -lr, 1.0 - lr * group["weight_decay"]
+        keep = 1.0 - b.scalar("lr", group["lr"]) * group["weight_decay"]  # the kernel's, fp32
         first, second = b.scratch(0), b.scratch(1)
         noise = self._noise_scratch(b)
         n_base = len(base.buffers)
@@ -252,8 +261,10 @@ class StochasticSign(ElementwiseOptimizer):
                 bound = envelope.bound_into(first[i] if d is not first[i] else second[i], d,
                                             buffers[n_base:])
                 u = hash_uniform_into(noise[i], *keys[i], self._hash_scratch(param))
-                step = u.mul_(bound).add_(d).sign_()  # sign(d + D·u), as the kernel
-            param.mul_(keep).add_(step.mul_(neg_lr))
+                step = torch.addcmul(d, bound, u, out=u).sign_()  # sign(d + D·u), as the kernel
+            if group["weight_decay"]:  # x·1 is x: with no decay the pass is skipped
+                param.mul_(keep)
+            param.add_(step, alpha=-group["lr"])  # −lr·s is exact for s in {−1, 0, 1}
 
     def _noise_scratch(self, b: Batch) -> list[torch.Tensor]:
         """Contiguous float scratch for each tensor's noise (kept on the CPU, as Batch.scratch)."""

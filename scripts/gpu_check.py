@@ -45,8 +45,14 @@ from tasks import run  # noqa: E402
 from tasks.train import store  # noqa: E402
 from tasks.train.assemble import build_run  # noqa: E402
 
-FUSED = ("s3", "softsignum", "hardswitchsign", "stosignsgd", "signum", "signsgd", "lion",
-         "adan")
+
+def fused_optimizers() -> list[str]:
+    """Every optimizer with a compiled kernel, from the registry (optim.REGISTRY)."""
+    from optim import REGISTRY
+
+    return [spec.name for spec in REGISTRY if spec.fused]
+
+
 # (table, preset, optimizer, corpus) of the paper-preset cells
 CELLS = {"s3_spikes": ("gpt2_124m", "s3", "openwebtext"),
          "smuon_gpt": ("gpt2_modded", "smuon", "fineweb")}
@@ -54,13 +60,11 @@ CELLS = {"s3_spikes": ("gpt2_124m", "s3", "openwebtext"),
 
 def fused_agreement(device: torch.device, quick: bool, steps: int = 5) -> dict:
     """max |θ_fused − θ_default| / max |θ| after `steps` steps, per optimizer, bf16 weights."""
-    from optim import REGISTRY
+    from optim import BY_NAME
 
     shapes = block_shapes(1, 64) if quick else block_shapes(12, 768)
     out = {}
-    for spec in REGISTRY:
-        if spec.name not in FUSED:
-            continue
+    for spec in (BY_NAME[name] for name in fused_optimizers()):
         finals = []
         for fused in (False, True):
             params = [torch.nn.Parameter(p.detach().to(torch.bfloat16))

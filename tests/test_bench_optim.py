@@ -25,11 +25,18 @@ def test_bench_reports_paired_ratios_and_memory_bounds(tmp_path):
         + 2 * 4 * 32 * 32
     assert report["elementwise"]["rounds"] == 2
     for name in rows:
-        low, high = results[name]["vs_fused_adamw_range"]
-        assert results[name]["ms"] > 0 and 0 < low <= results[name]["vs_fused_adamw"] <= high
+        for ref in ("fused", "foreach"):  # against torch's both AdamW paths, paired
+            low, high = results[name][f"vs_{ref}_adamw_range"]
+            assert results[name]["ms"] > 0 and 0 < low <= results[name][f"vs_{ref}_adamw"] <= high
         assert results[name]["vs_bound"] > 0  # every row here has a byte count
+    # each default path against foreach AdamW, each compiled path against fused AdamW
+    assert [results[n]["path"] for n in rows] == ["reference", "default", "fused"]
+    assert results["signum"]["target"]["versus"] == "foreach AdamW"
+    assert results["signum_fused"]["target"] == {
+        "versus": "fused AdamW", "at_most": 2.0,
+        "met": results["signum_fused"]["vs_fused_adamw"] <= 2.0}
     table = (tmp_path / "optim_step_cpu.md").read_text()
-    assert "median of 2 rounds" in table and "| signum_fused |" in table
+    assert "median of 2 rounds" in table and "| signum_fused | fused |" in table
     assert report["provenance"]["command"].startswith("python ")
 
 
@@ -68,3 +75,20 @@ def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
     errors = report["smuon_map"]["rows"]  # 4 shapes × 3 spectra × 4 p
     assert len(errors) == 4 * 3 * 4 and all(0 < r["vs_exact"] < 0.5 for r in errors)
     assert "vs exact (fp64)" in table
+
+
+def test_the_bench_rows_come_from_the_registry():
+    """Every fused-capable optimizer of optim.REGISTRY has its rows (each phase of a switched
+    one); no hand-written list to drift from it."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_optim
+
+    import optim
+
+    rows = bench_optim.elementwise_cases(10)
+    for spec in optim.ours():
+        if spec.fused:
+            mine = [r for r in rows if r == spec.name or r.startswith(f"{spec.name}_")
+                    and r.removeprefix(f"{spec.name}_") in ("sign_phase", "soft_phase")]
+            assert mine, spec.name
+    assert {"adamw_fused", "adamw_foreach"} <= set(rows)
