@@ -55,6 +55,7 @@ class RunPlan:
     memory_gb: float | None
     gpu_hours: float | None
     error: str = ""
+    path: str = ""  # which code computes the optimizer's steps (`optimizer_path`)
 
 
 @dataclass
@@ -93,6 +94,21 @@ class Hardware:
                 f"read by decoding / ({BANDWIDTH_USE:g} × {self.bandwidth / 1e12:g} TB/s); "
                 f"assumed, override with --gpu {{{','.join(sorted(GPUS))}}} --mfu X "
                 f"--peak-tflops Y")
+
+
+def optimizer_path(optim_cfg: dict) -> str:
+    """Which code computes the run's optimizer steps: `compiled` (optim.fused=true, one
+    torch.compile'd pass a tensor: the paper scales' default), `foreach` or `kernel` (our
+    elementwise optimizers uncompiled), `matrix` (the Muon family's Newton–Schulz), `torch`
+    (torch.optim's own)."""
+    cls = get_class(optim_cfg["_target_"])
+    if not cls.__module__.startswith("optim."):
+        return "torch"
+    if not hasattr(cls, "has_foreach_path"):
+        return "matrix"
+    if optim_cfg.get("fused"):
+        return "compiled"
+    return "foreach" if cls.has_foreach_path() else "kernel"
 
 
 def state_buffers(optim_cfg: dict) -> int:
@@ -142,7 +158,8 @@ class Planner:
         hours = ((cost.train_flops + cost.eval_flops)
                  / (self.hardware.mfu * self.hardware.peak(cost.compute))
                  + cost.eval_bytes_read / (BANDWIDTH_USE * self.hardware.bandwidth)) / 3600
-        return RunPlan(row, lr, seed, key, state, cost, sum(memory.values()) / 1e9, hours)
+        return RunPlan(row, lr, seed, key, state, cost, sum(memory.values()) / 1e9, hours,
+                       path=optimizer_path(cfg["optim"]))
 
 
 def _fmt_hours(h: float | None) -> str:
@@ -217,7 +234,7 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
                 f"{launcher.get('tasks_per_node')} task(s) per node"
                 if launcher.get("name") != "debug" else " (in this process)"), "",
              f"{'row':<28} {'lr':>8} {'seed':>4}  {'run key':<10}  {'status':<11} "
-             f"{'GPU-h':>8} {'GB/GPU':>7}  data"]
+             f"{'GPU-h':>8} {'GB/GPU':>7}  {'path':<9} data"]
     for p in plans:
         if p.error:
             lines.append(f"{p.row[:28]:<28} {p.lr:>8.3g} {p.seed:>4}  {p.key:<10}  "
@@ -225,7 +242,7 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
             continue
         data = ", ".join(d.name + (" ✓" if d.ready else " MISSING") for d in p.cost.data)
         lines.append(f"{p.row[:28]:<28} {p.lr:>8.3g} {p.seed:>4}  {p.key:<10}  {p.state:<11} "
-                     f"{_fmt_hours(p.gpu_hours):>8} {p.memory_gb:>7.1f}  {data}")
+                     f"{_fmt_hours(p.gpu_hours):>8} {p.memory_gb:>7.1f}  {p.path:<9} {data}")
     valid = [p for p in plans if not p.error]
     todo = [p for p in valid if p.state not in DONE]
     lines.append("")
@@ -236,6 +253,14 @@ def format_plan(name: str, plans: list[RunPlan], hardware: Hardware, launcher: d
     total = sum(p.gpu_hours for p in valid)
     lines.append(f"total: {_fmt_hours(total)} GPU-hours for all {len(valid)} valid runs; "
                  f"{_fmt_hours(sum(p.gpu_hours for p in todo))} for the {len(todo)} not done")
+    paths = {}
+    for p in valid:
+        paths.setdefault(p.path, set()).add(p.row.split(" ")[0])
+    lines.append("optimizer paths: " + "; ".join(
+        f"{path} ({', '.join(sorted(rows))})" for path, rows in sorted(paths.items()))
+        + (". compiled = optim.fused=true (a paper scale's default): one torch.compile'd pass "
+           "a tensor, Triton on a GPU, C++ on a CPU; a node without either runs the default "
+           "path instead, saying so" if "compiled" in paths else ""))
     lines += time_check(plans, launcher)
     lines += host_check(plans, launcher)
     if valid:

@@ -53,6 +53,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sweeps import fairness, sources, yamlfile
+from sweeps.compose import option_file
 from tasks.train import identity
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
@@ -275,6 +276,11 @@ class Table:
                 continue
             mine = tuple(o for o in optim_keys if has_key(optim, o))
             tied = self.tied and fairness.is_muon_family(optim)
+            # paper-scale runs are long enough to amortize a compile: the compiled kernels by
+            # default where the optimizer has them (a run without a compiler falls back, with
+            # a notice: tasks/train/assemble.py); `optim.fused=false` overrides it
+            compiled = ("optim.fused=true",) if self.is_paper and has_key(optim, "fused") \
+                else ()
             if tied and aux is None:
                 raise SpecError(f"table {self.name}: {optim}'s aux lr is tied to the "
                                 f"{fairness.REFERENCE} row's chosen lr; tune that row first "
@@ -289,7 +295,7 @@ class Table:
                     for lr, tuned in itertools.product(lrs, search.settings()):
                         for seed in self.seeds:
                             runs.append(Run(row, lr, seed, (
-                                *self.overrides, f"optim={optim}", *search.overrides,
+                                *self.overrides, f"optim={optim}", *compiled, *search.overrides,
                                 *self.per_optimizer.get(optim, ()), *variant, *tie,
                                 f"optim.lr={lr:g}", *[f"optim.{k}={v}" for k, v in tuned],
                                 f"seed={seed}", *plain, *mine), tuned))
@@ -321,7 +327,7 @@ class Table:
 def has_key(optim: str, override: str) -> bool:
     """Whether conf/optim/<optim>.yaml has the key an `optim.<key>=...` override sets."""
     key = override.split("=", 1)[0].removeprefix("optim.").lstrip("+")
-    return key in OmegaConf.load(OPTIM_DIR / f"{optim}.yaml")
+    return key in OmegaConf.load(option_file("optim", optim))  # a contender's config too
 
 
 def _override_key(override: str) -> str:

@@ -205,3 +205,36 @@ def test_a_tensor_that_skips_a_step_keeps_its_own_step_count(name, path):
     together = train([0, 1, 2])
     for i in (0, 1, 2):
         torch.testing.assert_close(together[i], train([i])[0], rtol=1e-6, atol=1e-7)
+
+
+def test_a_run_asking_for_compiled_kernels_without_a_compiler_falls_back_saying_so(
+        monkeypatch, capsys, tmp_path):
+    """optim.fused=true (a paper scale's default) on a node without Triton or a C++ compiler:
+    the default path runs instead, with a notice on stderr and in the run's summary."""
+    from tasks import run
+    from tasks.train import assemble
+    from tests.conftest import compose_cfg
+
+    monkeypatch.setattr(assemble, "compiler_missing", lambda device: "no C++ compiler (test)")
+    cfg = compose_cfg(["task=nonsmooth", "optim=s3", "optim.fused=true", "steps=4",
+                       "progress=false"], runs_root=tmp_path / "runs",
+                      data_root=tmp_path / "data")
+    summary = run(cfg)
+    assert "NOTICE: optim.fused=true, but no C++ compiler (test): running S3's default path" \
+        in capsys.readouterr().err
+    assert summary["optimizer_path"] == {
+        "ran": "foreach", "notice": "optim.fused=true, but no C++ compiler (test): running "
+                                    "S3's default path instead (the same math, equal to "
+                                    "rounding)"}
+
+
+def test_paper_scales_compile_by_default_and_an_override_turns_it_off():
+    from sweeps import spec
+
+    paper, tiny = (spec.load("s3_spikes").at(s) for s in ("paper", "tiny"))
+    fused = {r.optim: "optim.fused=true" in r.overrides for r in paper.expand()}
+    assert fused == {"s3": True, "adan": True, "adamw": False, "adam": False, "nadam": False}
+    assert not any("optim.fused=true" in r.overrides for r in tiny.expand())
+    off = [r for r in paper.expand(["optim.fused=false"]) if r.optim == "s3"]
+    assert off and all(r.overrides.index("optim.fused=false") > r.overrides.index(
+        "optim.fused=true") for r in off)  # the later override wins

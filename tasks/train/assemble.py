@@ -7,6 +7,7 @@ way a run is put together: the runner, the benchmarks and the tests all call `bu
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optim import hooks
+from optim._fused import compiler_missing
 from optim.routing import is_matrix_optimizer, param_groups
 from tasks.train import checkpoint, distributed, parallel, sharding, sharding_rules, store
 from tasks.train.epochs import check_loaded
@@ -101,7 +103,28 @@ def build_optimizer(optim_cfg: DictConfig, model: torch.nn.Module) -> torch.opti
     factory = instantiate(optimizer_kwargs(optim_cfg))
     optimizer = factory(param_groups(model, is_matrix_optimizer(factory)))
     hooks.attach(optimizer, model)  # optimizers that read activations (SMuon)
+    _compiled_or_notice(optimizer, model)
     return optimizer
+
+
+def _compiled_or_notice(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """A run asked for the compiled kernels (`optim.fused=true`, the paper scales' default)
+    where no compiler builds them: it runs the default path instead (the same math, tested
+    equal to rounding), says so on stderr, and records it (`optimizer.path_notice`, in the
+    summary). Never silently."""
+    asked = [g for g in optimizer.param_groups if g.get("fused")]
+    params = list(model.parameters())
+    if not asked or not params:
+        return
+    missing = compiler_missing(params[0].device)
+    if missing is None:
+        return
+    for group in asked:
+        group["fused"] = False
+    optimizer.path_notice = (f"optim.fused=true, but {missing}: running "
+                             f"{type(optimizer).__name__}'s default path instead (the same "
+                             f"math, equal to rounding)")
+    print(f"[optbench] NOTICE: {optimizer.path_notice}", file=sys.stderr)
 
 
 def build_precision(precision_cfg: DictConfig, device: torch.device) -> Precision:

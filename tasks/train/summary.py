@@ -6,6 +6,23 @@ from __future__ import annotations
 from tasks.train.metrics import first_at_target
 
 
+def optimizer_path(optimizer) -> dict:
+    """Which code computed the steps: `compiled` (fused=true), `foreach` or `kernel` (our
+    elementwise optimizers' default paths), `torch` (torch.optim's own), `matrix` (the Muon
+    family); with the notice of a compiled path that fell back (tasks/train/assemble.py)."""
+    groups = optimizer.param_groups
+    if not type(optimizer).__module__.startswith("optim."):
+        ran = "torch"
+    elif any("use_matrix" in g for g in groups):
+        ran = "matrix"
+    elif any(g.get("fused") for g in groups):
+        ran = "compiled"
+    else:
+        ran = "foreach" if type(optimizer).has_foreach_path() else "kernel"
+    notice = getattr(optimizer, "path_notice", None)
+    return {"ran": ran, **({"notice": notice} if notice else {})}
+
+
 def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
     state, tracker, target = trainer.state, trainer.tracker, task.target
     metric_curve = [(s, ev[target.metric]) for s, ev in state.evals if target.metric in ev]
@@ -51,6 +68,7 @@ def build_summary(cfg, key, rdir, task, trainer, status, env: dict) -> dict:
         "optimizer_step_s": (state.optimizer_s / state.optimizer_timed_steps
                              if state.optimizer_timed_steps else None),
         "task_info": task.describe(),
+        "optimizer_path": optimizer_path(trainer.optimizer),
         "git_commit": env["git_commit"],
         "code_version": env["code_version"],
         "environment": env,
