@@ -111,3 +111,24 @@ def test_a_job_given_gpus_never_falls_back_to_cpu(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_GPUS", "0,1,2,3")  # a SLURM job given 4 GPUs
     with pytest.raises(run_config.ConfigError, match=r"given 4 GPU\(s\) but CUDA is not"):
         run_config.validate_device({"device": "auto", "launcher": {}})
+
+
+def test_validating_an_optimizer_imports_no_compiler():
+    """Composing and checking a sweep's runs builds each optimizer config once to run its
+    constructor's checks; on no parameters, so torch.optim never imports torch._dynamo (1.2 s
+    a launch, where nothing compiles). A bad value is still refused by the constructor."""
+    code = ("import sys\n"
+            "from tasks.train import config\n"
+            "from tests.conftest import compose_cfg\n"
+            "config.validate(compose_cfg(['optim=s3']))\n"
+            "config.validate(compose_cfg(['optim=muon']))\n"
+            "try:\n"
+            "    config.validate(compose_cfg(['optim=muon', 'optim.aux_eps=-1']))\n"
+            "except config.ConfigError as e:\n"
+            "    print('refused:', e)\n"
+            "print('dynamo' if 'torch._dynamo' in sys.modules else 'no dynamo')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "refused: optim (muon): Invalid aux_eps: -1" in out.stdout
+    assert out.stdout.strip().endswith("no dynamo")

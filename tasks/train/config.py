@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optim._common import check_beta, check_betas, check_lr_wd
@@ -97,12 +97,32 @@ def validate_optim(optim_cfg: dict, accepted: set[str] | None = None) -> None:
                            default=str)
     if accepted is not None and signature in accepted:  # the sweep checked it already
         return
-    try:  # the constructor's own checks, on the parameter groups a run would give it
-        build_optimizer(optim_cfg, _throwaway_model())
+    try:
+        _construct(cls, optim_cfg)
     except (ValueError, TypeError, InstantiationException) as e:
         raise ConfigError(f"optim ({name}): {e}") from e
     if accepted is not None:
         accepted.add(signature)
+
+
+EMPTY = "optimizer got an empty parameter list"  # torch.optim.Optimizer's own refusal
+
+
+def _construct(cls: type, optim_cfg: dict) -> None:
+    """The constructor's own checks. Ours and torch.optim's check every argument before they
+    look at a parameter, so they are built on no parameters and stop at torch's refusal of an
+    empty list, after their checks: a construction on parameters would import torch._dynamo
+    (1.2 s, torch.optim's add_param_group), which a sweep that compiles nothing should not pay.
+    Any other class (a contender) is built on a throw-away model's parameter groups, as a run
+    would give them."""
+    if cls.__module__.split(".")[0] in ("optim", "torch"):
+        try:
+            instantiate(optimizer_kwargs(optim_cfg))([])
+        except ValueError as e:
+            if str(e) != EMPTY:
+                raise
+        return
+    build_optimizer(optim_cfg, _throwaway_model())
 
 
 def _throwaway_model() -> torch.nn.Module:
