@@ -9,6 +9,7 @@ import io
 import json
 import math
 import platform
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,15 +77,29 @@ def table_rows(table: Table, rows: list[Row], best: set[str],
     return header, body
 
 
-def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict, out: Path,
-           grids: dict | None = None, spec_grids: dict | None = None,
-           ablation: list[str] = (), rules: list[str] = ()) -> Path:
-    """Write table.{md,csv,tex} and the figures into `out`. `rankings`: (best label, lead) per
-    set of comparable rows (collect.ranking); `prov`: provenance() plus the runs' code
-    versions; `grids`/`spec_grids`: each tuned row's final and declared lr grid; `rules`: the
-    fair-settings lines (sweeps/fairness.py describe)."""
+@dataclass(frozen=True)
+class Rendered:
+    """A table ready to write: what every format shows, decided and laid out once."""
+
+    table: Table
+    rows: list[Row]
+    rankings: list  # (best label, lead) per set of comparable rows (collect.ranking)
+    verdict: Verdict
+    provenance: dict  # provenance() + the runs' code versions, commits, environments, compute
+    grids: dict  # each tuned row's final lr grid
+    spec_grids: dict  # ... and the grid the spec declared
+    ablation: tuple[str, ...]
+    rules: tuple[str, ...]  # the fair-settings lines (sweeps/fairness.py describe)
+    header: list[str]  # the table's columns ...
+    body: list[list[str]]  # ... and cells, the best row of each set bold (markdown)
+
+
+def rendered(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict,
+             grids: dict | None = None, spec_grids: dict | None = None,
+             ablation=(), rules=()) -> Rendered:
+    """The table laid out for its writers: the provenance completed from the runs (commits,
+    environments, compute) and the rows as cells."""
     grids, spec_grids = grids or {}, spec_grids or {}
-    out.mkdir(parents=True, exist_ok=True)
     prov = dict(prov)
     run_commits = sorted({str(record.get("git_commit")) for r in rows for record in r.best_runs})
     # a run made from a tree with uncommitted changes keeps its "-dirty" mark
@@ -94,34 +109,42 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
     prov["compute"] = compute(rows)
     best = {label for label, _ in rankings if label is not None}
     header, body = table_rows(table, rows, best, grids)
+    return Rendered(table, rows, rankings, verdict, prov, grids, spec_grids, tuple(ablation),
+                    tuple(rules), header, body)
+
+
+def write_markdown(r: Rendered, out: Path) -> None:
+    """table.md: the claim, the verdict and how it was decided, the settings' rules and
+    sources, the provenance, the table, the rankings and every setting's metric."""
+    table, rows, prov = r.table, r.rows, r.provenance
     md = [f"# {table.title}", ""]
     if not table.is_paper:
         md += ["> **Miniature.** " + prov["scale_label"] + ": not the paper's scale; it checks "
                "the pipeline and the direction of the claim, not the paper's numbers.", ""]
-    if ablation:
-        md += [f"Ablation: `{' '.join(ablation)}` on top of the table's spec.", ""]
-    md += [f"Claim tested: {table.claim}", "", f"**{verdict.line}**", ""]
+    if r.ablation:
+        md += [f"Ablation: `{' '.join(r.ablation)}` on top of the table's spec.", ""]
+    md += [f"Claim tested: {table.claim}", "", f"**{r.verdict.line}**", ""]
     if table.untested:
         md += [f"Not tested here: {table.untested}", ""]
-    if verdict.details:
+    if r.verdict.details:
         md += ["How the verdict was decided (sweeps/verdict.py: each comparison's 95% t "
                "interval of the difference d, positive in the claimed direction; Holm-adjusted "
                "over the comparisons of a claim):", "",
-               *[f"- {line}" for line in verdict.details], ""]
+               *[f"- {line}" for line in r.verdict.details], ""]
     if table.regime:
         md += [f"Why this setting can show the claim: {table.regime}", ""]
-    if rules:
+    if r.rules:
         md += ["Settings the rows do not own, by one rule for every row:", "",
-               *[f"- {line}" for line in rules], ""]
+               *[f"- {line}" for line in r.rules], ""]
     md += [*[f"- {k}: `{v}`" for k, v in prov.items()], "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(row) + " |" for row in body]
+           "| " + " | ".join(r.header) + " |", "|" + "---|" * len(r.header)]
+    md += ["| " + " | ".join(row) + " |" for row in r.body]
     if not table.is_paper and table.paper:
         md += ["", "The 'paper' column is the paper's own setting, not this miniature's: the two "
                "are not comparable number for number, only in which row wins."]
     md += ["", "Best of each set of comparable rows (bold; rows compare only with rows of the "
            "same variant, lr multiple and ablation):", ""]
-    md += [f"- {label} — {lead}" for label, lead in rankings]
+    md += [f"- {label} — {lead}" for label, lead in r.rankings]
     if table.average_rank:
         ranked = average_ranks(rows, table.metric.mode)
         md += ["", "Average rank over the variants (1 = best in a variant; ties share):", ""]
@@ -130,33 +153,54 @@ def render(table: Table, rows: list[Row], rankings, verdict: Verdict, prov: dict
     md += ["", f"Each optimizer's setting was chosen from its own search space (all of equal "
            f"size before edge extensions) by the mean {table.metric.key} over seeds; "
            f"'paper' is the paper's reported number where public, never ours.", "",
-           *search_space(table, grids, spec_grids), "",
+           *search_space(table, r.grids, r.spec_grids), "",
            "Metric by setting (mean over seeds; – = a seed diverged), with the seeds that "
            "diverged and the loss-spike events summed over seeds:", ""]
-    for r in rows:
-        md.append(f"- {r.label}: " + ", ".join(
+    for row in rows:
+        md.append(f"- {row.label}: " + ", ".join(
             f"{_setting(cell.lr, cell.tuned)} → {_fmt(cell.mean)}"
             + (f" [diverged {cell.diverged}]" if cell.diverged else "")
             + (f" [spikes {cell.spikes}]" if cell.spikes else "")
-            for cell in r.cells.values()))
+            for cell in row.cells.values()))
     md += ["", *paper_settings(table)]
     store.write_text(out / "table.md", "\n".join(md) + "\n")
+
+
+def write_csv(r: Rendered, out: Path) -> None:
+    """table.csv: the table's cells, without markdown's bold."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows([[c.replace("**", "") for c in row] for row in body])
+    writer.writerow(r.header)
+    writer.writerows([[c.replace("**", "") for c in row] for row in r.body])
     store.write_text(out / "table.csv", buf.getvalue())
-    tex = ["% " + json.dumps(prov), "% " + verdict.line,
-           "\\begin{tabular}{" + "l" * len(header) + "}", "\\hline",
-           " & ".join(header).replace("±", "$\\pm$").replace("_", "\\_") + " \\\\ \\hline"]
-    for row in body:
+
+
+def write_tex(r: Rendered, out: Path) -> None:
+    """table.tex: a tabular, with the provenance and the verdict as comments."""
+    tex = ["% " + json.dumps(r.provenance), "% " + r.verdict.line,
+           "\\begin{tabular}{" + "l" * len(r.header) + "}", "\\hline",
+           " & ".join(r.header).replace("±", "$\\pm$").replace("_", "\\_") + " \\\\ \\hline"]
+    for row in r.body:
         cells = [c.replace("**", "").replace("±", "$\\pm$").replace("_", "\\_") for c in row]
         if row[0].startswith("**"):
             cells[0] = "\\textbf{" + cells[0] + "}"
         tex.append(" & ".join(cells) + " \\\\")
     tex += ["\\hline", "\\end{tabular}"]
     store.write_text(out / "table.tex", "\n".join(tex) + "\n")
-    figures.draw(table, rows, out)
+
+
+def write_figures(r: Rendered, out: Path) -> None:
+    figures.draw(r.table, r.rows, out)
+
+
+WRITERS = (write_markdown, write_csv, write_tex, write_figures)  # one per format
+
+
+def render(result: Rendered, out: Path) -> Path:
+    """Write the table in every format into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for write in WRITERS:
+        write(result, out)
     return out
 
 

@@ -21,7 +21,7 @@ from sweeps.compose import compose_runs
 from sweeps.contender import Contender, with_contender
 from sweeps.launch import launch
 from sweeps.plan import Hardware, plan_table
-from sweeps.render import ROOT, provenance, render
+from sweeps.render import ROOT, provenance, render, rendered
 from sweeps.status import RunState, wait_for_sweep
 from sweeps.verdict import decide
 
@@ -185,8 +185,9 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
         prov["certified"] = "; ".join(
             f"{c.task}/{c.optim} {c.made_at} → {c.now} (run {c.run_key} bit-identical to its "
             f"record, commit {c.commit[:12]}, {c.date})" for c in tabled.certificates)
-    return render(table, rows, ranking(table, rows), verdict, prov, out, tabled.grids,
-                  spec_grids, ablation=ablation, rules=rules), verdict
+    result = rendered(table, rows, ranking(table, rows), verdict, prov, tabled.grids,
+                      spec_grids, ablation=ablation, rules=rules)
+    return render(result, out), verdict
 
 
 def render_from_records(table: spec.Table, out: Path) -> int:
