@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tasks import run
 from tests.conftest import ROOT, TINY, compose_cfg
@@ -52,3 +53,56 @@ def test_a_corpus_name_cannot_leave_the_data_root(tmp_path):
                           str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert out.stdout.strip().endswith(f"under {tmp_path / 'data' / 'ok-1.v2'}")  # the real place
+
+
+def test_a_new_task_brings_its_own_preparation_without_touching_the_script(tmp_path):
+    """prepare_data.py finds each task package's `preparations` module: a toy task added beside
+    the others gets its subcommand, with its own arguments and help, and the script is as it
+    was."""
+    import shutil
+
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT / "tasks", copy / "tasks")
+    (copy / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "prepare_data.py", copy / "scripts")
+    toy = copy / "tasks" / "toy"
+    toy.mkdir()
+    (toy / "__init__.py").write_text("")
+    (toy / "preparations.py").write_text(
+        "from tasks.train.preparation import Preparation\n\n\n"
+        "def run(args, root):\n"
+        "    (root / 'toy').mkdir(parents=True, exist_ok=True)\n"
+        "    (root / 'toy' / 'data.txt').write_text('x' * args.count)\n"
+        "    return f'prepared toy: {args.count} under {root / \"toy\"}'\n\n\n"
+        "PREPARATIONS = [Preparation('toy', 'a toy task\\'s data', run,\n"
+        "                            lambda p: p.add_argument('--count', type=int, default=3))]\n")
+    script = copy / "scripts" / "prepare_data.py"
+    listed = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert "toy" in listed.stdout and "a toy task's data" in listed.stdout
+    done = subprocess.run([sys.executable, str(script), "toy", "--count", "5", "--data-root",
+                           str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "toy" / "data.txt").read_text() == "xxxxx"
+    assert script.read_bytes() == (ROOT / "scripts" / "prepare_data.py").read_bytes()
+
+
+def test_two_packages_cannot_declare_one_preparation(tmp_path, monkeypatch):
+    import importlib
+
+    from tasks.train import preparation
+
+    package = tmp_path / "clash"
+    for sub in ("a", "b"):
+        (package / sub).mkdir(parents=True)
+        (package / sub / "__init__.py").write_text("")
+        (package / sub / "preparations.py").write_text(
+            "from tasks.train.preparation import Preparation\n"
+            "PREPARATIONS = [Preparation('same', 'h', lambda args, root: '')]\n")
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    with pytest.raises(preparation.PreparationError, match="'same' is declared by both "
+                                                           "clash.a.preparations and "
+                                                           "clash.b.preparations"):
+        preparation.discover("clash")

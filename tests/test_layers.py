@@ -16,7 +16,7 @@ def _optimizer_modules() -> set[str]:
 
 OPTIMIZERS = _optimizer_modules()
 HARNESS_PUBLIC = {"tasks.train.base", "tasks.train.checks", "tasks.train.cost",
-                  "tasks.train.store"}
+                  "tasks.train.store", "tasks.train.preparation"}
 
 
 def imports(path) -> set[str]:

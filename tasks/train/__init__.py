@@ -18,5 +18,6 @@ torch): `identity` (run key, run dir, and the version of the code a run executes
 import rule lets sweeps/ import tasks/ and never the reverse: under tasks/train/ both reach
 them, and a test holds them free of any other import of ours (tests/test_layers.py).
 
-A problem imports `base`, `checks`, `cost` and `store` from here, nothing else.
+A problem imports `base`, `checks`, `cost`, `store` and (its data preparations) `preparation`
+from here, nothing else.
 """
