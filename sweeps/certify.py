@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sweeps import freshness, index, records
+from sweeps import freshness, index, records, spec
 from sweeps.launch import launch
 from sweeps.status import RunState, wait_for_sweep
 from tasks.train import store
@@ -19,11 +19,11 @@ from tasks.train.environment import git_commit
 
 
 def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s: float = 5.0,
-            render=None) -> int:
+            render=None, tables: Path = spec.TABLE_DIR) -> int:
     """Certify the table in `folder`; `render(folder)` re-renders it from its records. Exit
     code: 0 fresh or certified, 1 a re-run differed (stale), 2 not certifiable (a config
     changed: it must be re-run)."""
-    state = freshness.check(folder)
+    state = freshness.check(folder, tables=tables)
     print(state.describe())
     if state.state != freshness.STALE:
         return 0
@@ -75,6 +75,6 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
         tabled.aux, tuple(certificates[k] for k in sorted(certificates))))
     if render is not None:
         render(folder)
-    index.write(results)
-    print(freshness.check(folder).describe())
+    index.write(results, tables)
+    print(freshness.check(folder, tables=tables).describe())
     return 0

@@ -52,14 +52,11 @@ def _is_group(o: Override) -> bool:
     return "/" in key or (CONF_DIR / key).is_dir()
 
 
-# Further config folders searched after conf/ (a contender's optimizer yaml, sweeps/contender.py):
-# group option files only, read by the fast composition path below.
-EXTRA_CONF_DIRS: list[Path] = []
-
-
-def option_file(group: str, option) -> Path:
-    """conf/<group>/<option>.yaml, or the first of EXTRA_CONF_DIRS that has it."""
-    for root in (CONF_DIR, *EXTRA_CONF_DIRS):
+def option_file(group: str, option, extra_conf: tuple[Path, ...] = ()) -> Path:
+    """conf/<group>/<option>.yaml, or the first of `extra_conf` that has it: further config
+    folders searched after conf/ (a contender's optimizer yaml, sweeps/contender.py), for group
+    option files only, read by the fast composition path below."""
+    for root in (CONF_DIR, *extra_conf):
         path = root / group / f"{option}.yaml"
         if path.exists():
             return path
@@ -69,8 +66,9 @@ def option_file(group: str, option) -> Path:
 class Composer:
     """Composes run configs, caching one Hydra composition per set of group choices."""
 
-    def __init__(self, config_name: str = "train"):
+    def __init__(self, config_name: str = "train", extra_conf: tuple[Path, ...] = ()):
         self.config_name = config_name
+        self.extra_conf = tuple(extra_conf)
         self._base: dict[tuple[str, ...], dict] = {}
         self._parser = OverridesParser.create()
         self._parsed: dict[str, Override] = {}
@@ -100,7 +98,7 @@ class Composer:
         for choice in groups:
             o = self._parse(choice)
             group, option = o.key_or_group, o.value()
-            path = option_file(group, option)
+            path = option_file(group, option, self.extra_conf)
             if (o.type != OverrideType.CHANGE or "/" in group or not isinstance(option, str)
                     or group in self._primary_keys or group not in data or not path.exists()):
                 return None
@@ -228,11 +226,12 @@ def compose_sweep(overrides: list[str], extra: list[str] = (),
     return compose_runs(expand([*extra, *overrides]), validate_runs)
 
 
-def compose_runs(run_overrides_list: list[list[str]],
-                 validate_runs: bool = True) -> list[tuple[list[str], dict]]:
+def compose_runs(run_overrides_list: list[list[str]], validate_runs: bool = True,
+                 extra_conf: tuple[Path, ...] = ()) -> list[tuple[list[str], dict]]:
     """Explicit runs as (overrides, resolved config), validated unless told not to; fails on
-    the first bad run, with its overrides in the message, before anything is submitted."""
-    composer, accepted = Composer(), set()
+    the first bad run, with its overrides in the message, before anything is submitted.
+    `extra_conf`: config folders searched after conf/ (a contender's)."""
+    composer, accepted = Composer(extra_conf=extra_conf), set()
     runs = []
     for run_overrides in run_overrides_list:
         try:

@@ -47,10 +47,11 @@ class AuxRule:
     source: str = ""  # fixed
 
 
-def _config(optim: str) -> dict:
-    """conf/optim/<optim>.yaml, or a contender's (compose.EXTRA_CONF_DIRS); {} for a contender
-    whose config reproduce.py has not written yet (its runs cannot compose before it is)."""
-    version = _config_version(optim)
+def _config(optim: str, extra_conf: tuple = ()) -> dict:
+    """conf/optim/<optim>.yaml, or a contender's (in `extra_conf`, the table's further config
+    folders); {} for a contender whose config reproduce.py has not written yet (its runs cannot
+    compose before it is)."""
+    version = _config_version(optim, extra_conf)
     return _load(*version) if version else {}
 
 
@@ -62,41 +63,41 @@ def _load(path: str, mtime_ns: int) -> dict:
 RULED = ("weight_decay", "aux_weight_decay", "aux_lr")  # the keys these rules read
 
 
-def _effective(optim: str, overrides) -> dict:
+def _effective(optim: str, overrides, extra_conf: tuple = ()) -> dict:
     """The ruled keys the optimizer has, with the run's `optim.<key>=` overrides applied and
     resolved (`${.lr}` included; other keys may interpolate what only a whole run config has).
     Only the overrides the ruled keys can read matter, so runs that differ in seed or in other
     keys share one resolution (a spec load checks every run of every scale)."""
-    conf = _config(optim)
+    conf = _config(optim, extra_conf)
     read = set(RULED) | {value[3:-1] for key in RULED
                          if isinstance(value := conf.get(key), str) and value.startswith("${.")}
     mine = tuple(o.removeprefix("optim.") for o in overrides if o.startswith("optim.")
                  and (key := o.split("=", 1)[0].removeprefix("optim.")) in read and key in conf)
-    return _resolved(optim, _config_version(optim), mine)
+    return _resolved(optim, _config_version(optim, extra_conf), mine, tuple(extra_conf))
 
 
-def _config_version(optim: str) -> tuple[str, int] | None:
+def _config_version(optim: str, extra_conf: tuple = ()) -> tuple[str, int] | None:
     """(path, mtime) of the optimizer's config: a rewritten file is read again."""
-    path = compose.option_file("optim", optim)
+    path = compose.option_file("optim", optim, tuple(extra_conf))
     return (str(path), path.stat().st_mtime_ns) if path.exists() else None
 
 
 @functools.lru_cache(maxsize=None)
-def _resolved(optim: str, version, mine: tuple[str, ...]) -> dict:  # version: the cache key
-    conf = OmegaConf.create(_config(optim))
+def _resolved(optim: str, version, mine: tuple[str, ...], extra_conf: tuple = ()) -> dict:
+    conf = OmegaConf.create(_config(optim, extra_conf))  # `version`: the cache key
     merged = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(mine)))
     return {key: OmegaConf.select(merged, key) for key in RULED if key in merged}
 
 
-def is_muon_family(optim: str) -> bool:
+def is_muon_family(optim: str, extra_conf: tuple = ()) -> bool:
     """An optimizer with an auxiliary Adam of its own lr (a number in its config)."""
-    value = _config(optim).get("aux_lr")
+    value = _config(optim, extra_conf).get("aux_lr")
     return isinstance(value, (int, float))
 
 
-def method_bound(optim: str) -> bool:
+def method_bound(optim: str, extra_conf: tuple = ()) -> bool:
     """An optimizer whose aux lr its method derives from its lr (`aux_lr: ${.lr}`)."""
-    value = _config(optim).get("aux_lr")
+    value = _config(optim, extra_conf).get("aux_lr")
     return isinstance(value, str) and value.startswith("${")
 
 
@@ -127,18 +128,19 @@ def parse_aux_rule(where: str, raw, miniature: bool, optimizers) -> AuxRule:
                         f"{raw!r}")
 
 
-def check(where: str, runs, rule: AuxRule | None, miniature: bool) -> None:
+def check(where: str, runs, rule: AuxRule | None, miniature: bool,
+          extra_conf: tuple = ()) -> None:
     """Refuse runs that break the rules (FairnessError naming the rows and their values)."""
     by_variant: dict[str, dict[str, set]] = {}
     for run in runs:
-        conf = _effective(run.optim, run.overrides)
+        conf = _effective(run.optim, run.overrides, extra_conf)
         decays = by_variant.setdefault(run.row.variant, {})
         if "weight_decay" in conf:
             decays.setdefault(run.row.base, set()).add(float(conf["weight_decay"]))
         if "aux_weight_decay" in conf:
             decays.setdefault(f"{run.row.base} (aux Adam)", set()).add(
                 float(conf["aux_weight_decay"]))
-        if rule is None or not is_muon_family(run.optim):
+        if rule is None or not is_muon_family(run.optim, extra_conf):
             continue
         set_by_row = [o for o in run.overrides if o.startswith("optim.aux_lr=")]
         if rule.kind == "tied" and len(set_by_row) > 1:  # the tie itself is one of them
@@ -160,7 +162,7 @@ def check(where: str, runs, rule: AuxRule | None, miniature: bool) -> None:
 
 
 def muon_rows(table) -> list[str]:
-    return [o for o in table.optimizers if is_muon_family(o)]
+    return [o for o in table.optimizers if is_muon_family(o, table.extra_conf)]
 
 
 def tied_lrs(rows, variants) -> dict[str, float]:
@@ -177,11 +179,11 @@ def tied_lrs(rows, variants) -> dict[str, float]:
     return out
 
 
-def _values(runs, key: str) -> dict[str, set[float]]:
+def _values(runs, key: str, extra_conf: tuple = ()) -> dict[str, set[float]]:
     """optimizer → the values of a ruled key its runs take."""
     out: dict[str, set[float]] = {}
     for run in runs:
-        conf = _effective(run.optim, run.overrides)
+        conf = _effective(run.optim, run.overrides, extra_conf)
         if key in conf:
             out.setdefault(run.optim, set()).add(float(conf[key]))
     return out
@@ -201,7 +203,7 @@ def shown_tied(aux: dict[str, float]) -> str:
 def describe(table, runs, aux: dict) -> list[str]:
     """The rules' lines for the table's header."""
     lines = []
-    decays = _values(runs, "weight_decay")
+    decays = _values(runs, "weight_decay", table.extra_conf)
     shared = {frozenset(vs) for vs in decays.values()}
     if len(shared) == 1:
         values = sorted(shared.pop())
@@ -213,7 +215,7 @@ def describe(table, runs, aux: dict) -> list[str]:
         lines.append(f"Weight decay: each row's own ({_shown(decays)}){source} "
                      f"(sweeps/fairness.py).")
     family = muon_rows(table)
-    bound = [o for o in table.optimizers if method_bound(o)]
+    bound = [o for o in table.optimizers if method_bound(o, table.extra_conf)]
     rule = table.aux_rule
     if family and rule is not None:
         what = (f"Auxiliary Adam of the Muon-family rows ({', '.join(family)}; it trains what "
@@ -226,7 +228,8 @@ def describe(table, runs, aux: dict) -> list[str]:
         elif rule.kind == "fixed":
             lines.append(what + f"lr {rule.value:g} for every row ({rule.source}).")
         else:
-            own = _values([run for run in runs if run.optim in family], "aux_lr")
+            own = _values([run for run in runs if run.optim in family], "aux_lr",
+                          table.extra_conf)
             lines.append(what + f"each row's authors' lr ({_shown(own)}), as the sources say.")
     if bound:
         lines.append(f"Auxiliary Adam of {', '.join(bound)}: at the row's own lr, as its method "

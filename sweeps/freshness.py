@@ -97,13 +97,15 @@ def committed(results: Path) -> list[Path]:
 
 
 def check(folder: Path, root: Path = identity.PROJECT_ROOT,
-          reading: identity.Reading | None = None) -> TableFreshness:
+          reading: identity.Reading | None = None,
+          tables: Path = spec.TABLE_DIR) -> TableFreshness:
     """The freshness of the table in `folder` (results/<table>/<scale>) against the code
-    under `root` (a copy, in tests; `reading`: one reading of it that many checks share)."""
+    under `root` (a copy, in tests; `reading`: one reading of it that many checks share) and
+    the specs in `tables`."""
     folder = Path(folder)
     tabled = records.read(folder)
     name, scale = folder.parent.name, tabled.provenance.get("scale", spec.MINIATURE)
-    table = spec.load(name).at(scale)
+    table = spec.load(name, tables).at(scale)
     runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
     if [tuple(r.overrides) for r in runs] != [r.overrides for r in tabled.runs]:
         return TableFreshness(name, scale, folder, (), f"conf/table/{name}.yaml no longer "
@@ -134,9 +136,10 @@ def check(folder: Path, root: Path = identity.PROJECT_ROOT,
     return TableFreshness(name, scale, folder, tuple(out))
 
 
-def check_all(results: Path, root: Path = identity.PROJECT_ROOT) -> list[TableFreshness]:
+def check_all(results: Path, root: Path = identity.PROJECT_ROOT,
+              tables: Path = spec.TABLE_DIR) -> list[TableFreshness]:
     reading = None if Path(root) == identity.PROJECT_ROOT else identity.Reading(root)
-    return [check(folder, root, reading) for folder in committed(results)]
+    return [check(folder, root, reading, tables) for folder in committed(results)]
 
 
 # ---------------------------------------------------------------- bit for bit

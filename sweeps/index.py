@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import freshness
+from sweeps import freshness, spec
 from sweeps.records import RECORDS_FILE
 from sweeps.verdict import OUTCOMES
 from tasks.train import store
@@ -57,8 +57,8 @@ class Entry:
     seconds: float  # run wall time, summed
 
 
-def entries(results: Path) -> list[Entry]:
-    """One entry for each table with run records."""
+def entries(results: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
+    """One entry for each table with run records (its spec in `tables`)."""
     out = []
     for folder in freshness.committed(results):
         data = json.loads(gzip.decompress((folder / RECORDS_FILE).read_bytes()))
@@ -67,13 +67,14 @@ def entries(results: Path) -> list[Entry]:
         verdict = next((line.strip("* ").removeprefix("Verdict: ") for line in md.splitlines()
                         if line.startswith("**Verdict:")), "no table rendered")
         out.append(Entry(folder.parent.name, folder.name, verdict.split(" — ")[0],
-                         freshness.check(folder).state, len(data["runs"]), seconds))
+                         freshness.check(folder, tables=tables).state, len(data["runs"]),
+                         seconds))
     return out
 
 
-def text(results: Path) -> str:
+def text(results: Path, tables: Path = spec.TABLE_DIR) -> str:
     lines = [HEADER.format(records=RECORDS_FILE)]
-    found = entries(results)
+    found = entries(results, tables)
     for e in found:
         lines.append(f"| [{e.table}]({e.table}/{e.scale}/table.md) | {e.scale} | {e.verdict} | "
                      f"{e.code} | {e.runs} | {e.seconds / 60:.1f} min |\n")
@@ -83,7 +84,7 @@ def text(results: Path) -> str:
     return "".join(lines)
 
 
-def write(results: Path) -> Path:
+def write(results: Path, tables: Path = spec.TABLE_DIR) -> Path:
     path = Path(results) / "README.md"
-    store.write_text(path, text(results))
+    store.write_text(path, text(results, tables))
     return path

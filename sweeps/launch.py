@@ -131,13 +131,15 @@ def make_executor(launcher: DictConfig, folder: Path) -> submitit.Executor:
 
 
 def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run: bool = False,
-           runs: list[list[str]] | None = None) -> Launch:
+           runs: list[list[str]] | None = None, extra_conf: tuple[Path, ...] = ()) -> Launch:
     """Launch a sweep given in Hydra sweep syntax (`overrides`) or as explicit `runs` (one
-    override list each, e.g. a table's grid)."""
+    override list each, e.g. a table's grid); `extra_conf`: config folders searched after
+    conf/ (a contender's optimizer config)."""
     # Compose every run first; validate those that will be submitted (finished and live runs
     # were validated when they went out), all before anything is submitted.
     if runs is not None:
-        runs = compose_runs([[*extra, *r] for r in runs], validate_runs=False)
+        runs = compose_runs([[*extra, *r] for r in runs], validate_runs=False,
+                            extra_conf=extra_conf)
     else:
         runs = compose_sweep(overrides, extra, validate_runs=False)
     runs = [(ov, _absolute_paths(cfg, name)) for ov, cfg in runs]

@@ -56,11 +56,12 @@ def table_folders(results: Path) -> list[Path]:
     return sorted(p.parent for p in results.glob("*/*/" + records.RECORDS_FILE))
 
 
-def rows_of(folder: Path) -> tuple[spec.Table, list[Row], str | None]:
+def rows_of(folder: Path, tables: Path = spec.TABLE_DIR) -> tuple[spec.Table, list[Row],
+                                                                  str | None]:
     """(table, rows, contender name) of a rendered table, from its records alone."""
     tabled = records.read(folder)
     table_name, scale = folder.parent.name, folder.name.split("-", 1)[0]
-    table = spec.load(table_name).at(scale)
+    table = spec.load(table_name, tables).at(scale)
     found = re.search(r"--contender ([a-z][a-z0-9_]*)=", tabled.provenance.get("command", ""))
     contender = found.group(1) if found else None
     if contender:  # its row as the table gave it: the grid its records ran
@@ -71,8 +72,8 @@ def rows_of(folder: Path) -> tuple[spec.Table, list[Row], str | None]:
     return table, collect(table, runs, list(tabled.runs)), contender
 
 
-def entries(folder: Path) -> list[Entry]:
-    table, rows, contender = rows_of(folder)
+def entries(folder: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
+    table, rows, contender = rows_of(folder, tables)
     tabled = records.read(folder)
     if tabled.extra and any(not o.startswith(("launcher", "runs_root", "data_root"))
                             for o in tabled.extra):
@@ -205,15 +206,16 @@ def figure(lines: list[dict], all_entries: list[Entry], out: Path) -> None:
     plt.close(fig)
 
 
-def write(results: Path, out: Path, extra: list[Path] = ()) -> tuple[Path, Path]:
+def write(results: Path, out: Path, extra: list[Path] = (),
+          tables: Path = spec.TABLE_DIR) -> tuple[Path, Path]:
     """leaderboard.md and leaderboard.png in `out`, from the records under `results` and the
     contender results roots in `extra`."""
     folders = table_folders(results)
     contender_folders = [f for root in extra for f in table_folders(root)]
     # a contender's folder also holds the table's own rows, run beside it: only its own row
     # enters (its ratio is to the best of that table, the table's rows included)
-    all_entries = [e for folder in folders for e in entries(folder)] + [
-        e for folder in contender_folders for e in entries(folder) if e.contender]
+    all_entries = [e for folder in folders for e in entries(folder, tables)] + [
+        e for folder in contender_folders for e in entries(folder, tables) if e.contender]
     folders += contender_folders
     lines = board(all_entries)
     sources = [str(f.relative_to(f.parents[1].parent)) for f in folders]

@@ -292,10 +292,12 @@ def plan_sweep(name: str, overrides: list[str], hardware: Hardware) -> tuple[str
     return plan_table(name, "sweep", runs, hardware)
 
 
-def plan_table(name: str, scale: str, runs: list, hardware: Hardware) -> tuple[str, int]:
+def plan_table(name: str, scale: str, runs: list, hardware: Hardware,
+               extra_conf: tuple[Path, ...] = ()) -> tuple[str, int]:
     """(the printed plan, number of invalid runs) of a table's runs (`sweeps.spec.Run`s);
     writes nothing and trains nothing."""
-    composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False)
+    composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False,
+                            extra_conf=extra_conf)
     launcher = composed[0][1]["launcher"]
     runs_root = Path(composed[0][1]["runs_root"]).expanduser().absolute()
     record = Manifest.load_or_new(runs_root, name)

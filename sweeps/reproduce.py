@@ -11,10 +11,10 @@ committed table again from those records alone.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeps import compose, edges, fairness, index, leaderboard, records, spec
+from sweeps import edges, fairness, index, leaderboard, records, spec
 from sweeps.certify import certify as certify_table
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
@@ -35,14 +35,16 @@ def _scale(overrides: list[str]) -> str:
 def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = False,
               poll_s: float = 5.0, plan: Hardware | None = None, render_only: bool = False,
               allow_mixed: bool = False, results: Path = RESULTS,
-              contender: Contender | None = None, certify: bool = False) -> int:
+              contender: Contender | None = None, certify: bool = False,
+              tables: Path = spec.TABLE_DIR) -> int:
     """Exit code: 0 rendered, planned or submitted; 1 a run failed; 2 bad input (raised as
     ConfigError / ValueError before anything is submitted). With a `contender` the table gets
-    its row (sweeps/contender.py) and is written under `results`, the contender results root."""
+    its row (sweeps/contender.py) and is written under `results`, the contender results root.
+    `tables`: where the table specs are (conf/table/)."""
     scale = _scale(overrides)
     extra, notes = spec.launcher_overrides(
         scale, [o for o in overrides if not o.startswith("scale=")])
-    table = spec.load(table_name).at(scale)
+    table = spec.load(table_name, tables).at(scale)
     folder = table.folder(extra)
     if contender is not None:
         table, folder = _enter(table, contender, extra, results), f"{folder}-{contender.name}"
@@ -52,7 +54,7 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         where = [o for o in overrides if o.split("=", 1)[0].lstrip("+").split(".")[0]
                  in ("runs_root", "data_root", "launcher")]
         return certify_table(results / table.name / folder, results, where, poll_s,
-                             render=lambda out: render_from_records(table, out))
+                             render=lambda out: render_from_records(table, out), tables=tables)
     for note in notes:
         print(note)
     runs = table.expand(extra, aux=table.placeholder_aux())  # the tie: the plan's cost only
@@ -60,14 +62,15 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
     if contender is not None:  # its own manifest: the table's own launches stay as they were
         name = f"{name}-with-{contender.name}"
     if plan is not None:
-        text, invalid = plan_table(name, scale, runs, plan)
+        text, invalid = plan_table(name, scale, runs, plan, table.extra_conf)
         print(text)
         if _ties(table, extra):
             print(f"aux lr rule: the Muon-family rows' auxiliary Adam follows the "
                   f"{fairness.REFERENCE} row's chosen lr, known once it has run: their keys and "
                   f"status here are a placeholder's (aux_lr 0); their cost is not")
         return 2 if invalid else 0
-    launcher = compose_runs([list(runs[0].overrides)], validate_runs=False)[0][1]["launcher"]
+    launcher = compose_runs([list(runs[0].overrides)], validate_runs=False,
+                            extra_conf=table.extra_conf)[0][1]["launcher"]
     for warning in spec.launcher_warnings(scale, launcher):
         print(warning, file=sys.stderr)
     spec_grids = table.spec_grids(runs)
@@ -92,9 +95,9 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
     out, verdict = _render(table, runs, tabled, spec_grids, ablation,
                            results / table.name / folder)
     records.write(out, tabled)
-    index.write(results)
+    index.write(results, tables)
     if contender is None:  # the leaderboard follows every table (contenders: --contenders)
-        leaderboard.write(results, results)
+        leaderboard.write(results, results, tables=tables)
     print(f"wrote {out}/table.md (+ .csv, .tex, figures, {records.RECORDS_FILE}); "
           f"index {results}/README.md" + ("" if contender else ", leaderboard.md"))
     if contender is not None:
@@ -120,7 +123,8 @@ def _tune(table: spec.Table, name: str, extra: list[str], grids: dict, aux: dict
     `extend_edges` times; None while runs are still pending (the command is re-run to go on)."""
     for round_ in range(table.extend_edges + 1):
         runs = table.expand(extra, grids, aux)
-        result = launch(name, runs=[list(r.overrides) for r in runs])
+        result = launch(name, runs=[list(r.overrides) for r in runs],
+                        extra_conf=table.extra_conf)
         print(f"{name}: {len(runs)} runs; submitted {len(result.submitted)}"
               + (f" as job array {result.job_ids[0].split('_')[0]}" if result.job_ids else ""))
         runs_root = Path(result.runs[0][1]["runs_root"])
@@ -148,7 +152,7 @@ def _tune(table: spec.Table, name: str, extra: list[str], grids: dict, aux: dict
 def _ties(table: spec.Table, extra: list[str]) -> bool:
     """Whether runs of this table need the adamw row's chosen lr (a tied aux lr)."""
     return table.tied and any(
-        fairness.is_muon_family(r.optim)
+        fairness.is_muon_family(r.optim, table.extra_conf)
         for r in table.expand(extra, aux=table.placeholder_aux()))
 
 
@@ -168,9 +172,7 @@ def _enter(table: spec.Table, contender: Contender, extra: list[str],
                              f"optimizer overrides ({chosen})")
     conf_dir = results / "conf"
     contender.write_config(conf_dir)
-    if conf_dir not in compose.EXTRA_CONF_DIRS:
-        compose.EXTRA_CONF_DIRS.append(conf_dir)
-    return with_contender(table, contender)
+    return replace(with_contender(table, contender), extra_conf=(conf_dir,))
 
 
 def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecords,

@@ -81,8 +81,8 @@ def is_paper_scale(scale: str) -> bool:
     return scale != MINIATURE
 
 
-def available() -> list[str]:
-    return sorted(p.stem for p in TABLE_DIR.glob("*.yaml"))
+def available(tables: Path = TABLE_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(tables).glob("*.yaml"))
 
 
 # ---------------------------------------------------------------- the parts
@@ -239,6 +239,8 @@ class Table:
     average_rank: bool
     sources: dict  # scale → its sources block (every paper scale's, for a miniature's footer)
     aux_rule: fairness.AuxRule | None = None  # None: no Muon-family rows
+    # config folders searched after conf/ when its runs compose (a contender's optimizer)
+    extra_conf: tuple[Path, ...] = ()
 
     @property
     def tied(self) -> bool:
@@ -274,13 +276,13 @@ class Table:
         for optim, search in self.optimizers.items():
             if only and optim != only[0]:
                 continue
-            mine = tuple(o for o in optim_keys if has_key(optim, o))
-            tied = self.tied and fairness.is_muon_family(optim)
+            mine = tuple(o for o in optim_keys if has_key(optim, o, self.extra_conf))
+            tied = self.tied and fairness.is_muon_family(optim, self.extra_conf)
             # paper-scale runs are long enough to amortize a compile: the compiled kernels by
             # default where the optimizer has them (a run without a compiler falls back, with
             # a notice: tasks/train/assemble.py); `optim.fused=false` overrides it
-            compiled = ("optim.fused=true",) if self.is_paper and has_key(optim, "fused") \
-                else ()
+            compiled = ("optim.fused=true",) if self.is_paper and \
+                has_key(optim, "fused", self.extra_conf) else ()
             if tied and aux is None:
                 raise SpecError(f"table {self.name}: {optim}'s aux lr is tied to the "
                                 f"{fairness.REFERENCE} row's chosen lr; tune that row first "
@@ -299,7 +301,8 @@ class Table:
                                 *self.per_optimizer.get(optim, ()), *variant, *tie,
                                 f"optim.lr={lr:g}", *[f"optim.{k}={v}" for k, v in tuned],
                                 f"seed={seed}", *plain, *mine), tuned))
-        if optim_keys and not any(has_key(r.optim, o) for r in runs for o in optim_keys):
+        if optim_keys and not any(has_key(r.optim, o, self.extra_conf) for r in runs
+                                  for o in optim_keys):
             raise SpecError(f"no optimizer of table {self.name} has {optim_keys}")
         return runs
 
@@ -324,10 +327,11 @@ class Table:
         return self.scale + (f"-{suffix}" if suffix else "")
 
 
-def has_key(optim: str, override: str) -> bool:
-    """Whether conf/optim/<optim>.yaml has the key an `optim.<key>=...` override sets."""
+def has_key(optim: str, override: str, extra_conf: tuple[Path, ...] = ()) -> bool:
+    """Whether conf/optim/<optim>.yaml (or a contender's, in `extra_conf`) has the key an
+    `optim.<key>=...` override sets."""
     key = override.split("=", 1)[0].removeprefix("optim.").lstrip("+")
-    return key in OmegaConf.load(option_file("optim", optim))  # a contender's config too
+    return key in OmegaConf.load(option_file("optim", optim, extra_conf))
 
 
 def _override_key(override: str) -> str:
@@ -344,6 +348,7 @@ class TableSpec:
 
     name: str
     raw: dict  # the YAML, resolved; read only here
+    tables: Path = TABLE_DIR  # the folder it was read from
 
     @property
     def scales(self) -> list[str]:
@@ -355,15 +360,16 @@ class TableSpec:
         return _resolve(self.name, self.raw, scale)
 
 
-def load(name: str) -> TableSpec:
-    """conf/table/<name>.yaml, checked at every scale (each resolves, its rows are the
-    table's, every optimizer gets the same budget); SpecError naming what is wrong."""
+def load(name: str, tables: Path = TABLE_DIR) -> TableSpec:
+    """<tables>/<name>.yaml (conf/table/ unless a test says otherwise), checked at every scale
+    (each resolves, its rows are the table's, every optimizer gets the same budget); SpecError
+    naming what is wrong."""
     if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
         raise SpecError(f"a table name is letters, digits and _ (it names conf/table/<name>.yaml "
-                        f"and results/<name>/), got {name!r}; available: {available()}")
-    path = TABLE_DIR / f"{name}.yaml"
+                        f"and results/<name>/), got {name!r}; available: {available(tables)}")
+    path = Path(tables) / f"{name}.yaml"
     if not path.exists():
-        raise SpecError(f"unknown table {name!r}; available: {available()}")
+        raise SpecError(f"unknown table {name!r}; available: {available(tables)}")
     try:
         raw = yamlfile.load(path, f"table {name}")
     except yamlfile.YamlError as e:
@@ -378,7 +384,7 @@ def load(name: str) -> TableSpec:
     if "paper" not in raw["scales"] or MINIATURE not in raw["scales"]:
         raise SpecError(f"table {name}: scales must include {MINIATURE!r} and 'paper', got "
                         f"{list(raw['scales'])}")
-    spec = TableSpec(name, raw)
+    spec = TableSpec(name, raw, Path(tables))
     for scale in spec.scales:
         _check_keys(f"table {name}, scale {scale}", raw["scales"][scale], SCALE_KEYS)
         if is_paper_scale(scale):

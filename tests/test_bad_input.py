@@ -98,13 +98,11 @@ def test_a_contender_yaml_is_read_with_bounds(tmp_path, text, message):
     assert time.time() - t0 < 5
 
 
-def test_the_alias_bomb_is_a_few_hundred_bytes_and_a_table_spec_is_bounded_too(tmp_path,
-                                                                              monkeypatch):
+def test_the_alias_bomb_is_a_few_hundred_bytes_and_a_table_spec_is_bounded_too(tmp_path):
     assert len(ALIAS_BOMB) < 420
     (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(spec.SpecError, match="table bomb: .* alias bomb"):
-        spec.load("bomb")
+        spec.load("bomb", tmp_path)
     with pytest.raises(yamlfile.YamlError, match="alias bomb"):
         yamlfile.load(tmp_path / "bomb.yaml", "test")
 

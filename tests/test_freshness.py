@@ -12,7 +12,7 @@ import shutil
 import pytest
 import yaml
 
-from sweeps import freshness, records, spec
+from sweeps import freshness, records
 from sweeps.compose import compose_runs
 from sweeps.reproduce import RESULTS, reproduce
 from tasks.train import identity
@@ -54,18 +54,18 @@ def test_an_edit_to_s3s_update_makes_exactly_the_tables_with_s3_rows_stale(tmp_p
 
 
 @pytest.fixture
-def made(tmp_path, monkeypatch, data_root):
-    """A miniature table rendered with its records, as committed tables are."""
-    folder = tmp_path / "tables"
-    folder.mkdir()
+def made(tmp_path, data_root):
+    """A miniature table rendered with its records, as committed tables are: (its folder,
+    the results root, the overrides it ran with, the folder of its spec)."""
+    tables = tmp_path / "tables"
+    tables.mkdir()
     raw = {**MINI, "optimizers": {"adamw": {"lr": [1e-3]}, "s3": {"lr": [1e-3]}},
            "seeds": [0]}
-    (folder / "mini.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.setattr(spec, "TABLE_DIR", folder)
+    (tables / "mini.yaml").write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results) == 0
-    return results / "mini" / "tiny", results, where
+    assert reproduce("mini", where, "test", results=results, tables=tables) == 0
+    return results / "mini" / "tiny", results, where, tables
 
 
 def rewrite(folder, change) -> None:
@@ -85,16 +85,16 @@ def made_by_older_code(entry, cfg) -> None:
 
 
 def test_a_table_whose_code_changed_but_not_its_numbers_is_certified(made, tmp_path):
-    folder, results, where = made
-    assert freshness.check(folder).state == freshness.FRESH
+    folder, results, where, tables = made
+    assert freshness.check(folder, tables=tables).state == freshness.FRESH
     rewrite(folder, made_by_older_code)
-    stale = freshness.check(folder)
+    stale = freshness.check(folder, tables=tables)
     assert stale.state == freshness.STALE
     assert {r.state for r in stale.runs} == {freshness.CODE_CHANGED}
     shutil.rmtree(tmp_path / "runs")  # the re-runs are new runs, not the table's old ones
     assert reproduce("mini", [*where, "runs_root=" + str(tmp_path / "again")], "test",
-                     results=results, certify=True) == 0
-    certified = freshness.check(folder)
+                     results=results, certify=True, tables=tables) == 0
+    certified = freshness.check(folder, tables=tables)
     assert certified.state == freshness.CERTIFIED, certified.describe()
     tabled = records.read(folder)
     assert {(c.task, c.optim) for c in tabled.certificates} == {
@@ -103,16 +103,16 @@ def test_a_table_whose_code_changed_but_not_its_numbers_is_certified(made, tmp_p
     assert "- certified: `nanogpt_char/adamw 0123456789ab → " in (folder / "table.md").read_text()
     # a re-render from the records keeps the certificate in the header
     before = (folder / "table.md").read_bytes()
-    assert reproduce("mini", [], "test", render_only=True, results=results) == 0
+    assert reproduce("mini", [], "test", render_only=True, results=results, tables=tables) == 0
     assert (folder / "table.md").read_bytes() == before
     # a certificate holds for the code version it was made at: a later edit is stale again
     later = tuple(dataclasses.replace(c, now="fedcba987654") for c in tabled.certificates)
     records.write(folder, dataclasses.replace(tabled, certificates=later))
-    assert freshness.check(folder).state == freshness.STALE
+    assert freshness.check(folder, tables=tables).state == freshness.STALE
 
 
 def test_a_table_whose_numbers_changed_is_not_certified(made, tmp_path, capsys):
-    folder, results, where = made
+    folder, results, where, tables = made
 
     def older_and_other_numbers(entry, cfg):
         made_by_older_code(entry, cfg)
@@ -122,21 +122,21 @@ def test_a_table_whose_numbers_changed_is_not_certified(made, tmp_path, capsys):
 
     rewrite(folder, older_and_other_numbers)
     assert reproduce("mini", [*where, "runs_root=" + str(tmp_path / "again")], "test",
-                     results=results, certify=True) == 1
+                     results=results, certify=True, tables=tables) == 1
     out = capsys.readouterr().out
     assert "NOT certified" in out and ": step 2: loss " in out
     assert "re-run it: python scripts/reproduce.py mini" in out
-    assert freshness.check(folder).state == freshness.STALE
+    assert freshness.check(folder, tables=tables).state == freshness.STALE
     assert not records.read(folder).certificates
 
 
 def test_a_config_change_cannot_be_certified(made, tmp_path, capsys):
-    folder, results, where = made
+    folder, results, where, tables = made
     rewrite(folder, lambda entry, cfg: entry["summary"].update(run_key="feedfacefe"))
-    state = freshness.check(folder)
+    state = freshness.check(folder, tables=tables)
     assert {r.state for r in state.runs} == {freshness.CONFIG_CHANGED}
     assert "# re-run" in state.command
-    assert reproduce("mini", where, "test", results=results, certify=True) == 2
+    assert reproduce("mini", where, "test", results=results, certify=True, tables=tables) == 2
     assert "not certifiable" in capsys.readouterr().out
 
 

@@ -34,12 +34,11 @@ MINI["scales"]["paper"] = {
 
 
 @pytest.fixture
-def mini_table(tmp_path, monkeypatch):
+def mini_table(tmp_path):
     folder = tmp_path / "tables"
     folder.mkdir()
     (folder / "mini.yaml").write_text(yaml.safe_dump(MINI))
-    monkeypatch.setattr(spec, "TABLE_DIR", folder)
-    return spec.load("mini")
+    return spec.load("mini", folder)
 
 
 @pytest.mark.parametrize("name", spec.available())
@@ -57,63 +56,61 @@ def test_every_committed_spec_expands_into_valid_distinct_runs(name):
         assert table.metric.mode in ("min", "max")
 
 
-def test_unequal_lr_grids_break_the_fair_tuning_rule(tmp_path, monkeypatch):
+def test_unequal_lr_grids_break_the_fair_tuning_rule(tmp_path):
     bad = dict(MINI, name="bad", optimizers={"adamw": {"lr": [1e-3]},
                                              "s3": {"lr": [1e-3, 3e-3]}})
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(ValueError, match="same budget"):
-        spec.load("bad")
+        spec.load("bad", tmp_path)
     with pytest.raises(ValueError, match="available"):
-        spec.load("nope")
+        spec.load("nope", tmp_path)
 
 
-def _write_t(tmp_path, monkeypatch, raw):
+def _write_t(tmp_path, raw):
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
 
 
-def test_a_scale_may_drop_optimizers_but_not_those_its_verdict_compares(tmp_path, monkeypatch):
+def test_a_scale_may_drop_optimizers_but_not_those_its_verdict_compares(tmp_path):
     tiny = {**MINI["scales"]["tiny"], "drop": ["adamw"]}
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"], "tiny": tiny}))
-    loaded = spec.load("t")
+    _write_t(tmp_path, dict(MINI, name="t", scales={**MINI["scales"], "tiny": tiny}))
+    loaded = spec.load("t", tmp_path)
     assert {r.optim for r in loaded.at("tiny").expand()} == {"s3"}
     assert {r.optim for r in loaded.at("paper").expand()} == {"s3", "adamw"}
 
     unknown = {**tiny, "drop": ["lion"]}
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", scales={**MINI["scales"],
+    _write_t(tmp_path, dict(MINI, name="t", scales={**MINI["scales"],
                                                                  "tiny": unknown}))
     with pytest.raises(ValueError, match=r"drop names \['lion'\]"):
-        spec.load("t")
+        spec.load("t", tmp_path)
 
     verdict = {"kind": "better", "row": "s3", "than": "adamw"}
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict=verdict,
+    _write_t(tmp_path, dict(MINI, name="t", verdict=verdict,
                                          scales={**MINI["scales"], "tiny": tiny}))
     with pytest.raises(ValueError, match=r"drop removes \['adamw'\]"):
-        spec.load("t")
+        spec.load("t", tmp_path)
     for bad in ({"kind": "better", "row": "s3", "than": "lion"},
                 {"kind": "better", "row": "s3 big", "than": "adamw"}):
-        _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict=bad))
+        _write_t(tmp_path, dict(MINI, name="t", verdict=bad))
         with pytest.raises(ValueError, match="verdict.(than|row) must name rows of the table"):
-            spec.load("t")
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict={"kind": "faster", "row": "s3",
+            spec.load("t", tmp_path)
+    _write_t(tmp_path, dict(MINI, name="t", verdict={"kind": "faster", "row": "s3",
                                                                    "than": "adamw"}))
     with pytest.raises(ValueError, match="verdict.kind must be one of"):
-        spec.load("t")
+        spec.load("t", tmp_path)
     # an equivalence claim states what counts as equal; a claim of difference does not
     matches = {"kind": "matches", "row": "s3", "than": "adamw"}
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict=matches))
+    _write_t(tmp_path, dict(MINI, name="t", verdict=matches))
     with pytest.raises(ValueError, match="a `matches` claim needs its margin δ"):
-        spec.load("t")
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict={**matches, "margin": {
+        spec.load("t", tmp_path)
+    _write_t(tmp_path, dict(MINI, name="t", verdict={**matches, "margin": {
         "value": 0.01}}))
     with pytest.raises(ValueError, match="needs a value > 0 and its source"):
-        spec.load("t")
-    _write_t(tmp_path, monkeypatch, dict(MINI, name="t", verdict={
+        spec.load("t", tmp_path)
+    _write_t(tmp_path, dict(MINI, name="t", verdict={
         "kind": "better", "row": "s3", "than": "adamw", "margin": {"value": 0.1,
                                                                    "source": "x"}}))
     with pytest.raises(ValueError, match="a margin is for `matches`"):
-        spec.load("t")
+        spec.load("t", tmp_path)
 
 
 def test_ablation_overrides_make_distinct_runs(mini_table):
@@ -132,12 +129,12 @@ def test_ablation_overrides_make_distinct_runs(mini_table):
         mini_table.at("huge")
 
 
-def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch):
+def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     raw = dict(MINI, extend_edges=1, verdict={"kind": "better", "row": "s3", "than": "adamw"})
-    _write(tmp_path / "tables", monkeypatch, raw)
+    _write(tmp_path / "tables", raw)
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results) == 0
+    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
     out = results / "mini" / "tiny"  # runs_root/data_root are not an ablation: no suffix
     md = (out / "table.md").read_text()
     assert "Miniature" in md and "commit" in md and "machine" in md
@@ -162,13 +159,14 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root, monkeypatch
         results / "README.md").read_text()
     # a second call submits nothing, and renders the same table from the same runs
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "table.md"}
-    assert reproduce("mini", where, "test", results=results) == 0
+    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
     # from the records alone, on a machine without the runs: the same bytes
     committed = {p.name: p.read_bytes() for p in out.iterdir()}
     import shutil
 
     shutil.rmtree(tmp_path / "runs")
-    assert reproduce("mini", [], "test", render_only=True, results=results) == 0
+    assert reproduce("mini", [], "test", render_only=True, results=results,
+                     tables=mini_table.tables) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == committed
     assert set(before) <= set(committed)
 
@@ -191,7 +189,7 @@ def test_a_run_that_diverges_mid_way_is_a_result_of_the_table(mini_table, tmp_pa
     monkeypatch.setattr(Trainer, "train_step", train_step)
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results) == 0
+    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
     data = records.read(results / "mini" / "tiny")
     [diverged] = [r.summary for r in data.runs if r.status == "diverged"]
     assert diverged["diverged_at"] == 8 and diverged["steps_done"] == 8
@@ -234,31 +232,32 @@ def test_damaged_records_are_refused_naming_the_file_the_run_and_the_field(
         mini_table, tmp_path, data_root, damage):
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results) == 0
+    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
     path = results / "mini" / "tiny" / records.RECORDS_FILE
     change, message = RECORD_DAMAGE[damage]
     path.write_bytes(change(path.read_bytes()))
     with pytest.raises(ValueError, match=message):
-        reproduce("mini", [], "test", render_only=True, results=results)
+        reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
 
 
 def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, tmp_path,
                                                                    data_root, monkeypatch):
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results) == 0
+    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
     out = results / "mini" / "tiny"
     data = records.read(out)
     data.runs[0].summary["code_version"] = "0123456789ab"
     records.write(out, data)
     with pytest.raises(ValueError, match="different optimizer/task code: 0123456789ab"):
-        reproduce("mini", [], "test", render_only=True, results=results)
+        reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
     records.write(out, dataclasses.replace(data, allow_mixed=True))
-    assert reproduce("mini", [], "test", render_only=True, results=results) == 0
+    assert reproduce("mini", [], "test", render_only=True, results=results,
+                     tables=mini_table.tables) == 0
     assert "0123456789ab (1 runs)" in (out / "table.md").read_text()
-    _write(tmp_path / "tables", monkeypatch, dict(MINI, seeds=[0, 1, 2]))
+    _write(tmp_path / "tables", dict(MINI, seeds=[0, 1, 2]))
     with pytest.raises(ValueError, match="another version of conf/table/mini.yaml"):
-        reproduce("mini", [], "test", render_only=True, results=results)
+        reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
 
 
 def _row(label, variant="", metrics=(), **extra):
@@ -298,35 +297,32 @@ def test_ratio_columns_use_the_best_baseline_that_finished():
     assert ratio_columns(table, rows[1:2])["speedup"] == {"lion": None}
 
 
-def test_a_ratio_must_name_a_reported_key_and_rows_of_the_table(tmp_path, monkeypatch):
+def test_a_ratio_must_name_a_reported_key_and_rows_of_the_table(tmp_path):
     bad = dict(MINI, ratios=[{"key": "wall_time_s", "versus": ["adamw"], "label": "t"}])
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(bad))
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(ValueError, match="wall_time_s"):
-        spec.load("mini")
+        spec.load("mini", tmp_path)
     bad["report"], bad["ratios"][0]["versus"] = ["wall_time_s"], ["muon"]
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match="muon"):
-        spec.load("mini")
+        spec.load("mini", tmp_path)
 
 
-def test_a_table_asks_only_for_known_figures(tmp_path, monkeypatch):
+def test_a_table_asks_only_for_known_figures(tmp_path):
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(dict(MINI, figures=["p_per_lr"])))
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"unknown figures \['p_per_lr'\]; known: \['p_per_l"):
-        spec.load("mini")
+        spec.load("mini", tmp_path)
 
 
-def test_a_spec_key_nothing_reads_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
+def test_a_spec_key_nothing_reads_is_refused(tmp_path):
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(dict(MINI, seed=[0])))
     with pytest.raises(ValueError, match=r"table mini: unknown keys \['seed'\]"):
-        spec.load("mini")
+        spec.load("mini", tmp_path)
     tiny = {**MINI["scales"]["tiny"], "extend_edge": 2}
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(dict(MINI, scales={**MINI["scales"],
                                                                           "tiny": tiny})))
     with pytest.raises(ValueError, match=r"scale tiny: unknown keys \['extend_edge'\]"):
-        spec.load("mini")
+        spec.load("mini", tmp_path)
 
 
 def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
@@ -344,29 +340,28 @@ def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
     assert not (tmp_path / "p_per_layer.png").exists()
 
 
-def _write(tmp_path, monkeypatch, raw):
-    tmp_path.mkdir(exist_ok=True)
-    (tmp_path / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.setattr(spec, "TABLE_DIR", tmp_path)
+def _write(folder, raw):
+    folder.mkdir(exist_ok=True)
+    (folder / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw))
     return raw["name"]
 
 
-def test_a_paper_scale_must_source_every_setting(tmp_path, monkeypatch):
+def test_a_paper_scale_must_source_every_setting(tmp_path):
     import copy
 
     bad = copy.deepcopy(MINI)
     del bad["scales"]["paper"]["sources"]["clipping"]
     with pytest.raises(ValueError, match=r"scale paper: settings without a source: \['clipping'\]"):
-        spec.load(_write(tmp_path, monkeypatch, bad))
+        spec.load(_write(tmp_path, bad), tmp_path)
     bad = copy.deepcopy(MINI)
     bad["scales"]["paper"]["sources"]["seeds"] = {"guess": "3"}
     with pytest.raises(ValueError, match=r"sources.seeds must have exactly one of \['paper', "
                                          r"'code', 'assumption', 'na'\]"):
-        spec.load(_write(tmp_path, monkeypatch, bad))
+        spec.load(_write(tmp_path, bad), tmp_path)
     bad = copy.deepcopy(MINI)
     bad["scales"]["paper_big"] = {"label": "x", "overrides": []}  # a second paper scale
     with pytest.raises(ValueError, match="scale paper_big: a paper-scale spec needs a `sources:`"):
-        spec.load(_write(tmp_path, monkeypatch, bad))
+        spec.load(_write(tmp_path, bad), tmp_path)
 
 
 @pytest.mark.parametrize("name", spec.available())
@@ -377,10 +372,10 @@ def test_every_committed_paper_scale_renders_its_sources(name):
         assert all(f"| {label} |" in md for label in sources.SETTINGS.values()), scale
 
 
-def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_path, monkeypatch):
+def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_path):
     raw = dict(MINI, optimizers={"adamw": {"lr": [1e-3], "tune": {"eps": [0.0, 0.1]}},
                                  "s3": {"lr": [1e-3, 3e-3]}}, seeds=[0])
-    table = spec.load(_write(tmp_path, monkeypatch, raw)).at("tiny")
+    table = spec.load(_write(tmp_path, raw), tmp_path).at("tiny")
     runs = table.expand()
     assert [r.tuned for r in runs if r.optim == "adamw"] == [(("eps", 0.0),),
                                                              (("eps", 0.1),)]
@@ -395,15 +390,15 @@ def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_pa
     unequal = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"eps": [0, 0.1]}},
                                     "s3": {"lr": [1e-3]}})
     with pytest.raises(ValueError, match="search spaces differ in size"):
-        spec.load(_write(tmp_path, monkeypatch, unequal))
+        spec.load(_write(tmp_path, unequal), tmp_path)
     one_row_decays = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {
         "weight_decay": [0.0, 0.1]}}, "s3": {"lr": [1e-3, 3e-3]}})
     with pytest.raises(ValueError, match="rows run different weight decays"):
-        spec.load(_write(tmp_path, monkeypatch, one_row_decays))
+        spec.load(_write(tmp_path, one_row_decays), tmp_path)
     no_key = dict(raw, optimizers={"adamw": {"lr": [1e-3], "tune": {"p": [2, 3]}},
                                    "s3": {"lr": [1e-3, 3e-3]}})
     with pytest.raises(ValueError, match="adamw has no key 'p'"):
-        spec.load(_write(tmp_path, monkeypatch, no_key))
+        spec.load(_write(tmp_path, no_key), tmp_path)
 
 
 def test_ratios_compare_rows_of_the_same_variant():
