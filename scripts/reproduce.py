@@ -41,7 +41,7 @@ from sweeps import spec  # noqa: E402
 from sweeps.contender import parse as parse_contender  # noqa: E402
 from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware  # noqa: E402
 from sweeps.reproduce import reproduce  # noqa: E402
-from tasks.train.errors import ConfigError  # noqa: E402
+from tasks.train.errors import ConfigError, Preempted  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
 
 
@@ -92,6 +92,12 @@ def main() -> int:
     except (ConfigError, ValueError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # SIGTERM or Ctrl-C: the running run checkpointed, nothing is lost
+        print(f"[optbench] {e}; run the same command again to go on", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:  # between runs: nothing was running
+        print("[optbench] interrupted; run the same command again to go on", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from sweeps.status import (  # noqa: E402
     sweep_status,
     wait_for_sweep,
 )
-from tasks.train.errors import ConfigError  # noqa: E402
+from tasks.train.errors import ConfigError, Preempted  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
 
 
@@ -92,6 +92,12 @@ def main() -> int:
     except (ConfigError, ValueError, FileNotFoundError, LeaseHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # launcher=debug: the running run checkpointed, nothing is lost
+        print(f"[optbench] {e}; launch the same sweep again to go on", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("[optbench] interrupted; launch the same sweep again to go on", file=sys.stderr)
+        return 130
     skipped = {}
     for state in result.skipped.values():
         skipped[state] = skipped.get(state, 0) + 1

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from sweeps.compose import CONF_DIR, check_choices  # noqa: E402
+from sweeps.compose import CONF_DIR, check_run_overrides, run_groups  # noqa: E402
 from tasks import run  # noqa: E402
 from tasks.train import distributed, parallel  # noqa: E402
 from tasks.train.config import ConfigError  # noqa: E402
@@ -74,9 +74,25 @@ def main(cfg: DictConfig) -> None:
         distributed.shutdown()
 
 
+def usage() -> str:
+    """--help: this script's doc, the groups a run composes (not `table`: tables are
+    reproduce.py's) and their options."""
+    lines = [__doc__.strip(), "", "Groups (group=option):"]
+    for group in run_groups():
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        lines.append(f"  {group}: {', '.join(options)}")
+    lines += ["", "Keys (key=value) are those of conf/train.yaml and of the chosen options, e.g. "
+              "steps=1000 optim.lr=3e-3 seed=1;", "`python scripts/train.py --cfg job` prints a "
+              "whole composed config. Paper tables: python scripts/reproduce.py --help"]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    try:  # group choices first: Hydra reports a bad one with exit code 1, ours is 2
-        check_choices([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(usage())
+        sys.exit(0)
+    try:  # before Hydra: it reports a bad group choice or key with exit code 1, ours is 2
+        check_run_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

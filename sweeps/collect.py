@@ -44,6 +44,17 @@ class Cell:
         return sum(r.status == "diverged" for r in self.runs)
 
     @property
+    def failed(self) -> int:
+        """Runs that raised (or never wrote a summary): no result, unlike a divergence."""
+        return sum(r.status not in ("completed", "diverged") for r in self.runs)
+
+    @property
+    def errors(self) -> list[str]:
+        """The first line of each failed run's error, in seed order."""
+        return [str(r.get("error") or "no summary: the run never ended").splitlines()[0]
+                for r in self.runs if r.status not in ("completed", "diverged")]
+
+    @property
     def spikes(self) -> int:
         return sum(r.get("spikes.spike_count") or 0 for r in self.runs)
 
@@ -96,6 +107,21 @@ class Row:
     @property
     def diverged(self) -> int:
         return sum(cell.diverged for cell in self.cells.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(cell.failed for cell in self.cells.values())
+
+    @property
+    def failed_everywhere(self) -> bool:
+        """No setting without a failed run: the row measured nothing about the optimizer (an
+        error, not a divergence), and neither the verdict nor the edge rule reads it."""
+        return self.best is None and bool(self.cells) and all(
+            cell.failed for cell in self.cells.values())
+
+    @property
+    def first_error(self) -> str:
+        return next((e for cell in self.cells.values() for e in cell.errors), "")
 
     @property
     def best_runs(self) -> list[RunRecord]:
@@ -184,15 +210,18 @@ def ranking(table: Table, rows: list[Row]) -> list[tuple[str | None, str]]:
     return out
 
 
-def code_versions(records: list[RunRecord], allow_mixed: bool) -> str:
+def code_versions(records: list[RunRecord], allow_mixed: bool, certificates=()) -> str:
     """The runs' code versions as one line ("<version> (<n> runs), ..."). Runs of the same
     optimizer and task execute the same code, so several versions among them mean some were
-    made by other code: an error, unless `allow_mixed` (the table then lists them)."""
+    made by other code: an error, unless `allow_mixed` (the table then lists them), or unless
+    a certificate (sweeps/freshness.py) shows the older version computes what the newer does."""
     versions = [str(r.get("code_version")) for r in records]
     line = ", ".join(f"{v} ({versions.count(v)} runs)" for v in sorted(set(versions)))
+    same = {(c.task, c.optim, c.made_at): c.now for c in certificates}
     groups: dict[tuple, set] = {}
     for record, version in zip(records, versions):
-        groups.setdefault((record.get("task"), record.get("optim")), set()).add(version)
+        pair = (record.get("task"), record.get("optim"))
+        groups.setdefault(pair, set()).add(same.get((*pair, version), version))
     mixed = {f"{task}/{optim}": sorted(v) for (task, optim), v in groups.items() if len(v) > 1}
     if mixed and not allow_mixed:
         raise ValueError(f"the table's runs were made by different optimizer/task code: {line} "

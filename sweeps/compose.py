@@ -174,13 +174,39 @@ def _apply(data: dict, o: Override) -> None:
     if o.type == OverrideType.DEL:
         node.pop(leaf, None)
     elif o.type == OverrideType.CHANGE and leaf not in node:
+        groups = f"; the groups: {run_groups()} (choose with group=option)" if not parents \
+            else ""
         raise ConfigError(f"cannot override {o.key_or_group!r}: no such key (use "
-                          f"+{o.key_or_group}=... to add one). Keys there: {sorted(node)}")
+                          f"+{o.key_or_group}=... to add one). Keys there: {sorted(node)}"
+                          f"{groups}")
     elif o.type == OverrideType.ADD and leaf in node:
         raise ConfigError(f"cannot add {o.key_or_group!r}: it exists (use "
                           f"{o.key_or_group}=... or ++{o.key_or_group}=...)")
     else:
         node[leaf] = o.value()
+
+
+def run_groups() -> list[str]:
+    """The config groups a run composes (conf/<group>/; `table` holds table specs, which
+    reproduce.py reads: not a run's group)."""
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "table")
+
+
+def check_run_overrides(overrides: list[str]) -> None:
+    """A command line's overrides, checked as a run composes them (each group choice an option
+    of its group, each key one that exists there), before Hydra sees them: Hydra reports a bad
+    one with a traceback hint and exit code 1, the scripts with the valid ones and exit 2."""
+    check_choices(overrides)
+    plain = [o for o in overrides if not o.startswith(("hydra", "+hydra", "~hydra"))]
+    if any(o.split("=", 1)[0].lstrip("+~") == "table" for o in plain):
+        raise ConfigError("table=... is not a run's setting: a paper table is reproduced with "
+                          "`python scripts/reproduce.py TABLE` (one of "
+                          f"{sorted(p.stem for p in (CONF_DIR / 'table').glob('*.yaml'))})")
+    try:
+        first_run = expand(plain)[0]
+    except Exception as e:  # Hydra's parse error, with the offending text
+        raise ConfigError(f"cannot parse the overrides: {e}") from None
+    Composer().compose(first_run)
 
 
 def check_choices(overrides: list[str]) -> None:

@@ -75,7 +75,30 @@ def parse(text: str) -> Contender:
         return _from_yaml(name, source)
     cls = _import(source, "--contender")
     lr = _default_lr(cls, source)
-    return Contender(name, source, class_defaults(cls), lr, None, source)
+    return Contender(name, source, {**class_defaults(cls), **run_length(cls, source, {})}, lr,
+                     None, source)
+
+
+# constructor arguments that mean the run's length (Ranger21's num_iterations, ...): given the
+# run's steps, as SoftSignum gets `total_steps: ${steps}`
+RUN_LENGTH_ARGUMENTS = ("total_steps", "num_iterations", "num_training_steps", "max_steps",
+                        "num_steps", "t_total", "total_iterations")
+
+
+def run_length(cls: type, target: str, given: dict) -> dict:
+    """The run's steps for a required run-length argument; a SpecError naming any other
+    argument the constructor requires that nobody gives."""
+    out = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "params") or param.default is not param.empty \
+                or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in given:
+            continue
+        if name in RUN_LENGTH_ARGUMENTS:
+            out[name] = "${steps}"
+        elif name != "lr":
+            raise SpecError(f"--contender: {target} requires the argument {name!r}, which the "
+                            f"table cannot know; give it in a yaml contender ({name}: ...)")
+    return out
 
 
 def class_defaults(cls: type) -> dict:
@@ -124,8 +147,8 @@ def _from_yaml(name: str, source: str) -> Contender:
     if unknown:
         raise SpecError(f"--contender {name}: {target} takes no argument {unknown}; it takes "
                         f"{sorted(k for k in accepted if k not in ('self', 'params'))}")
-    return Contender(name, target, {**class_defaults(cls), **raw}, float(lr),
-                     tuple(float(v) for v in grid) if grid else None, str(path))
+    return Contender(name, target, {**class_defaults(cls), **run_length(cls, target, raw), **raw},
+                     float(lr), tuple(float(v) for v in grid) if grid else None, str(path))
 
 
 def _import(target: str, what: str) -> type:
@@ -143,6 +166,11 @@ def _import(target: str, what: str) -> type:
         raise SpecError(f"{what}: module {module_name!r} has no {class_name!r}")
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
         raise SpecError(f"{what}: {target} is not a torch.optim.Optimizer subclass")
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is closure.empty:
+        raise SpecError(f"{what}: {target}.step needs a closure (it evaluates the loss again "
+                        f"inside a step, as L-BFGS does); the training loop steps once per "
+                        f"batch and gives none, so it cannot run here")
     return cls
 
 
@@ -164,11 +192,17 @@ def _positive(value) -> bool:
 
 def lr_grid(contender: Contender, table: Table) -> tuple[float, ...]:
     """The contender's own grid, or as many lrs as the table's rows have configurations,
-    spaced as the table's lr grids are (their median ratio), centred on its default lr."""
-    if contender.lr_grid:
-        return tuple(sorted(contender.lr_grid))
+    spaced as the table's lr grids are (their median ratio), centred on its default lr. Its
+    own grid must be of the table's size: every row gets the same budget."""
     budgets = {search.budget for search in table.optimizers.values()}
     size = max(budgets)
+    if contender.lr_grid:
+        if len(contender.lr_grid) != size:
+            raise SpecError(f"--contender {contender.name}: lr_grid has "
+                            f"{len(contender.lr_grid)} lrs, and every row of table "
+                            f"{table.name} gets {size} configurations (the fair-tuning rule): "
+                            f"give {size} lrs, or no lr_grid for the table's own spacing")
+        return tuple(sorted(contender.lr_grid))
     ratios = sorted(b / a for search in table.optimizers.values()
                     for a, b in zip(sorted(search.lr), sorted(search.lr)[1:]))
     step = ratios[len(ratios) // 2] if ratios else math.sqrt(10)

@@ -4,8 +4,9 @@ The rule, the same for every row: when a row's best lr is the smallest (largest)
 add one lr below (above) it, the grid's own factor between its two outermost points on that
 side, run it, and look again; at most `extend_edges` times (a spec key, per scale too). A row
 that diverged at every lr reaches down. Rows at fixed lr multiples are not tuned and not
-extended. The grids live in the table's run records, and the table prints each final grid and
-flags a row still on an edge.
+extended, and neither are rows whose runs failed at every lr (errors say nothing about the lr).
+The grids live in the table's run records, and the table prints each final grid and flags a row
+still on an edge.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def extend(rows: list[Row], grids: dict[str, list[float]]) -> dict[str, list[flo
     multiples) are left alone."""
     out = {label: list(grid) for label, grid in grids.items()}
     for row in rows:
+        if row.failed_everywhere:  # errors, not an lr too large: nothing to widen
+            continue
         grid = out.get(row.label)
         side = edge(row, grid) if grid else None
         if side is not None:

@@ -140,7 +140,8 @@ def draw(table: Table, rows: list[Row], out: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(table.metric.name)
-    ax.set_title(f"{table.name}: final metric vs lr (missing points diverged)")
+    missing = "diverged or failed (raised)" if any(r.failed for r in rows) else "diverged"
+    ax.set_title(f"{table.name}: final metric vs lr (missing points {missing})")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     save(fig, out / "metric_vs_lr.png", dpi=120)

@@ -205,8 +205,27 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
         record.mark_submitted(key, job_id, launcher.name, time.time())
     record.save()
     if launcher.name == "debug":  # in-process: the jobs run now, one after another
-        for (key, _), job in zip(todo, jobs):
-            error = job.exception()  # a failed run is recorded in its run dir; go on
-            if error is not None:
-                print(f"[optbench] run {key} raised {type(error).__name__}: {error}")
+        _run_here(todo, jobs, len(runs))
     return Launch(name, runs, [k for k, _ in todo], skipped, job_ids, executor, jobs)
+
+
+def _run_here(todo: list, jobs: list, total: int) -> None:
+    """The debug launcher's jobs, one after another in this process, with progress (k/N, time
+    so far and left). A stop signal (SIGTERM, Ctrl-C) checkpoints the running run and stops
+    the launch there (`Preempted`): every run is resumable by the same command."""
+    from tasks.train.errors import Preempted
+
+    print(f"[optbench] running {len(jobs)} of the sweep's {total} runs here, one after another "
+          f"(launcher=debug)", flush=True)
+    t0 = time.time()
+    for k, ((key, _), job) in enumerate(zip(todo, jobs), 1):
+        error = job.exception()  # a failed run is recorded in its run dir; go on
+        if isinstance(error, Preempted):
+            print(f"[optbench] {error}: stopped at run {k}/{len(jobs)} ({key}); the same "
+                  f"command resumes it and runs the rest", flush=True)
+            raise error
+        if error is not None:
+            print(f"[optbench] run {key} raised {type(error).__name__}: {error}")
+        elapsed = time.time() - t0
+        print(f"[optbench] {k}/{len(jobs)} runs done, {elapsed / 60:.1f} min so far, about "
+              f"{elapsed / k * (len(jobs) - k) / 60:.1f} min left", flush=True)

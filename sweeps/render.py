@@ -54,11 +54,14 @@ def _fmt(x, digits=4) -> str:
 def table_rows(table: Table, rows: list[Row], best: set[str],
                grids: dict) -> tuple[list[str], list[list[str]]]:
     ratios = ratio_columns(table, rows)
+    failures = any(r.failed for r in rows)  # a column only where a run failed
     header = ["row", "best lr", f"{table.metric.name} (mean ± std)", "seeds", "diverged runs",
-              *table.report, *ratios, "paper"]
+              *(["failed runs"] if failures else []), *table.report, *ratios, "paper"]
     body = []
     for r in rows:
-        if r.mean is None:
+        if r.failed_everywhere:
+            mean = "failed at every lr"
+        elif r.mean is None:
             mean = "diverged at every lr"
         elif r.n == 1:
             mean = f"{_fmt(r.mean)} (one seed)"
@@ -71,6 +74,7 @@ def table_rows(table: Table, rows: list[Row], best: set[str],
         if side is not None:
             best_lr += f" (on the {side} edge)"
         body.append([label, best_lr, mean, str(r.n), str(r.diverged),
+                     *([str(r.failed)] if failures else []),
                      *[_fmt(r.extra.get(c)) for c in table.report],
                      *[_fmt(values[r.label], 3) for values in ratios.values()],
                      _fmt(paper) if paper is not None else "–"])
@@ -139,6 +143,12 @@ def write_markdown(r: Rendered, out: Path) -> None:
     md += [*[f"- {k}: `{v}`" for k, v in prov.items()], "",
            "| " + " | ".join(r.header) + " |", "|" + "---|" * len(r.header)]
     md += ["| " + " | ".join(row) + " |" for row in r.body]
+    failed = [row for row in rows if row.failed]
+    if failed:
+        md += ["", "Failed runs (they raised: an error, not a result; a setting with one has no "
+               "mean, and a row that failed at every setting is no row of the verdict):", ""]
+        md += [f"- {row.label}: {row.failed} run(s); first error: {row.first_error}"
+               for row in failed]
     if not table.is_paper and table.paper:
         md += ["", "The 'paper' column is the paper's own setting, not this miniature's: the two "
                "are not comparable number for number, only in which row wins."]
@@ -160,6 +170,7 @@ def write_markdown(r: Rendered, out: Path) -> None:
         md.append(f"- {row.label}: " + ", ".join(
             f"{_setting(cell.lr, cell.tuned)} → {_fmt(cell.mean)}"
             + (f" [diverged {cell.diverged}]" if cell.diverged else "")
+            + (f" [failed {cell.failed}]" if cell.failed else "")
             + (f" [spikes {cell.spikes}]" if cell.spikes else "")
             for cell in row.cells.values()))
     md += ["", *paper_settings(table)]

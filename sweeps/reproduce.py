@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeps import edges, fairness, index, leaderboard, records, spec
+from sweeps import edges, fairness, index, leaderboard, records, reuse, spec
 from sweeps.certify import certify as certify_table
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
@@ -24,6 +24,7 @@ from sweeps.plan import Hardware, plan_table
 from sweeps.render import ROOT, provenance, render, rendered
 from sweeps.status import RunState, wait_for_sweep
 from sweeps.verdict import decide
+from tasks.train import identity
 
 RESULTS = ROOT / "results"
 
@@ -36,11 +37,13 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
               poll_s: float = 5.0, plan: Hardware | None = None, render_only: bool = False,
               allow_mixed: bool = False, results: Path = RESULTS,
               contender: Contender | None = None, certify: bool = False,
-              tables: Path = spec.TABLE_DIR) -> int:
+              tables: Path = spec.TABLE_DIR, committed: Path | None = None) -> int:
     """Exit code: 0 rendered, planned or submitted; 1 a run failed; 2 bad input (raised as
     ConfigError / ValueError before anything is submitted). With a `contender` the table gets
     its row (sweeps/contender.py) and is written under `results`, the contender results root.
-    `tables`: where the table specs are (conf/table/)."""
+    `tables`: where the table specs are (conf/table/). `committed`: the results root holding
+    the table's own records (`results`, or results/ for a contender), whose fresh and
+    certified runs are taken instead of run again (sweeps/reuse.py)."""
     scale = _scale(overrides)
     extra, notes = spec.launcher_overrides(
         scale, [o for o in overrides if not o.startswith("scale=")])
@@ -75,8 +78,15 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         print(warning, file=sys.stderr)
     spec_grids = table.spec_grids(runs)
     grids, aux = spec_grids, None
+    if committed is None:
+        committed = RESULTS if contender is not None else results
+    pool = reuse.Pool.committed(committed / table.name / table.folder(extra), tables)
+    if pool.source is not None:
+        print(f"reusing the runs of {pool.source} whose keys this tree gives "
+              f"({len(pool.by_key)} fresh or certified): only the others run")
     if _ties(table, extra):  # the adamw row first: the Muon rows' aux Adam follows its lr
-        tuned = _tune(table, name, _reference_extra(extra), grids, None, wait, poll_s)
+        tuned = _tune(table, name, _reference_extra(extra), grids, None, wait, poll_s,
+                      pool=pool)
         if tuned is None:
             return 0
         aux = fairness.tied_lrs(tuned.rows, table.variants)
@@ -86,12 +96,13 @@ def reproduce(table_name: str, overrides: list[str], command: str, wait: bool = 
         frozen = frozenset(r.label for r in tuned.rows)
     else:
         frozen = frozenset()
-    tuned = _tune(table, name, extra, grids, aux, wait, poll_s, frozen)
+    tuned = _tune(table, name, extra, grids, aux, wait, poll_s, frozen, pool)
     if tuned is None:
         return 0
     runs, recorded, grids, states = tuned.runs, tuned.recorded, tuned.grids, tuned.states
     tabled = records.TableRecords(provenance(command, table), tuple(extra), grids, allow_mixed,
-                                  tuple(recorded), aux or {})
+                                  tuple(recorded), aux or {},
+                                  pool.certificates_for(tuned.taken))
     out, verdict = _render(table, runs, tabled, spec_grids, ablation,
                            results / table.name / folder)
     records.write(out, tabled)
@@ -115,33 +126,49 @@ class Tuned:
     grids: dict
     states: list
     rows: list
+    taken: list  # the records taken from the pool instead of run
 
 
 def _tune(table: spec.Table, name: str, extra: list[str], grids: dict, aux: dict | None,
-          wait: bool, poll_s: float, frozen: frozenset = frozenset()) -> Tuned | None:
-    """Launch the runs, wait, widen grids whose best lr is on an edge and run again, at most
-    `extend_edges` times; None while runs are still pending (the command is re-run to go on)."""
+          wait: bool, poll_s: float, frozen: frozenset = frozenset(),
+          pool: reuse.Pool = reuse.Pool.empty()) -> Tuned | None:
+    """Launch the runs the pool does not hold, wait, widen grids whose best lr is on an edge
+    and run again, at most `extend_edges` times; None while runs are still pending (the command
+    is re-run to go on)."""
     for round_ in range(table.extend_edges + 1):
         runs = table.expand(extra, grids, aux)
-        result = launch(name, runs=[list(r.overrides) for r in runs],
-                        extra_conf=table.extra_conf)
-        print(f"{name}: {len(runs)} runs; submitted {len(result.submitted)}"
-              + (f" as job array {result.job_ids[0].split('_')[0]}" if result.job_ids else ""))
-        runs_root = Path(result.runs[0][1]["runs_root"])
-        states = wait_for_sweep(runs_root, name, poll_s, until_done=wait, progress=False)
-        pending = sum(s.state.name not in (RunState.COMPLETED, RunState.DIVERGED,
-                                           RunState.FAILED) for s in states)
-        if pending:
-            print(f"{pending} runs not finished yet; run the same command again (or --wait) "
-                  f"to render. Status: python scripts/sweep.py status {name}")
-            return None
-        recorded = records.from_run_dirs(runs, {i: Path(s.run_dir) for i, s in enumerate(states)})
+        composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False,
+                                extra_conf=table.extra_conf)
+        held = {i: pool.by_key[identity.run_key(cfg)] for i, (_, cfg) in enumerate(composed)
+                if identity.run_key(cfg) in pool.by_key}
+        todo = [i for i in range(len(runs)) if i not in held]
+        states, made = [], {}
+        if todo:
+            result = launch(name, runs=[list(runs[i].overrides) for i in todo],
+                            extra_conf=table.extra_conf)
+            print(f"{name}: {len(runs)} runs, {len(held)} taken from the records; submitted "
+                  f"{len(result.submitted)}"
+                  + (f" as job array {result.job_ids[0].split('_')[0]}" if result.job_ids
+                     else ""))
+            runs_root = Path(result.runs[0][1]["runs_root"])
+            states = wait_for_sweep(runs_root, name, poll_s, until_done=wait, progress=False)
+            pending = sum(s.state.name not in (RunState.COMPLETED, RunState.DIVERGED,
+                                               RunState.FAILED) for s in states)
+            if pending:
+                print(f"{pending} runs not finished yet; run the same command again (or --wait) "
+                      f"to render. Status: python scripts/sweep.py status {name}")
+                return None
+            made = dict(zip(todo, records.from_run_dirs(
+                [runs[i] for i in todo], {j: Path(s.run_dir) for j, s in enumerate(states)})))
+        else:
+            print(f"{name}: {len(runs)} runs, every one taken from the records")
+        recorded = [held[i] if i in held else made[i] for i in range(len(runs))]
         rows = collect(table, runs, recorded)
         # a frozen row (the tie's reference, already tuned) keeps its grid and its chosen lr
         wider = {**grids, **edges.extend([r for r in rows if r.label not in frozen], grids)}
         wider.update({label: grids[label] for label in frozen if label in grids})
         if wider == grids or round_ == table.extend_edges:
-            return Tuned(runs, recorded, grids, states, rows)
+            return Tuned(runs, recorded, grids, states, rows, list(held.values()))
         print("edge rule: " + "; ".join(
             f"{label} +{edges.added(grids[label], grid)}" for label, grid in wider.items()
             if grid != grids[label]))
@@ -179,7 +206,7 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
             spec_grids: dict, ablation: list[str], out: Path):
     """Collect, decide and render the table from its records: (its folder, its verdict)."""
     rows = collect(table, runs, list(tabled.runs))
-    versions = code_versions(list(tabled.runs), tabled.allow_mixed)
+    versions = code_versions(list(tabled.runs), tabled.allow_mixed, tabled.certificates)
     verdict = decide(table, rows, tabled.grids)
     rules = fairness.describe(table, runs, tabled.aux or {})
     prov = {**tabled.provenance, "code_versions": versions}

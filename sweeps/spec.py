@@ -283,6 +283,7 @@ class Table:
             # a notice: tasks/train/assemble.py); `optim.fused=false` overrides it
             compiled = ("optim.fused=true",) if self.is_paper and \
                 has_key(optim, "fused", self.extra_conf) else ()
+            shared = self.shared_overrides(optim)
             if tied and aux is None:
                 raise SpecError(f"table {self.name}: {optim}'s aux lr is tied to the "
                                 f"{fairness.REFERENCE} row's chosen lr; tune that row first "
@@ -297,7 +298,7 @@ class Table:
                     for lr, tuned in itertools.product(lrs, search.settings()):
                         for seed in self.seeds:
                             runs.append(Run(row, lr, seed, (
-                                *self.overrides, f"optim={optim}", *compiled, *search.overrides,
+                                *shared, f"optim={optim}", *compiled, *search.overrides,
                                 *self.per_optimizer.get(optim, ()), *variant, *tie,
                                 f"optim.lr={lr:g}", *[f"optim.{k}={v}" for k, v in tuned],
                                 f"seed={seed}", *plain, *mine), tuned))
@@ -305,6 +306,25 @@ class Table:
                                   for o in optim_keys):
             raise SpecError(f"no optimizer of table {self.name} has {optim_keys}")
         return runs
+
+    def shared_overrides(self, optim: str) -> tuple[str, ...]:
+        """The scale's overrides as `optim` takes them. A key its config lacks (a contender
+        without `weight_decay`) is left out where the scale sets it to nothing (0, false,
+        null): there is nothing to apply, and the table's rules line says so. Any other value
+        would leave that row without what every other row gets: refused."""
+        out = []
+        for o in self.overrides:
+            if not o.startswith("optim.") or has_key(optim, o, self.extra_conf):
+                out.append(o)
+                continue
+            key, value = o.split("=", 1)
+            if value.strip().lower() not in ("0", "0.0", "false", "null", "none"):
+                raise SpecError(f"table {self.name}: {optim} takes no "
+                                f"{key.removeprefix('optim.')!r}, and the table sets {o} for "
+                                f"every row; without it {optim} would not get what every other "
+                                f"row gets. Give a contender that takes it (or a table that sets "
+                                f"it to 0)")
+        return tuple(out)
 
     def spec_grids(self, runs: list[Run]) -> dict[str, list[float]]:
         """Each tuned row's lr grid as the spec gives it, ascending (rows at fixed lr multiples

@@ -21,7 +21,9 @@ Equivalently, each is a one-sided t-test at 0.025; against several rows (or vari
 p-values are Holm-adjusted within the part. Otherwise the outcome is `underpowered` when the
 interval's half-width (the smallest difference the design can detect) is at least the effect
 the claim is about (the margin δ, or the spec's `effect`), with the seeds the observed spread
-says would be needed; `inconclusive` when the design could have detected it but did not.
+says would be needed; `inconclusive` when the design could have detected it but did not. A row
+whose runs failed (raised) at every setting is no result at all: its comparisons, and the claim,
+are `failed`, with the first error, never "diverged".
 
 A comparison cannot be `reproduced` when a row the claim beats or matches has its best lr on an
 edge of its grid (it may be under-tuned), nor — for the `matches` kinds — when both rows lie
@@ -42,7 +44,8 @@ from sweeps.collect import Row
 from sweeps.spec import ClaimPart, Metric, Table
 from sweeps.stats import ALPHA, Difference, difference, holm, one_sample
 
-OUTCOMES = ("reproduced", "not reproduced", "underpowered", "inconclusive", "no claim")
+OUTCOMES = ("reproduced", "not reproduced", "underpowered", "inconclusive", "failed",
+            "no claim")
 INSIDE = "the interval holds both outcomes"
 
 
@@ -132,6 +135,8 @@ def decide(table: Table, rows: list[Row], grids: dict | None = None) -> Verdict:
 
 
 def combine(outcomes: list[str]) -> str:
+    if "failed" in outcomes:  # the experiment broke: nothing it says is about the method
+        return "failed"
     if "not reproduced" in outcomes:
         return "not reproduced"
     if outcomes and all(o == "reproduced" for o in outcomes):
@@ -155,6 +160,11 @@ def _compare_part(table: Table, part: ClaimPart, rows: list[Row], grids: dict) -
             c = Comparison(part, row.base, other.base, metric.name)
             if a is None or b is None:
                 c.reason = f"rows {row.base!r} and {other.base!r} did not both run"
+            elif a.failed_everywhere or b.failed_everywhere:
+                broken = [r for r in (a, b) if r.failed_everywhere]
+                c.outcome = "failed"
+                c.reason = "; ".join(f"{r.label}'s runs failed at every setting ({r.failed} "
+                                     f"runs; first error: {r.first_error})" for r in broken)
             elif a.best is None or b.best is None:
                 failed = [r.label for r in (a, b) if r.best is None]
                 c.reason = f"{', '.join(failed)} diverged at every setting"

@@ -38,7 +38,8 @@ def reference_losses(tmp_path_factory, data_root):
     return losses(runs)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT],
+                         ids=["SIGTERM", "SIGUSR1", "ctrl-c"])
 def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, data_root, reference_losses,
                                                        sig):
     runs = tmp_path / "interrupted"
@@ -123,3 +124,34 @@ def test_every_rank_asks_for_the_stop_flag_as_often_when_the_shares_differ():
     got = {rank: list(EvalShard(rank, 2, counter(rank)).take(range(5))) for rank in (0, 1)}
     assert got == {0: [0, 2, 4], 1: [1, 3]}
     assert asked[0] == asked[1] == 3
+
+
+@pytest.mark.slow
+def test_a_sweep_run_in_this_process_shows_progress_and_stops_on_sigterm(tmp_path, data_root):
+    """launcher=debug (a tiny table's launcher) runs one run after another: it prints k/N and
+    the time left, and SIGTERM checkpoints the running run and stops the whole launch (exit
+    143), where it used to go on with the next runs; launching again finishes every run."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "launch", "stop-me", *TINY,
+           "steps=400", "log_every=1", "eval_every=200", "seed=0,1,2,3", "launcher=debug",
+           f"runs_root={tmp_path}", f"data_root={data_root}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until one run is done and the second one is training
+        lines.append(line)
+        if "1/4 runs done" in line:
+            break
+    assert any("about" in x and "min left" in x for x in lines), "".join(lines)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("*/*/*/metrics.jsonl"))) < 2:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, "".join(lines) + out
+    assert "stopped at run 2/4" in out
+    summaries = list(tmp_path.glob("*/*/*/summary.json"))
+    assert len(summaries) == 1  # the third and fourth never started
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(list(tmp_path.glob("*/*/*/summary.json"))) == 4
+    assert "resuming" in again.stdout  # the stopped run went on from its checkpoint

@@ -23,23 +23,16 @@ from optim import hooks
 from optim._dtensor import local
 from tasks.train import checkpoint, distributed, sharding
 from tasks.train.base import EvalInterrupted, EvalShard
+from tasks.train.errors import Preempted
 from tasks.train.metrics import LossTracker
 
 
-class Preempted(Exception):
-    """Raised after a checkpoint was written in answer to SIGTERM/SIGUSR1."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by signal {signal.Signals(signum).name} after checkpointing")
-        self.signum = signum
-
-
 class PreemptionFlag:
-    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
-    (SLURM sends the signal asked for with --signal before the time limit; submitit asks for
-    USR2 by default.)"""
+    """Turns SIGTERM/SIGUSR1/SIGUSR2 and Ctrl-C (SIGINT) into a flag the loop checks between
+    steps: the run checkpoints and stops, resumable. (SLURM sends the signal asked for with
+    --signal before the time limit; submitit asks for USR2 by default.)"""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
     def __init__(self):
         self.signum: int | None = None
@@ -60,7 +53,7 @@ class PreemptionFlag:
         """Hand the signal to whoever handled it before us, once our checkpoint is written:
         under submitit that handler requeues the job and exits."""
         previous = self._previous.get(self.signum)
-        if callable(previous):
+        if callable(previous) and self.signum != signal.SIGINT:  # Ctrl-C: just stop, no raise
             previous(self.signum, None)
 
     def __exit__(self, *exc):
@@ -273,6 +266,7 @@ class Trainer:
         self.task.eval_shard = EvalShard(rank, world, lambda: (
             distributed.any_flag(preempt.signum is not None, self.ctx)))
         self.model.eval()
+        hooks.eval_mode(self.optimizer)  # a schedule-free optimizer's evaluation weights
         if self.sharded:  # the root's own parameters gathered for the whole evaluation: an
             self.model.unshard()  # eval may enter below the root (PEFT's generate does)
         try:
@@ -282,6 +276,7 @@ class Trainer:
             if self.sharded:
                 self.model.reshard()
             self.model.train()
+            hooks.train_mode(self.optimizer)
         self.state.evals.append((row["step"], evals))
         row.update(evals)
 
@@ -295,6 +290,7 @@ class Trainer:
         cfg = self.cfg
         total = cfg.steps
         self.model.train()
+        hooks.train_mode(self.optimizer)  # checkpoints are saved in it: a resume is exact
         bar = tqdm(total=total, initial=self.state.step, desc="train", dynamic_ncols=True,
                    disable=not (cfg.progress and self.ctx.is_main), mininterval=1.0)
         tokens_per_step = self.task.tokens_per_batch * cfg.grad_accum  # global, all ranks
@@ -355,4 +351,5 @@ class Trainer:
                     preempt.forward()  # submitit: requeue this job and exit
                 raise Preempted(signum)
         bar.close()
+        hooks.eval_mode(self.optimizer)  # a finished run's weights are the ones it evaluated
         return self.state
