@@ -17,7 +17,7 @@ from sweeps.collect import Row
 def edge(row: Row, grid: list[float]) -> str | None:
     """'low' or 'high' when the row's best lr is on that edge of its grid (or, having diverged
     everywhere, has only 'low' to try); None inside it or for a one-point grid."""
-    if len(grid) < 2:
+    if len(grid) < 2 or row.failed_everywhere:  # errors say nothing about the lr
         return None
     if row.best_lr is None:
         return "low"
@@ -43,8 +43,6 @@ def extend(rows: list[Row], grids: dict[str, list[float]]) -> dict[str, list[flo
     multiples) are left alone."""
     out = {label: list(grid) for label, grid in grids.items()}
     for row in rows:
-        if row.failed_everywhere:  # errors, not an lr too large: nothing to widen
-            continue
         grid = out.get(row.label)
         side = edge(row, grid) if grid else None
         if side is not None:

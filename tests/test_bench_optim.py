@@ -80,10 +80,8 @@ def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
 def test_the_bench_rows_come_from_the_registry():
     """Every fused-capable optimizer of optim.REGISTRY has its rows (each phase of a switched
     one); no hand-written list to drift from it."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_optim
-
     import optim
+    from scripts import bench_optim
 
     rows = bench_optim.elementwise_cases(10)
     for spec in optim.ours():

@@ -67,13 +67,11 @@ def test_a_yaml_contender_brings_its_own_grid_and_arguments(user_package, monkey
     ("s3=signedadam.SignedAdam", "already an optimizer of optbench"),
     ("Bad-Name=signedadam.SignedAdam", "must be lower-case"),
     ("signedadam", "must be NAME=module.Class"),
-    ("x=torch.optim.LBFGS", None),  # LBFGS has a default lr: accepted
+    ("x=torch.optim.LBFGS", r"LBFGS.step needs a closure .* the training loop steps once per "
+                            r"batch and gives none"),
 ])
 def test_a_bad_contender_is_named_before_anything_runs(user_package, monkeypatch, text, named):
     monkeypatch.syspath_prepend(str(user_package))
-    if named is None:
-        assert contender.parse(text).default_lr == 1
-        return
     with pytest.raises(spec.SpecError, match=named):
         contender.parse(text)
 
@@ -119,3 +117,110 @@ def test_in_a_table_without_a_claim_the_contender_is_compared_with_adamw(user_pa
     assert table.optimizers["signedadam"].lr == (1e-3,)
     runs = table.expand(["launcher=debug"], aux=table.placeholder_aux())
     assert sum(r.optim == "signedadam" for r in runs) == 1
+
+
+# ---------------------------------------------------------------- real third-party optimizers
+
+NONSMOOTH_MINI = {
+    "name": "mini", "title": "nonsmooth mini", "claim": "SignSGD stalls",
+    "scales": {"tiny": {"label": "test miniature", "overrides": [
+        "task=nonsmooth", "steps=200", "eval_every=100", "log_every=20", "grad_clip=null",
+        "optim.weight_decay=0", "metrics.cap_factor=10", "progress=false"]},
+               "paper": {"label": "x", "overrides": ["task=nonsmooth"], "sources": {
+                   "na": {"na": "a test"}}}},
+    "optimizers": {"signsgd": {"lr": [0.03, 0.1]}, "signum": {"lr": [0.03, 0.1]}},
+    "seeds": [0, 1], "metric": {"key": "final.distance", "mode": "min"},
+    "extend_edges": 1, "verdict": {"kind": "better", "row": "signum", "than": "signsgd"},
+}
+
+
+@pytest.fixture
+def mini_nonsmooth(tmp_path):
+    import yaml
+
+    from sweeps import sources
+
+    raw = {**NONSMOOTH_MINI}
+    raw["scales"]["paper"]["sources"] = {k: {"assumption": "test"} for k in sources.SETTINGS}
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "mini.yaml").write_text(yaml.safe_dump(raw))
+    return tmp_path / "tables"
+
+
+def enter(name, target, tables, tmp_path, capsys):
+    from sweeps.reproduce import reproduce as run_table
+
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={tmp_path / 'data'}"]
+    code = run_table("mini", where, "test", contender=contender.parse(f"{name}={target}"),
+                     results=tmp_path / "contenders", tables=tables,
+                     committed=tmp_path / "committed")
+    out = capsys.readouterr().out
+    table = (tmp_path / "contenders" / "mini" / f"tiny-{name}" / "table.md").read_text()
+    return code, out, table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,target", [
+    ("sfadamw", "schedulefree.AdamWScheduleFree"),
+    ("sfsgd", "schedulefree.SGDScheduleFree"),
+    ("po_lion", "pytorch_optimizer.Lion"),
+    ("po_adabelief", "pytorch_optimizer.AdaBelief"),
+])
+def test_real_third_party_optimizers_get_rows(mini_nonsmooth, tmp_path, capsys, name, target):
+    """Schedule-free optimizers train in train mode and evaluate in eval mode: they get rows
+    (before, every run raised 'Optimizer was not in train mode' and the table said
+    'diverged'); pytorch-optimizer's get rows as they are."""
+    code, out, table = enter(name, target, mini_nonsmooth, tmp_path, capsys)
+    assert code == 0, out
+    row = next(line for line in table.splitlines() if line.startswith(f"| {name} |")
+               or line.startswith(f"| **{name}** |"))
+    assert "failed" not in row and "diverged at every lr" not in row, row
+    assert "Failed runs" not in table
+
+
+@pytest.mark.slow
+def test_an_optimizer_whose_runs_all_fail_is_reported_failed_never_diverged(
+        mini_nonsmooth, tmp_path, capsys, monkeypatch):
+    """Its runs raised: the table says failed, with the first error line, the verdict is
+    'failed', and the edge rule does not go looking for an lr that would not raise."""
+    pkg = tmp_path / "pkgs"
+    pkg.mkdir()
+    (pkg / "broken_opt.py").write_text(
+        "import torch\n\n\nclass Broken(torch.optim.Optimizer):\n"
+        "    def __init__(self, params, lr=1e-2, weight_decay=0.0):\n"
+        "        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))\n\n"
+        "    def step(self, closure=None):\n"
+        "        raise RuntimeError('this optimizer is broken')\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    code, out, table = enter("broken", "broken_opt.Broken", mini_nonsmooth, tmp_path, capsys)
+    assert code == 1  # a run failed
+    assert "| broken | – | failed at every lr |" in table
+    assert "- broken: 4 run(s); first error: RuntimeError: this optimizer is broken" in table
+    assert "**Verdict: failed — broken vs signum: failed (broken's runs failed at every " \
+           "setting" in table
+    assert "diverged at every" not in table
+    assert "broken +" not in table.split("Grids widened")[1].split("\n")[0]  # not extended
+
+
+@pytest.mark.slow
+def test_a_contender_runs_only_its_own_row_when_the_tables_records_are_fresh(
+        mini_nonsmooth, tmp_path, capsys):
+    """The table's own rows come from its committed records (their run keys are the tree's):
+    two contenders enter one after the other, each running its own runs only, and each
+    table lists the records it read."""
+    from sweeps.reproduce import reproduce as run_table
+
+    committed = tmp_path / "committed"
+    assert run_table("mini", [f"runs_root={tmp_path / 'table_runs'}",
+                              f"data_root={tmp_path / 'data'}"], "test", results=committed,
+                     tables=mini_nonsmooth) == 0
+    table_runs = len(list((tmp_path / "table_runs").glob("*/*/*/summary.json")))
+    for name, target in (("sfadamw", "schedulefree.AdamWScheduleFree"),
+                         ("po_lion", "pytorch_optimizer.Lion")):
+        code, out, table = enter(name, target, mini_nonsmooth, tmp_path, capsys)
+        assert code == 0, out
+        assert f"reusing the runs of {committed / 'mini' / 'tiny' / 'records.json.gz'}" in out
+        ran = {p.parts[-3] for p in (tmp_path / "runs").glob("*/*/*/summary.json")}
+        assert name in ran and not ran & {"signsgd", "signum"}  # the table's rows: taken
+        assert f"| {name} |" in table or f"| **{name} |" in table
+    assert len(list((tmp_path / "table_runs").glob("*/*/*/summary.json"))) == table_runs

@@ -15,7 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optim import hooks
-from optim._fused import compiler_missing
+from optim._compilers import compiler_missing
 from optim.routing import is_matrix_optimizer, param_groups
 from tasks.train import checkpoint, distributed, parallel, sharding, sharding_rules, store
 from tasks.train.epochs import check_loaded
