@@ -308,22 +308,23 @@ class Table:
         return runs
 
     def shared_overrides(self, optim: str) -> tuple[str, ...]:
-        """The scale's overrides as `optim` takes them. A key its config lacks (a contender
-        without `weight_decay`) is left out where the scale sets it to nothing (0, false,
-        null): there is nothing to apply, and the table's rules line says so. Any other value
-        would leave that row without what every other row gets: refused."""
+        """The scale's overrides as `optim` takes them: an `optim.<key>=` override applies to
+        the optimizers that have the key, as an ablation does (`aux_weight_decay` to the rows
+        with an auxiliary Adam). The weight decay is the exception, a rule for every row
+        (sweeps/fairness.py): an optimizer without the argument (a contender) may leave out a
+        decay of 0, with nothing to apply, and is refused any other, which it would not get."""
         out = []
         for o in self.overrides:
             if not o.startswith("optim.") or has_key(optim, o, self.extra_conf):
                 out.append(o)
                 continue
             key, value = o.split("=", 1)
-            if value.strip().lower() not in ("0", "0.0", "false", "null", "none"):
-                raise SpecError(f"table {self.name}: {optim} takes no "
-                                f"{key.removeprefix('optim.')!r}, and the table sets {o} for "
-                                f"every row; without it {optim} would not get what every other "
-                                f"row gets. Give a contender that takes it (or a table that sets "
-                                f"it to 0)")
+            if key == "optim.weight_decay" and \
+                    value.strip().lower() not in ("0", "0.0", "false", "null", "none"):
+                raise SpecError(f"table {self.name}: {optim} takes no weight_decay, and the "
+                                f"table decays every row ({o}); {optim} would not get what "
+                                f"every other row gets. Give a contender that takes "
+                                f"weight_decay (or a table that sets it to 0)")
         return tuple(out)
 
     def spec_grids(self, runs: list[Run]) -> dict[str, list[float]]:
@@ -351,7 +352,10 @@ def has_key(optim: str, override: str, extra_conf: tuple[Path, ...] = ()) -> boo
     """Whether conf/optim/<optim>.yaml (or a contender's, in `extra_conf`) has the key an
     `optim.<key>=...` override sets."""
     key = override.split("=", 1)[0].removeprefix("optim.").lstrip("+")
-    return key in OmegaConf.load(option_file("optim", optim, extra_conf))
+    path = option_file("optim", optim, extra_conf)
+    if not path.exists():  # a contender's config not written here (a table rebuilt from its
+        return True        # records): its runs are not composed, only counted
+    return key in OmegaConf.load(path)
 
 
 def _override_key(override: str) -> str:

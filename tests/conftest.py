@@ -1,5 +1,6 @@
 """Shared fixtures: composing conf/train.yaml the way scripts/train.py does."""
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,18 @@ def tiny_cfg(tmp_path, data_root):
         return compose_cfg([*TINY, *overrides], runs_root=runs_root or tmp_path / "runs",
                            data_root=data_root)
     return make
+
+
+def _stop_the_session(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}: the test session stops")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sigterm_stops_the_session():
+    """A SIGTERM (a CI timeout) stops pytest, also while a test trains a run in this process:
+    the run's preemption flag checkpoints, then hands the signal on to this handler
+    (tasks/train/loop.py PreemptionFlag.forward), which stops the session instead of letting
+    the next test begin."""
+    previous = signal.signal(signal.SIGTERM, _stop_the_session)
+    yield
+    signal.signal(signal.SIGTERM, previous)

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_bench_reports_paired_ratios_and_memory_bounds(tmp_path):
     rows = ["adamw_fused", "signum", "signum_fused"]
     done = subprocess.run(
@@ -42,6 +43,7 @@ def test_bench_reports_paired_ratios_and_memory_bounds(tmp_path):
 
 @pytest.mark.parametrize("args,named", [(["--only", "s4_fused"], ["s4_fused", "s3_fused"]),
                                          (["--rounds", "0"], ["--rounds", "0"])])
+@pytest.mark.slow
 def test_bench_rejects_bad_arguments_before_timing_anything(tmp_path, args, named):
     done = subprocess.run([sys.executable, "scripts/bench_optim.py", *args,
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
@@ -50,6 +52,7 @@ def test_bench_rejects_bad_arguments_before_timing_anything(tmp_path, args, name
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_bench_times_the_muon_family_fast_and_exact(tmp_path):
     rows = ["smuon", "smuon_exact", "softmuon", "softmuon_exact"]
     done = subprocess.run(

@@ -127,6 +127,7 @@ def test_resnets_and_their_parameter_roles():
         build_model("resnet19", 10)
 
 
+@pytest.mark.slow
 def test_tiny_preset_learns_well_above_chance(tmp_path):
     cfg = compose_cfg(["task=cifar_tiny", "steps=150", "eval_every=150", "progress=false",
                        "task.synthetic_size=[3000,500]"], runs_root=tmp_path)
@@ -136,6 +137,7 @@ def test_tiny_preset_learns_well_above_chance(tmp_path):
     assert summary["task_info"]["data"]["dataset"] == "synthetic"
 
 
+@pytest.mark.slow
 def test_muon_family_trains_a_resnet(tmp_path):
     cfg = compose_cfg(["task=cifar_tiny", "optim=muon", "steps=30", "eval_every=30",
                        "progress=false", "task.synthetic_size=[1000,200]"], runs_root=tmp_path)

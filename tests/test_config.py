@@ -27,6 +27,7 @@ def test_unknown_choice_lists_the_valid_ones():
     assert "adamw" in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_bad_lr_fails_fast_naming_the_key(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "optim=adamw",
                           "optim.lr=-1", f"runs_root={tmp_path}"],
@@ -67,6 +68,7 @@ def test_schedule_shapes(name):
     (["task=nonsmooth", "task.dim=100000000000"], r"needs at least 800 GB"),
 ], ids=["unknown-choice", "unknown-choice-in-a-multirun", "unread-key", "slurm", "ddp",
         "fsdp-in-one-process", "lr-inf", "clip-text", "too-big-for-this-machine"])
+@pytest.mark.slow
 def test_cli_refuses_with_exit_2_before_anything_exists(tmp_path, args, message):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args,
                           f"runs_root={tmp_path / 'runs'}"], capture_output=True, text=True,
@@ -82,6 +84,7 @@ def test_the_run_schema_is_the_top_level_of_train_yaml():
     assert set(cfg) == set(run_config.RUN_KEYS) - {"hydra"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_a_cuda_run_without_cuda_fails_before_any_run_dir_naming_the_torch_build(tmp_path):
     import torch
@@ -113,6 +116,7 @@ def test_a_job_given_gpus_never_falls_back_to_cpu(monkeypatch):
         run_config.validate_device({"device": "auto", "launcher": {}})
 
 
+@pytest.mark.slow
 def test_validating_an_optimizer_imports_no_compiler():
     """Composing and checking a sweep's runs builds each optimizer config once to run its
     constructor's checks; on no parameters, so torch.optim never imports torch._dynamo (1.2 s

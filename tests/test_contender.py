@@ -28,6 +28,7 @@ def reproduce(cwd, pythonpath, *args, timeout=900):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_a_class_from_outside_enters_a_table_with_one_command(user_package, tmp_path):
     """One command: the class's defaults, an lr grid of the table's size and spacing centred
     on its default lr, the table's seeds and rules; a row and a verdict against the paper's
@@ -76,6 +77,7 @@ def test_a_bad_contender_is_named_before_anything_runs(user_package, monkeypatch
         contender.parse(text)
 
 
+@pytest.mark.slow
 def test_a_yaml_with_an_unknown_argument_is_refused_by_the_cli(user_package, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("_target_: signedadam.SignedAdam\nmomentum: 0.9\n")
@@ -86,6 +88,7 @@ def test_a_yaml_with_an_unknown_argument_is_refused_by_the_cli(user_package, tmp
     assert not (tmp_path / "runs").exists() and not (tmp_path / "contenders").exists()
 
 
+@pytest.mark.slow
 def test_the_leaderboard_renders_from_the_committed_records_alone_byte_for_byte(tmp_path):
     outs = []
     for name in ("a", "b"):

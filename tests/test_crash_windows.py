@@ -19,6 +19,8 @@ from tasks.train import identity, store
 from tests.conftest import ROOT
 from tests.test_faults import quadratic_cfg
 
+pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
+
 CHILD = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])

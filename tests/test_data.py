@@ -10,6 +10,7 @@ from tasks import run
 from tests.conftest import ROOT, TINY, compose_cfg
 
 
+@pytest.mark.slow
 def test_text_corpus_round_trips_and_trains(tmp_path):
     text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog, ünïcödé\n"
                    for i in range(400))
@@ -32,6 +33,7 @@ def test_text_corpus_round_trips_and_trains(tmp_path):
     assert summary["final"]["train_loss"] < summary["initial"]["train_loss"]
 
 
+@pytest.mark.slow
 def test_prepare_rejects_bad_input(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "text",
                           "--input", str(tmp_path / "missing.txt"), "--name", "x"],
@@ -39,6 +41,7 @@ def test_prepare_rejects_bad_input(tmp_path):
     assert out.returncode == 2 and "is not a file" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_corpus_name_cannot_leave_the_data_root(tmp_path):
     src = tmp_path / "corpus.txt"
     src.write_text("x" * 2000)
@@ -55,6 +58,7 @@ def test_a_corpus_name_cannot_leave_the_data_root(tmp_path):
     assert out.stdout.strip().endswith(f"under {tmp_path / 'data' / 'ok-1.v2'}")  # the real place
 
 
+@pytest.mark.slow
 def test_a_new_task_brings_its_own_preparation_without_touching_the_script(tmp_path):
     """prepare_data.py finds each task package's `preparations` module: a toy task added beside
     the others gets its subcommand, with its own arguments and help, and the script is as it

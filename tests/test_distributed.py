@@ -11,6 +11,8 @@ import torch.multiprocessing as mp
 from tasks.train import distributed
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
+
 
 def _replicas(rank: int, init: str, out: str, perturb: str | None) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)

@@ -109,6 +109,7 @@ def test_each_variant_ties_its_muon_rows_to_its_own_adamw_choice(tmp_path, monke
     assert tie == {"small": {"optim.aux_lr=0.001"}, "big": {"optim.aux_lr=0.003"}}
 
 
+@pytest.mark.slow
 def test_reproduce_tunes_adamw_first_and_ties_the_muon_rows_aux_lr_to_its_choice(
         tmp_path, monkeypatch, data_root):
     _load(tmp_path, optimizers=MUON, extend_edges=1,
@@ -141,6 +142,7 @@ def test_reproduce_tunes_adamw_first_and_ties_the_muon_rows_aux_lr_to_its_choice
     assert {p.name: p.read_bytes() for p in out.iterdir()} == committed
 
 
+@pytest.mark.slow
 def test_every_committed_table_with_muon_rows_names_its_aux_lr_rule():
     for name in spec.available():
         loaded = spec.load(name)

@@ -93,6 +93,7 @@ def test_only_the_holder_removes_a_lease(tmp_path):
     assert not (tmp_path / "lease.json").exists()
 
 
+@pytest.mark.slow
 def test_two_train_commands_at_once_one_trains_the_other_exits_3(tmp_path, data_root):
     # the first trains far longer than the test lasts; it is stopped by a signal at the end
     args = [sys.executable, "scripts/train.py", *TINY, "steps=1000000", "log_every=1",
@@ -296,6 +297,7 @@ def test_a_damaged_env_record_is_started_again(interrupted, fresh_evals):
         == [20]
 
 
+@pytest.mark.slow
 def test_status_and_launch_survive_a_corrupt_summary(tmp_path):
     overrides = ["steps=10", "eval_every=10", f"runs_root={tmp_path}", "launcher=debug", *TINY,
                  f"data_root={tmp_path / 'data'}"]
@@ -354,6 +356,7 @@ FULL_DISK_AT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", list(FULL_DISK_AT))
 def test_a_full_disk_anywhere_is_a_failed_run_that_resumes_once_space_is_back(
         tmp_path, monkeypatch, fresh_evals, capsys, where):
@@ -388,6 +391,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("free_kb", [0, 16, 32, 64, 96])
 def test_a_real_full_disk_fails_the_run_cleanly_and_it_resumes_once_space_is_back(
         small_disk, fresh_evals, free_kb):
@@ -495,6 +499,7 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,message", BAD_VALUES, ids=lambda v: str(v))
 def test_bad_values_are_caught_before_a_run_dir_or_a_submission(overrides, message, tmp_path):
     base = ["progress=false"] if any(o.startswith("task=") for o in overrides) else TINY

@@ -21,6 +21,7 @@ from tests.test_tables import MINI
 COMMITTED = freshness.committed(RESULTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", COMMITTED, ids=[f"{p.parent.name}/{p.name}" for p in COMMITTED])
 def test_every_committed_table_is_fresh_or_certified(folder):
     state = freshness.check(folder)
@@ -84,6 +85,7 @@ def made_by_older_code(entry, cfg) -> None:
     entry["summary"]["run_key"] = identity.run_key(cfg, code="0123456789ab")
 
 
+@pytest.mark.slow
 def test_a_table_whose_code_changed_but_not_its_numbers_is_certified(made, tmp_path):
     folder, results, where, tables = made
     assert freshness.check(folder, tables=tables).state == freshness.FRESH
@@ -111,6 +113,7 @@ def test_a_table_whose_code_changed_but_not_its_numbers_is_certified(made, tmp_p
     assert freshness.check(folder, tables=tables).state == freshness.STALE
 
 
+@pytest.mark.slow
 def test_a_table_whose_numbers_changed_is_not_certified(made, tmp_path, capsys):
     folder, results, where, tables = made
 

@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
 
 
 def test_the_gpu_check_runs_every_part_and_writes_its_report(tmp_path):

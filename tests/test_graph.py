@@ -67,6 +67,7 @@ def test_prepare_reads_graphlands_files_and_processes_features(graphland_folder,
         data.prepare_graphland(graphland_folder, tmp_path / "out2", "TH")
 
 
+@pytest.mark.slow
 def test_prepare_data_cli_names_the_bad_dataset(graphland_folder, tmp_path):
     script = str(ROOT / "scripts" / "prepare_data.py")
     ok = subprocess.run([sys.executable, script, "graphland", "tolokers-2", "--source",

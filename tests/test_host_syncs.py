@@ -75,6 +75,7 @@ CASES = [(spec, fused) for spec in ours() for fused in ((False, True) if spec.fu
 
 @pytest.mark.parametrize("spec,fused", CASES,
                          ids=[f"{s.name}-{'fused' if f else 'default'}" for s, f in CASES])
+@pytest.mark.slow
 def test_an_optimizer_step_makes_no_host_sync(spec, fused):
     if spec.name == "smuon":  # selection steps read on the host by design: not steps 3, 4
         assert spec.example.get("select_every", 1) != 1

@@ -77,6 +77,7 @@ def test_a_code_edit_to_the_shared_loop_changes_every_key(copy):
     assert all(before[k] != after[k] for k in before)
 
 
+@pytest.mark.slow
 def test_a_code_edit_to_a_task_changes_the_runs_of_that_task_only(copy):
     nonsmooth = table_keys("stosign_nonsmooth", "tiny", copy)
     gpt = table_keys("quickstart", "tiny", copy)
@@ -131,6 +132,7 @@ def pairing_keys(configs: dict, root) -> dict[tuple[str, str], str]:
     return {pair: identity.code_version(cfg, root, reading) for pair, cfg in configs.items()}
 
 
+@pytest.mark.slow
 def test_editing_one_optimizer_module_changes_only_its_optimizers_keys_in_every_task(
         copy, every_pairing):
     import optim

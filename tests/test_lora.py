@@ -89,6 +89,7 @@ def test_exact_numeric_match():
     assert extract_answer("no number at all") is None
 
 
+@pytest.mark.slow
 def test_tiny_preset_fine_tunes_and_accuracy_rises(arith_root, tmp_path):
     cfg = compose_cfg([*TINY_LORA, "steps=250", "eval_every=250", "optim.lr=3e-3",
                        "task.eval.limit=50"], runs_root=tmp_path, data_root=arith_root)

@@ -88,6 +88,7 @@ def test_a_missing_base_names_the_command_that_prepares_it(tmp_path):
     assert cost.params > 0 and "prepared here" in cost.basis
 
 
+@pytest.mark.slow
 def test_prepare_data_builds_the_base_from_the_stdlib_corpus(tmp_path):
     corpus = np.frombuffer(_corpus(), dtype=np.uint8)
     (tmp_path / "pystdlib").mkdir()

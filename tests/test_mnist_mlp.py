@@ -42,6 +42,7 @@ def test_idx_files_round_trip_and_bad_ones_are_named(tmp_path):
         mnist_mlp.read_idx(tmp_path / "short")
 
 
+@pytest.mark.slow
 def test_prepare_copies_a_source_folder_and_the_cli_reports_a_missing_file(idx_folder, tmp_path):
     counts = mnist_mlp.prepare_idx_dataset("fashion-mnist", tmp_path / "out", idx_folder)
     assert counts == {"train": 100, "test": 20}

@@ -71,6 +71,7 @@ def test_bad_model_switch_names_the_key():
         GPTConfig(norm="batchnorm")
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_a_tiny_corpus(tmp_path):
     corpus = tmp_path / "data" / "tiny"
     corpus.mkdir(parents=True)
@@ -95,6 +96,7 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
                                                             rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_lstm_model_trains_on_the_embedded_corpus(tmp_path):
     """Softsign's next-character LSTM: the same task, data and loss as the GPT, another model;
     its loss at init is about ln(vocab) and falls."""

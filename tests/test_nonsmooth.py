@@ -23,6 +23,7 @@ def test_subgradient_is_unbiased_but_its_sign_is_not():
 
 @pytest.mark.parametrize("optim,stalls", [("signsgd", True), ("stosignsgd", False),
                                           ("signum", False)])
+@pytest.mark.slow
 def test_signsgd_stalls_where_unbiased_signs_converge(tmp_path, optim, stalls):
     summary = run(compose_cfg([*COMMON, f"optim={optim}"], runs_root=tmp_path))
     distance = summary["final"]["distance"]

@@ -63,6 +63,7 @@ def assert_same_run(reference, ref_opt, other, other_opt, path):
             assert schedule_b == pytest.approx(schedule_a, rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_every_path_equals_the_eager_kernel(name):
     cls, kw = CASES[name]

@@ -245,6 +245,7 @@ def test_stosignsgd_mean_update_is_lr_m_over_G():
     torch.testing.assert_close(opt.state[p]["envelope"][0], G[0])
 
 
+@pytest.mark.slow
 def test_adam_based_stochastic_sign_mean_update_is_lr_d_over_its_envelope():
     """base=adam: d = m̂/(sqrt(v̂) + ε) with BOTH moments bias-corrected, D its running max.
     (Without m's correction the early d shrink by 1 − β1^t and the envelope, set at step 1, no

@@ -25,6 +25,7 @@ def paper_plan(name, tmp_path, *extra, scale="paper"):
 
 @pytest.mark.parametrize("name,scale", [(n, s) for n in spec.available()
                                         for s in spec.load(n).scales if spec.is_paper_scale(s)])
+@pytest.mark.slow
 def test_every_table_plans_at_paper_scale_without_training(name, scale, tmp_path):
     text, invalid = paper_plan(name, tmp_path, scale=scale)
     assert invalid == 0, text
@@ -36,6 +37,7 @@ def test_every_table_plans_at_paper_scale_without_training(name, scale, tmp_path
     assert not (tmp_path / "runs").exists()  # no run dir, no manifest: nothing trained
 
 
+@pytest.mark.slow
 def test_an_invalid_run_is_reported_with_its_key_and_the_cli_exits_2(tmp_path):
     text, invalid = paper_plan("quickstart", tmp_path, "task.model.n_head=3")
     assert invalid == 16 and "must be divisible by task.model.n_head (3)" in text
@@ -48,6 +50,7 @@ def test_an_invalid_run_is_reported_with_its_key_and_the_cli_exits_2(tmp_path):
     assert not (tmp_path / "table-quickstart-paper").exists()
 
 
+@pytest.mark.slow
 def test_gpu_hours_follow_the_stated_model(tmp_path):
     """Halving the MFU doubles the hours; a bad GPU name is an error that lists the known."""
     runs = spec.load("smuon_gpt").at("paper").expand([f"runs_root={tmp_path}",
@@ -136,6 +139,7 @@ def test_a_7b_model_is_sized_without_downloading_it(tmp_path):
         assert torch.empty(1).device.type == "cpu"
 
 
+@pytest.mark.slow
 def test_the_plan_flags_runs_that_cannot_finish_within_time_limit_times_requeues(tmp_path):
     """softsign_llm's 720M runs plan at ~53 GPU-hours: 24 h of 240-min jobs × 6 cannot hold
     them; the plan says so with the setting that fixes it, and that setting fits."""

@@ -12,6 +12,8 @@ import pytest
 from tasks.train import store
 from tests.conftest import ROOT, TINY
 
+pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
+
 STEPS = 300
 ARGS = [*TINY, f"steps={STEPS}", "log_every=1", "eval_every=100", "checkpoint_every=0",
         "task.model.n_embd=64", "task.batch_size=8"]

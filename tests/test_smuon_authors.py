@@ -113,6 +113,7 @@ def authors_map(x, ps, p_threshold, normalize, dtype=F32):
 SHAPES = [(40, 64), (64, 40), (48, 48)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [F32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=["wide", "tall", "square"])
 @pytest.mark.parametrize("condition", [None, 10, 100])

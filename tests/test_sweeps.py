@@ -23,6 +23,8 @@ from tasks.train import checkpoint, identity, store
 from tasks.train.config import ConfigError
 from tests.conftest import ROOT, TINY, compose_cfg
 
+pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
+
 
 def test_expand_is_the_cartesian_product_in_order():
     runs = expand(["optim=s3,adamw", "optim.lr=1e-3,2e-3", "seed=range(2)", "steps=5"])

@@ -41,6 +41,7 @@ def mini_table(tmp_path):
     return spec.load("mini", folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", spec.available())
 def test_every_committed_spec_expands_into_valid_distinct_runs(name):
     loaded = spec.load(name)
@@ -129,6 +130,7 @@ def test_ablation_overrides_make_distinct_runs(mini_table):
         mini_table.at("huge")
 
 
+@pytest.mark.slow
 def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     raw = dict(MINI, extend_edges=1, verdict={"kind": "better", "row": "s3", "than": "adamw"})
     _write(tmp_path / "tables", raw)
@@ -171,6 +173,7 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     assert set(before) <= set(committed)
 
 
+@pytest.mark.slow
 def test_a_run_that_diverges_mid_way_is_a_result_of_the_table(mini_table, tmp_path, data_root,
                                                                monkeypatch):
     """AdamW at 3e-3, seed 1, loses its loss to NaN at step 8 of 12 (after good steps): its
@@ -227,6 +230,7 @@ RECORD_DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", list(RECORD_DAMAGE))
 def test_damaged_records_are_refused_naming_the_file_the_run_and_the_field(
         mini_table, tmp_path, data_root, damage):
@@ -240,6 +244,7 @@ def test_damaged_records_are_refused_naming_the_file_the_run_and_the_field(
         reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
 
 
+@pytest.mark.slow
 def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, tmp_path,
                                                                    data_root, monkeypatch):
     results = tmp_path / "results"
@@ -444,6 +449,7 @@ COMMITTED = sorted(p.parent for p in (spec.TABLE_DIR.parent.parent / "results").
     f"*/*/{records.RECORDS_FILE}"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", COMMITTED, ids=[f"{p.parent.name}/{p.name}" for p in COMMITTED])
 def test_every_committed_table_re_renders_byte_identically_from_its_records(folder, tmp_path):
     import shutil

@@ -77,6 +77,7 @@ def resolved(preset: str, *overrides, data_root=None, runs_root=None) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_keeps_the_contract_and_answers_a_plan(preset, tmp_path):
     cfg = resolved(preset, "steps=10", data_root=tmp_path)
@@ -93,6 +94,7 @@ def test_every_preset_keeps_the_contract_and_answers_a_plan(preset, tmp_path):
     assert all(need.prepare for need in missing)  # with the command that prepares it
 
 
+@pytest.mark.slow
 def test_every_task_class_has_a_preset_that_trains_here(data_root):
     classes = {get_class(resolved(p)["task"]["_target_"]) for p in PRESETS}
     trained = {get_class(resolved(p)["task"]["_target_"]) for p in PRESETS
@@ -100,6 +102,7 @@ def test_every_task_class_has_a_preset_that_trains_here(data_root):
     assert classes == trained, f"give {classes - trained} a preset small enough to train here"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_a_preset_trains_stops_and_resumes_to_the_same_numbers(preset, data_root, tmp_path,
                                                                monkeypatch):
@@ -130,6 +133,7 @@ def test_a_preset_trains_stops_and_resumes_to_the_same_numbers(preset, data_root
     assert resumed["final"]["train_loss"] == whole["final"]["train_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["nanogpt_char", "cifar_tiny", "lora_tiny_arith"])
 def test_rows_of_a_table_share_seeds(preset, data_root):
     """What pairing the rows of a table by seed rests on: for a seed, two optimizers see the

@@ -55,6 +55,7 @@ def test_prepare_writes_torchvision_resize_and_centre_crop(image_folder, tmp_pat
     assert meta["fingerprint"] == data.fingerprint(tmp_path / "imagenette")
 
 
+@pytest.mark.slow
 def test_prepare_data_cli_and_a_clear_error_without_a_tree(image_folder, tmp_path):
     script = str(ROOT / "scripts" / "prepare_data.py")
     ok = subprocess.run([sys.executable, script, "imagenette", "--source", str(image_folder),

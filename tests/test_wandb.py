@@ -22,6 +22,7 @@ def wandb_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
+@pytest.mark.slow
 def test_offline_run_mirrors_the_store(tiny_cfg, wandb_env):
     wandb_env.setenv("WANDB_MODE", "offline")
     cfg = tiny_cfg("logger=wandb", "steps=20", "eval_every=10", "log_every=5", "sweep=lr-sweep")
@@ -73,6 +74,7 @@ def test_broken_client_never_crashes_the_run(tiny_cfg, wandb_env, monkeypatch):
         assert run(cfg)["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_online_with_a_key_and_no_network_logs_offline_within_seconds(tiny_cfg, wandb_env):
     """A key but no reachable server (a closed local port): the mirror gives up after
     logger.init_timeout and logs offline, so nothing is lost and the run is not held up."""
