@@ -62,14 +62,14 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self, cfg: dict) -> dict:
         from tasks import run
-        from tasks.train import distributed
+        from tasks.train import distributed, parallel
         from tasks.train.runner import record_refusal
 
         config = OmegaConf.create(cfg)
         store.make_runs_root(config.runs_root)
         rdir = identity.run_dir(config)
         rdir.mkdir(parents=True, exist_ok=True)
-        distributed.init_from_submitit()
+        distributed.init_from_submitit(parallel.of(cfg).timeout_min)
         try:
             if is_rank_zero():
                 write_claim(rdir, str(config.launcher.name))

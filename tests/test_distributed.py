@@ -82,12 +82,36 @@ def test_each_rank_trains_on_its_own_gpu_made_current(monkeypatch):
 
     current = []
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # a node's 4 GPUs, all seen
     cpu = torch.device("cpu")
     assert rank_device(cpu, distributed.Context(1, 2, 1)) == cpu and current == []
     assert rank_device(torch.device("cuda"), distributed.Context(0, 1, 0)) == \
         torch.device("cuda")  # one process: the device as resolved
     got = rank_device(torch.device("cuda"), distributed.Context(3, 4, 1))
     assert got == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
+    # the scheduler gave each task one GPU: it sees one, cuda:0, whatever its local rank
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert rank_device(torch.device("cuda"), distributed.Context(3, 4, 3)) == \
+        torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="local rank 3 but this process sees 2 GPU"):
+        rank_device(torch.device("cuda"), distributed.Context(3, 4, 3))
+
+
+def test_the_groups_timeout_is_the_parallel_settings(monkeypatch):
+    """parallel.timeout_min reaches init_process_group (torch's 10 minutes is less than a 7B
+    checkpoint's barrier can take); a bad value is refused naming the key."""
+    import datetime
+
+    from tasks.train import parallel
+
+    seen = {}
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(distributed, "_flags_group", lambda: None)
+    distributed._init(parallel.of({"parallel": {"timeout_min": 90}}).timeout_min)
+    assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
+    with pytest.raises(Exception, match="parallel.timeout_min must be a number of minutes"):
+        parallel.of({"parallel": {"timeout_min": -1}})
 
 
 def test_a_checkpoint_holds_and_restores_the_current_gpus_rng_only(monkeypatch):
@@ -325,7 +349,7 @@ def _fsdp_run(rank: int, port: int, cfg_yaml: str, out: str) -> None:
     from omegaconf import OmegaConf
 
     from tasks import run
-    from tasks.train import identity, sharding
+    from tasks.train import identity, snapshot
     from tasks.train.assemble import build_run
 
     def reload_and_gather(cfg) -> None:
@@ -333,8 +357,8 @@ def _fsdp_run(rank: int, port: int, cfg_yaml: str, out: str) -> None:
         function of its own: its sharded trainer is freed before the group is left."""
         ctx = distributed.context()
         _, trainer, _ = build_run(cfg, ctx, identity.run_dir(cfg))
-        model = sharding.whole_model_state(trainer.model_state(), ctx.is_main)
-        state = sharding.whole_optimizer_state(trainer.optimizer, ctx.is_main)
+        model = snapshot.whole_model_state(trainer.model_state(), ctx.is_main)
+        state = snapshot.whole_optimizer_state(trainer.optimizer, ctx.is_main)
         if ctx.is_main:
             torch.save({"model": model, "optimizer": state,
                         "sharded": trainer.sharded, "step": trainer.state.step}, out)

@@ -153,3 +153,59 @@ def test_bad_values_fail_before_training_naming_the_key(tmp_path, override, key)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
         run(cfg)
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("preset", ["nanogpt", "vision_tiny_resnet"])
+def test_batches_made_ahead_in_a_background_thread_are_the_same_batches(tmp_path, data_root,
+                                                                         preset):
+    """On a GPU the trainer makes the next micro-batch's host half ahead, in a thread: a run
+    with it (forced here, on the CPU, unpinned) computes exactly what a run without it does."""
+    import threading
+
+    from tasks.train import prefetch
+    from tasks.train.assemble import build_run
+    from tests.conftest import TINY, compose_cfg
+
+    args = TINY if preset == "nanogpt" else [f"task={preset}", "task.batch_size=4",
+                                              "progress=false"]
+    cfg = compose_cfg([*args, "steps=6", "grad_accum=3"], data_root=data_root)
+    plain = build_run(cfg)[1]
+    ahead = build_run(cfg)[1]
+    assert plain.prefetch is None  # a CPU device: no thread
+    ahead.prefetch = prefetch.Prefetcher(ahead.task, pin=False)
+    made_by = []
+    host = ahead.task.host_batch
+
+    def recording(step, micro):
+        made_by.append(threading.current_thread().name)
+        return host(step, micro)
+
+    ahead.task.host_batch = recording
+    for step in range(6):
+        a, b = plain.train_step(step), ahead.train_step(step)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert sum(name.startswith("batches") for name in made_by) == 17  # all but the first
+    ahead.prefetch.close()
+
+
+@pytest.mark.parametrize("minutes, saved", [(None, [12]), (1e-9, list(range(1, 13)))])
+def test_a_wall_clock_cadence_checkpoints_between_step_cadences(tiny_cfg, monkeypatch, minutes,
+                                                                  saved):
+    """`checkpoint_every_min` saves whenever that many minutes passed since the last save, so
+    a time limit loses at most that much; null leaves the step cadence alone."""
+    from tasks.train.loop import Trainer
+
+    at: list[int] = []
+    original = Trainer.save_checkpoint
+
+    def recording(self):
+        at.append(self.state.step)
+        original(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", recording)
+    cfg = tiny_cfg("steps=12", "checkpoint_every=0", "eval_every=100", "log_every=100")
+    with open_dict(cfg):
+        cfg.checkpoint_every_min = minutes
+    summary = run(cfg)
+    assert summary["status"] == "completed"
+    assert at == saved

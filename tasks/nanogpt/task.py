@@ -119,9 +119,16 @@ class NanoGPTTask(Task):
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_batch(self, step: int, micro: int):
+        return self.device_batch(self.host_batch(step, micro))
+
+    def host_batch(self, step: int, micro: int):
+        """The windows of (step, micro) in host memory (the harness may make it ahead, in a
+        background thread: tasks/train/prefetch.py)."""
         gen = keyed_generator(self.seed, step, micro)
-        x, y = data.sample_windows(self.splits["train"], self.batch_size, self.block_size, gen)
-        return self._to_device(x, y)
+        return data.sample_windows(self.splits["train"], self.batch_size, self.block_size, gen)
+
+    def device_batch(self, host):
+        return self._to_device(*host)
 
     def loss(self, model, batch):
         x, y = batch

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from optim import hooks
 from optim._compilers import compiler_missing
 from optim.routing import is_matrix_optimizer, param_groups
-from tasks.train import checkpoint, distributed, parallel, sharding, sharding_rules, store
+from tasks.train import checkpoint, distributed, parallel, sharding, sharding_rules, snapshot, store
 from tasks.train.epochs import check_loaded
 from tasks.train.errors import ConfigError
 from tasks.train.loop import Trainer
@@ -75,12 +75,13 @@ def resolve_device(name: str, gpus: int = 0) -> torch.device:
 
 
 def rank_device(device: torch.device, ctx: distributed.Context) -> torch.device:
-    """A data-parallel rank's own GPU (its local rank), made the current CUDA device, so that
+    """A data-parallel rank's own GPU (its local rank's, or the one GPU a task sees where the
+    scheduler binds one to each: distributed.local_gpu), made the current CUDA device, so that
     whatever allocates on "cuda" without an index (bitsandbytes' 4-bit loading, NCCL) lands on
     it rather than on GPU 0."""
     if device.type != "cuda" or not ctx.enabled:
         return device
-    device = torch.device("cuda", ctx.local_rank)
+    device = torch.device("cuda", distributed.local_gpu(ctx.local_rank))
     torch.cuda.set_device(device)
     return device
 
@@ -159,7 +160,7 @@ def build_run(cfg: DictConfig, ctx: distributed.Context = distributed.Context(),
     trainer = Trainer(cfg, task, optimizer, scheduler, LossTracker(SpikeConfig(**cfg.metrics)),
                       store.MetricsLog(rdir / "metrics.jsonl" if rdir else nowhere), None,
                       rdir / "ckpt.pt" if rdir else None, precision, ctx, train_model)
-    if rdir is not None and checkpoint.exists(trainer.ckpt_path):
+    if rdir is not None and snapshot.exists(trainer):
         try:
             trainer.load_checkpoint()
             print(f"[optbench] resuming {rdir} from step {trainer.state.step}")

@@ -38,10 +38,9 @@ SPIKE_KEYS = tuple(f.name for f in dataclasses.fields(SpikeConfig))
 
 # The top-level keys of a run config (conf/train.yaml and its groups): what the runner reads.
 RUN_KEYS = ("task", "optim", "schedule", "precision", "logger", "launcher", "parallel", "seed",
-            "steps",
-            "epochs", "grad_accum", "grad_clip", "eval_every", "log_every", "checkpoint_every",
-            "discard_bad_checkpoint", "device", "progress", "runs_root", "data_root", "sweep",
-            "metrics", "hydra")
+            "steps", "epochs", "grad_accum", "grad_clip", "eval_every", "log_every",
+            "checkpoint_every", "checkpoint_every_min", "discard_bad_checkpoint", "device",
+            "progress", "runs_root", "data_root", "sweep", "metrics", "hydra")
 # Set by the runner itself when it builds a task, never by the task config.
 HARNESS_TASK_ARGS = ("seed", "device", "data_root", "grad_accum")
 RUN_BOOLEANS = {"progress": True, "discard_bad_checkpoint": False}
@@ -139,6 +138,11 @@ def validate(cfg: DictConfig | dict, accepted: set[str] | None = None) -> None:
     for key in ("steps", "grad_accum", "eval_every", "log_every"):
         _positive_int(cfg, key)
     _positive_int(cfg, "checkpoint_every", minimum=0)
+    every_min = cfg.get("checkpoint_every_min")
+    _require(every_min is None or (isinstance(every_min, (int, float))
+                                   and not isinstance(every_min, bool)
+                                   and math.isfinite(every_min) and every_min > 0),
+             f"checkpoint_every_min must be null or a number of minutes > 0, got {every_min!r}")
     _positive_int(cfg, "seed", minimum=0)
     _require(cfg["seed"] <= MAX_SEED, f"seed must be an integer in [0, {MAX_SEED}], got "
                                       f"{cfg['seed']!r}")

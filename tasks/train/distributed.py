@@ -11,6 +11,7 @@ step sees the same data and the same mean gradient as a single process would.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import os
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ class Context:
         return self.world > 1
 
 
-def init_from_submitit() -> None:
+DEFAULT_TIMEOUT_MIN = 30.0  # the parallel group's `timeout_min` (conf/parallel/)
+
+
+def init_from_submitit(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> None:
     """Join torch.distributed if this is one task of a multi-task submitit job."""
     try:
         import submitit
@@ -45,15 +49,35 @@ def init_from_submitit() -> None:
         return
     if env.num_tasks > 1 and not dist.is_initialized():
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        _init()
+        _init(timeout_min)
 
 
 _control_group = None  # gloo, for flags: agreeing on one needs no GPU synchronization
 
 
-def _init() -> None:
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
+def local_gpu(local_rank: int) -> int:
+    """The index of this process's GPU among the ones it sees: its local rank where it sees
+    all of the node's GPUs, 0 where the scheduler gave each task one (SLURM's GPU binding, or
+    CUDA_VISIBLE_DEVICES per task), where cuda:LOCAL_RANK would name a GPU that is not there."""
+    count = torch.cuda.device_count()
+    if count == 1:
+        return 0
+    if local_rank >= count:
+        raise RuntimeError(f"local rank {local_rank} but this process sees {count} GPU(s): "
+                           f"give each task one GPU, or every task all of the node's")
+    return local_rank
+
+
+def _init(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> None:
+    """Join the group: NCCL bound to this process's GPU (`device_id`, so its communicator is
+    made at once on the right device) on GPUs, gloo on CPUs; a collective waits `timeout_min`
+    (torch's default of 10 minutes is less than a 7B checkpoint's barrier can take)."""
+    timeout = datetime.timedelta(minutes=timeout_min)
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda", local_gpu(int(os.environ.get("LOCAL_RANK", "0"))))
+        dist.init_process_group(backend="nccl", timeout=timeout, device_id=gpu)
+    else:
+        dist.init_process_group(backend="gloo", timeout=timeout)
     _flags_group()
 
 
@@ -67,11 +91,11 @@ def _flags_group():
     return _control_group
 
 
-def context() -> Context:
+def context(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> Context:
     """The current process's place; joins the group first if the environment asks for one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        _init()
+        _init(timeout_min)
     if not dist.is_initialized():
         return Context()
     return Context(dist.get_rank(), dist.get_world_size(),
@@ -87,11 +111,16 @@ def all_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
 def any_flag(flag: bool, ctx: Context) -> bool:
     """True on every rank if it is true on any (e.g. a preemption signal seen by one task).
     A host-side all-reduce (gloo): asked every step, it never waits for the GPU."""
+    return any_flags((flag,), ctx)[0]
+
+
+def any_flags(flags: tuple[bool, ...], ctx: Context) -> tuple[bool, ...]:
+    """`any_flag` for several flags in one all-reduce."""
     if not ctx.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        return tuple(flags)
+    t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_flags_group())
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def barrier(ctx: Context) -> None:

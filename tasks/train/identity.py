@@ -44,7 +44,7 @@ NON_COMPUTING = frozenset({
     "tasks.train.identity", "tasks.train.store", "tasks.train.lease", "tasks.train.checkpoint",
     "tasks.train.environment", "tasks.train.errors", "tasks.train.checks", "tasks.train.config",
     "tasks.train.cost", "tasks.train.runner", "tasks.train.wandb_mirror", "optim.registry",
-    "tasks.train.sharding_rules", "tasks.train.parallel",
+    "tasks.train.sharding_rules", "tasks.train.parallel", "tasks.train.snapshot",
 })
 
 # Top-level keys that never change the numbers a run computes.
@@ -52,11 +52,12 @@ NON_COMPUTING = frozenset({
 #   or not) and is mirrored;
 # - runs_root/data_root: where files go;
 # - sweep: the name used to group runs (W&B group), not part of what is trained;
-# - checkpoint_every/progress: resume is exact, so checkpoint cadence cannot change results;
+# - checkpoint_every(_min)/progress: resume is exact, so checkpoint cadence cannot change
+#   results;
 # - discard_bad_checkpoint: how to handle a damaged checkpoint, not what is trained.
 NON_IDENTITY_KEYS = (
     "launcher", "parallel", "logger", "hydra", "runs_root", "data_root", "sweep",
-    "checkpoint_every", "progress", "discard_bad_checkpoint",
+    "checkpoint_every", "checkpoint_every_min", "progress", "discard_bad_checkpoint",
 )
 
 # Nested keys added after runs existed, left out of the identity at their default so that the

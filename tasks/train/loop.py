@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from optim import hooks
 from optim._dtensor import local
-from tasks.train import checkpoint, distributed, sharding
+from tasks.train import distributed, prefetch, sharding, snapshot
 from tasks.train.base import EvalInterrupted, EvalShard
 from tasks.train.errors import Preempted
 from tasks.train.metrics import LossTracker
+from tasks.train.snapshot import rng_state, set_rng_state  # noqa: F401  (their old home)
 
 
 class PreemptionFlag:
@@ -82,31 +81,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def rng_state() -> dict:
-    """Every RNG state as tensors and plain types, so checkpoints load with weights_only."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():  # this process's own GPU (a rank's, under data parallelism)
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if isinstance(cuda, (list, tuple)):  # older checkpoints held every device's state
-            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
-        torch.cuda.set_rng_state(cuda)  # into this process's current device only
-
-
 class Trainer:
     def __init__(self, cfg, task, optimizer, scheduler, tracker: LossTracker, metrics_log,
                  mirror, ckpt_path, precision, ctx: distributed.Context = distributed.Context(),
@@ -128,30 +102,26 @@ class Trainer:
         self.precision = precision
         self.autocast = precision.autocast
         self.state = LoopState()
+        self._saved_at = time.monotonic()  # when this attempt last checkpointed (or started)
         self.pending: list[torch.Tensor] = []  # per-step losses not yet fed to the tracker
+        # the next micro-batch made in a background thread, in pinned memory, while a step
+        # trains on a GPU (tasks/train/prefetch.py); on a CPU it would take the step's cores
+        self.prefetch = prefetch.Prefetcher(task) if prefetch.supports(task) and \
+            self.params and self.params[0].device.type == "cuda" else None
 
     # ------------------------------------------------------------ checkpoint
 
     def save_checkpoint(self) -> None:
-        main = self.ctx.is_main
-        if self.sharded:  # every rank gathers the shards (whole tensors onto rank 0)
-            model_state = sharding.whole_model_state(self.model_state(), main)
-            optimizer_state = sharding.whole_optimizer_state(self.optimizer, main)
-        elif main:
-            model_state, optimizer_state = self.model_state(), self.optimizer.state_dict()
-        if not main:
-            distributed.barrier(self.ctx)
-            return
-        self.metrics_log.sync()  # the rows this checkpoint covers are on disk before it is
-        checkpoint.save(self.ckpt_path, {
-            "model": model_state,
-            "optimizer": optimizer_state,
-            "scheduler": self.scheduler.state_dict(),
-            "tracker": self.tracker.state_dict(),
-            "loop": vars(self.state),
-            "rng": rng_state(),
-        })
-        distributed.barrier(self.ctx)
+        snapshot.save(self)  # collective: every rank calls it
+        self._saved_at = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        """Whether `checkpoint_every_min` minutes have passed since the last checkpoint (or
+        the start of this attempt); rank 0's clock is the one asked."""
+        minutes = self.cfg.get("checkpoint_every_min")
+        if not minutes or not self.ctx.is_main:
+            return False
+        return time.monotonic() - self._saved_at >= 60.0 * minutes
 
     def model_state(self) -> dict:
         """The model's state_dict (its shards, when sharded); only the trained tensors for
@@ -163,20 +133,7 @@ class Trainer:
         return state
 
     def load_checkpoint(self) -> None:
-        ckpt = checkpoint.load(self.ckpt_path)
-        partial = self.task.checkpoint_trainable_only
-        if self.sharded:  # whole tensors in the file: each rank takes its shards
-            ckpt["model"] = sharding.load_whole_model_state(self.model, ckpt["model"])
-            ckpt["optimizer"] = sharding.load_whole_optimizer_state(self.optimizer,
-                                                                    ckpt["optimizer"])
-        result = self.model.load_state_dict(ckpt["model"], strict=not partial)
-        if partial and result.unexpected_keys:
-            raise RuntimeError(f"checkpoint holds unknown tensors {result.unexpected_keys[:5]}")
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.tracker.load_state_dict(ckpt["tracker"])
-        self.state = LoopState(**ckpt["loop"])
-        set_rng_state(ckpt["rng"])
+        self.state = LoopState(**snapshot.load(self))
 
     # ------------------------------------------------------------ one step
 
@@ -186,8 +143,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.params[0].device)
         mine = range(ctx.rank, accum, ctx.world)  # this rank's share of the global batch
-        for i, micro in enumerate(mine):
-            batch = self.task.train_batch(step, micro)
+        for i in range(len(mine)):
+            batch = self.batch(step, mine, i)
             with self.gradient_sync(last=i == len(mine) - 1):
                 with self.autocast:
                     loss = self.task.loss(self.train_model, batch)
@@ -211,6 +168,14 @@ class Trainer:
             self.state.optimizer_timed_steps += 1
         self.scheduler.step()
         return loss_sum / accum, grad_norm
+
+    def batch(self, step: int, mine: range, i: int):
+        """Micro-batch mine[i] of `step`, made ahead where the trainer prefetches."""
+        if self.prefetch is None:
+            return self.task.train_batch(step, mine[i])
+        following = (step, mine[i + 1]) if i + 1 < len(mine) else (
+            (step + 1, mine[0]) if step + 1 < self.cfg.steps else None)
+        return self.prefetch.get(step, mine[i], following)
 
     def gradient_sync(self, last: bool):
         """Gradients are reduced across ranks on a step's last micro-batch only."""
@@ -314,7 +279,13 @@ class Trainer:
             self.state.step = done
             self.state.elapsed_s += time.perf_counter() - step_start
             bar.update(1)
-            stop = distributed.any_flag(preempt.signum is not None, self.ctx)
+            # a signal seen by any rank stops every rank; the wall-clock cadence (rank 0's
+            # clock decides) bounds what a lost job loses, whatever the step cadence
+            # (not on the last step: the run's end saves its final weights anyway)
+            stop, due = distributed.any_flags((preempt.signum is not None,
+                                               done < total and self._checkpoint_due()),
+                                              self.ctx)
+            ckpt_now = ckpt_now or due
             if not (log_now or eval_now or ckpt_now or stop):
                 continue
             if not self.flush(first_pending):

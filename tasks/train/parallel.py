@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from tasks.train.errors import ConfigError
 
 SHARDINGS = ("ddp", "fsdp")
-KEYS = ("sharding",)
+KEYS = ("sharding", "timeout_min")
 
 
 @dataclass(frozen=True)
 class Parallel:
     sharding: str = "ddp"
+    timeout_min: float = 30.0  # how long a collective (a barrier, a checkpoint's) may wait
 
     @property
     def fsdp(self) -> bool:
@@ -32,7 +33,12 @@ def of(cfg) -> Parallel:
     if sharding not in SHARDINGS:
         raise ConfigError(f"parallel.sharding must be one of {list(SHARDINGS)}, got "
                           f"{sharding!r} (choose parallel=ddp or parallel=fsdp)")
-    return Parallel(sharding)
+    timeout = section.get("timeout_min", Parallel.timeout_min)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+            not 0 < timeout < 10**6:
+        raise ConfigError(f"parallel.timeout_min must be a number of minutes > 0, got "
+                          f"{timeout!r}")
+    return Parallel(sharding, float(timeout))
 
 
 def check(cfg, world: int, how: str) -> Parallel:

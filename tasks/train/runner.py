@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.train import config as run_config
-from tasks.train import distributed, identity, store
+from tasks.train import distributed, identity, parallel, store
 from tasks.train.assemble import build_run
 from tasks.train.environment import device_info, environment
 from tasks.train.epochs import derive_steps
@@ -111,7 +111,7 @@ def run(cfg: DictConfig, validated: bool = False) -> dict:
         return previous
     run_config.check_data(cfg)  # before the run dir exists
     run_config.check_fits(cfg)
-    ctx = distributed.context()
+    ctx = distributed.context(parallel.of(cfg).timeout_min)
     if cfg.grad_accum % ctx.world:
         raise run_config.ConfigError(
             f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of data-parallel "

@@ -139,9 +139,10 @@ class ImageTask(Task):
             self._epoch = epoch
         return self._perm
 
-    def _to_device(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images))
-        if self.device.type == "cuda":
+    def _to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = images if isinstance(images, torch.Tensor) else \
+            torch.from_numpy(np.ascontiguousarray(images))
+        if self.device.type == "cuda" and not x.is_pinned():
             x = x.pin_memory()
         return x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (n, 3, H, W) uint8
 
@@ -150,6 +151,12 @@ class ImageTask(Task):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def train_batch(self, step: int, micro: int):
+        return self.device_batch(self.host_batch(step, micro))
+
+    def host_batch(self, step: int, micro: int):
+        """(step, micro, images as a uint8 host tensor, their labels' indices): the memory-map
+        read, which the harness may make ahead in a background thread
+        (tasks/train/prefetch.py); augmentation happens on the device."""
         index = step * self.grad_accum + micro
         epoch, position = divmod(index, self.batches_per_epoch)
         idx = self._permutation(epoch)[position * self.batch_size:
@@ -157,6 +164,11 @@ class ImageTask(Task):
         order = np.argsort(idx)  # a memory map reads ascending indices fastest
         images = np.empty((len(idx), *self.train_x.shape[1:]), dtype=np.uint8)
         images[order] = self.train_x[idx[order]]
+        return step, micro, torch.from_numpy(images), torch.from_numpy(idx)
+
+    def device_batch(self, host):
+        step, micro, images, idx = host
+        idx = idx.numpy()
         x = self._to_device(images).float()
         gen = keyed_generator(self.seed, "aug", step, micro)
         if self.crop == "random_resized":
