@@ -139,8 +139,11 @@ def _tune(table: spec.Table, name: str, extra: list[str], grids: dict, aux: dict
         runs = table.expand(extra, grids, aux)
         composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False,
                                 extra_conf=table.extra_conf)
-        held = {i: pool.by_key[identity.run_key(cfg)] for i, (_, cfg) in enumerate(composed)
-                if identity.run_key(cfg) in pool.by_key}
+        # a taken record carries this expansion's overrides: the same key, so they differ
+        # only in what no number depends on (where runs and data live)
+        held = {i: replace(pool.by_key[identity.run_key(cfg)],
+                                       overrides=tuple(runs[i].overrides))
+                for i, (_, cfg) in enumerate(composed) if identity.run_key(cfg) in pool.by_key}
         todo = [i for i in range(len(runs)) if i not in held]
         states, made = [], {}
         if todo:
