@@ -118,7 +118,7 @@ def main() -> int:
         print(f"sweep {args.name}: nothing to submit, all {len(result.runs)} runs skipped "
               f"({what}); checked in {elapsed:.2f}s")
     if args.wait and (result.submitted or skipped.get(RunState.RUNNING)
-                      or skipped.get(RunState.PENDING)):
+                      or skipped.get(RunState.PENDING) or skipped.get(RunState.UNKNOWN)):
         return wait(runs_root, args.name, args.poll)
     return 0
 

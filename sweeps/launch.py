@@ -10,6 +10,7 @@ the time limit, requeue), `local` (submitit's local processes), `debug` (in this
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,8 @@ class Launch:
     name: str
     runs: list[tuple[list[str], dict]]  # every run of the sweep: overrides, resolved config
     submitted: list[str]  # run keys sent out by this launch
-    skipped: dict[str, str]  # run key → why not (completed, diverged, running, pending)
+    skipped: dict[str, str]  # run key → why not (completed, diverged, running, pending,
+    #                          corrupt, unknown)
     job_ids: list[str]
     executor: submitit.Executor | None
     jobs: list  # submitit jobs of this launch
@@ -170,17 +172,21 @@ def launch(name: str, overrides: list[str] = (), extra: list[str] = (), dry_run:
 def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bool) -> Launch:
     record = manifest.Manifest.load_or_new(root, name)
     queue = SlurmQueue()
-    todo, skipped, listing = [], {}, []
+    todo, skipped, listing, unknown = [], {}, [], []
     for overrides_i, cfg in runs:
         key = identity.run_key(cfg)
         rdir = identity.run_dir(cfg, key)
         listing.append((overrides_i, key, str(rdir)))
         state = run_state(rdir, record.last_job(key), queue)
+        if state.name == RunState.UNKNOWN:
+            unknown.append(state.detail)
         if state.name in (RunState.COMPLETED, RunState.DIVERGED, RunState.RUNNING,
-                          RunState.PENDING, RunState.CORRUPT):
+                          RunState.PENDING, RunState.CORRUPT, RunState.UNKNOWN):
             skipped[key] = state.name
         else:  # new, interrupted (resumes from its checkpoint) or failed (runs again)
             todo.append((key, cfg, overrides_i))
+    if unknown:  # submitted again, a run still queued would run twice
+        print(f"WARNING: {len(unknown)} run(s) left alone: {unknown[0]}", file=sys.stderr)
     accepted = set()  # optimizer configs checked once per sweep, whatever their lr
     for _, cfg, overrides_i in todo:
         # local and debug jobs train on this machine: its devices are theirs

@@ -5,6 +5,9 @@
     pending                         its job waits in the SLURM queue
     interrupted                     stopped without a summary (preempted, killed, lost):
                                     a re-launch resumes it from its checkpoint
+    unknown                         its SLURM job's state could not be read (squeue failed
+                                    or is missing): never read as "not queued", so a launch
+                                    leaves it alone rather than submit it twice
     corrupt                         a file of the run dir cannot be read (the detail names
                                     it); a re-launch leaves the run alone until it is fixed
     new                             never submitted
@@ -13,6 +16,7 @@ A failed run is never shown as completed: only the run itself writes its status.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -28,8 +32,8 @@ from tasks.train import lease, store
 class RunState:
     COMPLETED, DIVERGED, FAILED = "completed", "diverged", "failed"
     RUNNING, PENDING, INTERRUPTED, NEW = "running", "pending", "interrupted", "new"
-    CORRUPT = "corrupt"
-    ORDER = (NEW, PENDING, RUNNING, INTERRUPTED, COMPLETED, DIVERGED, FAILED, CORRUPT)
+    CORRUPT, UNKNOWN = "corrupt", "unknown"
+    ORDER = (NEW, PENDING, RUNNING, INTERRUPTED, UNKNOWN, COMPLETED, DIVERGED, FAILED, CORRUPT)
 
 
 @dataclass
@@ -38,24 +42,46 @@ class State:
     detail: str = ""
 
 
+class QueueUnknown(RuntimeError):
+    """The SLURM queue could not be read: whether a job waits or runs is unknown."""
+
+
 class SlurmQueue:
-    """One look at the SLURM queue (job id → state code, arrays expanded), taken on first use
-    and kept by this object: a status pass asks once however many runs it covers."""
+    """One look at this user's SLURM jobs (job id → state code, arrays expanded), taken on
+    first use and kept by this object: a status pass asks once however many runs it covers.
+    A look that fails (squeue missing, timing out, or exiting non-zero, as a busy controller
+    does) raises QueueUnknown on every question: an unread queue is not an empty one."""
 
     def __init__(self):
         self._jobs: dict[str, str] | None = None
+        self._error = ""
 
     def state(self, job_id: str) -> str | None:
-        if self._jobs is None:
-            self._jobs = _squeue()
+        if self._jobs is None and not self._error:
+            try:
+                self._jobs = _squeue()
+            except QueueUnknown as e:
+                self._error = str(e)
+        if self._error:
+            raise QueueUnknown(self._error)
         return self._jobs.get(str(job_id))
+
+
+SQUEUE_TIMEOUT_S = 60
 
 
 def _squeue() -> dict[str, str]:
     if shutil.which("squeue") is None:
-        return {}
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %t"], capture_output=True, text=True,
-                         timeout=60)
+        raise QueueUnknown("squeue is not on PATH here (look from a SLURM login node)")
+    command = ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %t"]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True,
+                             timeout=SQUEUE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise QueueUnknown(f"{' '.join(command)}: {e}") from e
+    if out.returncode != 0:
+        why = (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+        raise QueueUnknown(f"{' '.join(command)} failed: {why}")
     jobs = {}
     for line in out.stdout.splitlines():
         parts = line.split()
@@ -85,6 +111,9 @@ def run_state(rdir: Path, last_job: dict | None = None,
         return _run_state(rdir, last_job, queue or SlurmQueue())
     except (store.CorruptFile, store.MetricsError) as e:
         return State(RunState.CORRUPT, str(e))
+    except QueueUnknown as e:
+        return State(RunState.UNKNOWN, f"its job's state is unknown ({e}); nothing is "
+                                       f"submitted for it until the queue answers")
 
 
 def _run_state(rdir: Path, last_job: dict | None, queue: SlurmQueue) -> State:
@@ -164,8 +193,8 @@ ENDED = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 def wait_for_sweep(runs_root: Path, name: str, poll_s: float, until_done: bool = True,
                    progress: bool = True) -> list[RunRow]:
     """The sweep's rows, after waiting (with `until_done`) until no run is left to wait for:
-    every run ended, or none is running or queued (an interrupted or corrupt run waits for a
-    relaunch, not for time)."""
+    every run ended, or none is running, queued or of unknown state (an interrupted or
+    corrupt run waits for a relaunch, not for time)."""
     from tqdm import tqdm
 
     rows = sweep_status(runs_root, name)
@@ -175,7 +204,9 @@ def wait_for_sweep(runs_root: Path, name: str, poll_s: float, until_done: bool =
         c = counts(rows)
         bar.n = sum(c[s] for s in ENDED)
         bar.set_postfix({k: v for k, v in c.items() if v and k not in ENDED}, refresh=True)
-        if bar.n == len(rows) or c[RunState.RUNNING] + c[RunState.PENDING] == 0:
+        # an unknown run may be queued: it is waited for, as the queue may answer next time
+        if bar.n == len(rows) or c[RunState.RUNNING] + c[RunState.PENDING] \
+                + c[RunState.UNKNOWN] == 0:
             break
         time.sleep(poll_s)
         rows = sweep_status(runs_root, name)
