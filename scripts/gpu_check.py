@@ -1,8 +1,11 @@
-"""What only a GPU can show, in one short run (under 10 minutes on one H100-class GPU):
+"""What only a GPU can show, in one short run that fits its time budget (`--budget-s`, 8
+minutes by default, so a short device window still yields numbers):
 
-    python scripts/gpu_check.py [--out results/bench] [--steps 200]
+    python scripts/gpu_check.py [--out results/bench] [--steps 200] [--budget-s 480]
     python scripts/gpu_check.py --device cpu --quick      (the same code on toy sizes: a test)
 
+0. `smoke` (about a minute): the device, a bf16 matmul's FLOP/s, and one step of every
+   optimizer in the registry on a small model: what a device window of any length shows.
 1. `fused`: every optimizer with a compiled kernel, on bf16 GPT-2-small-shaped parameters, run
    for a few steps with fused=True and with its default path from the same state: the share of
    weights that differ beyond bf16 rounding, and the largest difference (the kernels must agree
@@ -16,7 +19,10 @@
    vendor's bf16 peak and against a large matmul measured here.
 4. `ddp`: with more than one GPU, the s3_spikes cell again with torchrun on every GPU.
 
-Writes <out>/gpu_check_<device>.json (command, commit, device, torch) and prints it.
+Writes <out>/gpu_check_<device>.json (command, commit, device, torch) after every section,
+so what was measured survives a budget that ends or a job that is killed: `complete` says
+whether every section ran, `budget` what was cut and why. A section runs only while the budget
+lasts, and one that overruns it is stopped there (its finished items are kept).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +53,110 @@ from tasks.train import store  # noqa: E402
 from tasks.train.assemble import build_run  # noqa: E402
 
 
+class BudgetOver(Exception):
+    """The check's time budget ended inside a section."""
+
+
+class Budget:
+    """The seconds the check may take; a section is cut where they end (SIGALRM), so the
+    report holds every item finished before."""
+
+    def __init__(self, seconds: float, sections: tuple[str, ...]):
+        self.deadline = time.monotonic() + seconds
+        self.sections = sections  # every section this check means to run
+        self.cut: dict[str, str] = {}  # section → why it did not finish
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise BudgetOver(f"the budget ended before {what}")
+
+    def run(self, name: str, section, report: dict, path: Path) -> None:
+        """report[name] = section(partial) (a dict it fills item by item), cut at the
+        deadline; the report is written after it whatever happened."""
+        partial: dict = {}
+        report[name] = partial
+        try:
+            if self.left() <= 1:
+                raise BudgetOver("the budget ended before the section")
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.alarm(max(int(self.left()), 1))
+            try:
+                section(partial)
+            finally:
+                signal.alarm(0)
+        except BudgetOver as e:
+            self.cut[name] = str(e)
+            print(f"  {name}: cut, {e}", flush=True)
+        write_report(report, self, path)
+
+
+def _alarm(signum, frame):
+    raise BudgetOver("the budget ended during the section")
+
+
+def write_report(report: dict, budget: Budget, path: Path) -> None:
+    report["complete"] = not budget.cut and all(name in report for name in budget.sections)
+    report["budget"] = {"cut": dict(budget.cut),
+                        "not_reached": [n for n in budget.sections if n not in report]}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a report
+
+
+def multi_gpu() -> bool:
+    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
+def smoke(device: torch.device, quick: bool, out: dict, budget: Budget) -> None:
+    """The device, a bf16 matmul's FLOP/s and one step of every registered optimizer."""
+    import optim
+
+    out["device"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else "cpu")
+    n = 512 if quick else 8192
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    a @ b  # warm-up: library load, autotuning
+    _sync(device)
+    t0 = time.perf_counter()
+    reps = 3 if quick else 20
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    out["bf16_matmul_tflops"] = float(f"{2 * n**3 * reps / (time.perf_counter() - t0) / 1e12:.4g}")
+    print(f"  {out['device']}: bf16 matmul {out['bf16_matmul_tflops']} TFLOP/s", flush=True)
+    steps = out.setdefault("optimizer_step", {})
+    model = torch.nn.Sequential(torch.nn.Embedding(64, 32), torch.nn.Linear(32, 32),
+                                torch.nn.Linear(32, 64)).to(device)
+    idx = torch.randint(0, 64, (16,), device=device)
+    for spec in optim.REGISTRY:
+        budget.check(f"the step of {spec.name}")
+        try:
+            opt = spec.cls(optim.param_groups(model, optim.is_matrix_optimizer(spec.cls)),
+                           **spec.example)
+            if hasattr(opt, "attach"):
+                opt.attach(model)
+            loss = torch.nn.functional.cross_entropy(model[2](model[1](model[0](idx))), idx)
+            loss.backward()
+            t0 = time.perf_counter()
+            opt.step()
+            _sync(device)
+            steps[spec.name] = {"ok": True, "s": round(time.perf_counter() - t0, 4)}
+        except Exception as e:  # the smoke reports every optimizer, whichever fails
+            steps[spec.name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+        model.zero_grad(set_to_none=True)
+    failed = [k for k, v in steps.items() if not v["ok"]]
+    print(f"  one step of each of {len(steps)} optimizers: "
+          + (f"FAILED {failed}" if failed else "all ran"), flush=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def fused_optimizers() -> list[str]:
     """Every optimizer with a compiled kernel, from the registry (optim.REGISTRY)."""
     from optim import REGISTRY
@@ -58,13 +169,14 @@ CELLS = {"s3_spikes": ("gpt2_124m", "s3", "openwebtext"),
          "smuon_gpt": ("gpt2_modded", "smuon", "fineweb")}
 
 
-def fused_agreement(device: torch.device, quick: bool, steps: int = 5) -> dict:
+def fused_agreement(device: torch.device, quick: bool, out: dict, budget: Budget,
+                    steps: int = 5) -> None:
     """max |θ_fused − θ_default| / max |θ| after `steps` steps, per optimizer, bf16 weights."""
     from optim import BY_NAME
 
     shapes = block_shapes(1, 64) if quick else block_shapes(12, 768)
-    out = {}
     for spec in (BY_NAME[name] for name in fused_optimizers()):
+        budget.check(f"the fused kernel of {spec.name}")
         finals = []
         for fused in (False, True):
             params = [torch.nn.Parameter(p.detach().to(torch.bfloat16))
@@ -88,17 +200,20 @@ def fused_agreement(device: torch.device, quick: bool, steps: int = 5) -> dict:
               f"{out[spec.name]['elements_beyond_bf16_rounding']:.2e} of the elements differ "
               f"beyond rounding (largest: {out[spec.name]['max_diff_over_max_weight']:.2e} "
               f"of max |θ|)", flush=True)
-    return out
 
 
-def optimizer_steps(device: torch.device, quick: bool, out: Path) -> dict:
+def optimizer_steps(device: torch.device, quick: bool, out: Path, into: dict,
+                    budget: Budget) -> None:
     """scripts/bench_optim.py on this device; its report lands beside this one."""
     size = ["--blocks", "1", "--width", "64", "--reps", "2", "--only", "s3,s3_fused,muon"] \
         if quick else ["--rounds", "2"]
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_optim.py"), "--device", device.type,
            "--out", str(out), "--name", "gpu_check_optim", *size]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return json.loads((out / f"gpu_check_optim_{device.type}.json").read_text())
+    try:
+        subprocess.run(cmd, check=True, cwd=ROOT, timeout=max(budget.left(), 1))
+    except subprocess.TimeoutExpired as e:
+        raise BudgetOver("the budget ended during scripts/bench_optim.py") from e
+    into.update(json.loads((out / f"gpu_check_optim_{device.type}.json").read_text()))
 
 
 def synthetic_corpus(root: Path, corpus: str, tokens: int, vocab: int = 50257) -> None:
@@ -152,7 +267,7 @@ def paper_cell(name: str, steps: int, quick: bool, device: torch.device, data_ro
     return result
 
 
-def ddp_cell(steps: int, data_root: Path, runs_root: Path) -> dict:
+def ddp_cell(steps: int, data_root: Path, runs_root: Path, budget: Budget) -> dict:
     gpus = torch.cuda.device_count()
     preset, optimizer, _ = CELLS["s3_spikes"]
     overrides = [*cell_overrides(preset, optimizer, steps, False), f"grad_accum={4 * gpus}",
@@ -160,7 +275,10 @@ def ddp_cell(steps: int, data_root: Path, runs_root: Path) -> dict:
     cmd = ["torchrun", f"--nproc-per-node={gpus}", str(ROOT / "scripts" / "train.py"),
            *overrides]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    try:
+        subprocess.run(cmd, check=True, cwd=ROOT, timeout=max(budget.left(), 1))
+    except subprocess.TimeoutExpired as e:
+        raise BudgetOver("the budget ended during the torchrun cell") from e
     [metrics] = list(runs_root.glob("*/*/*/metrics.jsonl"))
     rows = [r for r in store.MetricsLog(metrics).read() if "tokens_per_s" in r]
     later = [r["tokens_per_s"] for r in rows[len(rows) // 2:]]
@@ -174,6 +292,9 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="toy sizes (tests, CPU)")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--budget-s", type=float, default=480.0,
+                        help="seconds the whole check may take; sections past it are cut and "
+                             "the report says so (default 480)")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -183,26 +304,42 @@ def main() -> int:
     if args.steps < 20:
         parser.error(f"--steps must be >= 20 (tokens/s are read from the second half), got "
                      f"{args.steps}")
+    if not args.budget_s > 0:
+        parser.error(f"--budget-s must be > 0 seconds, got {args.budget_s}")
+    budget = Budget(args.budget_s, ("smoke", "fused", "optimizer_steps", "cells")
+                    + (("ddp",) if device.type == "cuda" and multi_gpu() else ()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.name = "gpu_check"
-    report = {"provenance": provenance(args)}
+    path = out / f"gpu_check_{device.type}.json"
+    report = {"provenance": provenance(args), "budget_s": args.budget_s}
+    print("0. smoke: the device, a bf16 matmul, one step of every optimizer:", flush=True)
+    budget.run("smoke", lambda into: smoke(device, args.quick, into, budget), report, path)
     print("1. fused kernels against the default path (bf16):", flush=True)
-    report["fused"] = fused_agreement(device, args.quick)
+    budget.run("fused", lambda into: fused_agreement(device, args.quick, into, budget),
+               report, path)
     print("2. optimizer steps (scripts/bench_optim.py):", flush=True)
-    report["optimizer_steps"] = optimizer_steps(device, args.quick, out)
+    budget.run("optimizer_steps", lambda into: optimizer_steps(device, args.quick, out, into,
+                                                               budget), report, path)
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp) / "data"
-        for _, _, corpus in CELLS.values():
-            synthetic_corpus(data_root, corpus, tokens=2_000_000 if args.quick else 50_000_000)
+
+        def cells(into: dict) -> None:
+            for _, _, corpus in CELLS.values():
+                synthetic_corpus(data_root, corpus,
+                                 tokens=2_000_000 if args.quick else 50_000_000)
+            for name in CELLS:
+                budget.check(f"the {name} cell")
+                into[name] = paper_cell(name, args.steps, args.quick, device, data_root,
+                                        Path(tmp) / "runs" / name)
+
         print("3. paper-preset cells (synthetic tokens):", flush=True)
-        report["cells"] = {name: paper_cell(name, args.steps, args.quick, device, data_root,
-                                            Path(tmp) / "runs" / name) for name in CELLS}
-        if device.type == "cuda" and torch.cuda.device_count() > 1:
+        budget.run("cells", cells, report, path)
+        if device.type == "cuda" and multi_gpu():
             print("4. data-parallel cell (torchrun):", flush=True)
-            report["ddp"] = ddp_cell(args.steps, data_root, Path(tmp) / "runs-ddp")
-    path = out / f"gpu_check_{device.type}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+            budget.run("ddp", lambda into: into.update(
+                ddp_cell(args.steps, data_root, Path(tmp) / "runs-ddp", budget)), report, path)
+    print(json.dumps({k: report[k] for k in ("complete", "budget")}))
     print(f"wrote {path}")
     return 0
 

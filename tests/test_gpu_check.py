@@ -4,6 +4,7 @@ the CPU (the numbers mean nothing here), so that it does not first fail on the G
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ def test_the_gpu_check_runs_every_part_and_writes_its_report(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check_cpu.json").read_text())
+    assert report["complete"] is True and report["budget"]["cut"] == {}
     assert report["provenance"]["commit"] and "gpu_check.py" in report["provenance"]["command"]
     import optim
 
@@ -38,3 +40,25 @@ def test_the_gpu_check_refuses_cuda_where_there_is_none():
     done = subprocess.run([sys.executable, "scripts/gpu_check.py"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "CUDA is not available" in done.stderr
+
+
+def test_the_gpu_check_writes_what_it_measured_when_its_budget_ends(tmp_path):
+    """A device window shorter than the check still yields numbers: the smoke section first,
+    the report written after every section, a cut section named with why."""
+    import optim
+
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick",
+                           "--steps", "20", "--budget-s", "25", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert time.monotonic() - t0 < 25 + 20  # the budget, plus starting and writing
+    report = json.loads((tmp_path / "gpu_check_cpu.json").read_text())
+    assert report["complete"] is False
+    cut = report["budget"]["cut"]
+    assert cut and all("budget ended" in why for why in cut.values())
+    smoke = report["smoke"]
+    assert smoke["bf16_matmul_tflops"] > 0
+    assert set(smoke["optimizer_step"]) == {spec.name for spec in optim.REGISTRY}
+    assert all(step["ok"] for step in smoke["optimizer_step"].values()), smoke
+    assert "smoke" not in cut
