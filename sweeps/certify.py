@@ -5,18 +5,31 @@ bit (sweeps/freshness.py `differences`). The certificates go into the table's re
 header; a run that differs leaves the table stale, with the first difference and the command
 that re-runs it, and the pairs that matched keep their certificates, so that re-run runs only
 the pairs that differ.
+
+A record made on another machine can differ from any run here at rounding (another CPU's
+vector kernels), whatever the code. So a run that differs from its record is compared once
+more, with a run of the records' own code made here: the commit its summary names, checked
+out apart (a git worktree), run by that commit's own scripts/train.py. That run must get the
+record's run key (its code version is the record's: nothing uncommitted made the record) and
+equal the run at the current code bit for bit; the certificate then says so (its `basis`),
+with how the record itself differs here.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sweeps import freshness, index, records, spec
 from sweeps.launch import launch
 from sweeps.status import RunState, wait_for_sweep
-from tasks.train import store
+from tasks.train import identity, store
 from tasks.train.environment import git_commit
+
+OLD_RUN_TIMEOUT_S = 6 * 3600
 
 
 def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s: float = 5.0,
@@ -57,14 +70,23 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
             why = status.error or status.state.detail
             failed.append(f"{where}: the re-run {status.state.name} ({why}) at {rdir}")
             continue
-        why = freshness.differences(record, store.read_summary(rdir),
-                                    store.MetricsLog(rdir / "metrics.jsonl").read())
-        if why:
-            failed.append(f"{where}: {why}")
-            continue
+        summary_now = store.read_summary(rdir)
+        metrics_now = store.MetricsLog(rdir / "metrics.jsonl").read()
+        why = freshness.differences(record, summary_now, metrics_now)
+        basis = ""
+        if why:  # another machine's rounding, or the code? ask the records' own code, here
+            print(f"{where}: differs from its record ({why}); running the records' own code "
+                  f"here to tell", flush=True)
+            again, basis = at_records_code(record, summary_now, metrics_now, runs_root,
+                                           runs_root_overrides)
+            if again:
+                failed.append(f"{where}: {why}; {again}")
+                continue
+            basis = f"{basis}; the record (made elsewhere) differs here: {why}"
         certificates[pair] = records.Certificate(
             pair[0], pair[1], run.made_at, run.now, record.row, record.overrides,
-            status.run_key, git_commit(), date)
+            status.run_key, git_commit(), date, basis)
+    remove_worktrees(runs_root)
     # the pairs that matched keep their certificates even where others differ: a re-run of
     # the table then runs only the pairs that differ (sweeps/reuse.py takes the certified)
     records.write(folder, records.TableRecords(
@@ -82,3 +104,52 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
     index.write(results, tables)
     print(freshness.check(folder, tables=tables).describe())
     return 0
+
+
+def at_records_code(record: records.RunRecord, summary_now: dict, metrics_now: list[dict],
+                    runs_root: Path, where: list[str]) -> tuple[str, str]:
+    """("", basis) when a run of the record's own commit, made here, equals the run at the
+    current code (`summary_now`, `metrics_now`) bit for bit; (why not, "") otherwise."""
+    commit = str(((record.summary or {}).get("environment") or {}).get("git_commit") or "")
+    # a record made from a tree with uncommitted edits names its commit "-dirty": the commit
+    # is tried all the same, and the run key tells whether those edits changed the code
+    commit = commit.removesuffix("-dirty")
+    key, task, optim = (str(record.get(k)) for k in ("run_key", "task", "optim"))
+    if not commit:
+        return "its record names no commit to run its code at", ""
+    work = runs_root / "_certify" / commit[:12]
+    tree = work / "tree"
+    if not tree.exists():
+        made = subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit],
+                              cwd=identity.PROJECT_ROOT, capture_output=True, text=True)
+        if made.returncode != 0:
+            return (f"the records' commit {commit[:12]} cannot be checked out here "
+                    f"({made.stderr.strip()[-200:]})"), ""
+    old_runs = work / "runs"
+    overrides = [*(o for o in record.overrides if not o.startswith("launcher")),
+                 *(o for o in where if not o.startswith(("runs_root=", "launcher"))),
+                 f"runs_root={old_runs}"]
+    ran = subprocess.run([sys.executable, "scripts/train.py", *overrides], cwd=tree,
+                         capture_output=True, text=True, timeout=OLD_RUN_TIMEOUT_S)
+    rdir = old_runs / task / optim / key
+    if not (rdir / "summary.json").exists():
+        tail = (ran.stderr or ran.stdout).strip()[-300:]
+        made = sorted(p.parent.name for p in old_runs.glob(f"{task}/{optim}/*/summary.json"))
+        return (f"the records' code could not be run again at commit {commit[:12]}: "
+                + (f"it made run {made[-1]}, not the record's {key} (the record was made by "
+                   f"a tree that commit does not hold)" if made else f"exit {ran.returncode}: "
+                                                                     f"{tail}")), ""
+    old = records.RunRecord(record.row, record.overrides, store.read_summary(rdir),
+                            tuple(store.MetricsLog(rdir / "metrics.jsonl").read()), str(rdir))
+    why = freshness.differences(old, summary_now, metrics_now)
+    if why:
+        return f"the records' own code (commit {commit[:12]}), run here, differs too: {why}", ""
+    return "", f"its records' own code (commit {commit[:12]}) run here, as run {key}"
+
+
+def remove_worktrees(runs_root: Path) -> None:
+    """The records' commits checked out for certification (git worktrees) are let go."""
+    for tree in sorted((runs_root / "_certify").glob("*/tree")):
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
+                       cwd=identity.PROJECT_ROOT, capture_output=True)
+        shutil.rmtree(tree, ignore_errors=True)

@@ -95,14 +95,22 @@ class Certificate:
     run_key: str
     commit: str
     date: str
+    # "" when the run matched its record; else what it matched instead: a run of the records'
+    # own code made here (a record made on another machine differs from both at rounding)
+    basis: str = ""
 
     def to_json(self) -> dict:
-        return {**vars(self), "overrides": list(self.overrides)}
+        out = {**vars(self), "overrides": list(self.overrides)}
+        if not self.basis:
+            del out["basis"]
+        return out
 
     @classmethod
     def from_json(cls, where: str, raw) -> "Certificate":
         fields = ("task", "optim", "made_at", "now", "row", "overrides", "run_key", "commit",
                   "date")
+        if isinstance(raw, dict) and "basis" in raw:
+            fields += ("basis",)
         if not isinstance(raw, dict) or set(raw) != set(fields) or not all(
                 isinstance(raw[f], str) for f in fields if f != "overrides") or not (
                 isinstance(raw["overrides"], list)

@@ -215,8 +215,9 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     prov = {**tabled.provenance, "code_versions": versions}
     if tabled.certificates:
         prov["certified"] = "; ".join(
-            f"{c.task}/{c.optim} {c.made_at} → {c.now} (run {c.run_key} bit-identical to its "
-            f"record, commit {c.commit[:12]}, {c.date})" for c in tabled.certificates)
+            f"{c.task}/{c.optim} {c.made_at} → {c.now} (run {c.run_key} bit-identical to "
+            f"{c.basis or 'its record'}, commit {c.commit[:12]}, {c.date})"
+            for c in tabled.certificates)
     result = rendered(table, rows, ranking(table, rows), verdict, prov, tabled.grids,
                       spec_grids, ablation=ablation, rules=rules)
     return render(result, out), verdict

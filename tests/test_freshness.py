@@ -10,6 +10,7 @@ import json
 import shutil
 
 import pytest
+import torch
 import yaml
 
 from sweeps import freshness, records
@@ -169,3 +170,63 @@ def test_bit_for_bit_ignores_timing_only():
     assert "summary final" in freshness.differences(
         record, {**summary, "final": {"loss": 1.5}}, [{"step": 1, "loss": 2.0}])
     assert freshness.differences(record, summary, []) == "0 metrics rows, the record has 1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("s3_edited", [False, True], ids=["same-code", "s3-computes-else"])
+def test_a_record_made_on_another_machine_is_certified_by_its_own_code_run_here(
+        made, tmp_path, monkeypatch, capsys, s3_edited):
+    """Another CPU's kernels round differently: a record can differ from every run here at
+    rounding, whatever the code. Certification then runs the records' own commit here (a git
+    worktree, its own scripts/train.py) and certifies when that run equals the run at the
+    current code bit for bit, saying so in the certificate; where the current code computes
+    something else (S3's step, edited here), it does not."""
+    folder, results, where, tables = made
+
+    def rounded_elsewhere(entry, cfg):
+        for row in entry["metrics"]:
+            if "loss" in row:
+                row["loss"] += 1e-7  # one rounding step's worth, as another machine's
+
+    rewrite(folder, rounded_elsewhere)
+    assert freshness.check(folder, tables=tables).state == freshness.FRESH
+    # the tree's code now reads as an edit (a version the records were not made by); the
+    # records' commit, run in its own worktree, is the code that made them
+    monkeypatch.setattr(identity, "_project_version", lambda *targets: "fedcba987654")
+    if s3_edited:  # in this process only: the records' commit runs S3 as it was
+        from optim.s3 import S3
+
+        step = S3.step
+
+        def nudged(self, closure=None):
+            out = step(self, closure)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].add_(1e-6)
+            return out
+
+        monkeypatch.setattr(S3, "step", nudged)
+    stale = freshness.check(folder, tables=tables)
+    assert {r.state for r in stale.runs} == {freshness.CODE_CHANGED}
+    again = [*where, "runs_root=" + str(tmp_path / "again")]
+    code = reproduce("mini", again, "test", results=results, certify=True, tables=tables)
+    out = capsys.readouterr().out
+    assert "differs from its record" in out and "running the records' own code here" in out
+    tabled = records.read(folder)
+    for c in tabled.certificates:
+        assert c.basis.startswith("its records' own code (commit ")
+        assert "the record (made elsewhere) differs here: step 2: loss" in c.basis
+    # the worktree is let go; its runs stay (a second certification would reuse them)
+    assert not list((tmp_path / "again" / "_certify").glob("*/tree"))
+    assert list((tmp_path / "again" / "_certify").glob("*/runs/*/*/*/summary.json"))
+    if s3_edited:
+        assert code == 1
+        assert {(c.task, c.optim) for c in tabled.certificates} == {("nanogpt_char", "adamw")}
+        assert "nanogpt_char/s3" in out.split("NOT certified")[1]
+        assert "own code (commit " in out and "run here, differs too: step " in out, out
+        assert freshness.check(folder, tables=tables).state == freshness.STALE
+        return
+    assert code == 0
+    certified = freshness.check(folder, tables=tables)
+    assert certified.state == freshness.CERTIFIED, certified.describe()
+    assert len(tabled.certificates) == 2
+    assert "bit-identical to its records' own code" in (folder / "table.md").read_text()
