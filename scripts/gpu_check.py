@@ -257,6 +257,8 @@ def paper_cell(name: str, steps: int, quick: bool, device: torch.device, data_ro
                    if device.type == "cuda" and gpu.replace("-", " ") in
                    torch.cuda.get_device_name().lower()), None)
     result = {"overrides": overrides[:-2], "status": summary["status"],
+              # the plan's MFU for runs of this task on this GPU (sweeps/plan.py measured_mfu)
+              "task_target": str(cfg.task["_target_"]),
               "wall_s": round(time.perf_counter() - t0, 1),
               "tokens_per_s": round(tokens_per_s, 1), "flops_per_token": flops_per_token,
               "mfu_vs_measured_matmul": round(achieved / measured_peak, 4),

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps import spec  # noqa: E402
 from sweeps.contender import parse as parse_contender  # noqa: E402
-from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware  # noqa: E402
+from sweeps.plan import DEFAULT_GPU, GPUS, Hardware  # noqa: E402
 from sweeps.reproduce import reproduce  # noqa: E402
 from tasks.train.errors import ConfigError, Preempted  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
@@ -55,8 +55,9 @@ def main() -> int:
     parser.add_argument("--plan", action="store_true",
                         help="validate every run and estimate its cost; train nothing")
     parser.add_argument("--gpu", default=DEFAULT_GPU, help=f"--plan: one of {sorted(GPUS)}")
-    parser.add_argument("--mfu", type=float, default=DEFAULT_MFU,
-                        help="--plan: assumed model FLOPs utilization")
+    parser.add_argument("--mfu", type=float, default=None,
+                        help="--plan: one model FLOPs utilization for every run (default: each "
+                             "task's own range, or what gpu_check measured)")
     parser.add_argument("--render-only", action="store_true",
                         help="render results/TABLE/SCALE again from its committed run records")
     parser.add_argument("--certify", action="store_true",

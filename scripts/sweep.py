@@ -22,7 +22,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from sweeps.compose import CONF_DIR  # noqa: E402
 from sweeps.launch import launch  # noqa: E402
-from sweeps.plan import DEFAULT_GPU, DEFAULT_MFU, GPUS, Hardware, plan_sweep  # noqa: E402
+from sweeps.plan import DEFAULT_GPU, GPUS, Hardware, plan_sweep  # noqa: E402
 from sweeps.status import (  # noqa: E402
     ENDED,
     RunState,
@@ -63,8 +63,9 @@ def main() -> int:
                           help="per run: memory per GPU, GPU-hours, time limit and data; "
                                "submits nothing")
     p_launch.add_argument("--gpu", default=DEFAULT_GPU, help=f"--plan: one of {sorted(GPUS)}")
-    p_launch.add_argument("--mfu", type=float, default=DEFAULT_MFU,
-                          help="--plan: assumed model FLOPs utilization")
+    p_launch.add_argument("--mfu", type=float, default=None,
+                          help="--plan: one model FLOPs utilization for every run (default: "
+                               "each task's own range, or what gpu_check measured)")
     p_launch.add_argument("--poll", type=float, default=5.0, help="seconds between checks")
     p_status = sub.add_parser("status", help="counts and a table of a sweep's runs")
     p_status.add_argument("name")

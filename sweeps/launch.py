@@ -18,7 +18,7 @@ from pathlib import Path
 import submitit
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import manifest
+from sweeps import manifest, resources
 from sweeps.compose import check_run, compose_runs, compose_sweep
 from sweeps.job import TrainJob
 from sweeps.status import RunState, SlurmQueue, run_state
@@ -33,8 +33,8 @@ LAUNCHER_KEYS = {
     "local": ("name", "timeout_min", "tasks_per_node", "gpus_per_node"),
     "slurm": ("name", "partition", "account", "qos", "constraint", "exclude", "gres",
               "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task",
-              "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "job_name",
-              "setup", "additional_parameters"),
+              "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "plan_gpu",
+              "job_name", "setup", "additional_parameters"),
 }
 
 
@@ -47,6 +47,8 @@ def validate_launcher(launcher: dict) -> None:
         checks.known_keys("launcher", launcher, LAUNCHER_KEYS[launcher["name"]])
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if launcher["name"] == "slurm":
+        resources.check_values(launcher)
 
 
 def check_sharding(sharding: str, optimizer_targets) -> None:
@@ -108,6 +110,10 @@ def make_executor(launcher: DictConfig, folder: Path) -> submitit.Executor:
                                    tasks_per_node=launcher.tasks_per_node,
                                    visible_gpus=tuple(range(launcher.gpus_per_node)))
     else:
+        unresolved = [k for k in ("max_requeues", "mem_gb") if launcher.get(k) == resources.AUTO]
+        if unresolved:  # a programming error: the launch resolves them from the plan first
+            raise ValueError(f"launcher {unresolved} still 'auto': resolve them from the runs' "
+                             f"plan first (sweeps/resources.py resolve)")
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
         params = {
             "time": launcher.timeout_min,
@@ -193,6 +199,9 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
         check_run(overrides_i, cfg, trains_here=launcher.name in ("local", "debug"),
                   accepted=accepted)
     todo = [(key, cfg) for key, cfg, _ in todo]
+    if launcher.name == "slurm" and todo:  # time and memory from the plan of what goes out
+        launcher = OmegaConf.create(_resources(OmegaConf.to_container(launcher),
+                                               [cfg for _, cfg in todo]))
     record.set_runs(listing)
     if dry_run:  # checked, nothing written
         return Launch(name, runs, [k for k, _ in todo], skipped, [], None, [])
@@ -213,6 +222,36 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
     if launcher.name == "debug":  # in-process: the jobs run now, one after another
         _run_here(todo, jobs, len(runs))
     return Launch(name, runs, [k for k, _ in todo], skipped, job_ids, executor, jobs)
+
+
+def _resources(launcher: dict, cfgs: list[dict]) -> dict:
+    """The SLURM launcher with its `auto` settings taken from the plan of `cfgs` (printed),
+    or a ConfigError naming the fix where a given setting cannot hold them."""
+    from sweeps.plan import Hardware, Planner  # imports torch (costs trace on meta)
+
+    planner = Planner(Hardware(launcher.get("plan_gpu") or "h100"))
+    plans = []
+    for cfg in cfgs:
+        key = identity.run_key(cfg)
+        try:
+            plans.append(planner.plan_run("", 0.0, 0, key, "", cfg))
+        except Exception as e:  # said below, never silently: that run is not sized
+            plans.append(_Unplanned(key, f"{type(e).__name__}: {e}"))
+    unplanned = [p for p in plans if p.error]
+    if unplanned:
+        print(f"[optbench] WARNING: {len(unplanned)} run(s) could not be planned (the first, "
+              f"{unplanned[0].key}: {unplanned[0].error}); the settings below size the others",
+              file=sys.stderr)
+    resolved = resources.resolve(launcher, plans, cfgs)
+    for line in resolved.lines:
+        print(f"[optbench] slurm {line}")
+    return resolved.launcher
+
+
+@dataclass
+class _Unplanned:
+    key: str
+    error: str
 
 
 def _run_here(todo: list, jobs: list, total: int) -> None:

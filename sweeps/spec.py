@@ -584,25 +584,44 @@ def _claim_part(name: str, table: Table, raw: dict, drop: tuple[str, ...]) -> Cl
 
 
 def launcher_overrides(scale: str, extra: list[str]) -> tuple[list[str], list[str]]:
-    """(overrides with the launcher the scale defaults to, notes for the user).
+    """(overrides with the launcher and resources the scale defaults to, notes for the user).
 
     Tiny tables run in this process (`launcher=debug`): one command, one table. Paper-scale
-    runs are GPT-2 and 7B models: without an explicit launcher they go to SLURM with one GPU
-    per task, never into the process of whoever typed the command.
+    runs are GPT-2 and 7B models: they go to SLURM unless another launcher is named, and
+    whichever SLURM or local launcher runs them, each task gets a GPU (and, on SLURM, 8 CPUs)
+    unless the command says otherwise: what a run needs belongs to the scale, not to whether
+    `launcher=` was typed. Training a paper scale on CPUs is asked for with `device=cpu`; a
+    launcher.gpus_per_node=0 without it is refused (the jobs would train on CPUs unasked).
     """
-    if any(o.startswith("launcher=") for o in extra):
-        return list(extra), []
+    def given(key: str) -> str | None:
+        return next((o.split("=", 1)[1] for o in extra if o.startswith(f"{key}=")), None)
+
+    launcher = given("launcher")
     if not is_paper_scale(scale):
-        return [*extra, "launcher=debug"], []
-    added = ["launcher=slurm"]
-    if not any(o.startswith("launcher.gpus_per_node=") for o in extra):
-        added.append("launcher.gpus_per_node=1")
-    if not any(o.startswith("launcher.cpus_per_task=") for o in extra):
+        return ([*extra, "launcher=debug"] if launcher is None else list(extra)), []
+    added = ["launcher=slurm"] if launcher is None else []
+    name = launcher or "slurm"
+    if name == "debug":  # in this process, on this machine's devices: as typed
+        return list(extra), []
+    on_cpu = given("device") == "cpu"
+    gpus, gres = given("launcher.gpus_per_node"), given("launcher.gres")
+    if gpus is not None and gpus.strip() in ("0", "null") and not on_cpu and not gres:
+        raise SpecError(f"scale={scale} with launcher.gpus_per_node={gpus}: every job would "
+                        f"train on CPUs. Give device=cpu if that is what you want, or "
+                        f"launcher.gpus_per_node=N (a GPU per task by default)")
+    if gpus is None and gres is None and not on_cpu:
+        added.append(f"launcher.gpus_per_node={given('launcher.tasks_per_node') or 1}")
+    if name == "slurm" and given("launcher.cpus_per_task") is None:
         # a GPU's task tokenizes, builds batches and hashes noise on its host: one core
         # (slurm.yaml's default, for CPU tests) starves it [assumption: 8, a usual GPU share]
         added.append("launcher.cpus_per_task=8")
-    return [*extra, *added], [f"paper scale: {' '.join(added)} (the default at this scale; "
-                              f"give launcher=... to choose another)"]
+    notes = []
+    if added:
+        notes.append(f"paper scale: {' '.join(added)} (this scale's default; give them to "
+                     f"choose others)")
+    if on_cpu:
+        notes.append("paper scale on CPUs, as asked (device=cpu): no GPU is requested")
+    return [*extra, *added], notes
 
 
 def launcher_warnings(scale: str, launcher: dict) -> list[str]:

@@ -3,6 +3,7 @@ fails), and the launch's resources taken from the plan."""
 
 import getpass
 import os
+import re
 import stat
 
 import pytest
@@ -67,3 +68,81 @@ def test_a_launch_leaves_a_run_of_unknown_state_alone(tmp_path, data_root, fake_
     result = launch("queued", runs=[overrides])
     assert result.submitted == [] and result.skipped == {key: RunState.UNKNOWN}
     assert "1 run(s) left alone" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch, fake_squeue):
+    """An `sbatch` first on PATH that keeps the script submitit generated and answers as
+    SLURM does (a queue that answers, empty): the real launch path, nothing submitted."""
+    bin_dir = tmp_path / "bin"
+    kept = tmp_path / "submitted"
+    kept.mkdir()
+    script = bin_dir / "sbatch"
+    script.write_text(f"#!/bin/sh\nfor a; do last=$a; done\ncp \"$last\" {kept}/\n"
+                      f"echo 'Submitted batch job 4242'\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    fake_squeue(out="", err="", rc=0)
+    return kept
+
+
+def sbatch_lines(kept) -> dict[str, str]:
+    [script] = list(kept.iterdir())
+    lines = [x.split(None, 1)[1] for x in script.read_text().splitlines()
+             if x.startswith("#SBATCH ")]
+    return dict(x.lstrip("-").split("=", 1) if "=" in x else (x.lstrip("-"), "") for x in lines)
+
+
+def test_a_paper_table_launched_as_typed_asks_for_what_its_plan_needs(tmp_path, fake_sbatch,
+                                                                      capsys):
+    """`reproduce.py softsign_llm scale=paper launcher=slurm`, nothing else: the jobs ask for
+    a GPU and 8 CPUs a task, the host memory the plan needs (a 774M checkpoint loaded whole,
+    compile workers) and enough requeues of the time limit for ~100-hour runs."""
+    from sweeps.reproduce import reproduce
+
+    code = reproduce("softsign_llm", ["scale=paper", "launcher=slurm",
+                                      f"runs_root={tmp_path / 'runs'}",
+                                      f"data_root={tmp_path / 'data'}"], "test")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    got = sbatch_lines(fake_sbatch)
+    assert got["gpus-per-node"] == "1" and got["cpus-per-task"] == "8"
+    assert got["time"] == "240"
+    mem = int(got["mem"].removesuffix("GB"))
+    assert f"launcher.mem_gb={mem} (auto: " in out and "checkpoint load 9.3" in out
+    assert mem >= (4 + 9.3) * 1.2
+    requeues = int(out.split("launcher.max_requeues=")[1].split(" ")[0])
+    hours = float(out.split("the longest run plans at ")[1].split(" h")[0])
+    assert (requeues + 1) * 4 >= hours > 24  # 240-minute jobs: every slot counted
+    # submitit requeues a job that timed out while its countdown lasts: the launch's value
+    from submitit.core.utils import DelayedSubmission
+
+    pickled = list((tmp_path / "runs" / "_submitit").rglob("*_submitted.pkl"))
+    assert pickled and all(DelayedSubmission.load(p)._timeout_countdown == requeues
+                           for p in pickled)
+
+
+def test_a_given_setting_that_cannot_hold_the_runs_is_refused_before_any_job(tmp_path,
+                                                                              fake_sbatch):
+    from sweeps.reproduce import reproduce
+    from tasks.train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"launcher.mem_gb=8 cannot hold runs that need \d+ "
+                                          r"GB a node .* Fix: launcher.mem_gb=\d+ \(or auto\)"):
+        reproduce("softsign_llm", ["scale=paper", "launcher=slurm", "launcher.mem_gb=8",
+                                   f"runs_root={tmp_path / 'runs'}"], "test")
+    assert not list(fake_sbatch.iterdir())  # nothing was submitted
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("max_requeues", -1, "'auto' or a number >= 0"), ("max_requeues", "many", "'auto'"),
+    ("mem_gb", 0, "'auto' or a number >= 1 (or null"), ("plan_gpu", "h1000", "'h100'")])
+def test_resource_settings_are_auto_or_a_number_named_when_wrong(key, value, allowed):
+    from sweeps.compose import compose_runs
+    from sweeps.launch import validate_launcher
+    from tasks.train.errors import ConfigError
+
+    launcher = compose_runs([["launcher=slurm"]], validate_runs=False)[0][1]["launcher"]
+    validate_launcher(launcher)
+    with pytest.raises(ConfigError, match=rf"launcher.{key} must be .*{re.escape(allowed)}.*"
+                                          rf"{re.escape(repr(value))}"):
+        validate_launcher({**launcher, key: value})

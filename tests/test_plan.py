@@ -66,14 +66,32 @@ def test_gpu_hours_follow_the_stated_model(tmp_path):
         Hardware("h1000", 0.4)
 
 
-def test_paper_scale_defaults_to_slurm_with_a_gpu_and_warns_without_one():
+def test_paper_scale_gets_its_gpus_however_the_launcher_is_named():
+    """The GPUs and CPUs a paper-scale run needs belong to the scale: naming the launcher
+    (to set a partition) keeps them; training on CPUs is asked for with device=cpu; a GPU
+    count of 0 without it is refused."""
     extra, notes = spec.launcher_overrides("paper", ["optim.lr=1e-3"])
     assert extra[-3:] == ["launcher=slurm", "launcher.gpus_per_node=1",
                           "launcher.cpus_per_task=8"] and notes
+    typed, _ = spec.launcher_overrides("paper", ["launcher=slurm", "launcher.partition=gpu"])
+    assert typed[-2:] == ["launcher.gpus_per_node=1", "launcher.cpus_per_task=8"]
     given, _ = spec.launcher_overrides("paper", ["launcher.cpus_per_task=16"])
     assert "launcher.cpus_per_task=8" not in given
-    assert spec.launcher_overrides("paper", ["launcher=local"]) == (["launcher=local"], [])
+    four, _ = spec.launcher_overrides("paper", ["launcher=slurm", "launcher.tasks_per_node=4"])
+    assert "launcher.gpus_per_node=4" in four
+    local, _ = spec.launcher_overrides("paper", ["launcher=local"])
+    assert local == ["launcher=local", "launcher.gpus_per_node=1"]
+    gres, _ = spec.launcher_overrides("paper", ["launcher.gres=gpu:a100:1"])
+    assert not any(o.startswith("launcher.gpus_per_node") for o in gres)
+    cpu, notes = spec.launcher_overrides("paper", ["launcher=slurm", "device=cpu"])
+    assert not any(o.startswith("launcher.gpus_per_node") for o in cpu)
+    assert any("device=cpu" in n for n in notes)
+    with pytest.raises(spec.SpecError, match=r"launcher.gpus_per_node=0: every job would "
+                                             r"train on CPUs. Give device=cpu"):
+        spec.launcher_overrides("paper", ["launcher=slurm", "launcher.gpus_per_node=0"])
+    assert spec.launcher_overrides("paper", ["launcher=debug"]) == (["launcher=debug"], [])
     assert spec.launcher_overrides("tiny", []) == (["launcher=debug"], [])
+    assert spec.launcher_overrides("tiny", ["launcher=slurm"]) == (["launcher=slurm"], [])
     assert spec.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 0})
     assert not spec.launcher_warnings("paper", {"name": "slurm", "gpus_per_node": 1})
     assert not spec.launcher_warnings("tiny", {"name": "slurm", "gpus_per_node": 0})
@@ -140,17 +158,27 @@ def test_a_7b_model_is_sized_without_downloading_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_plan_flags_runs_that_cannot_finish_within_time_limit_times_requeues(tmp_path):
-    """softsign_llm's 720M runs plan at ~53 GPU-hours: 24 h of 240-min jobs × 6 cannot hold
-    them; the plan says so with the setting that fixes it, and that setting fits."""
+def test_the_launch_sizes_requeues_for_the_longest_run_or_refuses(tmp_path):
+    """softsign_llm's 774M runs plan at up to ~100 hours each: jobs of 240 min × 6 cannot hold
+    them. `max_requeues: auto` (the default) takes enough slots for the longest; a number
+    given that cannot is refused at launch with the setting that can; that setting holds."""
     text, _ = paper_plan("softsign_llm", tmp_path)
     line = next(x for x in text.splitlines() if x.startswith("time: "))
-    assert "CANNOT FINISH within 240 min × (5 requeues + 1) = 24 h" in line, line
-    fix = int(line.split("launcher.max_requeues=")[1].split(",")[0])
-    fitted, _ = paper_plan("softsign_llm", tmp_path, f"launcher.max_requeues={fix}")
-    assert "time: every run fits its allowance" in fitted
+    auto = int(line.split("launcher.max_requeues=")[1].split(" ")[0])
+    need = int(line.split(" need ")[1].split(";")[0])
+    assert auto == need > 5, line
+    assert f"requeued up to {auto} times" in text
+    refused, _ = paper_plan("softsign_llm", tmp_path, "launcher.max_requeues=5")
+    line = next(x for x in refused.splitlines() if x.startswith("REFUSED at launch: "))
+    assert "launcher.max_requeues=5 cannot finish the runs" in line
+    assert f"Fix: launcher.max_requeues={need} (or auto)" in line
+    fitted, _ = paper_plan("softsign_llm", tmp_path, f"launcher.max_requeues={need}")
+    assert f"time: launcher.max_requeues={need} holds every run" in fitted
     short, _ = paper_plan("smuon_gpt", tmp_path)
-    assert "time: every run fits its allowance" in short
+    assert "time: launcher.max_requeues=5 (auto: " in short  # the floor, for preemptions
+    endless, _ = paper_plan("softsign_llm", tmp_path, "launcher.timeout_min=30")
+    assert "REFUSED at launch: " in endless
+    assert "more than the 40 launcher.max_requeues=auto gives" in endless
 
 
 def _sweep_plan(tmp_path, *overrides):
@@ -161,7 +189,7 @@ def _sweep_plan(tmp_path, *overrides):
                                Hardware("h100", 0.4))
     assert not invalid, text
     memory = float(text.split("memory: at most ")[1].split(" GB")[0])
-    hours = float(text.split("total: ")[1].split(" GPU-hours")[0])
+    hours = float(text.split("total: ")[1].split(" GPU-hours")[0].split("–")[-1])
     return text, memory, hours
 
 
@@ -196,17 +224,67 @@ def test_greedy_decoding_is_timed_at_memory_bandwidth(tmp_path):
 
 
 def test_the_plan_sizes_host_memory_for_weights_loaded_through_it(tmp_path):
-    """An 8B LoRA run loads ~16 GB of bf16 weights through host memory: the plan asks for a
-    launcher.mem_gb that holds them (null: the partition's default), flags one too small with
-    the fix, and accepts the fix."""
-    def line(text):
-        return next(x for x in text.splitlines() if x.startswith("host memory: "))
+    """An 8B LoRA run loads ~16 GB of bf16 weights through host memory, and its compiled
+    optimizer starts a compile worker per CPU: `mem_gb: auto` asks for them; null leaves the
+    partition's default and says what is needed; a number too small is refused with the fix,
+    and the fix holds."""
+    def line(text, start="host memory: "):
+        return next(x for x in text.splitlines() if x.startswith(start))
 
-    unset = line(paper_plan("stosign_math", tmp_path)[0])
-    assert "launcher.mem_gb=null" in unset
-    need = int(unset.split("Set launcher.mem_gb=")[1])
-    assert need == math.ceil((4 + 2 * 8.03) * 1.2)  # Llama-3.1-8B in bf16, one task a node
-    small = line(paper_plan("stosign_math", tmp_path, "launcher.mem_gb=16")[0])
-    assert f"launcher.mem_gb=16 CANNOT HOLD runs that need {need} GB" in small
+    auto = line(paper_plan("stosign_math", tmp_path)[0])
+    need = int(auto.split("launcher.mem_gb=")[1].split(" ")[0])
+    assert "weights loaded 16.1" in auto and "compile workers 4.0" in auto, auto
+    checkpoint = float(auto.split("checkpoint load ")[1].split(" ")[0])
+    assert need == math.ceil((4 + 16.06 + checkpoint + 4.0) * 1.2)
+    unset = line(paper_plan("stosign_math", tmp_path, "launcher.mem_gb=null")[0])
+    assert "the partition's default" in unset and f"need up to {need} GB" in unset
+    small = line(paper_plan("stosign_math", tmp_path, "launcher.mem_gb=16")[0], "REFUSED")
+    assert f"launcher.mem_gb=16 cannot hold runs that need {need} GB" in small
     fixed = line(paper_plan("stosign_math", tmp_path, f"launcher.mem_gb={need}")[0])
     assert "holds every run" in fixed
+
+
+def test_a_resume_loads_the_whole_checkpoint_into_each_task(tmp_path):
+    """GPT-2 large (774M) with AdamW: fp32 weights and two state buffers, ~9.3 GB, loaded
+    whole by every task on resume; under parallel=fsdp each of 8 tasks loads its eighth."""
+    common = ["task=gpt2_774m", "optim=adamw", "launcher=slurm", "steps=100",
+              "eval_every=100"]
+    whole, _, _ = _sweep_plan(tmp_path, *common, "launcher.gpus_per_node=1")
+    per_task = float(whole.split("checkpoint load ")[1].split(" ")[0])
+    assert per_task == pytest.approx(774e6 * 12 / 1e9, rel=0.05), whole
+    eight = ["launcher.gpus_per_node=8", "launcher.tasks_per_node=8", "grad_accum=8"]
+    sharded, _, _ = _sweep_plan(tmp_path, *common, *eight, "parallel=fsdp")
+    assert float(sharded.split("checkpoint load ")[1].split(" ")[0]) == pytest.approx(
+        per_task / 8, rel=0.05)
+    assert "× (base 4.0" in sharded and "8 task(s) a node" in sharded
+
+
+def test_hours_are_a_range_per_task_kind_and_a_measured_mfu_replaces_it(tmp_path):
+    """A GPT near 25–45% MFU, a ResNet or ViT near 6–12%: the same FLOPs plan at different
+    hours. Where scripts/gpu_check.py measured the task on the GPU planned for, its MFU is
+    used (here a written report); on another GPU it is not."""
+    import json
+
+    from sweeps.plan import MFU, Planner
+
+    cfg = _resolved("task=gpt2_124m", "steps=100", "eval_every=100", f"data_root={tmp_path}")
+    assumed = Planner(Hardware("h100")).plan_run("r", 1e-3, 0, "k", "new", cfg)
+    low, high = MFU["NanoGPTTask"]
+    assert assumed.gpu_hours / assumed.gpu_hours_low == pytest.approx(high / low, rel=0.01)
+    assert assumed.mfu == "NanoGPTTask 0.25–0.45 (assumed)"
+    report = tmp_path / "gpu_check_cuda.json"
+    report.write_text(json.dumps({
+        "provenance": {"device": "NVIDIA H100 80GB HBM3"},
+        "cells": {"s3_spikes": {"task_target": cfg["task"]["_target_"],
+                                "mfu_vs_vendor_bf16_peak": 0.3},
+                  "smuon_gpt": {"task_target": cfg["task"]["_target_"],
+                                "mfu_vs_vendor_bf16_peak": 0.35}}}))
+    measured = Planner(Hardware("h100", measured=report)).plan_run("r", 1e-3, 0, "k", "new",
+                                                                    cfg)
+    assert measured.mfu == "NanoGPTTask 0.3–0.35 (measured, gpu_check_cuda.json)"
+    assert measured.gpu_hours == pytest.approx(assumed.gpu_hours * 0.25 / 0.3, rel=0.01)
+    other = Planner(Hardware("a100", measured=report)).plan_run("r", 1e-3, 0, "k", "new", cfg)
+    assert other.mfu.endswith("(assumed)")
+    given = Planner(Hardware("h100", 0.5, measured=report)).plan_run("r", 1e-3, 0, "k", "new",
+                                                                      cfg)
+    assert given.mfu == "NanoGPTTask 0.5 (given)" and given.gpu_hours == given.gpu_hours_low

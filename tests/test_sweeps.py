@@ -264,9 +264,12 @@ def test_slurm_qos_constraint_exclude_gres_reach_the_sbatch_script(tmp_path):
     overrides = ["launcher=slurm", "launcher.qos=high", "launcher.constraint=h100",
                  "launcher.exclude='node[01-02]'", "launcher.gres=gpu:h100:4",
                  "launcher.account=optlab"]
+    from sweeps import resources
+
     launcher = compose_runs([overrides], validate_runs=False)[0][1]["launcher"]
     validate_launcher(launcher)
-    script = make_executor(OmegaConf.create(launcher), tmp_path)._make_submission_file_text(
+    resolved = resources.resolve(launcher, [], []).launcher  # no run planned: the floors
+    script = make_executor(OmegaConf.create(resolved), tmp_path)._make_submission_file_text(
         "true", "uid")
     for line in ("--qos=high", "--constraint=h100", "--exclude='node[01-02]'",
                  "--gres=gpu:h100:4", "--account=optlab"):  # submitit shell-quotes brackets
