@@ -397,8 +397,8 @@ FSDP_CASES = {"gpt-adamw": ["optim=adamw"], "gpt-muon": ["optim=muon"],
 def test_an_fsdp2_run_equals_a_single_process_run(tmp_path, data_root, case):
     """parallel=fsdp on two gloo processes: the same losses, evals, final weights and
     optimizer state as one process (torch's AdamW on DTensors, our elementwise Signum on its
-    shards, Muon gathering each matrix whole; nanoGPT and the LoRA task); its checkpoint holds
-    whole tensors and loads back into shards."""
+    shards, Muon gathering each matrix whole; nanoGPT and the LoRA task); its checkpoint
+    (parallel.checkpoint=whole) holds whole tensors and loads back into shards."""
     import socket
 
     from omegaconf import OmegaConf
@@ -416,8 +416,8 @@ def test_an_fsdp2_run_equals_a_single_process_run(tmp_path, data_root, case):
     args = [*base, *FSDP_ARGS, *FSDP_CASES[case]]
     single_cfg = compose_cfg(args, runs_root=tmp_path / "single", data_root=data_root)
     single = run(single_cfg)
-    sharded_cfg = compose_cfg([*args, "parallel=fsdp"], runs_root=tmp_path / "fsdp",
-                              data_root=data_root)
+    sharded_cfg = compose_cfg([*args, "parallel=fsdp", "parallel.checkpoint=whole"],
+                              runs_root=tmp_path / "fsdp", data_root=data_root)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -533,3 +533,86 @@ def test_train_py_leaves_the_group_however_the_run_ends(monkeypatch, tmp_path):
         except SystemExit as e:
             assert (outcome, e.code) == ("failed", 1)
         assert not dist.is_initialized(), outcome
+
+
+def _fsdp_interrupted(rank: int, port: int, cfg_yaml: str, stop_after: int) -> None:
+    """One sharded run, stopped by SIGUSR1 on every rank after `stop_after` steps (it
+    checkpoints and raises Preempted), then run again: it resumes from its checkpoint."""
+    import os
+    import signal
+
+    from omegaconf import OmegaConf
+
+    from tasks import run
+    from tasks.train.errors import Preempted
+    from tasks.train.loop import Trainer
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    step = Trainer.train_step
+
+    def stopping(self, index, **kwargs):
+        out = step(self, index, **kwargs)
+        if index + 1 == stop_after and not getattr(Trainer, "stopped", False):
+            Trainer.stopped = True
+            os.kill(os.getpid(), signal.SIGUSR1)  # as SLURM signals every task
+        return out
+
+    Trainer.train_step = stopping
+    try:
+        cfg = OmegaConf.create(cfg_yaml)
+        try:
+            run(cfg)
+            raise AssertionError("the run was not stopped")
+        except Preempted:
+            pass
+        run(cfg)  # resumes
+    finally:
+        distributed.shutdown()
+
+
+@pytest.mark.parametrize("case", ["gpt-adamw", "gpt-signum"])
+def test_a_sharded_checkpoint_is_written_by_every_rank_and_resumes_bit_identically(
+        tmp_path, data_root, case):
+    """parallel=fsdp writes torch's distributed checkpoint: a shard file per rank, their
+    digests in ckpt.pt (the publish point); stopped after 4 of 6 steps and run again, the run
+    computes exactly what an uninterrupted sharded run does (torch's AdamW on DTensors, our
+    Signum on plain shards)."""
+    import socket
+
+    from omegaconf import OmegaConf
+
+    from tasks.train import checkpoint, identity, store
+    from tests.conftest import compose_cfg
+
+    args = [*TINY, "task.model.n_layer=2", *FSDP_ARGS, *FSDP_CASES[case], "parallel=fsdp"]
+    results = {}
+    for name, stop in (("straight", 0), ("resumed", 4)):
+        cfg = compose_cfg(args, runs_root=tmp_path / name, data_root=data_root)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        spawn = (_fsdp_interrupted, (port, OmegaConf.to_yaml(cfg, resolve=True), stop)) \
+            if stop else (_fsdp_run, (port, OmegaConf.to_yaml(cfg, resolve=True),
+                                      str(tmp_path / f"{name}.pt")))
+        mp.spawn(spawn[0], args=spawn[1], nprocs=2, join=True)
+        rdir = identity.run_dir(cfg)
+        assert store.read_summary(rdir)["status"] == "completed"
+        results[name] = (rdir, store.MetricsLog(rdir / "metrics.jsonl").read())
+    rdir, resumed = results["resumed"]
+    straight = results["straight"][1]
+    attempts = store.read_json(rdir / "env.json")["attempts"]
+    assert [a["from_step"] for a in attempts] == [0, 4]  # the second attempt resumed
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(straight, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == \
+            {k: v for k, v in b.items() if k != "tokens_per_s"}, (a, b)
+    published = checkpoint.load(rdir / "ckpt.pt")
+    shards = published["shards"]
+    assert shards["world"] == 2 and "model" not in published
+    folder = rdir / shards["folder"]
+    assert sorted(shards["digests"]) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(shards["digests"])
+    # the folders of older checkpoints are gone once nothing published names them
+    previous = checkpoint.load(rdir / "ckpt.prev.pt")["shards"]["folder"]
+    assert {p.name for p in rdir.glob("ckpt.shards.*")} == {shards["folder"], previous}

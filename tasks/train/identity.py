@@ -45,6 +45,7 @@ NON_COMPUTING = frozenset({
     "tasks.train.environment", "tasks.train.errors", "tasks.train.checks", "tasks.train.config",
     "tasks.train.cost", "tasks.train.runner", "tasks.train.wandb_mirror", "optim.registry",
     "tasks.train.sharding_rules", "tasks.train.parallel", "tasks.train.snapshot",
+    "tasks.train.sharded_checkpoint",
 })
 
 # Top-level keys that never change the numbers a run computes.

@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from tasks.train.errors import ConfigError
 
 SHARDINGS = ("ddp", "fsdp")
-KEYS = ("sharding", "timeout_min")
+CHECKPOINTS = ("sharded", "whole")
+KEYS = ("sharding", "timeout_min", "checkpoint")
 
 
 @dataclass(frozen=True)
 class Parallel:
     sharding: str = "ddp"
     timeout_min: float = 30.0  # how long a collective (a barrier, a checkpoint's) may wait
+    # how a sharded run checkpoints: each rank its shards (torch's distributed checkpoint), or
+    # whole tensors gathered into one file by rank 0 (tasks/train/snapshot.py)
+    checkpoint: str = "sharded"
 
     @property
     def fsdp(self) -> bool:
@@ -38,7 +42,11 @@ def of(cfg) -> Parallel:
             not 0 < timeout < 10**6:
         raise ConfigError(f"parallel.timeout_min must be a number of minutes > 0, got "
                           f"{timeout!r}")
-    return Parallel(sharding, float(timeout))
+    how = section.get("checkpoint", Parallel.checkpoint)
+    if how not in CHECKPOINTS:
+        raise ConfigError(f"parallel.checkpoint must be one of {list(CHECKPOINTS)}, got "
+                          f"{how!r}")
+    return Parallel(sharding, float(timeout), how)
 
 
 def check(cfg, world: int, how: str) -> Parallel:

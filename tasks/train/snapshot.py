@@ -3,8 +3,11 @@ optimizer, the schedule, the loss tracker, the loop's counters and every RNG sta
 verified file (tasks/train/checkpoint.py). A checkpoint never changes a number a run computes
 (a resume is exact, tested), so the run's code version does not follow this module.
 
-Sharded runs (FSDP2): every rank gathers the shards, whole tensors one at a time onto rank 0,
-which writes the file; on resume each rank takes its own shards from it.
+Sharded runs (FSDP2) write torch's distributed checkpoint by default (parallel.checkpoint:
+sharded; tasks/train/sharded_checkpoint.py): each rank its own shards, ckpt.pt their publish
+point. With parallel.checkpoint=whole every rank gathers the shards, whole tensors one at a time
+onto rank 0, which writes one file; on resume each rank takes its own shards from it. A resume
+reads whichever the published checkpoint is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from optim._dtensor import shard_of, whole_of
-from tasks.train import checkpoint, distributed
+from tasks.train import checkpoint, distributed, parallel, sharded_checkpoint
 
 
 def rng_state() -> dict:
@@ -48,9 +51,22 @@ def exists(trainer) -> bool:
     return trainer.ckpt_path is not None and checkpoint.exists(trainer.ckpt_path)
 
 
+def _extras(trainer) -> dict:
+    """What a checkpoint holds besides the model and the optimizer."""
+    return {"scheduler": trainer.scheduler.state_dict(),
+            "tracker": trainer.tracker.state_dict(),
+            "loop": vars(trainer.state),
+            "rng": rng_state()}
+
+
 def save(trainer) -> None:
     """Write the trainer's checkpoint (collective: every rank calls it)."""
     main = trainer.ctx.is_main
+    if main:
+        trainer.metrics_log.sync()  # the rows this checkpoint covers are on disk before it is
+    if trainer.sharded and parallel.of(trainer.cfg).checkpoint == "sharded":
+        sharded_checkpoint.save(trainer, _extras(trainer))
+        return
     if trainer.sharded:  # every rank gathers the shards (whole tensors onto rank 0)
         model_state = whole_model_state(trainer.model_state(), main)
         optimizer_state = whole_optimizer_state(trainer.optimizer, main)
@@ -59,15 +75,8 @@ def save(trainer) -> None:
     if not main:
         distributed.barrier(trainer.ctx)
         return
-    trainer.metrics_log.sync()  # the rows this checkpoint covers are on disk before it is
-    checkpoint.save(trainer.ckpt_path, {
-        "model": model_state,
-        "optimizer": optimizer_state,
-        "scheduler": trainer.scheduler.state_dict(),
-        "tracker": trainer.tracker.state_dict(),
-        "loop": vars(trainer.state),
-        "rng": rng_state(),
-    })
+    checkpoint.save(trainer.ckpt_path, {"model": model_state, "optimizer": optimizer_state,
+                                        **_extras(trainer)})
     distributed.barrier(trainer.ctx)
 
 
@@ -75,19 +84,29 @@ def load(trainer) -> dict:
     """Restore the trainer from its checkpoint; returns the loop's counters (LoopState's
     fields)."""
     ckpt = checkpoint.load(trainer.ckpt_path)
-    partial = trainer.task.checkpoint_trainable_only
-    if trainer.sharded:  # whole tensors in the file: each rank takes its shards
-        ckpt["model"] = load_whole_model_state(trainer.model, ckpt["model"])
-        ckpt["optimizer"] = load_whole_optimizer_state(trainer.optimizer,
-                                                                ckpt["optimizer"])
-    result = trainer.model.load_state_dict(ckpt["model"], strict=not partial)
-    if partial and result.unexpected_keys:
-        raise RuntimeError(f"checkpoint holds unknown tensors {result.unexpected_keys[:5]}")
-    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    if "shards" in ckpt:  # torch's distributed checkpoint, each rank its own shards
+        if not trainer.sharded:
+            raise checkpoint.CheckpointError(
+                f"{trainer.ckpt_path} is a sharded checkpoint of {ckpt['shards']['world']} "
+                f"ranks: resume the run with parallel=fsdp on {ckpt['shards']['world']} ranks")
+        sharded_checkpoint.load(trainer, ckpt)
+    else:
+        _load_whole(trainer, ckpt)
     trainer.scheduler.load_state_dict(ckpt["scheduler"])
     trainer.tracker.load_state_dict(ckpt["tracker"])
     set_rng_state(ckpt["rng"])
     return ckpt["loop"]
+
+
+def _load_whole(trainer, ckpt: dict) -> None:
+    partial = trainer.task.checkpoint_trainable_only
+    if trainer.sharded:  # whole tensors in the file: each rank takes its shards
+        ckpt["model"] = load_whole_model_state(trainer.model, ckpt["model"])
+        ckpt["optimizer"] = load_whole_optimizer_state(trainer.optimizer, ckpt["optimizer"])
+    result = trainer.model.load_state_dict(ckpt["model"], strict=not partial)
+    if partial and result.unexpected_keys:
+        raise RuntimeError(f"checkpoint holds unknown tensors {result.unexpected_keys[:5]}")
+    trainer.optimizer.load_state_dict(ckpt["optimizer"])
 
 
 # ---------------------------------------------------------------- whole tensors of a sharded run
