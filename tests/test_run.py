@@ -209,3 +209,20 @@ def test_a_wall_clock_cadence_checkpoints_between_step_cadences(tiny_cfg, monkey
     summary = run(cfg)
     assert summary["status"] == "completed"
     assert at == saved
+
+
+def test_compile_caches_live_under_the_runs_root_unless_set(tiny_cfg, tmp_path, monkeypatch):
+    """A requeued job reuses compiled kernels: inductor's and Triton's caches go under the
+    runs root (kept between jobs), not /tmp (the node's own); a cache the user set stays."""
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores the original afterwards
+        monkeypatch.delenv(name)
+    run(tiny_cfg("steps=2", "eval_every=2", "log_every=1"))
+    import os
+
+    cache = (tmp_path / "runs").absolute() / "_compile_cache"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(cache / "triton")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/scratch/mine")
+    run(tiny_cfg("steps=3", "eval_every=3", "log_every=1"))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/scratch/mine"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import shutil
 import sys
 import time
@@ -95,10 +96,23 @@ def _run_follower(trainer: Trainer) -> dict:
     return {"status": status, "rank": trainer.ctx.rank}
 
 
+COMPILE_CACHE = "_compile_cache"
+
+
+def compile_cache(runs_root: Path) -> None:
+    """torch.compile's caches (inductor's and Triton's kernels) under the runs root, which a
+    cluster keeps between jobs, unless the user set them: a requeued job reuses the kernels
+    instead of compiling again (/tmp is the node's own, gone with the job)."""
+    cache = Path(runs_root).expanduser().absolute() / COMPILE_CACHE
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+
+
 def run(cfg: DictConfig, validated: bool = False) -> dict:
     """Train one run described by `cfg` (a composed conf/train.yaml); return its summary.
     `validated`: the config was checked when it was composed (a sweep's job): only what can
     change between composing and training is checked again, the device and the data."""
+    compile_cache(Path(cfg.runs_root))  # before anything asks inductor for its cache (it pins it)
     derive_steps(cfg)
     if not validated:
         run_config.validate(cfg)
