@@ -255,7 +255,7 @@ def test_a_tampered_checkpoint_cannot_run_code(interrupted, tmp_path):
 
     for path in (rdir / "ckpt.pt", rdir / "ckpt.prev.pt"):
         torch.save({"model": Payload()}, path)  # with a digest that matches it
-        checkpoint.digest_path(path).write_text(checkpoint._sha256(path) + "\n")
+        checkpoint.digest_path(path).write_text(checkpoint.sha256(path) + "\n")
     with pytest.raises(checkpoint.CheckpointError, match="does not load"):
         run(cfg)
     assert not marker.exists()

@@ -115,7 +115,8 @@ def save(path: Path, obj: Any) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 4 MiB blocks."""
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -141,7 +142,7 @@ def _load_verified(path: Path) -> Any:
     want = _read_digest(path)
     if want is None:
         raise CheckpointError(f"{expected} is not a SHA-256 digest: damaged")
-    if _sha256(path) != want:
+    if sha256(path) != want:
         raise CheckpointError(f"{path} does not match its digest {expected.name} (damaged "
                               f"or truncated)")
     try:

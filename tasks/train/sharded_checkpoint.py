@@ -21,7 +21,6 @@ loses which rank holds what) and come back as plain shards.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -37,14 +36,6 @@ from tasks.train.checkpoint import CheckpointError
 
 PREFIX = "ckpt.shards."
 TENSOR = "__tensor__"  # marks a tensor's place in the optimizer state's structure
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def _broadcast(value, ctx: distributed.Context):
@@ -104,12 +95,12 @@ def save(trainer, extras: dict) -> None:
     dcp.save({"model": trainer.model_state(), "optimizer": optimizer_tensors},
              storage_writer=dcp.FileSystemWriter(folder, sync_files=True,
                                                  single_file_per_rank=True))
-    mine = {p.name: _sha256(p) for p in sorted(folder.glob(f"__{ctx.rank}_*"))}
+    mine = {p.name: checkpoint.sha256(p) for p in sorted(folder.glob(f"__{ctx.rank}_*"))}
     every = [None] * ctx.world
     dist.all_gather_object(every, mine)
     if ctx.is_main:
         digests = {k: v for part in every for k, v in part.items()}
-        digests[".metadata"] = _sha256(folder / ".metadata")
+        digests[".metadata"] = checkpoint.sha256(folder / ".metadata")
         _fsync_dir(folder)
         previous = getattr(trainer, "published_shards", None)
         checkpoint.save(trainer.ckpt_path, {**extras, "optimizer_structure": structure,
@@ -140,7 +131,7 @@ def load(trainer, ckpt: dict) -> None:
                               f"has {ctx.world}: resume it on {shards['world']}")
     names = sorted(shards["digests"])
     bad = [n for i, n in enumerate(names) if i % ctx.world == ctx.rank
-           and (not (folder / n).exists() or _sha256(folder / n) != shards["digests"][n])]
+           and (not (folder / n).exists() or checkpoint.sha256(folder / n) != shards["digests"][n])]
     every = [None] * ctx.world
     dist.all_gather_object(every, bad)
     bad = sorted(n for part in every for n in part)
