@@ -214,7 +214,14 @@ def _submit(name: str, runs: list, launcher: DictConfig, root: Path, dry_run: bo
                          "from a SLURM login node, or use launcher=local (this machine's "
                          "processes); `bash scripts/slurm_local.sh` starts a one-node SLURM here")
     executor = make_executor(launcher, root / "_submitit" / name)
-    jobs = executor.map_array(TrainJob(), [cfg for _, cfg in todo])
+    try:
+        jobs = executor.map_array(TrainJob(), [cfg for _, cfg in todo])
+    except submitit.core.utils.FailedJobError as e:  # sbatch said no: nothing went out
+        scripts = sorted((root / "_submitit" / name).glob(".submission_file_*.sh"),
+                         key=lambda p: p.stat().st_mtime)
+        raise ConfigError(f"SLURM refused the job array ({str(e).strip()}); nothing was "
+                          f"submitted" + (f". The script it was given: {scripts[-1]}"
+                                          if scripts else "")) from None
     job_ids = [str(j.job_id) for j in jobs]
     for (key, _), job_id in zip(todo, job_ids):
         record.mark_submitted(key, job_id, launcher.name, time.time())

@@ -146,3 +146,23 @@ def test_resource_settings_are_auto_or_a_number_named_when_wrong(key, value, all
     with pytest.raises(ConfigError, match=rf"launcher.{key} must be .*{re.escape(allowed)}.*"
                                           rf"{re.escape(repr(value))}"):
         validate_launcher({**launcher, key: value})
+
+
+def test_sbatch_refusing_the_array_is_an_error_that_names_it_and_submits_nothing(
+        tmp_path, fake_sbatch, data_root):
+    """A cluster without the GPUs asked for (`Invalid generic resource`): a clear error with
+    the script sbatch was given, no traceback, and no run recorded as submitted."""
+    from sweeps import manifest
+    from tasks.train.errors import ConfigError
+
+    script = tmp_path / "bin" / "sbatch"
+    script.write_text("#!/bin/sh\necho 'sbatch: error: Invalid generic resource (gres) "
+                      "specification' >&2\nexit 1\n")
+    overrides = [*TINY, "steps=5", f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}",
+                 "launcher=slurm", "launcher.gpus_per_node=1"]
+    with pytest.raises(ConfigError, match=r"SLURM refused the job array \(sbatch: error: "
+                                          r"Invalid generic resource.*nothing was submitted\. "
+                                          r"The script it was given: .*submission_file_"):
+        launch("refused", runs=[overrides])
+    record = manifest.Manifest.load_or_new(tmp_path / "runs", "refused")
+    assert all(not r.get("jobs") for r in record.runs)
