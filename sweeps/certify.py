@@ -17,6 +17,7 @@ with how the record itself differs here.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
         certificates[pair] = records.Certificate(
             pair[0], pair[1], run.made_at, run.now, record.row, record.overrides,
             status.run_key, git_commit(), date, basis)
-    remove_worktrees(runs_root)
+    # only this table's checkouts: another certification may be running in one of the others
+    remove_worktrees(runs_root, {_records_commit(tabled.runs[r.index]) for r in chosen.values()})
     # the pairs that matched keep their certificates even where others differ: a re-run of
     # the table then runs only the pairs that differ (sweeps/reuse.py takes the certified)
     records.write(folder, records.TableRecords(
@@ -110,15 +112,14 @@ def at_records_code(record: records.RunRecord, summary_now: dict, metrics_now: l
                     runs_root: Path, where: list[str]) -> tuple[str, str]:
     """("", basis) when a run of the record's own commit, made here, equals the run at the
     current code (`summary_now`, `metrics_now`) bit for bit; (why not, "") otherwise."""
-    commit = str(((record.summary or {}).get("environment") or {}).get("git_commit") or "")
-    # a record made from a tree with uncommitted edits names its commit "-dirty": the commit
-    # is tried all the same, and the run key tells whether those edits changed the code
-    commit = commit.removesuffix("-dirty")
+    commit = _records_commit(record)
     key, task, optim = (str(record.get(k)) for k in ("run_key", "task", "optim"))
     if not commit:
         return "its record names no commit to run its code at", ""
     work = runs_root / "_certify" / commit[:12]
     tree = work / "tree"
+    if tree.exists() and not _checked_out(tree, commit):  # a checkout cut short by a kill
+        _remove_worktree(tree)
     if not tree.exists():
         made = subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit],
                               cwd=identity.PROJECT_ROOT, capture_output=True, text=True)
@@ -129,7 +130,11 @@ def at_records_code(record: records.RunRecord, summary_now: dict, metrics_now: l
     overrides = [*(o for o in record.overrides if not o.startswith("launcher")),
                  *(o for o in where if not o.startswith(("runs_root=", "launcher"))),
                  f"runs_root={old_runs}"]
-    ran = subprocess.run([sys.executable, "scripts/train.py", *overrides], cwd=tree,
+    # the commit's own packages first on the path: an older train.py may not put its tree
+    # there itself, and would then import this tree's (the editable install's) modules
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    ran = subprocess.run([sys.executable, "scripts/train.py", *overrides], cwd=tree, env=env,
                          capture_output=True, text=True, timeout=OLD_RUN_TIMEOUT_S)
     rdir = old_runs / task / optim / key
     if not (rdir / "summary.json").exists():
@@ -147,9 +152,35 @@ def at_records_code(record: records.RunRecord, summary_now: dict, metrics_now: l
     return "", f"its records' own code (commit {commit[:12]}) run here, as run {key}"
 
 
-def remove_worktrees(runs_root: Path) -> None:
+def _records_commit(record: records.RunRecord) -> str:
+    commit = str(((record.summary or {}).get("environment") or {}).get("git_commit") or "")
+    # a record made from a tree with uncommitted edits names its commit "-dirty": the commit
+    # is tried all the same, and the run key tells whether those edits changed the code
+    return commit.removesuffix("-dirty")
+
+
+def remove_worktrees(runs_root: Path, commits: set[str]) -> None:
     """The records' commits checked out for certification (git worktrees) are let go."""
-    for tree in sorted((runs_root / "_certify").glob("*/tree")):
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
-                       cwd=identity.PROJECT_ROOT, capture_output=True)
-        shutil.rmtree(tree, ignore_errors=True)
+    for commit in sorted(c for c in commits if c):
+        tree = runs_root / "_certify" / commit[:12] / "tree"
+        if tree.exists():
+            _remove_worktree(tree)
+
+
+def _remove_worktree(tree: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
+                   cwd=identity.PROJECT_ROOT, capture_output=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=identity.PROJECT_ROOT, capture_output=True)
+
+
+def _checked_out(tree: Path, commit: str) -> bool:
+    """Whether `tree` holds `commit` whole: HEAD is it and no tracked file is missing or
+    changed."""
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"],
+                          capture_output=True, text=True)
+    if head.returncode != 0 or not head.stdout.strip().startswith(commit):
+        return False
+    changed = subprocess.run(["git", "-C", str(tree), "status", "--porcelain",
+                              "--untracked-files=no"], capture_output=True, text=True)
+    return changed.returncode == 0 and not changed.stdout.strip()

@@ -1,6 +1,9 @@
 """Shared fixtures: composing conf/train.yaml the way scripts/train.py does."""
 
+import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,19 @@ def sigterm_stops_the_session():
     previous = signal.signal(signal.SIGTERM, _stop_the_session)
     yield
     signal.signal(signal.SIGTERM, previous)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`) a SIGTERM reaches the controller, which dies; its workers
+    would go on with the test at hand. A worker whose controller is gone signals itself, so the
+    handler above stops it too."""
+    if hasattr(config, "workerinput"):
+        controller = os.getppid()
+        threading.Thread(target=_stop_when_orphaned, args=(controller,), daemon=True,
+                         name="stop-when-the-controller-is-gone").start()
+
+
+def _stop_when_orphaned(controller: int) -> None:
+    while os.getppid() == controller:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)

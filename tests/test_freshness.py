@@ -208,9 +208,19 @@ def test_a_record_made_on_another_machine_is_certified_by_its_own_code_run_here(
     stale = freshness.check(folder, tables=tables)
     assert {r.state for r in stale.runs} == {freshness.CODE_CHANGED}
     again = [*where, "runs_root=" + str(tmp_path / "again")]
+    # a checkout of the records' commit cut short by a kill is checked out again; another
+    # table's checkout (a certification running beside this one) is left alone
+    commit = records.read(folder).runs[0].summary["environment"]["git_commit"]
+    cut_short = tmp_path / "again" / "_certify" / commit[:12] / "tree"
+    (cut_short / "scripts").mkdir(parents=True)
+    (cut_short / "scripts" / "train.py").write_text("raise SystemExit('half a checkout')\n")
+    beside = tmp_path / "again" / "_certify" / "0123456789ab" / "tree"
+    beside.mkdir(parents=True)
     code = reproduce("mini", again, "test", results=results, certify=True, tables=tables)
     out = capsys.readouterr().out
     assert "differs from its record" in out and "running the records' own code here" in out
+    assert beside.exists()
+    beside.rmdir()
     tabled = records.read(folder)
     for c in tabled.certificates:
         assert c.basis.startswith("its records' own code (commit ")
