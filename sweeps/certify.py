@@ -42,13 +42,22 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
     print(state.describe())
     if state.state != freshness.STALE:
         return 0
-    if state.problem or any(r.state == freshness.CONFIG_CHANGED for r in state.runs):
-        print(f"not certifiable: runs whose config changed compute something else now; "
-              f"re-run the table: {state.command.split('  #')[0]}")
+    rerun = f"re-run the table: {state.command.split('  #')[0]}"
+    if state.problem:
+        print(f"not certifiable ({state.problem}); {rerun}")
+        return 2
+    # a pair whose config changed computes something else: only a re-run makes it; the pairs
+    # whose code version alone changed are certified all the same, so that re-run runs only it
+    changed_config = sorted({f"{r.task}/{r.optim}" for r in state.runs
+                             if r.state == freshness.CONFIG_CHANGED})
+    stale = {pair: runs for pair, runs in state.stale_pairs().items()
+             if all(r.state == freshness.CODE_CHANGED for r in runs)}
+    if not stale:
+        print(f"not certifiable: the config of {', '.join(changed_config)} changed; {rerun}")
         return 2
     tabled = records.read(folder)
     chosen = {}  # (task, optim) → one of its runs: the first that completed, else the first
-    for (task, optim), runs in state.stale_pairs().items():
+    for (task, optim), runs in stale.items():
         done = [r for r in runs if tabled.runs[r.index].status == "completed"]
         chosen[(task, optim)] = (done or runs)[0]
     name = f"certify-{state.table}-{folder.name}"
@@ -101,6 +110,11 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
               f"run again): python scripts/reproduce.py {state.table}"
               + ("" if state.scale == "tiny" else f" scale={state.scale}"))
         return 1
+    if changed_config:
+        print(f"certified {len(chosen)} (task, optimizer) pair(s); not certifiable: the config "
+              f"of {', '.join(changed_config)} changed; {rerun} (the certified pairs are taken, "
+              f"not run again)")
+        return 2
     if render is not None:
         render(folder)
     index.write(results, tables)

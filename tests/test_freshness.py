@@ -158,6 +158,34 @@ def test_a_config_change_cannot_be_certified(made, tmp_path, capsys):
     assert "not certifiable" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_the_pairs_whose_code_alone_changed_are_certified_beside_a_config_change(
+        made, tmp_path, capsys):
+    """A table with one row whose config changed (it must be re-run) and one made by older
+    code: the latter is certified all the same, so the re-run runs only the changed row."""
+    folder, results, where, tables = made
+
+    def s3_config_adamw_code(entry, cfg):
+        if entry["row"] == "s3":
+            entry["summary"]["run_key"] = "feedfacefe"
+        else:
+            made_by_older_code(entry, cfg)
+
+    rewrite(folder, s3_config_adamw_code)
+    again = [*where, "runs_root=" + str(tmp_path / "again")]
+    assert reproduce("mini", again, "test", results=results, certify=True, tables=tables) == 2
+    out = capsys.readouterr().out
+    assert "certified 1 (task, optimizer) pair(s); not certifiable: the config of " \
+           "nanogpt_char/s3 changed" in out
+    assert {(c.task, c.optim) for c in records.read(folder).certificates} == {
+        ("nanogpt_char", "adamw")}
+    shutil.rmtree(tmp_path / "again")
+    assert reproduce("mini", again, "test", results=results, tables=tables) == 0
+    ran = {p.parent.parent.name for p in (tmp_path / "again").glob("*/*/*/summary.json")}
+    assert ran == {"s3"}
+    assert freshness.check(folder, tables=tables).state == freshness.CERTIFIED
+
+
 def test_bit_for_bit_ignores_timing_only():
     record = records.RunRecord("r", (), {"status": "completed", "final": {"loss": 1.0},
                                          "wall_time_s": 3.0},
