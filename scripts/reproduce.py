@@ -26,6 +26,11 @@ may change no number) gets one run of each changed (task, optimizer) again; if e
 record bit for bit, the records and the header carry the certificate (sweeps/freshness.py says
 which tables are fresh, certified or stale: `python scripts/freshness.py`).
 
+`--decide [--budget-min M]`: a committed table whose comparisons stage 1 (its seeds) left
+undecided gets stage 2 of a two-stage design with stated error (sweeps/sequential.py): the seeds
+80% power needs at the stage-1 spread, added to the compared rows at their chosen settings within
+M minutes of run time (default 30), then the table is rendered with the design's verdict.
+
 `--plan` composes and validates every run and trains nothing: per run its key, status, the data
 it needs (and the command that prepares what is missing), memory per GPU and GPU-hours, then
 totals. It exits 2 if any run is invalid.
@@ -40,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sweeps import spec  # noqa: E402
 from sweeps.contender import parse as parse_contender  # noqa: E402
 from sweeps.plan import DEFAULT_GPU, GPUS, Hardware  # noqa: E402
-from sweeps.reproduce import reproduce  # noqa: E402
+from sweeps.reproduce import decide_more, reproduce  # noqa: E402
 from tasks.train.errors import ConfigError, Preempted  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
 
@@ -64,6 +69,11 @@ def main() -> int:
                         help="run one run of each (task, optimizer) whose keys changed with the "
                              "code again, and certify the committed table if each matches its "
                              "record bit for bit (sweeps/certify.py)")
+    parser.add_argument("--decide", action="store_true",
+                        help="add seeds to the committed table's undecided comparisons by a "
+                             "two-stage design with stated error (sweeps/sequential.py)")
+    parser.add_argument("--budget-min", type=float, default=None,
+                        help="--decide: the minutes of run time stage 2 may take (default 30)")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="render runs made by different optimizer/task code together "
                              "(the table lists the versions)")
@@ -86,6 +96,16 @@ def main() -> int:
             parser.error("--results goes with --contender (tables are written to results/)")
         if contender:
             command += f" --contender {args.contender}"
+        if args.budget_min is not None and not args.decide:
+            parser.error("--budget-min goes with --decide")
+        if args.decide:
+            if contender or args.plan or args.render_only or args.certify:
+                parser.error("--decide runs alone: not with --contender, --plan, "
+                             "--render-only or --certify")
+            budget = 30.0 if args.budget_min is None else args.budget_min
+            return decide_more(args.table, args.overrides,
+                               f"{command} --decide --budget-min {budget:g}", budget,
+                               poll_s=args.poll)
         return reproduce(args.table, args.overrides, command, wait=args.wait,
                          poll_s=args.poll, plan=hardware, render_only=args.render_only,
                          allow_mixed=args.allow_mixed, contender=contender,

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeps import edges, fairness, index, leaderboard, records, reuse, spec
+from sweeps import edges, fairness, index, leaderboard, records, reuse, sequential, spec
 from sweeps.certify import certify as certify_table
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
@@ -210,7 +210,9 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     """Collect, decide and render the table from its records: (its folder, its verdict)."""
     rows = collect(table, runs, list(tabled.runs))
     versions = code_versions(list(tabled.runs), tabled.allow_mixed, tabled.certificates)
-    verdict = decide(table, rows, tabled.grids)
+    added = sequential.read(out)
+    verdict = (sequential.decide(table, rows, added, tabled.grids) if added is not None
+               else decide(table, rows, tabled.grids))
     rules = fairness.describe(table, runs, tabled.aux or {})
     prov = {**tabled.provenance, "code_versions": versions}
     if tabled.certificates:
@@ -235,3 +237,60 @@ def render_from_records(table: spec.Table, out: Path) -> int:
     _render(table, runs, tabled, table.spec_grids(runs), ablation, out)
     print(f"re-rendered {out} from {records.RECORDS_FILE}")
     return 0
+
+
+def decide_more(table_name: str, overrides: list[str], command: str, budget_min: float,
+                poll_s: float = 5.0, results: Path = RESULTS,
+                tables: Path = spec.TABLE_DIR) -> int:
+    """`reproduce.py TABLE --decide`: stage 2 of the two-stage design (sweeps/sequential.py)
+    on the committed table: plan the seeds its undecided comparisons need within
+    `budget_min` minutes of run time, run them at each row's chosen setting, wait, and render
+    the table with the design's verdict. Exit 0 decided or rendered, 1 a run failed."""
+    if not budget_min > 0:
+        raise ValueError(f"--budget-min must be a number of minutes > 0, got {budget_min!r}")
+    scale = _scale(overrides)
+    extra, _ = spec.launcher_overrides(scale, [o for o in overrides if not o.startswith("scale=")])
+    table = spec.load(table_name, tables).at(scale)
+    if not table.claim_parts:
+        raise spec.SpecError(f"table {table.name} states no claim: --decide has nothing to decide")
+    out = results / table.name / table.folder(extra)
+    tabled = records.read(out)
+    if sequential.read(out) is not None:
+        print(f"{out} already has its stage 2 ({sequential.ADDED_FILE}): the design has two "
+              f"stages, and its verdict is final")
+        return render_from_records(table, out)
+    runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
+    rows = collect(table, runs, list(tabled.runs))
+    planned = sequential.plan(table, rows, budget_min)
+    for line in planned.lines:
+        print(f"stage 1: {line}")
+    by_label = {r.label: r for r in rows}
+    stage2 = [spec.Run(by_label[label].key, by_label[label].best_lr, seed,
+                       (*[o for o in by_label[label].best_runs[0].overrides
+                          if o not in tabled.extra and not o.startswith("seed=")],
+                        f"seed={seed}", *extra))
+              for label, seeds in planned.seeds.items() for seed in seeds]
+    made, failed = [], False
+    if stage2:
+        name = f"{table.sweep_name(extra)[0]}-decide"
+        rows_added = ", ".join(f"{k} +{len(v)}" for k, v in planned.seeds.items())
+        print(f"stage 2: {len(stage2)} runs ({rows_added}), about {planned.minutes:.1f} min "
+              f"of run time")
+        result = launch(name, runs=[list(r.overrides) for r in stage2],
+                        extra_conf=table.extra_conf)
+        runs_root = Path(result.runs[0][1]["runs_root"])
+        states = wait_for_sweep(runs_root, name, poll_s, until_done=True, progress=False)
+        made = records.from_run_dirs(stage2, {j: Path(st.run_dir) for j, st in
+                                              enumerate(states)})
+        failed = any(st.state.name == RunState.FAILED for st in states)
+    elif any("asks" in line for line in planned.lines):
+        print(f"stage 2: the budget covers no row's {sequential.MIN_ADDED} seeds; nothing ran "
+              f"and nothing was written (give a larger --budget-min)")
+        return 2
+    else:
+        print("stage 2: nothing to add: every comparison was decided at stage 1")
+    sequential.write(out, sequential.Added(planned.seeds, tuple(made), budget_min, command))
+    render_from_records(table, out)
+    index.write(results, tables)
+    print(f"wrote {out}/table.md with the two-stage verdict and {sequential.ADDED_FILE}")
+    return 1 if failed else 0

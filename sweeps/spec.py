@@ -70,7 +70,7 @@ SCALE_KEYS = ("label", "overrides", "sources", "regime", "seeds", "extend_edges"
               "aux_lr")
 CLAIM_KEYS = ("kind", "row", "than", "binomial", "margin", "effect", "metric", "label")
 AMOUNT_KEYS = ("value", "source", "relative")
-METRIC_KEYS = ("key", "mode", "label", "ceiling")
+METRIC_KEYS = ("key", "mode", "label", "ceiling", "resolution")
 
 
 class SpecError(ValueError):
@@ -115,6 +115,7 @@ class Metric:
     mode: str = "min"  # min | max
     label: str = ""
     ceiling: float | None = None  # the best value the metric can take (1 for an accuracy)
+    resolution: float | None = None  # its step (1/N for an accuracy over N items)
 
     @property
     def name(self) -> str:
@@ -512,7 +513,12 @@ def _metric(where: str, raw: dict) -> Metric:
     _check_keys(where, raw, METRIC_KEYS)
     if raw.get("mode", "min") not in ("min", "max"):
         raise SpecError(f"{where}.mode must be min or max, got {raw.get('mode')!r}")
-    return Metric(raw["key"], raw.get("mode", "min"), raw.get("label", ""), raw.get("ceiling"))
+    resolution = raw.get("resolution")
+    if resolution is not None and (not isinstance(resolution, (int, float)) or resolution <= 0):
+        raise SpecError(f"{where}.resolution must be the metric's step, a number > 0 (1/N for "
+                        f"an accuracy over N items), got {resolution!r}")
+    return Metric(raw["key"], raw.get("mode", "min"), raw.get("label", ""), raw.get("ceiling"),
+                  resolution)
 
 
 def _amount(where: str, raw) -> Amount | None:

@@ -21,9 +21,11 @@ import statistics
 from dataclasses import dataclass
 
 from scipy import stats
+from statsmodels.stats.power import ttest_power
 
 LEVEL = 0.95
 ALPHA = (1.0 - LEVEL) / 2  # each one-sided test
+POWER = 0.8  # what a design must have at the effect a claim is about
 
 
 @dataclass(frozen=True)
@@ -74,31 +76,75 @@ class Difference:
         t = gap / self.se
         return float(stats.t.sf(t, self.df) if upper else stats.t.cdf(t, self.df))
 
-    def seeds_needed(self, effect: float, limit: int = 1000) -> int | None:
-        """Seeds a design with this spread would need for its half-width to fall below
-        `effect` (None: more than `limit`, or no spread measured)."""
-        if effect <= 0 or self.spread <= 0 or not math.isfinite(self.spread):
+    def interval_at(self, lower: float = ALPHA, upper: float = ALPHA) -> tuple[float, float]:
+        """The interval whose ends are one-sided bounds at levels `lower` and `upper` (a Holm
+        step's level each: sweeps/verdict.py prints the interval its decision used)."""
+        def bound(level: float) -> float:
+            if self.df <= 0:
+                return math.inf
+            return float(stats.t.ppf(1.0 - level, self.df)) * self.se
+        return self.mean - bound(lower), self.mean + bound(upper)
+
+    # ------------------------------------------------------------ power of the test made
+
+    def _se_at(self, n: int) -> tuple[float, float]:
+        """(standard error, degrees of freedom) this design would have with n seeds a row,
+        at the spread observed: the variance of the mean scales as 1/n, the df as n − 1."""
+        scale = (self.n - 1) / max(self.df, 1e-12) if self.df > 0 else 1.0
+        return self.se * math.sqrt(self.n / n), (n - 1) / scale
+
+    def power(self, alternative: float, boundary: float, upper: bool, level: float = ALPHA,
+              n: int | None = None) -> float:
+        """The power of the one-sided t-test of d against `boundary` (H1: d above it when
+        `upper`) at `level`, if the true difference were `alternative`, with n seeds a row
+        (default: this design's): statsmodels' noncentral-t power at the observed spread."""
+        n = n or self.n
+        se, df = self._se_at(n)
+        if se <= 0 or df <= 0:
+            return 1.0 if (alternative > boundary if upper else alternative < boundary) else 0.0
+        # ttest_power takes a standardized effect and nobs: noncentrality = effect·√nobs
+        effect = (alternative - boundary) / (se * math.sqrt(n))
+        return float(ttest_power(effect, n, level, df=df,
+                                 alternative="larger" if upper else "smaller"))
+
+    def power_inside(self, alternative: float, margin: float, level: float = ALPHA,
+                     n: int | None = None) -> float:
+        """The power of TOST (both one-sided tests, d above −margin and below +margin, at
+        `level`) if the true difference were `alternative`: P(lower) + P(upper) − 1, the
+        standard bound (the exact value needs Owen's Q, which neither scipy nor statsmodels
+        has for the paired t)."""
+        both = (self.power(alternative, -margin, True, level, n)
+                + self.power(alternative, margin, False, level, n) - 1.0)
+        return max(0.0, both)
+
+    def seeds_needed(self, power_at, limit: int = 200) -> int | None:
+        """The fewest seeds a row at which `power_at(n)` reaches POWER (None: more than
+        `limit`, or no spread measured)."""
+        if self.df <= 0 or not math.isfinite(self.se):
             return None
         for n in range(2, limit + 1):
-            scale = 1.0 if self.paired else math.sqrt(2.0)
-            if stats.t.ppf(1.0 - ALPHA, n - 1) * scale * self.spread / math.sqrt(n) < effect:
+            if power_at(n) >= POWER:
                 return n
         return None
 
 
 def difference(a: list[float], b: list[float], seeds_a: list[int], seeds_b: list[int],
-               mode: str, extra_variance: float = 0.0) -> Difference:
+               mode: str, extra_variance: float = 0.0, resolution: float = 0.0) -> Difference:
     """The difference of row a over row b (a's values and seeds, b's), oriented so that a
     positive d is a being better under `mode` (min: lower is better). `extra_variance` adds to
-    the variance of the mean difference (an accuracy's binomial error)."""
+    the variance of the mean difference (an accuracy's binomial error). `resolution` is the
+    metric's step (1/N for an accuracy over N items): each value is known only to within it, so
+    each value adds the variance of a rounding, r²/12; without it, seeds that all differ by the
+    same number of items would give an interval of zero width."""
     sign = -1.0 if mode == "min" else 1.0
+    rounding = resolution * resolution / 12.0
     if list(seeds_a) == list(seeds_b) and len(a) == len(b) and len(a) >= 2:
         d = [sign * (x - y) for x, y in zip(a, b)]
-        s = statistics.stdev(d)
+        s = math.sqrt(statistics.variance(d) + 2 * rounding)
         return Difference(statistics.mean(d), math.sqrt(s * s / len(d) + extra_variance),
                           len(d) - 1, len(d), True, tuple(d), tuple(seeds_a), s)
-    va = statistics.variance(a) if len(a) > 1 else 0.0
-    vb = statistics.variance(b) if len(b) > 1 else 0.0
+    va = (statistics.variance(a) if len(a) > 1 else 0.0) + rounding
+    vb = (statistics.variance(b) if len(b) > 1 else 0.0) + rounding
     var = va / len(a) + vb / len(b)
     df = (var * var / ((va / len(a)) ** 2 / max(len(a) - 1, 1) + (vb / len(b)) ** 2
                        / max(len(b) - 1, 1))) if va + vb > 0 else min(len(a), len(b)) - 1
@@ -117,8 +163,24 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def one_sample(values: list[float], seeds: list[int]) -> Difference:
-    """Seed-wise differences already taken (per-seed LR sensitivities or ranks): paired."""
-    s = statistics.stdev(values) if len(values) > 1 else 0.0
+def holm_levels(p_values: list[float], alpha: float = ALPHA) -> list[float]:
+    """The level each hypothesis is tested at in Holm's step-down: the k-th smallest p-value
+    (k from 0) against α/(m − k), until the first that fails; that step's level holds for every
+    later one. An interval at these levels excludes its boundary exactly when Holm rejects."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    levels, stopped = [alpha] * len(p_values), None
+    for rank, i in enumerate(order):
+        step = alpha / (len(p_values) - (rank if stopped is None else stopped))
+        if stopped is None and p_values[i] >= step:
+            stopped = rank
+        levels[i] = step
+    return levels
+
+
+def one_sample(values: list[float], seeds: list[int], resolution: float = 0.0) -> Difference:
+    """Seed-wise differences already taken (per-seed LR sensitivities or ranks): paired;
+    `resolution` the step of the values (ranks averaged over V variants: 1/V)."""
+    s = math.sqrt((statistics.variance(values) if len(values) > 1 else 0.0)
+                  + resolution * resolution / 6.0)
     return Difference(statistics.mean(values), s / math.sqrt(len(values)), len(values) - 1,
                       len(values), True, tuple(values), tuple(seeds), s)

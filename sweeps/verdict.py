@@ -18,18 +18,29 @@ error). Its 95% t interval decides, the same way for every kind:
                       the claimed one's; then as `better`
 
 Equivalently, each is a one-sided t-test at 0.025; against several rows (or variants) the
-p-values are Holm-adjusted within the part. Otherwise the outcome is `underpowered` when the
-interval's half-width (the smallest difference the design can detect) is at least the effect
-the claim is about (the margin δ, or the spec's `effect`), with the seeds the observed spread
-says would be needed; `inconclusive` when the design could have detected it but did not. A row
-whose runs failed (raised) at every setting is no result at all: its comparisons, and the claim,
-are `failed`, with the first error, never "diverged".
+p-values are Holm-adjusted within the part, and each end of a printed interval is the one-sided
+bound at the level its Holm step was tested at (sweeps/stats.py holm_levels), so that a printed
+interval reads as the decision does. Otherwise:
+
+    smaller than claimed  a `better` claim (or sensitivity, average_rank) with a stated effect
+                      E whose interval lies below E (H0: d ≥ E rejected, Holm-adjusted): the
+                      paper's effect is excluded, though the sign may be undecided
+    underpowered      the test made has less than 80% power (statsmodels' noncentral t) at
+                      the difference it must detect: the claimed effect E for `better`; for a
+                      margin, the difference observed (the boundary tested is −δ, or ±δ by
+                      TOST); with the seeds a row that 80% would take at the spread observed
+    inconclusive      the design had the power and did not decide
+
+A metric with a resolution (`metric.resolution`: 1/N for an accuracy over N items; ranks over
+V variants: 1/V) adds each value's rounding variance, so that seeds which all differ by the same
+count of items do not give an interval of zero width.
 
 A comparison cannot be `reproduced` when a row the claim beats or matches has its best lr on an
 edge of its grid (it may be under-tuned), nor — for the `matches` kinds — when both rows lie
 within the noise or the margin of the metric's ceiling (equal by construction); it cannot be
 `not reproduced` when the claimed row's best lr is on an edge. Parts and comparisons combine:
-not reproduced if any is, reproduced if all are, underpowered if any is, else inconclusive.
+not reproduced if any is, else smaller than claimed if any is, reproduced if all are,
+underpowered if any is, else inconclusive.
 A spec without a claim (an ablation, a smoke test) gets `no claim`.
 """
 
@@ -37,15 +48,17 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sweeps import edges
 from sweeps.collect import Row
 from sweeps.spec import ClaimPart, Metric, Table
-from sweeps.stats import ALPHA, Difference, difference, holm, one_sample
+from sweeps.stats import ALPHA, POWER, Difference, difference, holm, holm_levels, one_sample
 
-OUTCOMES = ("reproduced", "not reproduced", "underpowered", "inconclusive", "failed",
-            "no claim")
+OUTCOMES = ("reproduced", "not reproduced", "smaller than claimed", "underpowered",
+            "inconclusive", "failed", "no claim")
+UNDECIDED = ("underpowered", "inconclusive")
 INSIDE = "the interval holds both outcomes"
 
 
@@ -62,6 +75,12 @@ class Comparison:
     size: tuple[float, str] | None = None  # (δ or the claimed effect, where it comes from)
     p_for: float = 1.0  # one-sided p of the claim's boundary, Holm-adjusted in `decide`
     p_against: float = 1.0
+    p_short: float = 1.0  # of H0: d ≥ the claimed effect (a `better` kind with an effect)
+    level_for: float = ALPHA  # the one-sided level each test's Holm step used
+    level_against: float = ALPHA
+    level_short: float = ALPHA
+    needed: int | None = None  # seeds a row for 80% power (underpowered)
+    stages: str = ""  # a two-stage design's account (sweeps/sequential.py), in place of a CI
     outcome: str = "inconclusive"
     reason: str = ""
 
@@ -72,22 +91,43 @@ class Comparison:
         if self.difference is None:
             return f"{self.claimed} vs {self.other}: {self.outcome} ({self.reason})"
         d = self.difference
-        lo, hi = d.interval
+        lo, hi = self.interval
         size = ""
         if self.size is not None:
             size = f", {'δ' if self.part.margin is not None else 'claimed effect'} " \
                    f"{self.size[0]:.3g}"
-        blocked = f": {self.reason}" if self.outcome == "inconclusive" and self.reason != \
-            INSIDE else ""
-        return (f"{self.claimed} vs {self.other}: {self.outcome} (d {d.mean:+.3g}, 95% CI "
-                f"[{lo:+.3g}, {hi:+.3g}], detectable {d.half_width:.3g}{size}){blocked}")
+        blocked = f": {self.reason}" if self.outcome == "inconclusive" and not \
+            self.reason.startswith(INSIDE) else ""
+        if self.outcome == "underpowered":
+            size += (f"; {self.needed} seeds a row for 80% power" if self.needed else
+                     "; over 200 seeds a row for 80% power")
+        if self.stages:
+            return (f"{self.claimed} vs {self.other}: {self.outcome} (d {d.mean:+.3g} over "
+                    f"{d.n} seeds; {self.stages}{size}){blocked}")
+        return (f"{self.claimed} vs {self.other}: {self.outcome} (d {d.mean:+.3g}, "
+                f"{self.interval_name} [{lo:+.3g}, {hi:+.3g}]{size}){blocked}")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The interval the decision used: each end at its Holm step's level (for `matches`,
+        both ends at the level of the claim's test, TOST)."""
+        d = self.difference
+        if self.part.kind == "matches":
+            return d.interval_at(self.level_for, self.level_for)
+        return d.interval_at(self.level_for, self.level_against)
+
+    @property
+    def interval_name(self) -> str:
+        adjusted = self.level_for < ALPHA or (self.level_against < ALPHA
+                                             and self.part.kind != "matches")
+        return "95% CI, Holm-adjusted," if adjusted else "95% CI"
 
     @property
     def detail(self) -> str:
         if self.difference is None:
             return f"{self.claimed} vs {self.other}: {self.outcome} — {self.reason}"
         d = self.difference
-        lo, hi = d.interval
+        lo, hi = self.interval
         seeds = (f"; per seed {', '.join(f'{x:+.4g}' for x in d.per_seed)}" if d.paired else "")
         if self.size is None:
             size = "the claim states no effect size"
@@ -95,11 +135,16 @@ class Comparison:
             size = f"margin δ = {self.size[1]}"
         else:
             size = f"claimed effect {self.size[1]}"
+        evidence = (f"two stages: {self.stages}; {d.design} over both" if self.stages else
+                    f"{self.interval_name} [{lo:+.4g}, {hi:+.4g}] (one-sided levels "
+                    f"{self.level_for:.3g} and {self.level_against:.3g}), {d.design}")
         text = (f"{self.metric}: {self.claimed} {self.means[0]:.4g}, {self.other} "
-                f"{self.means[1]:.4g}; d = {d.mean:+.4g} in the claimed direction{seeds}; 95% CI "
-                f"[{lo:+.4g}, {hi:+.4g}], {d.design}; detectable difference {d.half_width:.3g}; "
-                f"{size}; p {self.p_for:.3g} for the claim, {self.p_against:.3g} against it "
-                f"(one-sided, Holm-adjusted) → **{self.outcome}**")
+                f"{self.means[1]:.4g}; d = {d.mean:+.4g} in the claimed direction{seeds}; "
+                f"{evidence}; {size}; p {self.p_for:.3g} for the claim, "
+                f"{self.p_against:.3g} against it"
+                + (f", {self.p_short:.3g} for an effect as large as claimed"
+                   if self.p_short < 1 else "")
+                + f" (one-sided, Holm-adjusted) → **{self.outcome}**")
         return text + (f": {self.reason}" if self.reason else "")
 
 
@@ -114,17 +159,23 @@ class Verdict:
         return f"Verdict: {self.result} — {self.text}"
 
 
-def decide(table: Table, rows: list[Row], grids: dict | None = None) -> Verdict:
+def decide(table: Table, rows: list[Row], grids: dict | None = None,
+           stages: Callable[[ClaimPart, list[Comparison]], None] | None = None) -> Verdict:
+    """The verdict from the rows' chosen settings. `stages` (sweeps/sequential.py) replaces
+    each comparison's raw one-sided p-values with a two-stage design's before Holm."""
     if not table.claim_parts:
         return Verdict("no claim", "the spec states no claim to test (an ablation or a smoke "
                                    "test): its rows are reported, not judged")
     comparisons = []
     for part in table.claim_parts:
         mine = _compare_part(table, part, rows, grids or {})
-        for name, adjusted in (("p_for", holm([c.p_for for c in mine])),
-                               ("p_against", holm([c.p_against for c in mine]))):
-            for c, p in zip(mine, adjusted):
-                setattr(c, name, p)
+        if stages is not None:
+            stages(part, mine)
+        for test in ("for", "against", "short"):
+            raw = [getattr(c, f"p_{test}") for c in mine]
+            for c, p, level in zip(mine, holm(raw), holm_levels(raw)):
+                setattr(c, f"p_{test}", p)
+                setattr(c, f"level_{test}", level)
         for c in mine:
             _outcome(table, part, c, rows, grids or {})
         comparisons += mine
@@ -139,6 +190,8 @@ def combine(outcomes: list[str]) -> str:
         return "failed"
     if "not reproduced" in outcomes:
         return "not reproduced"
+    if "smaller than claimed" in outcomes:  # the paper's effect is excluded: a result
+        return "smaller than claimed"
     if outcomes and all(o == "reproduced" for o in outcomes):
         return "reproduced"
     return "underpowered" if "underpowered" in outcomes else "inconclusive"
@@ -195,7 +248,8 @@ def _difference(c: Comparison, table: Table, part: ClaimPart, metric: Metric, a:
             p = statistics.mean(values)
             if questions:
                 extra += p * (1.0 - p) / (questions * len(values))
-    d = difference(va, vb, a.chosen.seeds, b.chosen.seeds, metric.mode, extra)
+    d = difference(va, vb, a.chosen.seeds, b.chosen.seeds, metric.mode, extra,
+                   metric.resolution or 0.0)
     c.difference, c.means = d, (statistics.mean(va), statistics.mean(vb))
     if part.margin is not None:
         delta = part.margin.of(c.means[1])
@@ -206,9 +260,16 @@ def _difference(c: Comparison, table: Table, part: ClaimPart, metric: Metric, a:
             c.p_for = max(d.p_above(-delta), d.p_below(delta))
             c.p_against = min(d.p_above(delta), d.p_below(-delta))
     else:
-        if part.effect is not None:
-            c.size = (part.effect.of(c.means[1]), part.effect.describe(c.means[1]))
-        c.p_for, c.p_against = d.p_above(0.0), d.p_below(0.0)
+        _against_zero(c)
+
+
+def _against_zero(c: Comparison) -> None:
+    """The tests of a claim that the row is better (by the stated effect, if any)."""
+    d = c.difference
+    if c.part.effect is not None:
+        c.size = (c.part.effect.of(c.means[1]), c.part.effect.describe(c.means[1]))
+        c.p_short = d.p_below(c.size[0])
+    c.p_for, c.p_against = d.p_above(0.0), d.p_below(0.0)
 
 
 def _sensitivity(c: Comparison, a: Row, b: Row) -> None:
@@ -222,9 +283,7 @@ def _sensitivity(c: Comparison, a: Row, b: Row) -> None:
     c.metric = f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g})"
     c.difference = d
     c.means = (statistics.mean(sa[s] for s in seeds), statistics.mean(sb[s] for s in seeds))
-    if c.part.effect is not None:
-        c.size = (c.part.effect.of(c.means[1]), c.part.effect.describe(c.means[1]))
-    c.p_for, c.p_against = d.p_above(0.0), d.p_below(0.0)
+    _against_zero(c)
 
 
 def lr_sensitivity(row: Row, lrs: list[float]) -> dict[int, float]:
@@ -288,11 +347,11 @@ def _rank_comparison(table: Table, part: ClaimPart, optim: str, other: str,
         c.reason = f"{optim} and {other} did not both run with two seeds"
         return c
     overall = average_ranks(rows, mode)
-    c.difference = one_sample([d for _, d in diffs], [s for s, _ in diffs])
+    variants = len({r.key.variant for r in rows if not r.key.ablation})
+    # a rank difference averaged over V variants moves in steps of 1/V
+    c.difference = one_sample([d for _, d in diffs], [s for s, _ in diffs], 1.0 / variants)
     c.means = (overall.get(optim, math.nan), overall.get(other, math.nan))
-    if part.effect is not None:
-        c.size = (part.effect.of(c.means[1]), part.effect.describe(c.means[1]))
-    c.p_for, c.p_against = c.difference.p_above(0.0), c.difference.p_below(0.0)
+    _against_zero(c)
     return c
 
 
@@ -308,16 +367,13 @@ def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
         c.outcome = "reproduced"
     elif c.p_against < ALPHA:
         c.outcome = "not reproduced"
-    elif c.size is not None and c.size[0] <= d.half_width:
-        needed = d.seeds_needed(c.size[0])
-        c.outcome = "underpowered"
-        c.reason = (f"the design detects differences of {d.half_width:.3g} or more, the claim is "
-                    f"about {c.size[0]:.3g}; "
-                    + (f"about {needed} seeds would detect it at the spread observed"
-                       if needed else "no number of seeds would at the spread observed"))
-        return
+    elif c.p_short < ALPHA:
+        hi = d.interval_at(upper=c.level_short)[1]
+        c.outcome, c.reason = "smaller than claimed", (
+            f"the upper end {hi:+.3g} (at its Holm level) lies below the claimed effect "
+            f"{c.size[0]:.3g}: an effect as large as the paper's is excluded")
     else:
-        c.outcome, c.reason = "inconclusive", INSIDE
+        _undecided(part, c)
         return
     if part.kind in ("sensitivity", "average_rank"):
         return  # over the whole grid: no chosen lr to sit on an edge
@@ -337,10 +393,54 @@ def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
             near = _saturated(table.metric, c, (claimed, other))
             if near:
                 c.outcome, c.reason = "inconclusive", near
-    elif c.outcome == "not reproduced" and c.claimed in on_edge:
+    elif c.outcome in ("not reproduced", "smaller than claimed") and c.claimed in on_edge:
         c.outcome, c.reason = "inconclusive", (
             f"the best lr of {c.claimed} is on the {on_edge[c.claimed]} edge of its grid: it "
             f"may be under-tuned, so losing is not a result")
+
+
+def _undecided(part: ClaimPart, c: Comparison) -> None:
+    """Underpowered or inconclusive, by the power of the test made at the difference it must
+    detect, with the seeds a row that would give it 80%. For `better`, the claimed effect (the
+    test of d > 0). For a margin, the difference observed, by the test that difference would
+    pass: the claim's (above −δ; inside ±δ by TOST) or, observed beyond the margin, the test
+    against it."""
+    d, level = c.difference, c.level_for
+    if c.size is None:
+        c.outcome, c.reason = "inconclusive", INSIDE
+        return
+    size, observed = c.size[0], d.mean
+    if part.kind == "matches" and abs(observed) < size:
+        what = f"the difference observed ({observed:+.3g}), by TOST within ±{size:.3g}"
+
+        def power(n=None):
+            return d.power_inside(observed, size, level, n)
+    elif part.kind in ("matches", "matches_or_beats"):
+        beyond = part.kind == "matches" and observed >= size  # else the test of −δ
+        boundary = size if beyond else -size
+        upper = beyond or observed > -size
+        if not (upper and observed > -size and not beyond):
+            level = c.level_against
+        side = "above" if upper else "below"
+        what = f"the difference observed ({observed:+.3g}), {side} {boundary:+.3g}"
+
+        def power(n=None):
+            return d.power(observed, boundary, upper, level, n)
+    else:
+        what = f"the claimed effect {size:.3g}"
+
+        def power(n=None):
+            return d.power(size, 0.0, True, level, n)
+    now = power()
+    if now >= POWER:
+        c.outcome, c.reason = "inconclusive", (
+            f"{INSIDE}; the test had {100 * now:.0f}% power at {what}")
+        return
+    c.outcome, c.needed = "underpowered", d.seeds_needed(lambda n: power(n))
+    c.reason = (f"the test has {100 * now:.0f}% power at {what} with {d.n} seeds; "
+                + (f"{c.needed} seeds a row would give it {100 * POWER:.0f}% at the spread "
+                   f"observed" if c.needed else "no number of seeds up to 200 would give it "
+                   f"{100 * POWER:.0f}% at the spread observed"))
 
 
 def _saturated(metric: Metric, c: Comparison, rows: tuple[Row, Row]) -> str:

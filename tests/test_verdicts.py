@@ -4,6 +4,7 @@ Holm, edges and ceilings), and the one spike definition the tables and figures s
 Every interval and p-value is checked against scipy.stats' own t-tests on the same numbers."""
 
 import math
+import random
 
 import pytest
 from scipy import stats as scipy_stats
@@ -12,7 +13,7 @@ from sweeps import edges, verdict
 from sweeps.collect import Cell, Row
 from sweeps.records import RunRecord
 from sweeps.spec import Amount, ClaimPart, Metric, RowKey, Table
-from sweeps.stats import difference, holm
+from sweeps.stats import difference, holm, holm_levels
 from tasks.train.metrics import LossTracker, SpikeConfig
 
 # per-seed values (seeds 0, 1, 2) that move together: paired, the rows differ clearly; unpaired,
@@ -99,25 +100,69 @@ def test_better_is_decided_by_the_interval_paired_by_seed():
     assert diverged.result == "not reproduced" and "diverged at every setting" in diverged.text
 
 
-def test_a_claimed_effect_below_the_detectable_difference_is_underpowered():
+def test_a_claimed_effect_the_test_has_no_power_for_is_underpowered_and_says_the_seeds():
     noisy = [1.0, 1.3, 0.8]
-    rows = [row("s3", noisy), row("adamw", [1.02, 1.25, 0.85])]
-    small = verdict.decide(table_for(part("better", effect=0.01)), rows)
+    rows = [row("s3", noisy), row("adamw", [1.02, 1.25, 0.85])]  # d +0.0067, sd 0.051
+    small = verdict.decide(table_for(part("better", effect=0.05)), rows)
     assert small.result == "underpowered"
-    assert "the claim is about 0.01" in small.details[0] and "seeds would detect it" in \
-        small.details[0]
-    big = verdict.decide(table_for(part("better", effect=5.0)), rows)
-    assert big.result == "inconclusive"  # it could have shown an effect of 5; it did not
+    assert "power at the claimed effect 0.05 with 3 seeds" in small.details[0]
+    needed = int(small.details[0].split(" seeds a row would")[0].split()[-1])
+    assert f"{needed} seeds a row for 80% power" in small.text
+    # what statsmodels is asked, done by hand: the noncentral t of the paired test
+    d = difference(noisy, [1.02, 1.25, 0.85], [0, 1, 2], [0, 1, 2], "min")
+
+    def power(n):
+        crit = scipy_stats.t.ppf(0.975, n - 1)
+        return scipy_stats.nct.sf(crit, n - 1, 0.05 / (d.spread / math.sqrt(n)))
+    assert power(needed) >= 0.8 > power(needed - 1)
+    tiny = verdict.decide(table_for(part("better", effect=0.001)), rows)
+    assert "no number of seeds up to 200" in tiny.details[0]
     none = verdict.decide(table_for(part("better")), rows)
     assert none.result == "inconclusive" and "states no effect size" in none.details[0]
 
 
-def test_seeds_needed_make_the_interval_narrower_than_the_effect():
-    d = difference([1.0, 1.3, 0.8], [1.02, 1.25, 0.85], [0, 1, 2], [0, 1, 2], "min")
-    n = d.seeds_needed(0.01)
-    t = scipy_stats.t.ppf(0.975, n - 1)
-    assert t * d.spread / math.sqrt(n) < 0.01 <= scipy_stats.t.ppf(0.975, n - 2) * d.spread \
-        / math.sqrt(n - 1)
+def test_an_interval_below_the_claimed_effect_is_smaller_than_claimed():
+    rows = [row("s3", [1.0, 1.3, 0.8]), row("adamw", [1.02, 1.25, 0.85])]  # CI [-0.12, +0.13]
+    v = verdict.decide(table_for(part("better", effect=5.0)), rows)
+    assert v.result == "smaller than claimed"
+    assert "lies below the claimed effect 5" in v.details[0]
+    # a design with power at the effect that decides nothing is inconclusive
+    # (8 seeds: with 3, t's 2 df make 80% power and an interval holding 0 and E exclusive)
+    gains = [0.28 + x for x in [0.5, -0.5] * 4]  # d = 0.28, CI [-0.167, +0.727]
+    rows = [row("s3", [1.0 - g for g in gains]), row("adamw", [1.0] * 8)]
+    v = verdict.decide(table_for(part("better", effect=0.7)), rows)
+    assert v.result == "inconclusive" and "89% power at the claimed effect 0.7" in v.details[0]
+    assert verdict.decide(table_for(part("better", effect=0.6)), rows).result == "underpowered"
+
+
+def test_power_is_of_the_test_made_non_inferiority_at_the_difference_observed():
+    # s3 better by 0.3 (sd 0.125): non-inferiority by δ = 0.03 needs a few seeds, not ~80
+    gains = [0.2, 0.3, 0.45]
+    d = difference([1.0 - g for g in gains], [1.0] * 3, [0, 1, 2], [0, 1, 2], "min")
+    n = d.seeds_needed(lambda k: d.power(d.mean, -0.03, True, n=k))
+    assert 3 <= n <= 6
+    assert d.power(d.mean, -0.03, True, n=n) == pytest.approx(scipy_stats.nct.sf(
+        scipy_stats.t.ppf(0.975, n - 1), n - 1, (d.mean + 0.03) / (d.spread / math.sqrt(n))))
+    # equivalence by TOST needs more: both boundaries must be passed
+    equal = difference([1.0, 1.1, 0.9], [1.01, 1.08, 0.92], [0, 1, 2], [0, 1, 2], "min")
+    tost = equal.seeds_needed(lambda k: equal.power_inside(equal.mean, 0.03, n=k))
+    one_side = equal.seeds_needed(lambda k: equal.power(equal.mean, -0.03, True, n=k))
+    assert tost > one_side
+    assert equal.power_inside(equal.mean, 0.03, n=tost) == pytest.approx(
+        equal.power(equal.mean, -0.03, True, n=tost)
+        + equal.power(equal.mean, 0.03, False, n=tost) - 1)
+
+
+def test_a_discrete_metric_cannot_give_an_interval_of_zero_width():
+    # every seed differs by exactly 8 of 1,000 items
+    a, b = [0.508, 0.611, 0.702], [0.500, 0.603, 0.694]
+    plain = difference(a, b, [0, 1, 2], [0, 1, 2], "max")
+    assert plain.half_width == pytest.approx(0.0, abs=1e-9)
+    counted = difference(a, b, [0, 1, 2], [0, 1, 2], "max", resolution=1e-3)
+    assert counted.spread == pytest.approx(math.sqrt(plain.spread ** 2 + 2 * 1e-6 / 12))
+    assert counted.half_width > 1e-4
+    rank = verdict.one_sample([1.0, 1.0, 1.0], [0, 1, 2], resolution=0.5)
+    assert rank.half_width > 0
 
 
 def test_matches_or_beats_needs_its_lower_end_above_minus_the_margin():
@@ -137,6 +182,14 @@ def test_matches_needs_the_interval_inside_plus_minus_the_margin():
     better = [row("s3", [0.9, 1.0, 0.8]), row("adamw", A)]  # better by 0.1: not flat either
     assert verdict.decide(table_for(part("matches", margin=0.05)), better).result == \
         "not reproduced"
+
+
+def test_holm_levels_reject_exactly_what_holm_adjusted_p_values_do():
+    rng = random.Random(0)
+    for _ in range(500):
+        ps = [rng.random() ** 3 * 0.1 for _ in range(rng.randint(1, 5))]
+        assert [p < level for p, level in zip(ps, holm_levels(ps))] == \
+            [p < 0.025 for p in holm(ps)]
 
 
 def test_several_rows_are_holm_adjusted():
@@ -269,3 +322,18 @@ def test_average_rank_over_variants_per_seed():
     v = verdict.decide(table_for(part("average_rank", "softsignum", "adamw"),
                                  key="final.test_accuracy", mode="max"), rows)
     assert v.result == "inconclusive" and "softsignum 1.5, adamw 1.5" in v.details[0]
+
+
+def test_a_margin_observed_beyond_is_powered_for_the_test_against_the_claim():
+    # s3 worse by 0.05 ± noise: non-inferiority by δ = 0.01 would not show; losing would
+    worse = [0.04, 0.1, 0.01]
+    rows = [row("s3", [1.0 + w for w in worse]), row("adamw", [1.0] * 3)]
+    v = verdict.decide(table_for(part("matches_or_beats", margin=0.01)), rows)
+    assert v.result == "underpowered" and "below -0.01" in v.details[0]
+    d = difference([1.0 + w for w in worse], [1.0] * 3, [0, 1, 2], [0, 1, 2], "min")
+    needed = int(v.details[0].split(" seeds a row would")[0].split()[-1])
+    assert needed == d.seeds_needed(lambda n: d.power(d.mean, -0.01, False, n=n))
+    # better by more than the margin: `matches` fails above +δ
+    rows = [row("s3", [1.0 - w for w in worse]), row("adamw", [1.0] * 3)]
+    v = verdict.decide(table_for(part("matches", margin=0.01)), rows)
+    assert v.result == "underpowered" and "above +0.01" in v.details[0]

@@ -1,0 +1,338 @@
+"""More seeds, validly: `reproduce.py TABLE --decide [--budget-min M]`, a two-stage design.
+
+Adding seeds until a test passes inflates its error: every look is another chance to pass. This
+design states its error in advance and keeps it. Stage 1 is the committed table (its seeds, its
+chosen settings). Stage 2 adds seeds to the compared rows at those chosen settings, as many as
+the stage-1 spread says the test needs for 80% power (sweeps/verdict.py), within a compute
+budget. Each one-sided test of a comparison is then decided by the inverse-normal combination of
+its two stages' p-values, each stage's from its own seeds only (Bauer & Köhne 1994; Lehmacher &
+Wassmer 1999):
+
+    z_k = Φ⁻¹(1 − p_k),   z = (z_1 + z_2) / √2   (equal weights, fixed before stage 1)
+
+with α = 0.025 one-sided split as O'Brien & Fleming's two looks do: α₁ = 0.00258 spent at stage
+1 (z_1 ≥ c₁ = 2.797 decides there) and the rest at stage 2 (z ≥ c₂ = 1.977, where P(Z₁ < c₁,
+Z ≥ c₂) = α − α₁ under the null). A small α₁ matters with several comparisons: a comparison
+that goes on has a stage-wise p-value of at least α₁, and Holm's first step needs α/m. As the
+combination's weights are fixed, stage 2 may be sized from anything stage 1 showed, the difference
+included, and the error stays α (the stage-2 p-value is uniform whatever its size). A comparison
+also gets its stage-wise p-value (p = Φ(−z₁) when decided at stage 1, else α₁ + P(Z₁ < c₁,
+Z ≥ z)), so the comparisons of a part are Holm-adjusted as in a fixed design.
+
+Once a table has stage 2, its verdict is the design's, for every comparison: stage 1 alone at α
+is no longer a result (choosing to go on only when stage 1 failed would inflate the error).
+Comparisons over the whole lr grid (LR sensitivity, average rank) stay as stage 1 decides them.
+
+No library we use has this: statsmodels' power and TOST are fixed-sample, and rliable and AlgoPerf
+fix the seed count; the combination test is a few lines of scipy.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import integrate, optimize
+from scipy.stats import norm
+from statsmodels.stats.power import ttest_power
+
+from sweeps import records, verdict
+from sweeps.collect import Row
+from sweeps.spec import ClaimPart, Table
+from sweeps.stats import ALPHA, POWER
+
+ADDED_FILE = "sequential.json.gz"  # stage 2's design and run records, beside records.json.gz
+MIN_ADDED, MAX_ADDED = 3, 20  # seeds a row at stage 2: a variance needs a few; a cap per call
+WHOLE_GRID = ("sensitivity", "average_rank")
+
+
+@dataclass(frozen=True)
+class Design:
+    """The two-stage inverse-normal combination test at one-sided level `alpha`."""
+
+    alpha: float = ALPHA
+    spent: float = float(norm.sf(2.797))  # α₁, spent at stage 1 (O'Brien-Fleming's c₁)
+
+    @property
+    def c1(self) -> float:
+        return float(norm.isf(self.spent))
+
+    def below(self, z: float) -> float:
+        """P(Z₁ < c₁, (Z₁ + Z₂)/√2 < z) under the null: ∫ φ(x) Φ(√2 z − x) dx over x < c₁
+        (a deterministic quadrature, so a table renders to the same bytes everywhere)."""
+        value, _ = integrate.quad(lambda x: norm.pdf(x) * norm.cdf(math.sqrt(2) * z - x),
+                                  -math.inf, self.c1, epsabs=1e-13, epsrel=1e-12)
+        return value
+
+    @property
+    def c2(self) -> float:
+        return self.z_for(self.alpha)
+
+    def z_for(self, level: float) -> float:
+        """The combined z whose stage-wise p-value is `level` (≤ α): c₂ at α itself."""
+        return float(optimize.brentq(lambda z: self.below(z) - (1.0 - level), -10.0, 20.0,
+                                     xtol=1e-12))
+
+    def p_value(self, p1: float, p2: float | None) -> float:
+        """The stage-wise p-value of one one-sided test from its stages' p-values (p2 None:
+        no stage 2 ran, and stage 1 alone cannot reject below α₁)."""
+        z1 = float(norm.isf(p1))
+        if z1 >= self.c1:
+            return p1
+        if p2 is None:
+            return 1.0
+        z = (z1 + float(norm.isf(p2))) / math.sqrt(2)
+        return min(1.0, max(self.spent, 1.0 - self.below(z)))
+
+    def describe(self) -> str:
+        return (f"inverse-normal combination of the two stages' one-sided p-values, equal "
+                f"weights; α = {self.alpha:g} one-sided, α₁ = {self.spent:g} spent at stage 1 "
+                f"(z₁ ≥ {self.c1:.3f}), the rest at stage 2 (combined z ≥ {self.c2:.3f})")
+
+
+@dataclass
+class Added:
+    """Stage 2 of a table: the seeds it added per row and their run records."""
+
+    seeds: dict[str, list[int]]  # row label → the seeds added at its chosen setting
+    runs: tuple[records.RunRecord, ...]
+    budget_min: float
+    command: str
+    design: Design = Design()  # the design stage 2 was planned under, kept with its runs
+
+    def to_json(self) -> dict:
+        return {"design": {"alpha": self.design.alpha, "alpha1": self.design.spent},
+                "command": self.command, "budget_min": self.budget_min, "seeds": self.seeds,
+                "runs": [r.to_json() for r in self.runs]}
+
+
+def write(out: Path, added: Added) -> Path:
+    path = Path(out) / ADDED_FILE
+    blob = json.dumps(added.to_json(), separators=(",", ":")).encode()
+    records.store.atomic_write(path, lambda f: f.write(gzip.compress(blob, compresslevel=9,
+                                                                     mtime=0)))
+    return path
+
+
+def read(out: Path) -> Added | None:
+    path = Path(out) / ADDED_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(gzip.decompress(path.read_bytes()))
+        runs = tuple(records.RunRecord(r["row"], tuple(r["overrides"]), r["summary"],
+                                       tuple(r["metrics"]), f"{path}: runs[{i}]")
+                     for i, r in enumerate(data["runs"]))
+        design = Design(float(data["design"]["alpha"]), float(data["design"]["alpha1"]))
+        return Added({k: list(v) for k, v in data["seeds"].items()}, runs,
+                     float(data["budget_min"]), str(data["command"]), design)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise records.RecordsError(f"{path}: not a readable stage-2 record ({e})") from e
+
+
+# ---------------------------------------------------------------- stage 2: how many seeds
+
+
+def seed_of(record: records.RunRecord) -> int:
+    return int(next(o for o in record.overrides if o.startswith("seed=")).split("=", 1)[1])
+
+
+def with_seed(overrides: tuple[str, ...], seed: int) -> tuple[str, ...]:
+    return tuple(f"seed={seed}" if o.startswith("seed=") else o for o in overrides)
+
+
+@dataclass
+class Plan:
+    """What stage 2 runs: per row, the seeds to add at its chosen setting, and why."""
+
+    seeds: dict[str, list[int]]
+    minutes: float  # the estimated compute, run wall time summed
+    lines: list[str]  # per comparison: stopped at stage 1, or the seeds it asked for
+
+
+def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Design()) -> Plan:
+    """Stage 2 from stage 1's rows: each comparison not decided at stage 1 asks for the seeds
+    that give its combination test 80% conditional power at the difference it must detect
+    (`size`); a row gets the most its comparisons ask; if the estimated compute (each row's mean
+    run time at its chosen setting) exceeds the budget, every request shrinks in proportion,
+    and a row that cannot get MIN_ADDED gets none."""
+    wanted: dict[str, int] = {}
+    lines = []
+    by_label = {r.key.base: r for r in rows if not r.key.ablation}
+    for part in table.claim_parts:
+        for c in verdict._compare_part(table, part, rows, {}):
+            name = f"{c.claimed} vs {c.other}"
+            if part.kind in WHOLE_GRID or c.difference is None:
+                lines.append(f"{name}: stays as stage 1 decides it (a whole-grid comparison, or "
+                             f"no difference to test)")
+                continue
+            tests = _aggregate(_raw(part, c.difference, c.size))
+            if min(tests.values()) < design.spent / _m(part):
+                lines.append(f"{name}: decided at stage 1 (a p-value below α₁/m)")
+                continue
+            ask, why = size(part, c, tests, design)
+            lines.append(f"{name}: asks {ask} seeds a row ({why})")
+            for label in (c.claimed, c.other):
+                wanted[label] = max(wanted.get(label, 0), ask)
+    cost = {label: _minutes_a_run(by_label[label]) for label in wanted}
+    total = sum(wanted[k] * cost[k] for k in wanted)
+    if total > budget_min:
+        share = budget_min / total
+        wanted = {k: int(n * share) for k, n in wanted.items()}
+        wanted = {k: n for k, n in wanted.items() if n >= MIN_ADDED}
+        lines.append(f"the budget ({budget_min:g} min) covers {100 * share:.0f}% of what was "
+                     f"asked ({total:.1f} min): each request shrinks in proportion"
+                     + ("" if wanted else f", below {MIN_ADDED} seeds a row: nothing runs"))
+    first = max(table.seeds) + 1
+    seeds = {k: list(range(first, first + n)) for k, n in wanted.items()}
+    return Plan(seeds, sum(len(s) * cost[k] for k, s in seeds.items()), lines)
+
+
+def size(part: ClaimPart, c: verdict.Comparison, tests: dict[str, float],
+         design: Design) -> tuple[int, str]:
+    """(seeds, why): the stage-2 size that gives the combination test 80% conditional power,
+    given stage 1's z, at the part's Bonferroni level α/m (Holm's strictest step), if the true
+    difference is the one the test must detect — the claimed
+    effect for `better`, the difference observed for a margin (sweeps/verdict.py) — at the
+    stage-1 spread σ: stage 2 must give z₂ ≥ √2·c₂ − z₁, so its paired t-test runs at level
+    Φ(−(√2·c₂ − z₁)), and n₂ is the fewest seeds whose power there (statsmodels' noncentral t)
+    reaches 80% at Δ/σ, Δ the distance from that difference to the boundary of the test it
+    would pass."""
+    d = c.difference
+    sigma = d.se * math.sqrt(d.n)
+    observed = d.mean
+    if part.margin is not None:
+        delta = c.size[0]
+        if part.kind == "matches_or_beats":
+            boundary, test = -delta, ("for" if observed > -delta else "against")
+            gap = abs(observed - boundary)
+        elif abs(observed) < delta:  # TOST: the nearer boundary is the harder test
+            test, gap = "for", delta - abs(observed)
+        else:
+            test, gap = "against", abs(observed) - delta
+        target = f"the difference observed ({observed:+.3g}), {gap:.3g} from its boundary"
+    else:
+        test = "for"
+        gap = c.size[0] if c.size is not None else abs(observed)
+        target = (f"the claimed effect {c.size[0]:.3g}" if c.size is not None else
+                  f"the difference observed ({observed:+.3g}; the claim states no effect)")
+    z1 = float(norm.isf(min(max(tests[test], 1e-300), 1.0 - 1e-16)))
+    if gap <= 0 or sigma <= 0:
+        return MAX_ADDED, f"{target}: no distance to detect; the most a call adds"
+    # the combined p must pass Holm's first step at worst: α/m, m the part's comparisons
+    level = float(norm.sf(math.sqrt(2) * design.z_for(design.alpha / _m(part)) - z1))
+    n = next((k for k in range(MIN_ADDED, 10 * MAX_ADDED) if ttest_power(
+        gap / sigma, k, level, alternative="larger") >= POWER), None)
+    ask = min(MAX_ADDED, n or MAX_ADDED)
+    return ask, (f"80% conditional power at {target} needs "
+                 + (f"{n} seeds" if n else f"over {10 * MAX_ADDED} seeds")
+                 + f" at the stage-1 spread {sigma:.3g}"
+                 + (f"; capped at {MAX_ADDED}" if not n or n > MAX_ADDED else ""))
+
+
+def _aggregate(raw: dict[str, list[float]]) -> dict[str, float]:
+    return {"for": max(raw["for"]), "against": min(raw["against"]),
+            "short": raw["short"][0] if raw["short"] else 1.0}
+
+
+def _m(part: ClaimPart) -> int:
+    return max(1, sum(len(than) for _, than in part.pairs))
+
+
+def _minutes_a_run(row: Row) -> float:
+    times = [r.get("wall_time_s") for r in row.best_runs]
+    times = [t for t in times if isinstance(t, (int, float))]
+    return statistics.mean(times) / 60.0 if times else 1.0
+
+
+# ---------------------------------------------------------------- the combined verdict
+
+
+def _raw(part: ClaimPart, d, size) -> dict[str, list[float]]:
+    """The raw one-sided p-values of a comparison's tests, as sweeps/verdict.py defines them:
+    `for` (all must reject: max), `against` (either: min), `short` (below the claimed
+    effect)."""
+    if part.margin is not None and size is not None:
+        delta = size[0]
+        if part.kind == "matches_or_beats":
+            return {"for": [d.p_above(-delta)], "against": [d.p_below(-delta)], "short": []}
+        return {"for": [d.p_above(-delta), d.p_below(delta)],
+                "against": [d.p_above(delta), d.p_below(-delta)], "short": []}
+    short = [d.p_below(size[0])] if (part.effect is not None and size is not None) else []
+    return {"for": [d.p_above(0.0)], "against": [d.p_below(0.0)], "short": short}
+
+
+def merged(rows: list[Row], added: Added, table: Table) -> tuple[list[Row], list[Row]]:
+    """(stage 2 alone, both stages): rows whose chosen cell holds only the added seeds, and
+    rows whose chosen cell holds the table's seeds and the added ones. The chosen setting stays
+    stage 1's."""
+    by_row: dict[str, list[records.RunRecord]] = {}
+    for record in added.runs:
+        by_row.setdefault(record.row, []).append(record)
+    mode = table.metric.mode
+    worst = math.inf if mode == "min" else -math.inf
+    alone, both = [], []
+    for row in rows:
+        extra = by_row.get(row.label, [])
+        if row.best is None or not extra:
+            continue
+        values = [v if (v := r.metric(table.metric.key)) is not None else worst for r in extra]
+        second = Row(row.key, best=row.best)
+        cell = copy.copy(row.chosen)
+        cell.seeds, cell.runs, cell.values = [seed_of(r) for r in extra], list(extra), values
+        second.cells = {row.best: cell}
+        alone.append(second)
+        union = copy.copy(row)
+        cell = copy.copy(row.chosen)
+        cell.seeds = [*cell.seeds, *second.cells[row.best].seeds]
+        cell.runs, cell.values = [*cell.runs, *extra], [*cell.values, *values]
+        union.cells = {**row.cells, row.best: cell}
+        both.append(union)
+    kept = {r.key for r in both}
+    return alone, [*both, *(r for r in rows if r.key not in kept)]
+
+
+def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.Verdict:
+    """The table's verdict under the two-stage design its stage 2 ran under: `rows` are stage
+    1's."""
+    design = added.design
+    second, both = merged(rows, added, table)
+
+    def stages(part: ClaimPart, comparisons: list[verdict.Comparison]) -> None:
+        first = {(c.claimed, c.other): c for c in verdict._compare_part(table, part, rows, {})}
+        later = {(c.claimed, c.other): c for c in verdict._compare_part(table, part, second,
+                                                                        {})}
+        for c in comparisons:
+            one, two = first.get((c.claimed, c.other)), later.get((c.claimed, c.other))
+            if part.kind in WHOLE_GRID or one is None or one.difference is None:
+                continue  # stage 1's own p-values: a whole-grid comparison
+            p1 = _raw(part, one.difference, one.size)
+            p2 = _raw(part, two.difference, two.size) if two is not None and \
+                two.difference is not None else None
+            combined = {test: [design.p_value(a, p2[test][i] if p2 else None)
+                               for i, a in enumerate(ps)] for test, ps in p1.items()}
+            c.p_for, c.p_against, c.p_short = _aggregate(combined).values()
+            n2 = two.difference.n if p2 else 0
+            c.stages = (f"stage 1 {one.difference.n} seeds d {one.difference.mean:+.3g}, "
+                        f"stage 2 {n2} seeds" + (f" d {two.difference.mean:+.3g}" if p2 else "")
+                        + f"; combined p {min(1.0, c.p_for):.3g} for, "
+                          f"{min(1.0, c.p_against):.3g} against")
+
+    result = verdict.decide(table, both, grids, stages)
+    fixed = verdict.decide(table, rows, grids)
+    added_seeds = sorted({s for seeds in added.seeds.values() for s in seeds})
+    minutes = sum((r.get("wall_time_s") or 0.0) for r in added.runs) / 60.0
+    head = (f"Two stages (sweeps/sequential.py, `{added.command}`): stage 1 the table's seeds "
+            f"({', '.join(map(str, table.seeds))}); stage 2 seeds "
+            f"{added_seeds[0] if added_seeds else '-'}–{added_seeds[-1] if added_seeds else '-'} "
+            f"at each compared row's chosen setting ("
+            + "; ".join(f"{k}: {len(v)}" for k, v in added.seeds.items())
+            + f"), {len(added.runs)} runs, {minutes:.1f} min of run time within a budget of "
+              f"{added.budget_min:g} min; {design.describe()}. Stage 1 alone, as a fixed "
+              f"design, read: {fixed.result} (superseded: not a result once stage 2 exists)")
+    return verdict.Verdict(result.result, result.text, [head, *result.details])
