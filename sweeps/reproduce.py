@@ -264,6 +264,10 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     planned = sequential.plan(table, rows, budget_min)
     for line in planned.lines:
         print(f"stage 1: {line}")
+    if not planned.eligible:
+        raise ValueError(f"table {table.name}: no comparison of its claim is at a chosen "
+                         f"setting (LR sensitivity and average rank are over the whole grid): "
+                         f"--decide has nothing to add seeds to")
     by_label = {r.label: r for r in rows}
     stage2 = [spec.Run(by_label[label].key, by_label[label].best_lr, seed,
                        (*[o for o in by_label[label].best_runs[0].overrides
@@ -283,7 +287,7 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
         made = records.from_run_dirs(stage2, {j: Path(st.run_dir) for j, st in
                                               enumerate(states)})
         failed = any(st.state.name == RunState.FAILED for st in states)
-    elif any("asks" in line for line in planned.lines):
+    elif planned.asked:
         print(f"stage 2: the budget covers no row's {sequential.MIN_ADDED} seeds; nothing ran "
               f"and nothing was written (give a larger --budget-min)")
         return 2

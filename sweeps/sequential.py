@@ -20,7 +20,9 @@ also gets its stage-wise p-value (p = Φ(−z₁) when decided at stage 1, else 
 Z ≥ z)), so the comparisons of a part are Holm-adjusted as in a fixed design.
 
 Once a table has stage 2, its verdict is the design's, for every comparison: stage 1 alone at α
-is no longer a result (choosing to go on only when stage 1 failed would inflate the error).
+is no longer a result. What the design cannot undo is the choice to run it: a table taken to
+stage 2 because its fixed-design verdict (stage 1 at α) was undecided has had two chances, and
+its one-sided error is at most 2α = 0.05, not α; the verdict says so.
 Comparisons over the whole lr grid (LR sensitivity, average rank) stay as stage 1 decides them.
 
 No library we use has this: statsmodels' power and TOST are fixed-sample, and rliable and AlgoPerf
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scipy import integrate, optimize
+from scipy.special import ndtr
 from scipy.stats import norm
 from statsmodels.stats.power import ttest_power
 
@@ -65,8 +68,9 @@ class Design:
     def below(self, z: float) -> float:
         """P(Z₁ < c₁, (Z₁ + Z₂)/√2 < z) under the null: ∫ φ(x) Φ(√2 z − x) dx over x < c₁
         (a deterministic quadrature, so a table renders to the same bytes everywhere)."""
-        value, _ = integrate.quad(lambda x: norm.pdf(x) * norm.cdf(math.sqrt(2) * z - x),
-                                  -math.inf, self.c1, epsabs=1e-13, epsrel=1e-12)
+        def integrand(x: float) -> float:  # scipy.special, not scipy.stats: 300× faster a call
+            return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi) * ndtr(math.sqrt(2) * z - x)
+        value, _ = integrate.quad(integrand, -40.0, self.c1, epsabs=1e-13, epsrel=1e-12)
         return value
 
     @property
@@ -153,6 +157,8 @@ class Plan:
     seeds: dict[str, list[int]]
     minutes: float  # the estimated compute, run wall time summed
     lines: list[str]  # per comparison: stopped at stage 1, or the seeds it asked for
+    eligible: int = 0  # comparisons a stage 2 can decide (at a chosen setting)
+    asked: int = 0  # of those, the ones stage 1 left undecided
 
 
 def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Design()) -> Plan:
@@ -162,7 +168,7 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
     run time at its chosen setting) exceeds the budget, every request shrinks in proportion,
     and a row that cannot get MIN_ADDED gets none."""
     wanted: dict[str, int] = {}
-    lines = []
+    lines, eligible, asked = [], 0, 0
     by_label = {r.key.base: r for r in rows if not r.key.ablation}
     for part in table.claim_parts:
         for c in verdict._compare_part(table, part, rows, {}):
@@ -171,10 +177,12 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
                 lines.append(f"{name}: stays as stage 1 decides it (a whole-grid comparison, or "
                              f"no difference to test)")
                 continue
+            eligible += 1
             tests = _aggregate(_raw(part, c.difference, c.size))
             if min(tests.values()) < design.spent / _m(part):
                 lines.append(f"{name}: decided at stage 1 (a p-value below α₁/m)")
                 continue
+            asked += 1
             ask, why = size(part, c, tests, design)
             lines.append(f"{name}: asks {ask} seeds a row ({why})")
             for label in (c.claimed, c.other):
@@ -190,7 +198,7 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
                      + ("" if wanted else f", below {MIN_ADDED} seeds a row: nothing runs"))
     first = max(table.seeds) + 1
     seeds = {k: list(range(first, first + n)) for k, n in wanted.items()}
-    return Plan(seeds, sum(len(s) * cost[k] for k, s in seeds.items()), lines)
+    return Plan(seeds, sum(len(s) * cost[k] for k, s in seeds.items()), lines, eligible, asked)
 
 
 def size(part: ClaimPart, c: verdict.Comparison, tests: dict[str, float],
@@ -327,12 +335,18 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
     fixed = verdict.decide(table, rows, grids)
     added_seeds = sorted({s for seeds in added.seeds.values() for s in seeds})
     minutes = sum((r.get("wall_time_s") or 0.0) for r in added.runs) / 60.0
+    commits = ", ".join(dict.fromkeys(str(r.get("git_commit"))[:12] + (
+        "-dirty" if str(r.get("git_commit")).endswith("-dirty") else "") for r in added.runs))
     head = (f"Two stages (sweeps/sequential.py, `{added.command}`): stage 1 the table's seeds "
             f"({', '.join(map(str, table.seeds))}); stage 2 seeds "
             f"{added_seeds[0] if added_seeds else '-'}–{added_seeds[-1] if added_seeds else '-'} "
             f"at each compared row's chosen setting ("
             + "; ".join(f"{k}: {len(v)}" for k, v in added.seeds.items())
-            + f"), {len(added.runs)} runs, {minutes:.1f} min of run time within a budget of "
+            + f"), {len(added.runs)} runs made at commit {commits or '-'}, {minutes:.1f} min "
+              f"of run time within a budget of "
               f"{added.budget_min:g} min; {design.describe()}. Stage 1 alone, as a fixed "
-              f"design, read: {fixed.result} (superseded: not a result once stage 2 exists)")
+              f"design, read: {fixed.result} (superseded: not a result once stage 2 exists"
+            + ("; as stage 2 was run after that fixed-design reading, the error of this "
+               "verdict is at most 2α = 0.05 one-sided, not α)" if fixed.result in
+               verdict.UNDECIDED else ")"))
     return verdict.Verdict(result.result, result.text, [head, *result.details])

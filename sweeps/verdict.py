@@ -81,6 +81,7 @@ class Comparison:
     level_short: float = ALPHA
     needed: int | None = None  # seeds a row for 80% power (underpowered)
     stages: str = ""  # a two-stage design's account (sweeps/sequential.py), in place of a CI
+    minutes_a_seed: float | None = None  # one more seed of both rows: their mean run time
     outcome: str = "inconclusive"
     reason: str = ""
 
@@ -101,6 +102,8 @@ class Comparison:
         if self.outcome == "underpowered":
             size += (f"; {self.needed} seeds a row for 80% power" if self.needed else
                      "; over 200 seeds a row for 80% power")
+            if self.needed and self.minutes_a_seed:
+                size += f", about {self.needed * self.minutes_a_seed:.0f} min of runs"
         if self.stages:
             return (f"{self.claimed} vs {self.other}: {self.outcome} (d {d.mean:+.3g} over "
                     f"{d.n} seeds; {self.stages}{size}){blocked}")
@@ -250,6 +253,10 @@ def _difference(c: Comparison, table: Table, part: ClaimPart, metric: Metric, a:
                 extra += p * (1.0 - p) / (questions * len(values))
     d = difference(va, vb, a.chosen.seeds, b.chosen.seeds, metric.mode, extra,
                    metric.resolution or 0.0)
+    times = [[x for r in row.best_runs if isinstance(x := r.get("wall_time_s"), (int, float))]
+             for row in (a, b)]
+    if all(times):
+        c.minutes_a_seed = sum(statistics.mean(t) for t in times) / 60.0
     c.difference, c.means = d, (statistics.mean(va), statistics.mean(vb))
     if part.margin is not None:
         delta = part.margin.of(c.means[1])
@@ -437,10 +444,12 @@ def _undecided(part: ClaimPart, c: Comparison) -> None:
             f"{INSIDE}; the test had {100 * now:.0f}% power at {what}")
         return
     c.outcome, c.needed = "underpowered", d.seeds_needed(lambda n: power(n))
+    cost = (f" (about {c.needed * c.minutes_a_seed:.0f} min of run time for the two rows at "
+            f"this scale)" if c.needed and c.minutes_a_seed else "")
     c.reason = (f"the test has {100 * now:.0f}% power at {what} with {d.n} seeds; "
                 + (f"{c.needed} seeds a row would give it {100 * POWER:.0f}% at the spread "
-                   f"observed" if c.needed else "no number of seeds up to 200 would give it "
-                   f"{100 * POWER:.0f}% at the spread observed"))
+                   f"observed{cost}" if c.needed else "no number of seeds up to 200 would give "
+                   f"it {100 * POWER:.0f}% at the spread observed"))
 
 
 def _saturated(metric: Metric, c: Comparison, rows: tuple[Row, Row]) -> str:

@@ -1,0 +1,139 @@
+"""More seeds, validly (sweeps/sequential.py): the two-stage design keeps its error, stage 2 is
+sized within its budget, and `reproduce.py TABLE --decide` adds seeds to a committed table's
+compared rows at their chosen settings and renders the design's verdict."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from sweeps import sequential, verdict
+from sweeps.records import RunRecord
+from sweeps.sequential import Added, Design
+from tests.test_verdicts import part, row, table_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_design_is_obrien_flemings_two_looks_and_keeps_its_error():
+    design = Design()
+    assert design.c1 == pytest.approx(2.797) and design.c2 == pytest.approx(1.977, abs=5e-4)
+    # under the null the stage-wise p-value is uniform: its error is what it says at any level
+    rng = np.random.default_rng(0)
+    z1, z2 = rng.standard_normal(4000), rng.standard_normal(4000)
+    p = np.array([design.p_value(float(norm.sf(a)), float(norm.sf(b))) for a, b in zip(z1, z2)])
+    for level in (0.01, 0.025, 0.1, 0.5):
+        assert abs(np.mean(p < level) - level) < 4 * math.sqrt(level * (1 - level) / 4000)
+    # and it rejects at α exactly where the combination passes c₂
+    assert design.p_value(0.2, float(norm.sf(math.sqrt(2) * design.c2 - norm.isf(0.2)) + 1e-9)) \
+        == pytest.approx(0.025, abs=1e-6)
+    assert design.p_value(0.001, None) == 0.001  # decided at stage 1
+    assert design.p_value(0.01, None) == 1.0  # went on, and stage 2 never ran
+
+
+def test_stage_two_asks_what_power_needs_and_shrinks_to_its_budget():
+    claim = table_for(part("better", effect=0.05))
+    timed = {"wall_time_s": 60.0}  # a minute a run
+    rows = [row("s3", [1.0, 1.3, 0.8], summary=timed),
+            row("adamw", [1.02, 1.25, 0.85], summary=timed)]
+    asked = sequential.plan(claim, rows, budget_min=1000)
+    n = len(asked.seeds["s3"])
+    assert asked.seeds["s3"] == asked.seeds["adamw"] == list(range(3, 3 + n))  # after 0, 1, 2
+    assert sequential.MIN_ADDED <= n <= sequential.MAX_ADDED
+    assert asked.minutes == pytest.approx(2 * n)
+    small = sequential.plan(claim, rows, budget_min=2 * n / 2)
+    assert len(small.seeds["s3"]) == n // 2 and small.minutes <= n
+    assert sequential.plan(claim, rows, budget_min=1).seeds == {}  # under 3 seeds a row
+    decided = [row("s3", [1.0, 1.1, 0.9], summary=timed),
+               row("adamw", [1.5, 1.6001, 1.4002], summary=timed)]
+    assert sequential.plan(claim, decided, budget_min=100).seeds == {}
+
+
+def test_the_verdict_combines_each_stages_own_p_value():
+    claim = table_for(part("better", effect=0.02))
+    rows = [row("s3", [1.0, 1.1, 0.9]), row("adamw", [1.01, 1.13, 0.91])]
+    fixed = verdict.decide(claim, rows)
+    later = [("s3", 3, 1.0), ("adamw", 3, 1.03), ("s3", 4, 1.1), ("adamw", 4, 1.12),
+             ("s3", 5, 0.9), ("adamw", 5, 0.93)]
+    added = Added({"s3": [3, 4, 5], "adamw": [3, 4, 5]},
+                  tuple(RunRecord(label, (f"seed={seed}",), {"status": "completed",
+                                                             "final": {"val_loss": v}}, ())
+                        for label, seed, v in later), 5.0, "test")
+    v = sequential.decide(claim, rows, added, {})
+    assert fixed.result == "underpowered"  # stage 1 alone: 3 seeds, p 0.065
+    stage1 = [0.01, 0.03, 0.01]
+    stage2 = [0.03, 0.02, 0.03]
+    from scipy import stats
+    p_one = stats.ttest_1samp(stage1, 0, alternative="greater").pvalue
+    p_two = stats.ttest_1samp(stage2, 0, alternative="greater").pvalue
+    expected = Design().p_value(p_one, p_two)
+    assert expected < 0.025 < p_one
+    assert f"combined p {expected:.3g} for" in v.text, v.text
+    assert v.result == "reproduced"
+    assert "Stage 1 alone, as a fixed design, read: " + fixed.result in v.details[0]
+
+
+@pytest.mark.slow
+def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_path):
+    """A two-seed miniature cannot decide at stage 1 (t with 1 df); --decide adds seeds to the
+    two rows at their chosen lrs within its budget, and the table's verdict is the design's.
+    A second call adds nothing: the design has two stages."""
+    import copy
+
+    import yaml
+
+    from sweeps import sources
+    from tests.test_contender import NONSMOOTH_MINI
+
+    raw = copy.deepcopy(NONSMOOTH_MINI)
+    raw["extend_edges"] = 0  # the stochastic sign's noise; Signum at a larger lr stalls further
+    raw["optimizers"] = {"stosignsgd": {"lr": [0.03]}, "signum": {"lr": [0.08]}}
+    raw["verdict"] = {"kind": "better", "row": "stosignsgd", "than": "signum"}
+    raw["scales"]["paper"]["sources"] = {k: {"assumption": "test"} for k in sources.SETTINGS}
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "mini.yaml").write_text(yaml.safe_dump(raw))
+    results = tmp_path / "results"
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={tmp_path / 'data'}"]
+    from sweeps.reproduce import decide_more, reproduce
+
+    assert reproduce("mini", where, "test", results=results, tables=tables) == 0
+    out = results / "mini" / "tiny"
+    assert "**Verdict: inconclusive" in (out / "table.md").read_text()
+    assert decide_more("mini", where, "test --decide", budget_min=2.0, results=results,
+                       tables=tables) == 0
+    added = sequential.read(out)
+    assert set(added.seeds) == {"signum", "stosignsgd"}
+    assert all(seeds[0] == 2 and len(seeds) >= sequential.MIN_ADDED
+               for seeds in added.seeds.values())
+    assert sum((r.get("wall_time_s") or 0) for r in added.runs) / 60 <= 2.0
+    text = (out / "table.md").read_text()
+    assert "Two stages (sweeps/sequential.py" in text
+    line = next(x for x in text.splitlines() if x.startswith("**Verdict"))
+    assert line.startswith("**Verdict: reproduced") and "stage 2" in line, line
+    assert decide_more("mini", where, "again", budget_min=2.0, results=results,
+                       tables=tables) == 0
+    assert sequential.read(out).runs == added.runs
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--budget-min", "3"], "--budget-min goes with --decide"),
+    (["--decide", "--budget-min", "0"], "--budget-min must be a number of minutes > 0"),
+    (["--decide", "--render-only"], "--decide runs alone"),
+])
+def test_decide_refuses_bad_input_before_anything_runs(args, named, tmp_path, capsys,
+                                                      monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import reproduce as cli
+
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "stosign_nonsmooth", *args,
+                                      f"runs_root={tmp_path}"])
+    try:
+        code = cli.main()
+    except SystemExit as e:  # argparse's parser.error
+        code = e.code
+    assert code == 2 and named in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
