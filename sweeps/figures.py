@@ -123,36 +123,54 @@ def draw(table: Table, rows: list[Row], out: Path) -> None:
             ax.axis("off")
         what = "train loss" if key == "loss" else f"{key} (the table's metric)"
         axes[0][0].set_ylabel(what)
+        # the suptitle in its own band at the top, in inches: tall figures kept overlapping it
+        height, lines = fig.get_figheight(), 2 if key == "loss" else 1
         fig.suptitle(f"{table.name}: {what}; at the chosen lr each seed faint and the mean "
                      f"thick, other lrs their mean"
-                     + ("\n(smoothed; x = a spike event of seed 0, as the table counts them)"
-                        if key == "loss" else ""), fontsize=10)
-        fig.tight_layout()
+                     + ("\n(smoothed; x = a spike event of each setting's first seed, as the "
+                        "table counts them)" if key == "loss" else ""), fontsize=10,
+                     y=1 - 0.08 / height, va="top")
+        fig.tight_layout(rect=(0, 0, 1, 1 - (0.2 + 0.2 * lines) / height))
         save(fig, out / "loss_curves.png", dpi=110)
         plt.close(fig)
 
     colors = plt.cm.tab20.colors
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for k, r in enumerate(rows):
-        pts = [(lr, v) for lr, v in r.per_lr.items() if v is not None]
-        if pts:
-            ax.plot(*zip(*sorted(pts)), marker="o", label=r.label, color=colors[k % len(colors)])
+    lines = shared_lines(rows)
+    for k, (pts, labels) in enumerate(lines.items()):
+        label = labels[0] if len(labels) == 1 else " = ".join(labels) + " (identical)"
+        ax.plot(*zip(*pts), marker="o", label=label, color=colors[k % len(colors)])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(table.metric.name)
     missing = "diverged or failed (raised)" if any(r.failed for r in rows) else "diverged"
-    ax.set_title(f"{table.name}: final metric vs lr (missing points {missing})")
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    save(fig, out / "metric_vs_lr.png", dpi=120)
+    shared = sum(len(labels) for labels in lines.values() if len(labels) > 1)
+    ax.set_title(f"{table.name}: final metric vs lr (missing points {missing})"
+                 + (f"\n{shared} rows share a line with others: equal at every lr"
+                    if shared else ""), fontsize=10)
+    # below the axes, one entry a line: long labels (and groups of them) stay whole
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.14))
+    save(fig, out / "metric_vs_lr.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     for name in table.figures:  # the table's own figures
         FIGURES[name](rows, out, plt)
 
 
+def shared_lines(rows) -> dict[tuple, list[str]]:
+    """{(lr, value) points: the labels of the rows with them}: rows with the same value (to 6
+    digits) at every lr would hide under one line; they get one line, every label."""
+    lines: dict[tuple, list[str]] = {}
+    for r in rows:
+        pts = tuple(sorted((lr, float(f"{v:.6g}")) for lr, v in r.per_lr.items()
+                           if v is not None))
+        if pts:
+            lines.setdefault(pts, []).append(r.label)
+    return lines
+
+
 def p_per_layer_figure(rows, out: Path, plt) -> None:
     """SMuon's chosen Schatten p per layer over training (the `p/<layer>` columns its runs log),
-    seed 0 at the chosen lr of each row that has them: one panel per row, two panels a line,
+    the first seed at the chosen lr of each row that has them: one panel per row, two panels a line,
     layers coloured by depth (viridis, first → last) with their names shortened to what tells
     them apart, and a legend only where it fits (≤ 12 layers)."""
     logs = []
@@ -176,8 +194,8 @@ def p_per_layer_figure(rows, out: Path, plt) -> None:
         ax.set_xlabel("step")
         ax.set_ylabel("chosen Schatten p")
         ax.set_yscale("log")
-        ax.set_title(f"{r.label} (lr {r.best_lr:g}): p of {len(layers)} layers, seed 0",
-                     fontsize=9)
+        ax.set_title(f"{r.label} (lr {r.best_lr:g}): p of {len(layers)} layers, seed "
+                     f"{r.chosen.seeds[0]}", fontsize=9)
         if len(layers) <= 12:
             ax.legend(fontsize=6, ncol=2)
         else:

@@ -343,6 +343,38 @@ def test_p_per_layer_figure_is_drawn_from_the_logged_p(tmp_path):
     (tmp_path / "p_per_layer.png").unlink()
     p_per_layer_figure([_row("muon")], tmp_path, plt)  # no p logged: no figure
     assert not (tmp_path / "p_per_layer.png").exists()
+    # the panel names the seed it drew (the tables' seeds are 42-44, not 0)
+    seeded = _row("smuon", metrics=log)
+    seeded.chosen.seeds[0] = 42
+    recording = _Recording(plt)
+    p_per_layer_figure([seeded], tmp_path, recording)
+    assert recording.figures[0].axes[0].get_title().endswith("seed 42")
+
+
+class _Recording:
+    """matplotlib.pyplot, keeping the figures `subplots` made (the figure code closes them)."""
+
+    def __init__(self, plt):
+        self.plt, self.figures = plt, []
+
+    def __getattr__(self, name):
+        return getattr(self.plt, name)
+
+    def subplots(self, *args, **kwargs):
+        fig, axes = self.plt.subplots(*args, **kwargs)
+        self.figures.append(fig)
+        return fig, axes
+
+
+def test_rows_equal_at_every_lr_share_one_line_with_every_label():
+    from sweeps.figures import shared_lines
+
+    a, b, c = _row("a"), _row("b"), _row("c")
+    for r, v in ((a, 1.0), (b, 1.0), (c, 2.0)):
+        r.per_lr = {1e-3: v, 3e-3: v + 0.5}
+    assert list(shared_lines([a, b, c]).values()) == [["a", "b"], ["c"]]
+    b.per_lr[3e-3] = 1.6
+    assert len(shared_lines([a, b, c])) == 3
 
 
 def _write(folder, raw):
