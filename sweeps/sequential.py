@@ -164,10 +164,12 @@ class Plan:
 def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Design()) -> Plan:
     """Stage 2 from stage 1's rows: each comparison not decided at stage 1 asks for the seeds
     that give its combination test 80% conditional power at the difference it must detect
-    (`size`); a row gets the most its comparisons ask; if the estimated compute (each row's mean
-    run time at its chosen setting) exceeds the budget, every request shrinks in proportion,
-    and a row that cannot get MIN_ADDED gets none."""
+    (`size`); a row gets the most its comparisons ask. The budget (each row's mean run time at
+    its chosen setting) funds the cheapest requests first; the first that does not fit gets
+    what is left if that is at least MIN_ADDED seeds a row, and a request that cannot get
+    MIN_ADDED is not run."""
     wanted: dict[str, int] = {}
+    requests: list[tuple[str, tuple[str, str], int]] = []
     lines, eligible, asked = [], 0, 0
     by_label = {r.key.base: r for r in rows if not r.key.ablation}
     for part in table.claim_parts:
@@ -185,17 +187,23 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
             asked += 1
             ask, why = size(part, c, tests, design)
             lines.append(f"{name}: asks {ask} seeds a row ({why})")
-            for label in (c.claimed, c.other):
-                wanted[label] = max(wanted.get(label, 0), ask)
-    cost = {label: _minutes_a_run(by_label[label]) for label in wanted}
-    total = sum(wanted[k] * cost[k] for k in wanted)
-    if total > budget_min:
-        share = budget_min / total
-        wanted = {k: int(n * share) for k, n in wanted.items()}
-        wanted = {k: n for k, n in wanted.items() if n >= MIN_ADDED}
-        lines.append(f"the budget ({budget_min:g} min) covers {100 * share:.0f}% of what was "
-                     f"asked ({total:.1f} min): each request shrinks in proportion"
-                     + ("" if wanted else f", below {MIN_ADDED} seeds a row: nothing runs"))
+            requests.append((name, (c.claimed, c.other), ask))
+    cost = {label: _minutes_a_run(by_label[label]) for _, pair, _ in requests for label in pair}
+    left = budget_min
+    # the cheapest requests first: within a budget, as many comparisons decided as it allows
+    for name, pair, ask in sorted(requests, key=lambda r: r[2] * sum(cost[x] for x in r[1])):
+        def extra(n: int) -> float:
+            return sum(max(0, n - wanted.get(label, 0)) * cost[label] for label in pair)
+        n = next((k for k in range(ask, MIN_ADDED - 1, -1) if extra(k) <= left), 0)
+        if not n:
+            lines.append(f"{name}: not run: its {MIN_ADDED} seeds a row would take "
+                         f"{extra(MIN_ADDED):.1f} min, {left:.1f} min of the budget are left")
+            continue
+        left -= extra(n)
+        for label in pair:
+            wanted[label] = max(wanted.get(label, 0), n)
+        if n < ask:
+            lines.append(f"{name}: gets {n} of its {ask} seeds a row (the budget)")
     first = max(table.seeds) + 1
     seeds = {k: list(range(first, first + n)) for k, n in wanted.items()}
     return Plan(seeds, sum(len(s) * cost[k] for k, s in seeds.items()), lines, eligible, asked)
