@@ -58,8 +58,11 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
     tabled = records.read(folder)
     chosen = {}  # (task, optim) → one of its runs: the first that completed, else the first
     for (task, optim), runs in stale.items():
-        done = [r for r in runs if tabled.runs[r.index].status == "completed"]
-        chosen[(task, optim)] = (done or runs)[0]
+        # the table's own runs (a two-stage table's stage 2 follows them) represent the pair:
+        # its certificate then holds for the pair's stage-2 runs too
+        own = [r for r in runs if r.index < len(tabled.runs)] or runs
+        done = [r for r in own if tabled.runs[r.index].status == "completed"]
+        chosen[(task, optim)] = (done or own)[0]
     name = f"certify-{state.table}-{folder.name}"
     overrides = [[*tabled.runs[r.index].overrides, *runs_root_overrides]
                  for r in chosen.values()]

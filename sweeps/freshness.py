@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import records, spec
+from sweeps import records, sequential, spec
 from sweeps.compose import compose_runs
 from tasks.train import identity
 
@@ -110,13 +110,16 @@ def check(folder: Path, root: Path = identity.PROJECT_ROOT,
     if [tuple(r.overrides) for r in runs] != [r.overrides for r in tabled.runs]:
         return TableFreshness(name, scale, folder, (), f"conf/table/{name}.yaml no longer "
                                                        f"expands to the records' runs")
-    composed = compose_runs([list(r.overrides) for r in runs], validate_runs=False)
+    # stage 2 of a two-stage table (sweeps/sequential.py) is checked as its other runs are
+    stage2 = sequential.read(folder)
+    recorded = [*tabled.runs, *(stage2.runs if stage2 is not None else ())]
+    composed = compose_runs([list(r.overrides) for r in recorded], validate_runs=False)
     if reading is None and Path(root) != identity.PROJECT_ROOT:
         reading = identity.Reading(root)
     certified = {(c.task, c.optim, c.made_at, c.now) for c in tabled.certificates}
     versions: dict[tuple, str] = {}
     out = []
-    for i, (record, (_, cfg)) in enumerate(zip(tabled.runs, composed)):
+    for i, (record, (_, cfg)) in enumerate(zip(recorded, composed)):
         targets = (cfg["optim"].get("_target_"), cfg["task"].get("_target_"))
         if targets not in versions:
             versions[targets] = identity.code_version(cfg, root, reading)

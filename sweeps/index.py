@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import freshness, spec
+from sweeps import freshness, sequential, spec
 from sweeps.records import RECORDS_FILE
 from sweeps.verdict import OUTCOMES
 from tasks.train import store
@@ -42,8 +42,12 @@ changed through code edits that `reproduce.py TABLE --certify` showed change no 
 per changed task and optimizer, bit for bit); `stale` cannot stay (CI fails on it:
 tests/test_freshness.py; `python scripts/freshness.py` says what fixes it).
 
-| table | scale | verdict | code | runs | compute (run wall time, summed) |
-|---|---|---|---|---|---|
+The seeds column says how the verdict's seeds were chosen: `fixed`, the spec's seeds; `two
+stages`, the spec's seeds then those `reproduce.py TABLE --decide` added to the compared rows by
+a design with stated error (`sweeps/sequential.py`; its runs and their time are counted here).
+
+| table | scale | verdict | seeds | code | runs | compute (run wall time, summed) |
+|---|---|---|---|---|---|---|
 """
 
 
@@ -55,6 +59,7 @@ class Entry:
     code: str  # fresh, certified or stale (sweeps/freshness.py)
     runs: int
     seconds: float  # run wall time, summed
+    added: int = -1  # runs stage 2 added (sweeps/sequential.py); -1: a fixed design
 
 
 def entries(results: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
@@ -66,9 +71,12 @@ def entries(results: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
         md = (folder / "table.md").read_text() if (folder / "table.md").exists() else ""
         verdict = next((line.strip("* ").removeprefix("Verdict: ") for line in md.splitlines()
                         if line.startswith("**Verdict:")), "no table rendered")
+        stage2 = sequential.read(folder)
+        if stage2 is not None:
+            seconds += sum((r.get("wall_time_s") or 0.0) for r in stage2.runs)
         out.append(Entry(folder.parent.name, folder.name, verdict.split(" — ")[0],
                          freshness.check(folder, tables=tables).state, len(data["runs"]),
-                         seconds))
+                         seconds, len(stage2.runs) if stage2 is not None else -1))
     return out
 
 
@@ -76,8 +84,10 @@ def text(results: Path, tables: Path = spec.TABLE_DIR) -> str:
     lines = [HEADER.format(records=RECORDS_FILE)]
     found = entries(results, tables)
     for e in found:
+        seeds = "fixed" if e.added < 0 else "two stages"
+        runs = f"{e.runs}" if e.added < 0 else f"{e.runs} + {e.added}"
         lines.append(f"| [{e.table}]({e.table}/{e.scale}/table.md) | {e.scale} | {e.verdict} | "
-                     f"{e.code} | {e.runs} | {e.seconds / 60:.1f} min |\n")
+                     f"{seeds} | {e.code} | {runs} | {e.seconds / 60:.1f} min |\n")
     outcomes = [e.verdict for e in found]
     counts = {o: outcomes.count(o) for o in OUTCOMES if outcomes.count(o)}
     lines.append("\nOutcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ".\n")

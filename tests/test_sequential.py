@@ -151,3 +151,25 @@ def test_the_budget_funds_the_cheapest_comparisons_first():
     assert len(cheap.seeds["adamw"]) == n == len(cheap.seeds["s3"])
     assert len(cheap.seeds.get("sgd", [])) < n
     assert cheap.minutes <= 0.4 * n + 1e-9
+
+
+def test_freshness_checks_the_runs_stage_two_added(tmp_path):
+    """A committed two-stage table is stale when a stage-2 run's key is not the tree's."""
+    import dataclasses
+    import shutil
+
+    from sweeps import freshness
+
+    folder = tmp_path / "stosign_conversion" / "tiny"
+    shutil.copytree(ROOT / "results" / "stosign_conversion" / "tiny", folder)
+    before = freshness.check(folder)
+    added = sequential.read(folder)
+    assert len(before.runs) == len(sequential.records.read(folder).runs) + len(added.runs)
+    assert before.state in (freshness.FRESH, freshness.CERTIFIED)
+    first = added.runs[0]
+    forged = dataclasses.replace(first, summary={**first.summary, "run_key": "0" * 10})
+    sequential.write(folder, dataclasses.replace(added, runs=(forged, *added.runs[1:])))
+    after = freshness.check(folder)
+    assert after.state == freshness.STALE
+    assert [r.index for r in after.runs if r.state != freshness.FRESH and
+            r.state != freshness.CERTIFIED] == [len(before.runs) - len(added.runs)]
