@@ -413,8 +413,17 @@ def _undecided(part: ClaimPart, c: Comparison) -> None:
     pass: the claim's (above −δ; inside ±δ by TOST) or, observed beyond the margin, the test
     against it."""
     d, level = c.difference, c.level_for
-    if c.size is None:
-        c.outcome, c.reason = "inconclusive", INSIDE
+    if c.size is None:  # no effect to lack power for: what the difference observed would take
+        upper = d.mean > 0
+        needed = d.seeds_needed(lambda n: d.power(d.mean, 0.0, upper, level, n)) \
+            if d.mean != 0 else None
+        whole = " over the whole lr grid" if part.kind in ("sensitivity", "average_rank") else ""
+        cost = (f" (about {needed * c.minutes_a_seed:.0f} min of run time)"
+                if needed and c.minutes_a_seed else "")
+        c.outcome, c.reason = "inconclusive", (
+            f"{INSIDE}; the claim states no effect size; to decide the difference observed "
+            f"({d.mean:+.3g}) " + (f"{needed} seeds a row{whole} would give 80% power{cost}"
+                                   if needed else "more than 200 seeds a row would be needed"))
         return
     size, observed = c.size[0], d.mean
     if part.kind == "matches" and abs(observed) < size:

@@ -119,6 +119,13 @@ def test_a_claimed_effect_the_test_has_no_power_for_is_underpowered_and_says_the
     assert "no number of seeds up to 200" in tiny.details[0]
     none = verdict.decide(table_for(part("better")), rows)
     assert none.result == "inconclusive" and "states no effect size" in none.details[0]
+    assert "more than 200 seeds a row would be needed" in none.details[0]
+    timed = {"wall_time_s": 60.0}
+    closer = [row("s3", [0.95, 1.3, 0.76], summary=timed),
+              row("adamw", [1.02, 1.25, 0.85], summary=timed)]  # d +0.037, sd 0.06
+    v = verdict.decide(table_for(part("better")), closer)
+    seeds = int(v.details[0].split(" seeds a row would give 80% power")[0].split()[-1])
+    assert f"{seeds} seeds a row would give 80% power (about {2 * seeds} min" in v.details[0]
 
 
 def test_an_interval_below_the_claimed_effect_is_smaller_than_claimed():
