@@ -30,6 +30,16 @@ def test_every_committed_table_is_fresh_or_certified(folder):
     assert state.state in (freshness.FRESH, freshness.CERTIFIED), state.describe()
 
 
+def test_every_spec_has_a_committed_table_with_its_records():
+    """A miniature where one can show anything; where the paper scale itself runs here
+    (smuon_exact_p, smuon_limitations) that table is the spec's committed one."""
+    from sweeps import spec
+
+    without = [name for name in spec.available()
+               if not any((RESULTS / name).glob(f"*/{records.RECORDS_FILE}"))]
+    assert not without, f"specs without a committed table: {without}"
+
+
 def test_an_edit_to_s3s_update_makes_exactly_the_tables_with_s3_rows_stale(tmp_path):
     for package in identity.CODE_PACKAGES:
         shutil.copytree(identity.PROJECT_ROOT / package, tmp_path / package)

@@ -4,6 +4,7 @@ end (runs → collect → rendered files), re-rendered without new runs."""
 import dataclasses
 import gzip
 import json
+import shutil
 
 import pytest
 import yaml
@@ -230,39 +231,51 @@ RECORD_DAMAGE = {
 }
 
 
+@pytest.fixture(scope="module")
+def mini_results(tmp_path_factory, data_root):
+    """The mini table run once and rendered with its records: (its spec folder, its results);
+    a test that damages them works on its own copy."""
+    root = tmp_path_factory.mktemp("mini_results")
+    (root / "tables").mkdir()
+    (root / "tables" / "mini.yaml").write_text(yaml.safe_dump(MINI))
+    where = [f"runs_root={root / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=root / "results",
+                     tables=root / "tables") == 0
+    return root / "tables", root / "results"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", list(RECORD_DAMAGE))
 def test_damaged_records_are_refused_naming_the_file_the_run_and_the_field(
-        mini_table, tmp_path, data_root, damage):
+        mini_results, tmp_path, damage):
+    tables, made = mini_results
     results = tmp_path / "results"
-    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
+    shutil.copytree(made, results)
     path = results / "mini" / "tiny" / records.RECORDS_FILE
     change, message = RECORD_DAMAGE[damage]
     path.write_bytes(change(path.read_bytes()))
     with pytest.raises(ValueError, match=message):
-        reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
+        reproduce("mini", [], "test", render_only=True, results=results, tables=tables)
 
 
 @pytest.mark.slow
-def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_table, tmp_path,
-                                                                   data_root, monkeypatch):
-    results = tmp_path / "results"
-    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results, tables=mini_table.tables) == 0
+def test_render_only_refuses_records_of_another_spec_or_mixed_code(mini_results, tmp_path):
+    made_tables, made = mini_results
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    shutil.copytree(made, results)
+    shutil.copytree(made_tables, tables)
     out = results / "mini" / "tiny"
     data = records.read(out)
     data.runs[0].summary["code_version"] = "0123456789ab"
     records.write(out, data)
     with pytest.raises(ValueError, match="different optimizer/task code: 0123456789ab"):
-        reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
+        reproduce("mini", [], "test", render_only=True, results=results, tables=tables)
     records.write(out, dataclasses.replace(data, allow_mixed=True))
-    assert reproduce("mini", [], "test", render_only=True, results=results,
-                     tables=mini_table.tables) == 0
+    assert reproduce("mini", [], "test", render_only=True, results=results, tables=tables) == 0
     assert "0123456789ab (1 runs)" in (out / "table.md").read_text()
-    _write(tmp_path / "tables", dict(MINI, seeds=[0, 1, 2]))
+    _write(tables, dict(MINI, seeds=[0, 1, 2]))
     with pytest.raises(ValueError, match="another version of conf/table/mini.yaml"):
-        reproduce("mini", [], "test", render_only=True, results=results, tables=mini_table.tables)
+        reproduce("mini", [], "test", render_only=True, results=results, tables=tables)
 
 
 def _row(label, variant="", metrics=(), **extra):
