@@ -126,8 +126,12 @@ def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_pa
 ])
 def test_decide_refuses_bad_input_before_anything_runs(args, named, tmp_path, capsys,
                                                       monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import reproduce as cli
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("reproduce_cli",
+                                                    ROOT / "scripts" / "reproduce.py")
+    cli = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(cli)
 
     monkeypatch.setattr(sys, "argv", ["reproduce.py", "stosign_nonsmooth", *args,
                                       f"runs_root={tmp_path}"])
