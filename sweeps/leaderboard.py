@@ -107,6 +107,10 @@ def entries(folder: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
 
 
 def _mean(row: Row, key: str) -> float | None:
+    """The mean of a summary key at the row's chosen setting; None where it has none (a
+    reference row that diverged at every lr: AdamW under emulated FP4)."""
+    if row.chosen is None:
+        return None
     values = [run.get(key) for run in row.chosen.runs]
     values = [v for v in values if isinstance(v, (int, float))]
     return statistics.mean(values) if values else None
