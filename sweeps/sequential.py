@@ -42,7 +42,6 @@ from pathlib import Path
 from scipy import integrate, optimize
 from scipy.special import ndtr
 from scipy.stats import norm
-from statsmodels.stats.power import ttest_power
 
 from sweeps import records, verdict
 from sweeps.collect import Row
@@ -219,6 +218,8 @@ def size(part: ClaimPart, c: verdict.Comparison, tests: dict[str, float],
     Φ(−(√2·c₂ − z₁)), and n₂ is the fewest seeds whose power there (statsmodels' noncentral t)
     reaches 80% at Δ/σ, Δ the distance from that difference to the boundary of the test it
     would pass."""
+    from statsmodels.stats.power import ttest_power  # 2 s to import: only where asked
+
     d = c.difference
     sigma = d.se * math.sqrt(d.n)
     observed = d.mean

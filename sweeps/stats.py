@@ -21,7 +21,6 @@ import statistics
 from dataclasses import dataclass
 
 from scipy import stats
-from statsmodels.stats.power import ttest_power
 
 LEVEL = 0.95
 ALPHA = (1.0 - LEVEL) / 2  # each one-sided test
@@ -98,6 +97,8 @@ class Difference:
         """The power of the one-sided t-test of d against `boundary` (H1: d above it when
         `upper`) at `level`, if the true difference were `alternative`, with n seeds a row
         (default: this design's): statsmodels' noncentral-t power at the observed spread."""
+        from statsmodels.stats.power import ttest_power  # 2 s to import: only where asked
+
         n = n or self.n
         se, df = self._se_at(n)
         if se <= 0 or df <= 0:

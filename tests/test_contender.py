@@ -43,7 +43,7 @@ def test_a_class_from_outside_enters_a_table_with_one_command(user_package, tmp_
     [table] = list((tmp_path / "contenders" / "stosign_nonsmooth").glob("*/table.md"))
     text = table.read_text()
     assert "with contender signedadam" in text and "| signedadam |" in text
-    assert "[signedadam vs stosignsgd]" in text  # the claim, the contender in its row's place
+    assert "[signedadam vs stochastic_sign]" in text  # the claim, the contender in its row's place
     # 3 lrs (the rows' budget), spaced as the rows' grids (3, 3.33: median 3.33), around 1e-3
     assert "signedadam: lr {0.0003, 0.001, 0.00333}" in text
     assert (ROOT / "results" / "stosign_nonsmooth" / "tiny" / "table.md").read_bytes() \

@@ -158,7 +158,7 @@ def test_miniature_table_end_to_end(mini_table, tmp_path, data_root):
     assert (out / "table.csv").read_text().splitlines()[0].startswith("row,best lr")
     assert (out / "loss_curves.png").stat().st_size > 0
     assert (out / "metric_vs_lr.png").stat().st_size > 0
-    assert "| [mini](mini/tiny/table.md) | tiny | inconclusive | fresh | 12 |" in (
+    assert "| [mini](mini/tiny/table.md) | tiny | inconclusive | fixed | fresh | 12 |" in (
         results / "README.md").read_text()
     # a second call submits nothing, and renders the same table from the same runs
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "table.md"}
