@@ -10,6 +10,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+# One thread per torch process: the suite runs as two xdist workers on two cores, each of whose
+# tests starts training processes; two OpenMP threads per process oversubscribed the cores and
+# made the subprocess-heavy tests 2-3x slower (tests/test_resume_signal.py: 235 s -> 69 s summed).
+# Set before any test module imports torch (nothing above does), and inherited by every process
+# a test starts; a value the caller set is kept. Inductor compiles in this process instead of
+# first starting a pool of compile workers (each importing torch) for the few kernels a test
+# compiles.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")
 

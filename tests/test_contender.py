@@ -32,12 +32,14 @@ def reproduce(cwd, pythonpath, *args, timeout=900):
 def test_a_class_from_outside_enters_a_table_with_one_command(user_package, tmp_path):
     """One command: the class's defaults, an lr grid of the table's size and spacing centred
     on its default lr, the table's seeds and rules; a row and a verdict against the paper's
-    method, written under the contender results root (the committed table is untouched)."""
+    method, written under the contender results root (the committed table is untouched). The
+    table's own rows come from its committed records: only the contender's 9 runs train."""
     committed = (ROOT / "results" / "stosign_nonsmooth" / "tiny" / "table.md").read_bytes()
-    done = reproduce(tmp_path, user_package, "stosign_nonsmooth", "steps=300",
+    done = reproduce(tmp_path, user_package, "stosign_nonsmooth",
                      "--contender", "signedadam=signedadam.SignedAdam",
                      "--results", str(tmp_path / "contenders"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "45 runs, 36 taken from the records; submitted 9" in done.stdout
     assert "your optimizer (signedadam = signedadam.SignedAdam) in stosign_nonsmooth: " \
            "Verdict:" in done.stdout
     [table] = list((tmp_path / "contenders" / "stosign_nonsmooth").glob("*/table.md"))
@@ -134,46 +136,35 @@ NONSMOOTH_MINI = {
 }
 
 
-@pytest.fixture
-def mini_nonsmooth(tmp_path):
+@pytest.fixture(scope="module")
+def mini_nonsmooth(tmp_path_factory):
+    """The mini table's spec, and its records made once for the module's tests: each
+    contender then runs its own row only (the table's rows are taken from the records)."""
     import yaml
 
     from sweeps import sources
-
-    raw = {**NONSMOOTH_MINI}
-    raw["scales"]["paper"]["sources"] = {k: {"assumption": "test"} for k in sources.SETTINGS}
-    (tmp_path / "tables").mkdir()
-    (tmp_path / "tables" / "mini.yaml").write_text(yaml.safe_dump(raw))
-    return tmp_path / "tables"
-
-
-def enter(name, target, tables, tmp_path, capsys):
     from sweeps.reproduce import reproduce as run_table
 
-    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={tmp_path / 'data'}"]
+    root = tmp_path_factory.mktemp("mini")
+    raw = {**NONSMOOTH_MINI}
+    raw["scales"]["paper"]["sources"] = {k: {"assumption": "test"} for k in sources.SETTINGS}
+    (root / "tables").mkdir()
+    (root / "tables" / "mini.yaml").write_text(yaml.safe_dump(raw))
+    assert run_table("mini", [f"runs_root={root / 'table_runs'}", f"data_root={root / 'data'}"],
+                     "test", results=root / "committed", tables=root / "tables") == 0
+    return root
+
+
+def enter(name, target, mini, tmp_path, capsys):
+    from sweeps.reproduce import reproduce as run_table
+
+    where = [f"runs_root={tmp_path / 'runs'}", f"data_root={mini / 'data'}"]
     code = run_table("mini", where, "test", contender=contender.parse(f"{name}={target}"),
-                     results=tmp_path / "contenders", tables=tables,
-                     committed=tmp_path / "committed")
+                     results=tmp_path / "contenders", tables=mini / "tables",
+                     committed=mini / "committed")
     out = capsys.readouterr().out
     table = (tmp_path / "contenders" / "mini" / f"tiny-{name}" / "table.md").read_text()
     return code, out, table
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name,target", [  # one of each library (the suite's time limit)
-    ("sfadamw", "schedulefree.AdamWScheduleFree"),
-    ("po_adabelief", "pytorch_optimizer.AdaBelief"),
-])
-def test_real_third_party_optimizers_get_rows(mini_nonsmooth, tmp_path, capsys, name, target):
-    """Schedule-free optimizers train in train mode and evaluate in eval mode: they get rows
-    (before, every run raised 'Optimizer was not in train mode' and the table said
-    'diverged'); pytorch-optimizer's get rows as they are."""
-    code, out, table = enter(name, target, mini_nonsmooth, tmp_path, capsys)
-    assert code == 0, out
-    row = next(line for line in table.splitlines() if line.startswith(f"| {name} |")
-               or line.startswith(f"| **{name}** |"))
-    assert "failed" not in row and "diverged at every lr" not in row, row
-    assert "Failed runs" not in table
 
 
 @pytest.mark.slow
@@ -201,24 +192,25 @@ def test_an_optimizer_whose_runs_all_fail_is_reported_failed_never_diverged(
 
 
 @pytest.mark.slow
-def test_a_contender_runs_only_its_own_row_when_the_tables_records_are_fresh(
-        mini_nonsmooth, tmp_path, capsys):
-    """The table's own rows come from its committed records (their run keys are the tree's):
-    two contenders enter one after the other, each running its own runs only, and each
-    table lists the records it read."""
-    from sweeps.reproduce import reproduce as run_table
-
-    committed = tmp_path / "committed"
-    assert run_table("mini", [f"runs_root={tmp_path / 'table_runs'}",
-                              f"data_root={tmp_path / 'data'}"], "test", results=committed,
-                     tables=mini_nonsmooth) == 0
-    table_runs = len(list((tmp_path / "table_runs").glob("*/*/*/summary.json")))
-    for name, target in (("sfadamw", "schedulefree.AdamWScheduleFree"),
+def test_real_third_party_optimizers_get_rows_and_run_only_their_own(mini_nonsmooth, tmp_path,
+                                                                     capsys):
+    """Schedule-free optimizers train in train mode and evaluate in eval mode: they get rows
+    (before, every run raised 'Optimizer was not in train mode' and the table said
+    'diverged'); pytorch-optimizer's get rows as they are. The table's own rows come from its
+    committed records (their run keys are the tree's): two contenders enter one after the
+    other, each running its own runs only, and each table lists the records it read."""
+    table_runs = mini_nonsmooth / "table_runs"
+    made = sorted(table_runs.glob("*/*/*/summary.json"))
+    committed = mini_nonsmooth / "committed" / "mini" / "tiny" / "records.json.gz"
+    for name, target in (("sfadamw", "schedulefree.AdamWScheduleFree"),  # one per library
                          ("po_lion", "pytorch_optimizer.Lion")):
         code, out, table = enter(name, target, mini_nonsmooth, tmp_path, capsys)
         assert code == 0, out
-        assert f"reusing the runs of {committed / 'mini' / 'tiny' / 'records.json.gz'}" in out
+        assert f"reusing the runs of {committed}" in out
         ran = {p.parts[-3] for p in (tmp_path / "runs").glob("*/*/*/summary.json")}
         assert name in ran and not ran & {"signsgd", "signum"}  # the table's rows: taken
-        assert f"| {name} |" in table or f"| **{name} |" in table
-    assert len(list((tmp_path / "table_runs").glob("*/*/*/summary.json"))) == table_runs
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |")
+                   or line.startswith(f"| **{name}** |"))
+        assert "failed" not in row and "diverged at every lr" not in row, row
+        assert "Failed runs" not in table
+    assert sorted(table_runs.glob("*/*/*/summary.json")) == made

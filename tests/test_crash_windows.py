@@ -3,64 +3,59 @@ moment): the next start resumes from the newest complete checkpoint and ends bit
 a run that was never stopped.
 
 The stop is a real process exit (os._exit, as SIGKILL would leave things: no cleanup, no
-finally), made by a child process that wraps os.replace and the checkpoint's file writer and
-counts them during the one save it targets.
+finally), made by a child process (forked from the test's, which has torch imported already)
+that wraps os.replace and the checkpoint's file writer and counts them during the one save it
+targets.
 """
 
 import json
-import subprocess
-import sys
+import multiprocessing
+import os
 
 import pytest
-from omegaconf import OmegaConf
 
 from tasks import run
-from tasks.train import identity, store
-from tests.conftest import ROOT
+from tasks.train import checkpoint, identity, store
 from tests.test_faults import quadratic_cfg
 
 pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
 
-CHILD = r"""
-import os, sys
-sys.path.insert(0, sys.argv[1])
-from omegaconf import OmegaConf
-from tasks import run
-from tasks.train import checkpoint
 
-cfg = OmegaConf.load(sys.argv[2])
-target, where, k = int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-real_save, real_replace, real_write = checkpoint.save, os.replace, checkpoint._HashingWriter.write
-seen = {"saves": 0, "replaces": 0, "active": False}
+def _run_and_die_in_save(cfg, target: int, where: str, k: int) -> None:
+    """In the child: train `cfg`, and exit (code 9) at the point (`where`, `k`) of save
+    number `target`: "during" its first write, "before"/"after" its k-th rename."""
+    real_save, real_replace, real_write = checkpoint.save, os.replace, \
+        checkpoint._HashingWriter.write
+    seen = {"saves": 0, "replaces": 0, "active": False}
 
-def replace(source, dest):
-    if not seen["active"]:
-        return real_replace(source, dest)
-    seen["replaces"] += 1
-    if where == "before" and seen["replaces"] == k:
-        os._exit(9)
-    real_replace(source, dest)
-    if where == "after" and seen["replaces"] == k:
-        os._exit(9)
+    def replace(source, dest):
+        if not seen["active"]:
+            return real_replace(source, dest)
+        seen["replaces"] += 1
+        if where == "before" and seen["replaces"] == k:
+            os._exit(9)
+        real_replace(source, dest)
+        if where == "after" and seen["replaces"] == k:
+            os._exit(9)
 
-def write(self, data):
-    if seen["active"] and where == "during":  # half of the first block, then gone
-        self.f.write(bytes(data)[: max(1, len(data) // 2)])
-        self.f.flush()
-        os._exit(9)
-    return real_write(self, data)
+    def write(self, data):
+        if seen["active"] and where == "during":  # half of the first block, then gone
+            self.f.write(bytes(data)[: max(1, len(data) // 2)])
+            self.f.flush()
+            os._exit(9)
+        return real_write(self, data)
 
-def save(path, obj):
-    seen["saves"] += 1
-    seen["active"] = seen["saves"] == target
-    try:
-        real_save(path, obj)
-    finally:
-        seen["active"] = False
+    def save(path, obj):
+        seen["saves"] += 1
+        seen["active"] = seen["saves"] == target
+        try:
+            real_save(path, obj)
+        finally:
+            seen["active"] = False
 
-os.replace, checkpoint.save, checkpoint._HashingWriter.write = replace, save, write
-run(cfg)
-"""
+    os.replace, checkpoint.save, checkpoint._HashingWriter.write = replace, save, write
+    run(cfg)
+
 
 # Renames a save makes: the first (step 10) publishes its digest, then the file; the second
 # (step 20) also moves the newest pair to `prev` (its digest first, then the file).
@@ -76,13 +71,14 @@ def newest_complete(save: int, where: str, k: int) -> int:
     return 10 * save if published else 10 * (save - 1)
 
 
-def crash_at(tmp_path, save: int, where: str, k: int) -> subprocess.CompletedProcess:
+def crash_at(tmp_path, save: int, where: str, k: int):
+    """The run's config and the exit code of a child that trained it and died in the save."""
     cfg = quadratic_cfg(tmp_path)
-    path = tmp_path / "cfg.yaml"
-    OmegaConf.save(cfg, path)
-    child = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(path), str(save), where,
-                            str(k)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return cfg, child
+    child = multiprocessing.get_context("fork").Process(
+        target=_run_and_die_in_save, args=(cfg, save, where, k))
+    child.start()
+    child.join(timeout=300)
+    return cfg, child.exitcode
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +90,8 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize("save,where,k", POINTS, ids=lambda v: str(v))
 def test_a_stop_anywhere_in_a_save_resumes_from_the_newest_complete_checkpoint(
         tmp_path, uninterrupted, save, where, k):
-    cfg, child = crash_at(tmp_path, save, where, k)
-    assert child.returncode == 9, child.stdout + child.stderr
+    cfg, exitcode = crash_at(tmp_path, save, where, k)
+    assert exitcode == 9
     rdir = identity.run_dir(cfg)
     summary = run(cfg)  # the next start: no flag, no manual step
     assert summary["status"] == "completed"
@@ -108,16 +104,16 @@ def test_a_stop_anywhere_in_a_save_resumes_from_the_newest_complete_checkpoint(
 
 def test_the_points_cover_every_rename_of_a_save(tmp_path):
     """One rename past the last one listed: the save goes through and so does the run."""
-    cfg, child = crash_at(tmp_path, 2, "before", RENAMES[2] + 1)
-    assert child.returncode == 0, child.stdout + child.stderr
+    cfg, exitcode = crash_at(tmp_path, 2, "before", RENAMES[2] + 1)
+    assert exitcode == 0
     assert store.read_summary(identity.run_dir(cfg))["status"] == "completed"
 
 
 def test_a_dead_save_leaves_temp_files_that_the_next_start_removes(tmp_path, capsys):
-    cfg, child = crash_at(tmp_path, 2, "during", 0)
+    cfg, exitcode = crash_at(tmp_path, 2, "during", 0)
     rdir = identity.run_dir(cfg)
     [leftover] = rdir.glob(".ckpt.pt.*.tmp")
-    assert child.returncode == 9 and leftover.stat().st_size > 0
+    assert exitcode == 9 and leftover.stat().st_size > 0
     run(cfg)
     assert not leftover.exists()
     assert f"removed {leftover.name}" in capsys.readouterr().out

@@ -11,6 +11,13 @@ import torch.multiprocessing as mp
 from tasks.train import distributed
 from tests.conftest import TINY
 
+
+def spawn(fn, args, nprocs, join=True):
+    """mp.spawn's processes, forked: each rank starts with this process's imports (torch)
+    instead of importing them again, seconds per rank. Nothing here has made a process group
+    before forking, so each child sets up its own as a spawned one would."""
+    return mp.start_processes(fn, args=args, nprocs=nprocs, join=join, start_method="fork")
+
 pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
 
 
@@ -35,7 +42,7 @@ def _replicas(rank: int, init: str, out: str, perturb: str | None) -> None:
 
 def replica_diff(tmp_path, perturb):
     out = tmp_path / f"{perturb}.pt"
-    mp.spawn(_replicas, args=(f"file://{tmp_path / f'store-{perturb}'}", str(out), perturb),
+    spawn(_replicas, args=(f"file://{tmp_path / f'store-{perturb}'}", str(out), perturb),
              nprocs=2, join=True)
     return torch.load(out)
 
@@ -180,7 +187,7 @@ def evaluated(tmp_path, preset, data_root, world):
     if world == 1:
         _evaluate(0, *args)
     else:
-        mp.spawn(_evaluate, args=args, nprocs=world, join=True)
+        spawn(_evaluate, args=args, nprocs=world, join=True)
     return torch.load(out)
 
 
@@ -245,7 +252,7 @@ def test_a_run_dir_leased_elsewhere_stops_every_rank_before_ddp_setup(tiny_cfg, 
     out = tmp_path / "outcome"
     t0 = time.time()
     try:
-        mp.spawn(_run_ranked, args=(port, OmegaConf.to_yaml(cfg, resolve=True), str(out)),
+        spawn(_run_ranked, args=(port, OmegaConf.to_yaml(cfg, resolve=True), str(out)),
                  nprocs=2, join=True)
     finally:
         holder.release()
@@ -281,7 +288,7 @@ def test_compile_applies_to_the_data_parallel_model(tmp_path, data_root):
     """task.compile=true compiles the DDP wrapper, and training goes through the compiled graph
     (the task used to compile only an unwrapped model: under DDP it ran eager, silently)."""
     out = tmp_path / "compiled.pt"
-    mp.spawn(_compiled_steps, args=(f"file://{tmp_path / 'store'}", str(out), str(data_root)),
+    spawn(_compiled_steps, args=(f"file://{tmp_path / 'store'}", str(out), str(data_root)),
              nprocs=2, join=True)
     got = torch.load(out)
     assert got["wrapped"] == "DistributedDataParallel"
@@ -327,7 +334,7 @@ def test_stosignsgd_replicas_draw_the_same_noise_and_equal_one_process(tmp_path,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_run, args=(port, OmegaConf.to_yaml(ddp_cfg, resolve=True)), nprocs=2,
+    spawn(_ddp_run, args=(port, OmegaConf.to_yaml(ddp_cfg, resolve=True)), nprocs=2,
              join=True)
     summary = store.read_summary(identity.run_dir(ddp_cfg))
     assert summary["data_parallel"] == {"world_size": 2, "replica_max_abs_diff": 0.0}
@@ -422,7 +429,7 @@ def test_an_fsdp2_run_equals_a_single_process_run(tmp_path, data_root, case):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "fsdp.pt"
-    mp.spawn(_fsdp_run, args=(port, OmegaConf.to_yaml(sharded_cfg, resolve=True), str(out)),
+    spawn(_fsdp_run, args=(port, OmegaConf.to_yaml(sharded_cfg, resolve=True), str(out)),
              nprocs=2, join=True)
     summary = store.read_summary(identity.run_dir(sharded_cfg))
     assert summary["status"] == "completed"
@@ -592,10 +599,10 @@ def test_a_sharded_checkpoint_is_written_by_every_rank_and_resumes_bit_identical
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        spawn = (_fsdp_interrupted, (port, OmegaConf.to_yaml(cfg, resolve=True), stop)) \
+        target = (_fsdp_interrupted, (port, OmegaConf.to_yaml(cfg, resolve=True), stop)) \
             if stop else (_fsdp_run, (port, OmegaConf.to_yaml(cfg, resolve=True),
                                       str(tmp_path / f"{name}.pt")))
-        mp.spawn(spawn[0], args=spawn[1], nprocs=2, join=True)
+        spawn(target[0], args=target[1], nprocs=2, join=True)
         rdir = identity.run_dir(cfg)
         assert store.read_summary(rdir)["status"] == "completed"
         results[name] = (rdir, store.MetricsLog(rdir / "metrics.jsonl").read())
