@@ -66,19 +66,30 @@ def test_an_edit_to_s3s_update_makes_exactly_the_tables_with_s3_rows_stale(tmp_p
 # ---------------------------------------------------------------- certification
 
 
-@pytest.fixture
-def made(tmp_path, data_root):
-    """A miniature table rendered with its records, as committed tables are: (its folder,
-    the results root, the overrides it ran with, the folder of its spec)."""
-    tables = tmp_path / "tables"
+@pytest.fixture(scope="module")
+def made_once(tmp_path_factory, data_root):
+    """A miniature table rendered with its records, as committed tables are, made once for the
+    module: its spec folder, results root and runs root under one folder."""
+    root = tmp_path_factory.mktemp("made")
+    tables = root / "tables"
     tables.mkdir()
     raw = {**MINI, "optimizers": {"adamw": {"lr": [1e-3]}, "s3": {"lr": [1e-3]}},
            "seeds": [0]}
     (tables / "mini.yaml").write_text(yaml.safe_dump(raw))
-    results = tmp_path / "results"
+    where = [f"runs_root={root / 'runs'}", f"data_root={data_root}", "launcher=debug"]
+    assert reproduce("mini", where, "test", results=root / "results", tables=tables) == 0
+    return root
+
+
+@pytest.fixture
+def made(made_once, tmp_path, data_root):
+    """This test's own copy of the miniature table: (its folder, the results root, the
+    overrides it ran with, the folder of its spec)."""
+    for part in ("tables", "results", "runs"):
+        shutil.copytree(made_once / part, tmp_path / part)
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={data_root}", "launcher=debug"]
-    assert reproduce("mini", where, "test", results=results, tables=tables) == 0
-    return results / "mini" / "tiny", results, where, tables
+    return tmp_path / "results" / "mini" / "tiny", tmp_path / "results", where, \
+        tmp_path / "tables"
 
 
 def rewrite(folder, change) -> None:
