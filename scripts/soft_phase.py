@@ -7,7 +7,7 @@ not the sign phase's.
 ROW is a row label of the table (its `| row |` column: `softsignum`, `softsignum k=10`...). The
 run is the row's run at its chosen setting with seed S (the table's first seed by default),
 trained in a temporary runs root, so nothing of the table's runs is touched; the probe changes
-nothing the run computes, and the script checks that the run ends where its record does. It
+nothing the run computes, and the script says whether the run ends where its record does. It
 prints the unsaturated share (entries whose soft sign is below 1 − ε), the linear share (below
 0.1: there the step is momentum SGD at lr·τ) and the distance from the sign step, over the soft
 phase, and writes them as JSON (default results/TABLE/SCALE/soft_phase-ROW.json).
@@ -52,6 +52,11 @@ def the_run(table_name: str, row_label: str, scale: str, seed: int | None):
         raise SystemExit(f"error: seed {seed} is not among the chosen setting's seeds "
                          f"{cell.seeds}")
     return table, out, cell.runs[cell.seeds.index(seed)], seed
+
+
+def made_at(record) -> str:
+    env = (record.summary or {}).get("environment", {})
+    return f"commit {str(env.get('git_commit', '?'))[:12]} on {env.get('host', '?')}"
 
 
 def summarize(steps, first_of: int = 5) -> dict:
@@ -106,8 +111,11 @@ def main() -> int:
               "steps": [vars(s) for s in probe.steps]}
     out = args.out or folder / f"soft_phase-{args.row.replace(' ', '_')}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
+    # the probe changes nothing; a record made on another machine (or at another thread
+    # count) rounds differently, and training carries that rounding on
     print(f"{table.name}/{args.scale} {args.row} (seed {seed}): {key} {now} "
-          f"({'as its record' if now == then else f'its record: {then}'})")
+          f"({'as its record' if now == then else f'its record, made at {made_at(record)}: '}"
+          f"{'' if now == then else then})")
     for group, s in result["soft_phase"].items():
         print(f"  {group}: {s['soft_steps']} soft steps, τ {s['tau_first']:.4g} → "
               f"{s['tau_last']:.4g}; unsaturated {s['unsaturated_all']:.1%} (first "
