@@ -9,10 +9,14 @@ gets three numbers:
 
     unsaturated  share of entries below 1 − ε (ε the group's `eps`): what the soft sign changes
     linear       share below 0.1 (tanh(x) and x/√(1 + x²) are within 0.5% of x there)
-    from_sign    mean |soft sign − the sign phase's map| over entries: how far the step is
-                 from the sign phase's, 0 (the same step) to 1 (no step at all). The sign
-                 phase's map is 1 for SoftSignum (|sign(u)|) and Muon's Newton-Schulz
-                 response for SoftMuon, which is itself below 1 for small singular values.
+    from_sign    mean of 1 − soft sign over entries: how far the step is from the exact sign
+                 (sign(u); the polar factor U·Vᵀ for SoftMuon), 0 (the same step) to 1 (no
+                 step at all): what the temperature softens
+
+and, for SoftMuon, `from_newton_schulz`: mean |soft sign − Muon's Newton-Schulz response| over
+singular values, how far the step is from Muon's own: Newton-Schulz is not the exact polar
+factor either (below 1 for small σ, 0.7 to 1.2 elsewhere), so a saturated soft sign still
+differs from Muon's step by that much.
 
 SoftSignum's step is read back from the parameters (θ before and after, weight decay undone,
 over lr), so the probe reads what the optimizer did through whichever path (foreach, kernel,
@@ -57,6 +61,7 @@ class SoftStep:
     unsaturated: float
     linear: float
     from_sign: float
+    from_newton_schulz: float | None = None  # SoftMuon only
 
 
 def _soft_groups(opt: torch.optim.Optimizer) -> list[tuple[int, dict]]:
@@ -120,19 +125,20 @@ class Probe:
             schedule = group["tau_schedule"]
             tau = float(schedule[min(j, len(schedule) - 1)])
             params = [p for p in group["params"] if p.grad is not None]
+            muon = None
             if isinstance(opt, SoftMuon):
-                mags, sign_phase = (torch.cat(x) for x in zip(*[
+                mags, muon = (torch.cat(x) for x in zip(*[
                     _map_magnitudes(group, p, opt.state[p], tau) for p in params]))
             else:
                 lr, decay = group["lr"], group["weight_decay"]
                 mags = torch.cat([_step_magnitudes((b * (1.0 - lr * decay) - p.detach()) / lr)
                                   for b, p in zip(before, params)])
-                sign_phase = torch.ones_like(mags)  # |sign(u)|
             self.steps.append(SoftStep(
                 step=k + 1, soft_step=j, group=i, tau=tau,
                 unsaturated=float((mags < 1.0 - group["eps"]).float().mean()),
                 linear=float((mags < LINEAR).float().mean()),
-                from_sign=float((mags - sign_phase).abs().mean())))
+                from_sign=float((1.0 - mags.clamp(max=1.0)).mean()),
+                from_newton_schulz=None if muon is None else float((mags - muon).abs().mean())))
         self._before = {}
 
     @contextmanager

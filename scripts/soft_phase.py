@@ -72,7 +72,9 @@ def summarize(steps, first_of: int = 5) -> dict:
         out[f"group{group}"] = {
             "soft_steps": len(mine), "tau_first": mine[0].tau, "tau_last": mine[-1].tau,
             **{f"{key}_{name}": mean(part, key) for name, part in parts.items()
-               for key in ("unsaturated", "linear", "from_sign")}}
+               for key in ("unsaturated", "linear", "from_sign")},
+            **({"from_newton_schulz_all": mean(mine, "from_newton_schulz")}
+               if mine[0].from_newton_schulz is not None else {})}
     return out
 
 
@@ -120,7 +122,9 @@ def main() -> int:
         print(f"  {group}: {s['soft_steps']} soft steps, τ {s['tau_first']:.4g} → "
               f"{s['tau_last']:.4g}; unsaturated {s['unsaturated_all']:.1%} (first "
               f"{s['unsaturated_first']:.1%}, last {s['unsaturated_last']:.1%}), linear "
-              f"{s['linear_all']:.1%}, distance from the sign step {s['from_sign_all']:.3f}")
+              f"{s['linear_all']:.1%}, distance from the sign step {s['from_sign_all']:.3f}"
+              + (f", from Muon's Newton-Schulz step {s['from_newton_schulz_all']:.3f}"
+                 if "from_newton_schulz_all" in s else ""))
     print(f"wrote {out}")
     return 0
 

@@ -62,6 +62,7 @@ def test_softsignum_steps_are_read_as_its_tanh_of_the_momentum(tau_max):
         assert unsaturated[0] <= s.unsaturated <= unsaturated[1]
         assert linear[0] <= s.linear <= linear[1]
         assert s.from_sign == pytest.approx(from_sign, abs=1e-4)
+        assert s.from_newton_schulz is None
     assert all(1.0 <= s.tau <= tau_max for s in probe.steps)
 
 
@@ -96,10 +97,13 @@ def test_softmuon_steps_are_read_as_its_spectral_soft_sign(monkeypatch):
         ns = newton_schulz5(u.double(), dtype=torch.float64)
         muon = torch.einsum("ik,ij,jk->k", left, ns, right_t.mT)
         assert s.tau == tau
-        unsaturated, linear, _ = shares(soft.float(), opt.param_groups[0]["eps"], slack=1e-4)
+        unsaturated, linear, from_sign = shares(soft.float(), opt.param_groups[0]["eps"],
+                                                slack=1e-4)
         assert unsaturated[0] <= s.unsaturated <= unsaturated[1]
         assert linear[0] <= s.linear <= linear[1]
-        assert s.from_sign == pytest.approx(float((soft - muon).abs().mean()), abs=1e-4)
+        assert s.from_sign == pytest.approx(from_sign, abs=1e-4)
+        assert s.from_newton_schulz == pytest.approx(float((soft - muon).abs().mean()),
+                                                     abs=1e-4)
 
 
 def test_the_probe_measures_nothing_outside_a_soft_phase_and_is_removed():
