@@ -11,6 +11,7 @@ import torch
 import optim
 from optim import ours
 from optim._fused import Kernel, _cbrt, hash_uniform, noise_keys, root
+from tests.test_host_syncs import HostSyncs, host_counters
 
 STEPS = 12
 SHAPES = [(40, 24), (24,), (3, 4, 5)]
@@ -22,9 +23,10 @@ CASES = {(f"{spec.name}_{variant}" if variant else spec.name): (spec.cls, kwargs
          for variant, kwargs in (spec.fused_variants or {"": spec.example}).items()}
 
 
-def trajectory(cls, kw, path, dtype=torch.float32):
+def trajectory(cls, kw, path, dtype=torch.float32, syncs=None):
     """Parameters after each step, and the optimizer, on one of the paths: "kernel" (eager),
-    "fused" (compiled) or "foreach"."""
+    "fused" (compiled) or "foreach". With `syncs` (a list), the host syncs of each step after
+    the second are appended to it (run it compiled once before: a compile reads the host)."""
     params = [torch.nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(i))
                                  .to(dtype)) for i, s in enumerate(SHAPES)]
     opt = cls(params, fused=path == "fused", **kw)
@@ -36,7 +38,16 @@ def trajectory(cls, kw, path, dtype=torch.float32):
             # heavy-tailed gradients, some exact zeros
             grad = torch.randn(p.shape, generator=g) / torch.rand(p.shape, generator=g) ** 0.5
             p.grad = (grad * (torch.rand(p.shape, generator=g) > 0.1)).to(dtype)
-        opt.step()
+        unfitted = [g.get("tau_schedule", 0) is None for g in opt.param_groups]
+        if syncs is not None and step >= 2:
+            with HostSyncs(host_counters(opt)) as counted:
+                opt.step()
+            fitted = any(u and g["tau_schedule"] is not None
+                         for u, g in zip(unfitted, opt.param_groups))
+            if not fitted:  # the first soft step fits τ on the host, once, by design
+                syncs.extend(counted.calls)
+        else:
+            opt.step()
         out.append([p.detach().float().clone() for p in params])
     return out, opt
 
@@ -66,12 +77,17 @@ def assert_same_run(reference, ref_opt, other, other_opt, path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_every_path_equals_the_eager_kernel(name):
+    """... and the compiled path waits on the host at no step (tests/test_host_syncs.py
+    counts the other paths; the compiled one is counted here, where it is compiled anyway)."""
     cls, kw = CASES[name]
     reference, ref_opt = trajectory(cls, kw, "kernel")
     paths = ["fused"] + (["foreach"] if cls.has_foreach_path() else [])
     for path in paths:
         other, other_opt = trajectory(cls, kw, path)
         assert_same_run(reference, ref_opt, other, other_opt, path)
+    syncs = []  # every graph compiled above: a second compiled run, its syncs counted
+    trajectory(cls, kw, "fused", syncs=syncs)
+    assert syncs == [], f"the compiled path's host syncs: {syncs}"
 
 
 BIT_EXACT_FOREACH = {name: case for name, case in CASES.items()
