@@ -66,18 +66,30 @@ def test_bad_run_in_a_sweep_fails_before_anything_is_submitted(tmp_path):
     assert not any(tmp_path.iterdir())  # no manifest, no submitit folder, no run dir
 
 
-def test_sweep_cli_takes_its_flags_anywhere_on_the_line(tmp_path):
-    base = [sys.executable, "scripts/sweep.py", "launch", "lr"]
+def test_sweep_cli_takes_its_flags_anywhere_on_the_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    base = ["scripts/sweep.py", "launch", "lr"]
     overrides = ["optim.lr=1e-3,3e-3", f"runs_root={tmp_path}", "launcher=local"]
-    for argv in ([*base, "--dry-run", *overrides], [*base, *overrides, "--dry-run"],
-                 [*base, overrides[0], "--dry-run", *overrides[1:]]):
-        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert "2 runs valid; would submit 2" in out.stdout
-    bad = subprocess.run([*base, *overrides, "--dryrun"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert bad.returncode == 2 and "unrecognized flags ['--dryrun']" in bad.stderr
-    assert "--dry-run" in bad.stderr  # the allowed flags
+    out = subprocess.run([sys.executable, *base, "--dry-run", *overrides], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # the command line
+    assert out.returncode == 0, out.stderr
+    assert "2 runs valid; would submit 2" in out.stdout
+    # the other places in this process (the script's main; a process each cost seconds)
+    spec = importlib.util.spec_from_file_location("sweep_cli", ROOT / "scripts" / "sweep.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for argv in ([*base, *overrides, "--dry-run"], [*base, overrides[0], "--dry-run",
+                                                     *overrides[1:]]):
+        monkeypatch.setattr(sys, "argv", argv)
+        assert script.main() == 0
+        assert "2 runs valid; would submit 2" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", [*base, *overrides, "--dryrun"])
+    with pytest.raises(SystemExit) as refused:
+        script.main()
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "unrecognized flags ['--dryrun']" in err
+    assert "--dry-run" in err  # the allowed flags
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
