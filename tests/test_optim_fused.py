@@ -144,6 +144,7 @@ def test_a_changing_lr_does_not_recompile():
 # ---------------------------------------------------------------- helpers
 
 
+@pytest.mark.slow  # five compiles, one per p
 def test_roots_match_exact_math_over_the_float_range():
     x64 = torch.cat([torch.logspace(-37, 37, 20001, dtype=torch.float64),
                      torch.rand(20000, dtype=torch.float64)])

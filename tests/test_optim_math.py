@@ -18,6 +18,9 @@ from optim.spectral import (
 )
 from optim.temperature import folded_cauchy_quantiles
 
+# the compiled path: a compile of a kernel takes up to a minute on two cores (the full tier)
+COMPILED = pytest.param(True, marks=pytest.mark.slow, id="True")
+
 F64 = torch.float64  # references in fp64: differences are the method's own
 
 
@@ -107,7 +110,7 @@ def test_s3_update_is_bounded_by_lr_on_heavy_tailed_gradients():
     assert worst > 0.04  # large steps happen: the bound is not met by making every step tiny
 
 
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("fused", [False, COMPILED])
 def test_s3_with_zero_eps_does_not_move_a_coordinate_that_never_had_a_gradient(fused):
     p = torch.nn.Parameter(torch.ones(4, 8))
     opt = optim.S3([p], lr=0.1, eps=0.0, fused=fused)
@@ -309,7 +312,7 @@ def test_stosignsgd_same_seed_same_noise_other_seed_other_noise():
     assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("fused", [False, COMPILED])
 def test_stochastic_sign_noise_is_fresh_every_step_and_for_every_tensor(fused):
     """After a step with gradient 1 the max-envelope is 1; with zero gradients after it each
     step is lr·sign(u) with u the noise, so the steps expose the noise. Noise repeated across
