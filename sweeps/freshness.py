@@ -52,7 +52,7 @@ class TableFreshness:
     scale: str
     folder: Path
     runs: tuple[RunFreshness, ...]
-    problem: str = ""  # why the records cannot be checked run by run (the spec changed)
+    problem: str = ""  # why the table is stale whatever its runs' states (the spec changed)
 
     @property
     def state(self) -> str:
@@ -107,9 +107,11 @@ def check(folder: Path, root: Path = identity.PROJECT_ROOT,
     name, scale = folder.parent.name, tabled.provenance.get("scale", spec.MINIATURE)
     table = spec.load(name, tables).at(scale)
     runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
-    if [tuple(r.overrides) for r in runs] != [r.overrides for r in tabled.runs]:
-        return TableFreshness(name, scale, folder, (), f"conf/table/{name}.yaml no longer "
-                                                       f"expands to the records' runs")
+    # a spec that expands otherwise (a row added, a grid changed) makes the table stale; its
+    # records' runs are still checked one by one, so that a re-run takes the fresh ones and
+    # runs only what the spec added or changed
+    problem = "" if [tuple(r.overrides) for r in runs] == [r.overrides for r in tabled.runs] \
+        else f"conf/table/{name}.yaml no longer expands to the records' runs"
     # stage 2 of a two-stage table (sweeps/sequential.py) is checked as its other runs are
     stage2 = sequential.read(folder)
     recorded = [*tabled.runs, *(stage2.runs if stage2 is not None else ())]
@@ -136,7 +138,7 @@ def check(folder: Path, root: Path = identity.PROJECT_ROOT,
         else:
             state = CODE_CHANGED
         out.append(RunFreshness(i, record.row, task, optim, state, made_at, now, key_now))
-    return TableFreshness(name, scale, folder, tuple(out))
+    return TableFreshness(name, scale, folder, tuple(out), problem)
 
 
 def check_all(results: Path, root: Path = identity.PROJECT_ROOT,

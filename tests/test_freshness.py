@@ -194,6 +194,29 @@ def test_the_pairs_whose_code_alone_changed_are_certified_beside_a_config_change
     rerun_runs_s3_alone(made, again)
 
 
+@pytest.mark.slow
+def test_a_row_added_to_the_spec_runs_alone_the_rest_is_taken_from_the_records(
+        made, tmp_path, capsys):
+    """A spec that grows a row (a control) is stale until re-run; its records' runs are still
+    fresh one by one, so the re-run takes them and trains only the new row (it re-ran the
+    whole table before)."""
+    folder, results, where, tables = made
+    raw = yaml.safe_load((tables / "mini.yaml").read_text())
+    raw["optimizers"]["nadam"] = {"lr": [1e-3]}
+    (tables / "mini.yaml").write_text(yaml.safe_dump(raw))
+    stale = freshness.check(folder, tables=tables)
+    assert stale.state == freshness.STALE and "no longer expands" in stale.describe()
+    assert {r.state for r in stale.runs} == {freshness.FRESH}  # each run: as it was
+    runs_root = tmp_path / "again"
+    assert reproduce("mini", [*where, f"runs_root={runs_root}"], "test", results=results,
+                     tables=tables) == 0
+    assert "(2 fresh or certified): only the others run" in capsys.readouterr().out
+    ran = [p.parent.parent.name for p in runs_root.glob("*/*/*/summary.json")]
+    assert ran == ["nadam"]  # the new row, and nothing else
+    assert freshness.check(folder, tables=tables).state == freshness.FRESH
+    assert len(records.read(folder).runs) == 3
+
+
 def rerun_runs_s3_alone(made, again: list[str]) -> None:
     """adamw is certified: the table's re-run takes its run from the records and runs s3
     alone, and the table is then certified."""
