@@ -15,6 +15,7 @@ phase, and writes them as JSON (default results/TABLE/SCALE/soft_phase-ROW.json)
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +53,11 @@ def the_run(table_name: str, row_label: str, scale: str, seed: int | None):
         raise SystemExit(f"error: seed {seed} is not among the chosen setting's seeds "
                          f"{cell.seeds}")
     return table, out, cell.runs[cell.seeds.index(seed)], seed
+
+
+def file_name(row: str) -> str:
+    """A row label as a plain file name: `softsignum α=0.9` → `softsignum_alpha0.9`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", row.replace("α=", "alpha").replace("=", ""))
 
 
 def made_at(record) -> str:
@@ -111,7 +117,7 @@ def main() -> int:
               "metric": {"key": key, "this_run": now, "record": then},
               "soft_phase": summarize(probe.steps),
               "steps": [vars(s) for s in probe.steps]}
-    out = args.out or folder / f"soft_phase-{args.row.replace(' ', '_')}.json"
+    out = args.out or folder / f"soft_phase-{file_name(args.row)}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     # the probe changes nothing; a record made on another machine (or at another thread
     # count) rounds differently, and training carries that rounding on

@@ -143,3 +143,8 @@ def test_the_script_names_a_row_the_table_lacks_before_training(row, named):
 def test_the_script_refuses_a_row_without_a_soft_phase():
     with pytest.raises(SystemExit, match="runs signum, not SoftSignum or SoftMuon"):
         _script().the_run("softsign_graph", "signum graph8", "tiny", None)
+
+
+def test_the_script_writes_under_a_plain_file_name():
+    assert _script().file_name("softsignum α=0.9") == "softsignum_alpha0.9"
+    assert _script().file_name("softsignum k=10") == "softsignum_k10"
