@@ -107,21 +107,27 @@ def check(folder: Path, root: Path = identity.PROJECT_ROOT,
     name, scale = folder.parent.name, tabled.provenance.get("scale", spec.MINIATURE)
     table = spec.load(name, tables).at(scale)
     runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
-    # a spec that expands otherwise (a row added, a grid changed) makes the table stale; its
-    # records' runs are still checked one by one, so that a re-run takes the fresh ones and
-    # runs only what the spec added or changed
-    problem = "" if [tuple(r.overrides) for r in runs] == [r.overrides for r in tabled.runs] \
-        else f"conf/table/{name}.yaml no longer expands to the records' runs"
-    # stage 2 of a two-stage table (sweeps/sequential.py) is checked as its other runs are
-    stage2 = sequential.read(folder)
-    recorded = [*tabled.runs, *(stage2.runs if stage2 is not None else ())]
-    composed = compose_runs([list(r.overrides) for r in recorded], validate_runs=False)
+    expanded = [tuple(r.overrides) for r in runs]
+    if expanded == [r.overrides for r in tabled.runs]:
+        problem = ""
+        # stage 2 of a two-stage table (sweeps/sequential.py) is checked as its other runs are
+        stage2 = sequential.read(folder)
+        recorded = list(enumerate([*tabled.runs, *(stage2.runs if stage2 is not None else ())]))
+    else:
+        # a spec that expands otherwise (a row added) makes the table stale; the records' runs
+        # it still expands are checked one by one, so that a re-run takes the fresh ones and
+        # trains only what the spec added (the others: rows it dropped, a contender's, whose
+        # optimizer the config tree may not even have)
+        problem = f"conf/table/{name}.yaml no longer expands to the records' runs"
+        still = set(expanded)
+        recorded = [(i, r) for i, r in enumerate(tabled.runs) if r.overrides in still]
+    composed = compose_runs([list(r.overrides) for _, r in recorded], validate_runs=False)
     if reading is None and Path(root) != identity.PROJECT_ROOT:
         reading = identity.Reading(root)
     certified = {(c.task, c.optim, c.made_at, c.now) for c in tabled.certificates}
     versions: dict[tuple, str] = {}
     out = []
-    for i, (record, (_, cfg)) in enumerate(zip(recorded, composed)):
+    for (i, record), (_, cfg) in zip(recorded, composed):
         targets = (cfg["optim"].get("_target_"), cfg["task"].get("_target_"))
         if targets not in versions:
             versions[targets] = identity.code_version(cfg, root, reading)
