@@ -88,6 +88,7 @@ def test_a_tiny_model_overfits_a_tiny_corpus(tmp_path):
     assert summary["final"]["val_loss"] < 0.1
 
 
+@pytest.mark.slow  # a cold compile of the model: about half a minute on two cores
 def test_compiled_model_trains_like_the_eager_one(tmp_path):
     common = [*TINY, "steps=6", "eval_every=6", "log_every=1"]
     eager = run(compose_cfg(common, runs_root=tmp_path / "eager"))

@@ -112,6 +112,7 @@ def test_the_stochastic_sign_foreach_path_is_its_kernel_bit_for_bit(name, dtype)
                 assert torch.equal(other_opt.state_dict()["state"][k][key], value), key
 
 
+@pytest.mark.slow  # a cold compile of the bf16 kernel: about a minute on two cores
 def test_fused_path_with_bf16_parameters_keeps_them_bf16():
     reference, _ = trajectory(optim.S3, {"lr": 1e-2}, "kernel", dtype=torch.bfloat16)
     fused, opt = trajectory(optim.S3, {"lr": 1e-2}, "fused", dtype=torch.bfloat16)
