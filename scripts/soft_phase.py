@@ -62,7 +62,8 @@ def file_name(row: str) -> str:
 
 def made_at(record) -> str:
     env = (record.summary or {}).get("environment", {})
-    return f"commit {str(env.get('git_commit', '?'))[:12]} on {env.get('host', '?')}"
+    threads = f", {env['cpu_threads']} CPU thread(s)" if "cpu_threads" in env else ""
+    return f"commit {str(env.get('git_commit', '?'))[:12]} on {env.get('host', '?')}{threads}"
 
 
 def summarize(steps, first_of: int = 5) -> dict:

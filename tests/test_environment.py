@@ -3,6 +3,7 @@
 from importlib import metadata
 
 import pytest
+import torch
 
 from sweeps.collect import Cell, Row
 from sweeps.records import RunRecord
@@ -16,6 +17,7 @@ def test_environment_names_commit_python_torch_device_and_libraries():
     assert env["git_commit"] == environment.git_commit()
     assert env["python"].count(".") == 2 and env["torch"]
     assert env["device"]  # the GPU's name, or the CPU's model name
+    assert env["cpu_threads"] == torch.get_num_threads()  # numbers on a CPU depend on it
     for name in ("hydra-core", "omegaconf", "submitit", "wandb", "transformers", "peft",
                  "datasets", "numpy"):
         assert env["libraries"][name] == metadata.version(name)
