@@ -32,6 +32,18 @@ TINY = [
 ]
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module, so that a test calls its main in this process (a fresh
+    interpreter costs seconds of imports)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script",
+                                                  ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compose_cfg(overrides=(), runs_root=None, data_root=None):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="train", overrides=list(overrides))

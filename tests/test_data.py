@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tasks import run
-from tests.conftest import ROOT, TINY, compose_cfg
+from tests.conftest import ROOT, TINY, compose_cfg, load_script
 
 
 @pytest.mark.slow
@@ -43,16 +43,11 @@ def test_prepare_rejects_bad_input(tmp_path):
 
 @pytest.mark.slow
 def test_a_corpus_name_cannot_leave_the_data_root(tmp_path, monkeypatch, capsys):
-    import importlib.util
-
     src = tmp_path / "corpus.txt"
     src.write_text("x" * 2000)
     # the script's main in this process for the refusals (a process each cost seconds); the
     # accepted name below goes through the command line
-    spec = importlib.util.spec_from_file_location("prepare_data",
-                                                  ROOT / "scripts" / "prepare_data.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("prepare_data")
     for name in ("../../x", "/tmp/abs", "a/b", ".hidden", ""):
         monkeypatch.setattr(sys, "argv", ["prepare_data.py", "text", "--input", str(src),
                                           "--name", name, "--data-root", str(tmp_path / "data")])

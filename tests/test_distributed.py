@@ -514,13 +514,9 @@ def test_train_py_under_torchrun_trains_one_sharded_run_and_exits_0(tmp_path, da
 def test_train_py_leaves_the_group_however_the_run_ends(monkeypatch, tmp_path):
     """scripts/train.py's main shuts the process group down after a run that completed and
     after one that failed: nothing of it is left to the interpreter's exit."""
-    import importlib.util
-    from pathlib import Path
+    from tests.conftest import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "train_script", Path(__file__).resolve().parent.parent / "scripts" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train")
     monkeypatch.setattr(script, "check_launcher", lambda cfg: None)
     from omegaconf import OmegaConf
 

@@ -13,6 +13,7 @@ from scipy.stats import norm
 from sweeps import sequential, verdict
 from sweeps.records import RunRecord
 from sweeps.sequential import Added, Design
+from tests.conftest import load_script
 from tests.test_verdicts import part, row, table_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,12 +127,7 @@ def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_pa
 ])
 def test_decide_refuses_bad_input_before_anything_runs(args, named, tmp_path, capsys,
                                                       monkeypatch):
-    import importlib.util
-
-    loader = importlib.util.spec_from_file_location("reproduce_cli",
-                                                    ROOT / "scripts" / "reproduce.py")
-    cli = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(cli)
+    cli = load_script("reproduce")
 
     monkeypatch.setattr(sys, "argv", ["reproduce.py", "stosign_nonsmooth", *args,
                                       f"runs_root={tmp_path}"])

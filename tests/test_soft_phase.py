@@ -2,8 +2,6 @@
 and SoftMuon's soft sign did, and agrees with the soft sign computed from the optimizer's own
 inputs; scripts/soft_phase.py names a bad table row before it trains anything."""
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from optim.muon import SoftMuon
 from optim.soft_phase import LINEAR, Probe
 from optim.softsign import SoftSignum, momentum_direction
 from optim.spectral import newton_schulz5, soft_sign_matrix
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 STEPS = 10  # sign_fraction 0.5: steps 6-10 are soft
 
@@ -125,11 +123,7 @@ def test_the_probe_measures_nothing_outside_a_soft_phase_and_is_removed():
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("soft_phase_cli",
-                                                  ROOT / "scripts" / "soft_phase.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("soft_phase")
 
 
 @pytest.mark.parametrize("row,named", [

@@ -21,7 +21,7 @@ from sweeps.status import RunState, counts, format_table, sweep_status
 from tasks import run
 from tasks.train import checkpoint, identity, store
 from tasks.train.config import ConfigError
-from tests.conftest import ROOT, TINY, compose_cfg
+from tests.conftest import ROOT, TINY, compose_cfg, load_script
 
 pytestmark = pytest.mark.slow  # subprocesses, SLURM jobs or gloo groups: minutes in all
 
@@ -67,8 +67,6 @@ def test_bad_run_in_a_sweep_fails_before_anything_is_submitted(tmp_path):
 
 
 def test_sweep_cli_takes_its_flags_anywhere_on_the_line(tmp_path, monkeypatch, capsys):
-    import importlib.util
-
     base = ["scripts/sweep.py", "launch", "lr"]
     overrides = ["optim.lr=1e-3,3e-3", f"runs_root={tmp_path}", "launcher=local"]
     out = subprocess.run([sys.executable, *base, "--dry-run", *overrides], cwd=ROOT,
@@ -76,9 +74,7 @@ def test_sweep_cli_takes_its_flags_anywhere_on_the_line(tmp_path, monkeypatch, c
     assert out.returncode == 0, out.stderr
     assert "2 runs valid; would submit 2" in out.stdout
     # the other places in this process (the script's main; a process each cost seconds)
-    spec = importlib.util.spec_from_file_location("sweep_cli", ROOT / "scripts" / "sweep.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("sweep")
     for argv in ([*base, *overrides, "--dry-run"], [*base, overrides[0], "--dry-run",
                                                      *overrides[1:]]):
         monkeypatch.setattr(sys, "argv", argv)
