@@ -265,15 +265,16 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     for line in planned.lines:
         print(f"stage 1: {line}")
     if not planned.eligible:
-        raise ValueError(f"table {table.name}: no comparison of its claim is at a chosen "
-                         f"setting (LR sensitivity and average rank are over the whole grid): "
-                         f"--decide has nothing to add seeds to")
+        raise ValueError(f"table {table.name}: no comparison of its claim has a difference to "
+                         f"test (a row did not finish): --decide has nothing to add seeds to")
     by_label = {r.label: r for r in rows}
-    stage2 = [spec.Run(by_label[label].key, by_label[label].best_lr, seed,
-                       (*[o for o in by_label[label].best_runs[0].overrides
+    stage2 = [spec.Run(by_label[label].key, cell.lr, seed,
+                       (*[o for o in cell.runs[0].overrides
                           if o not in tabled.extra and not o.startswith("seed=")],
-                        f"seed={seed}", *extra))
-              for label, seeds in planned.seeds.items() for seed in seeds]
+                        f"seed={seed}", *extra), cell.tuned)
+              for label, seeds in planned.seeds.items()
+              for cell in sequential.cells_read(by_label[label], label in planned.grid)
+              for seed in seeds]
     made, failed = [], False
     if stage2:
         name = f"{table.sweep_name(extra)[0]}-decide"
@@ -293,7 +294,8 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
         return 2
     else:
         print("stage 2: nothing to add: every comparison was decided at stage 1")
-    sequential.write(out, sequential.Added(planned.seeds, tuple(made), budget_min, command))
+    sequential.write(out, sequential.Added(planned.seeds, tuple(made), budget_min, command,
+                                           grid=planned.grid))
     render_from_records(table, out)
     index.write(results, tables)
     print(f"wrote {out}/table.md with the two-stage verdict and {sequential.ADDED_FILE}")

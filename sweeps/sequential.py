@@ -23,7 +23,9 @@ Once a table has stage 2, its verdict is the design's, for every comparison: sta
 is no longer a result. What the design cannot undo is the choice to run it: a table taken to
 stage 2 because its fixed-design verdict (stage 1 at α) was undecided has had two chances, and
 its one-sided error is at most 2α = 0.05, not α; the verdict says so.
-Comparisons over the whole lr grid (LR sensitivity, average rank) stay as stage 1 decides them.
+Where a comparison's per-seed statistic reads more than two cells, stage 2 runs what it reads:
+LR sensitivity adds the seeds at every lr of both rows (a seed's sensitivity is over its grid),
+an average rank at every ranked row's chosen setting (a seed's ranks are among all the rows).
 
 No library we use has this: statsmodels' power and TOST are fixed-sample, and rliable and AlgoPerf
 fix the seed count; the combination test is a few lines of scipy.
@@ -50,7 +52,6 @@ from sweeps.stats import ALPHA, POWER
 
 ADDED_FILE = "sequential.json.gz"  # stage 2's design and run records, beside records.json.gz
 MIN_ADDED, MAX_ADDED = 3, 20  # seeds a row at stage 2: a variance needs a few; a cap per call
-WHOLE_GRID = ("sensitivity", "average_rank")
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,12 @@ class Added:
     budget_min: float
     command: str
     design: Design = Design()  # the design stage 2 was planned under, kept with its runs
+    grid: tuple[str, ...] = ()  # rows whose seeds ran at every lr (LR sensitivity)
 
     def to_json(self) -> dict:
         return {"design": {"alpha": self.design.alpha, "alpha1": self.design.spent},
                 "command": self.command, "budget_min": self.budget_min, "seeds": self.seeds,
-                "runs": [r.to_json() for r in self.runs]}
+                "grid": list(self.grid), "runs": [r.to_json() for r in self.runs]}
 
 
 def write(out: Path, added: Added) -> Path:
@@ -133,7 +135,8 @@ def read(out: Path) -> Added | None:
                      for i, r in enumerate(data["runs"]))
         design = Design(float(data["design"]["alpha"]), float(data["design"]["alpha1"]))
         return Added({k: list(v) for k, v in data["seeds"].items()}, runs,
-                     float(data["budget_min"]), str(data["command"]), design)
+                     float(data["budget_min"]), str(data["command"]), design,
+                     tuple(data.get("grid", ())))  # files written before whole-grid stages
     except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
         raise records.RecordsError(f"{path}: not a readable stage-2 record ({e})") from e
 
@@ -156,8 +159,20 @@ class Plan:
     seeds: dict[str, list[int]]
     minutes: float  # the estimated compute, run wall time summed
     lines: list[str]  # per comparison: stopped at stage 1, or the seeds it asked for
-    eligible: int = 0  # comparisons a stage 2 can decide (at a chosen setting)
+    eligible: int = 0  # comparisons a stage 2 can decide (with a difference to test)
     asked: int = 0  # of those, the ones stage 1 left undecided
+    grid: tuple[str, ...] = ()  # rows whose seeds run at every lr (LR sensitivity)
+
+
+def cells_read(row: Row, whole_grid: bool) -> list:
+    """The cells of `row` a stage-2 seed runs at: the chosen one, or (LR sensitivity) the
+    first setting at each lr, the ones `verdict.lr_sensitivity` reads."""
+    if not whole_grid:
+        return [row.chosen]
+    first_at: dict[float, object] = {}
+    for cell in row.cells.values():
+        first_at.setdefault(cell.lr, cell)
+    return list(first_at.values())
 
 
 def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Design()) -> Plan:
@@ -168,15 +183,16 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
     what is left if that is at least MIN_ADDED seeds a row, and a request that cannot get
     MIN_ADDED is not run."""
     wanted: dict[str, int] = {}
-    requests: list[tuple[str, tuple[str, str], int]] = []
-    lines, eligible, asked = [], 0, 0
-    by_label = {r.key.base: r for r in rows if not r.key.ablation}
+    requests: list[tuple[str, tuple[str, ...], int]] = []
+    lines, eligible, asked, grid = [], 0, 0, set()
+    by_base = {r.key.base: r for r in rows if not r.key.ablation}
+    ranked = tuple(r.label for r in rows if not r.key.ablation and r.chosen is not None)
     for part in table.claim_parts:
         for c in verdict._compare_part(table, part, rows, {}):
             name = f"{c.claimed} vs {c.other}"
-            if part.kind in WHOLE_GRID or c.difference is None:
-                lines.append(f"{name}: stays as stage 1 decides it (a whole-grid comparison, or "
-                             f"no difference to test)")
+            if c.difference is None:
+                lines.append(f"{name}: stays as stage 1 decides it (no difference to test: "
+                             f"{c.reason or 'a row did not finish'})")
                 continue
             eligible += 1
             tests = _aggregate(_raw(part, c.difference, c.size))
@@ -185,9 +201,20 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
                 continue
             asked += 1
             ask, why = size(part, c, tests, design)
-            lines.append(f"{name}: asks {ask} seeds a row ({why})")
-            requests.append((name, (c.claimed, c.other), ask))
-    cost = {label: _minutes_a_run(by_label[label]) for _, pair, _ in requests for label in pair}
+            if part.kind == "average_rank":  # a seed's ranks are among every ranked row
+                labels = ranked
+            else:
+                labels = (by_base[c.claimed].label, by_base[c.other].label)
+            if part.kind == "sensitivity":
+                grid.update(labels)
+            where = {"average_rank": f", at each of the {len(labels)} ranked rows' chosen "
+                                     f"settings",
+                     "sensitivity": ", at every lr of both rows"}.get(part.kind, "")
+            lines.append(f"{name}: asks {ask} seeds a row{where} ({why})")
+            requests.append((name, labels, ask))
+    by_label = {r.label: r for r in rows}
+    cost = {label: _minutes_a_run(cells_read(by_label[label], label in grid))
+            for _, labels, _ in requests for label in labels}
     left = budget_min
     # the cheapest requests first: within a budget, as many comparisons decided as it allows
     for name, pair, ask in sorted(requests, key=lambda r: r[2] * sum(cost[x] for x in r[1])):
@@ -205,7 +232,8 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
             lines.append(f"{name}: gets {n} of its {ask} seeds a row (the budget)")
     first = max(table.seeds) + 1
     seeds = {k: list(range(first, first + n)) for k, n in wanted.items()}
-    return Plan(seeds, sum(len(s) * cost[k] for k, s in seeds.items()), lines, eligible, asked)
+    return Plan(seeds, sum(len(s) * cost[k] for k, s in seeds.items()), lines, eligible, asked,
+                tuple(label for label in seeds if label in grid))
 
 
 def size(part: ClaimPart, c: verdict.Comparison, tests: dict[str, float],
@@ -233,8 +261,8 @@ def size(part: ClaimPart, c: verdict.Comparison, tests: dict[str, float],
         else:
             test, gap = "against", abs(observed) - delta
         target = f"the difference observed ({observed:+.3g}), {gap:.3g} from its boundary"
-    else:
-        test = "for"
+    else:  # no effect stated: the test the difference observed points to, for or against
+        test = "for" if c.size is not None or observed >= 0 else "against"
         gap = c.size[0] if c.size is not None else abs(observed)
         target = (f"the claimed effect {c.size[0]:.3g}" if c.size is not None else
                   f"the difference observed ({observed:+.3g}; the claim states no effect)")
@@ -261,10 +289,13 @@ def _m(part: ClaimPart) -> int:
     return max(1, sum(len(than) for _, than in part.pairs))
 
 
-def _minutes_a_run(row: Row) -> float:
-    times = [r.get("wall_time_s") for r in row.best_runs]
-    times = [t for t in times if isinstance(t, (int, float))]
-    return statistics.mean(times) / 60.0 if times else 1.0
+def _minutes_a_run(cells: list) -> float:
+    """Minutes for one seed at `cells`: each cell's mean run time, summed."""
+    total = 0.0
+    for cell in cells:
+        times = [t for r in cell.runs if isinstance(t := r.get("wall_time_s"), (int, float))]
+        total += statistics.mean(times) / 60.0 if times else 1.0
+    return total
 
 
 # ---------------------------------------------------------------- the combined verdict
@@ -285,11 +316,11 @@ def _raw(part: ClaimPart, d, size) -> dict[str, list[float]]:
 
 
 def merged(rows: list[Row], added: Added, table: Table) -> tuple[list[Row], list[Row]]:
-    """(stage 2 alone, both stages): rows whose chosen cell holds only the added seeds, and
-    rows whose chosen cell holds the table's seeds and the added ones. The chosen setting stays
-    stage 1's."""
+    """(stage 2 alone, both stages): rows whose cells hold only the added seeds, and rows whose
+    cells hold the table's seeds and the added ones. An added run goes to the cell it repeats
+    (its optimizer overrides are that cell's); the chosen setting stays stage 1's."""
     by_row: dict[str, list[records.RunRecord]] = {}
-    for record in added.runs:
+    for record in sorted(added.runs, key=seed_of):
         by_row.setdefault(record.row, []).append(record)
     mode = table.metric.mode
     worst = math.inf if mode == "min" else -math.inf
@@ -298,20 +329,40 @@ def merged(rows: list[Row], added: Added, table: Table) -> tuple[list[Row], list
         extra = by_row.get(row.label, [])
         if row.best is None or not extra:
             continue
-        values = [v if (v := r.metric(table.metric.key)) is not None else worst for r in extra]
-        second = Row(row.key, best=row.best)
-        cell = copy.copy(row.chosen)
-        cell.seeds, cell.runs, cell.values = [seed_of(r) for r in extra], list(extra), values
-        second.cells = {row.best: cell}
-        alone.append(second)
-        union = copy.copy(row)
-        cell = copy.copy(row.chosen)
-        cell.seeds = [*cell.seeds, *second.cells[row.best].seeds]
-        cell.runs, cell.values = [*cell.runs, *extra], [*cell.values, *values]
-        union.cells = {**row.cells, row.best: cell}
-        both.append(union)
+        second, union = Row(row.key, best=row.best), copy.copy(row)
+        union.cells = dict(row.cells)
+        for setting, cell in row.cells.items():
+            mine = [r for r in extra if _cell_of(row, r) == setting]
+            if not mine:
+                continue
+            values = [v if (v := r.metric(table.metric.key)) is not None else worst
+                      for r in mine]
+            later = copy.copy(cell)
+            later.seeds, later.runs, later.values = [seed_of(r) for r in mine], mine, values
+            second.cells[setting] = later
+            joined = copy.copy(cell)
+            joined.seeds = [*cell.seeds, *later.seeds]
+            joined.runs, joined.values = [*cell.runs, *mine], [*cell.values, *values]
+            union.cells[setting] = joined
+        if row.best in second.cells:
+            alone.append(second)
+            both.append(union)
     kept = {r.key for r in both}
     return alone, [*both, *(r for r in rows if r.key not in kept)]
+
+
+def _optim_overrides(record: records.RunRecord) -> tuple[str, ...]:
+    return tuple(sorted(o for o in record.overrides if o.startswith("optim")))
+
+
+def _cell_of(row: Row, record: records.RunRecord) -> tuple:
+    """The setting of `row` that an added run repeats: the cell whose runs have its optimizer
+    overrides (lr and tuned values); the chosen one for a run that names none."""
+    mine = _optim_overrides(record)
+    if not mine:
+        return row.best
+    return next((setting for setting, cell in row.cells.items()
+                 if cell.runs and _optim_overrides(cell.runs[0]) == mine), None)
 
 
 def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.Verdict:
@@ -326,8 +377,8 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
                                                                         {})}
         for c in comparisons:
             one, two = first.get((c.claimed, c.other)), later.get((c.claimed, c.other))
-            if part.kind in WHOLE_GRID or one is None or one.difference is None:
-                continue  # stage 1's own p-values: a whole-grid comparison
+            if one is None or one.difference is None:
+                continue  # nothing to combine: decided (or not) by what ran
             p1 = _raw(part, one.difference, one.size)
             p2 = _raw(part, two.difference, two.size) if two is not None and \
                 two.difference is not None else None
@@ -349,7 +400,9 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
     head = (f"Two stages (sweeps/sequential.py, `{added.command}`): stage 1 the table's seeds "
             f"({', '.join(map(str, table.seeds))}); stage 2 seeds "
             f"{added_seeds[0] if added_seeds else '-'}–{added_seeds[-1] if added_seeds else '-'} "
-            f"at each compared row's chosen setting ("
+            f"at each compared row's chosen setting"
+            + (f", and at every lr of {' and '.join(added.grid)} (their LR sensitivity is "
+               f"compared)" if added.grid else "") + " ("
             + "; ".join(f"{k}: {len(v)}" for k, v in added.seeds.items())
             + f"), {len(added.runs)} runs made at commit {commits or '-'}, {minutes:.1f} min "
               f"of run time within a budget of "
