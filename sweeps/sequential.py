@@ -240,8 +240,9 @@ def size(part: ClaimPart, c: verdict.Comparison, tests: dict[str, float],
          design: Design) -> tuple[int, str]:
     """(seeds, why): the stage-2 size that gives the combination test 80% conditional power,
     given stage 1's z, at the part's Bonferroni level α/m (Holm's strictest step), if the true
-    difference is the one the test must detect — the claimed
-    effect for `better`, the difference observed for a margin (sweeps/verdict.py) — at the
+    difference is the one the test must detect — the claimed effect for `better`, the
+    difference observed for a margin (sweeps/verdict.py) or for a claim that states no effect
+    (then for the test it points to: for the claim, or against it) — at the
     stage-1 spread σ: stage 2 must give z₂ ≥ √2·c₂ − z₁, so its paired t-test runs at level
     Φ(−(√2·c₂ − z₁)), and n₂ is the fewest seeds whose power there (statsmodels' noncentral t)
     reaches 80% at Δ/σ, Δ the distance from that difference to the boundary of the test it

@@ -173,3 +173,84 @@ def test_freshness_checks_the_runs_stage_two_added(tmp_path):
     assert after.state == freshness.STALE
     assert [r.index for r in after.runs if r.state != freshness.FRESH and
             r.state != freshness.CERTIFIED] == [len(before.runs) - len(added.runs)]
+
+
+def _at_lr(r, summary=None):
+    """`r` with runs that name their lr, as real records do (an added run finds its cell so)."""
+    for cell in r.cells.values():
+        cell.runs = [RunRecord(r.label, (f"optim={r.key.optim}", f"optim.lr={cell.lr}",
+                                         f"seed={s}"), {**run.summary, **(summary or {})}, ())
+                     for s, run in zip(cell.seeds, cell.runs)]
+    return r
+
+
+def _record(label, lr, seed, value):
+    optim = label.split()[0]
+    return RunRecord(label, (f"optim={optim}", f"optim.lr={lr}", f"seed={seed}"),
+                     {"status": "completed", "final": {"val_loss": value},
+                      "initial": {"train_loss": 5.0}}, ())
+
+
+def test_lr_sensitivity_adds_seeds_at_every_lr_of_both_rows():
+    """A seed's LR sensitivity is over its whole grid: stage 2 runs each added seed at every lr
+    of both rows, each added run lands in the cell it repeats, and the combined test reads
+    stage 2's own sensitivities."""
+    lrs = [1e-3, 1e-2, 1e-1]
+    initial = {lr: [5.0] * 3 for lr in lrs}
+    stable = {1e-3: [2.0, 2.1, 1.9], 1e-2: [1.8, 1.8, 1.8], 1e-1: [2.2, 2.0, 2.4]}
+    noisy = {1e-3: [2.0, 2.1, 1.9], 1e-2: [1.8, 1.8, 1.8], 1e-1: [2.9, 2.0, 2.6]}
+    timed = {"wall_time_s": 60.0}
+    a = _at_lr(row("s3", best_lr=1e-2, cells=stable, initial=initial), timed)
+    b = _at_lr(row("adamw", best_lr=1e-2, cells=noisy, initial=initial), timed)
+    claim = table_for(part("sensitivity"))
+    assert verdict.decide(claim, [a, b]).result == "inconclusive"
+    asked = sequential.plan(claim, [a, b], budget_min=1000)
+    n = len(asked.seeds["s3"])
+    assert asked.grid == ("s3", "adamw") and asked.seeds["adamw"] == asked.seeds["s3"]
+    assert asked.minutes == pytest.approx(2 * 3 * n)  # three lrs a seed, a minute a run
+    assert [c.lr for c in sequential.cells_read(a, True)] == lrs
+    later = range(3, 3 + n)
+    runs = [_record(label, lr, seed, 1.8 if lr == 1e-2 else (2.0 if label == "s3" else 3.0))
+            for label in ("s3", "adamw") for lr in lrs for seed in later]
+    added = Added(asked.seeds, tuple(runs), 1000, "test", grid=asked.grid)
+    second, both = sequential.merged([a, b], added, claim)
+    assert all(cell.seeds == list(later) for r in second for cell in r.cells.values())
+    assert [len(cell.seeds) for cell in both[0].cells.values()] == [3 + n] * 3
+    v = sequential.decide(claim, [a, b], added, {})
+    assert f"stage 2 {n} seeds d +0.667" in v.text and v.result == "reproduced", v.text
+    assert "at every lr of s3 and adamw" in v.details[0]
+
+
+def test_an_average_rank_adds_seeds_to_every_ranked_row():
+    """A seed's ranks are among all the rows of a variant: stage 2 adds its seeds to every
+    ranked row, not to the two compared."""
+    rows = [row("softsignum", [0.9, 0.6, 0.92], variant="a"),
+            row("adamw", [0.8, 0.82, 0.81], variant="a"),
+            row("signum", [0.7, 0.7, 0.7], variant="a"),
+            row("softsignum", [0.6, 0.62, 0.4], variant="b"),
+            row("adamw", [0.5, 0.5, 0.65], variant="b"),
+            row("signum", [0.3, 0.3, 0.3], variant="b")]
+    claim = table_for(part("average_rank", "softsignum", "adamw"),
+                      key="final.test_accuracy", mode="max")
+    assert verdict.decide(claim, rows).result == "inconclusive"
+    asked = sequential.plan(claim, rows, budget_min=1000)
+    assert set(asked.seeds) == {r.label for r in rows} and asked.grid == ()
+    n = len(asked.seeds["adamw a"])
+    best = {"softsignum": 0.9, "adamw": 0.8, "signum": 0.3}  # softsignum first on both
+    runs = tuple(RunRecord(r.label, (f"seed={s}",), {"status": "completed",
+                                                     "final": {"test_accuracy": best[r.key.optim]}},
+                           ()) for r in rows for s in asked.seeds[r.label])
+    v = sequential.decide(claim, rows, Added(asked.seeds, runs, 1000, "test"), {})
+    assert f"stage 2 {n} seeds d +1" in v.text, v.text
+
+
+def test_a_claim_with_no_effect_sizes_stage_two_for_the_way_its_difference_points():
+    """With no effect stated, the test to size is the one the observed difference points to:
+    a difference against the claim asks as many seeds as the same difference for it."""
+    claim = table_for(part("better"))
+    spread = [0.1, 0.3, 0.05]
+    for_it = [row("s3", [1.0] * 3), row("adamw", [1.0 + s for s in spread])]
+    against = [row("s3", [1.0 + s for s in spread]), row("adamw", [1.0] * 3)]
+    asks = [sequential.plan(claim, rows, budget_min=1000).seeds["s3"] for rows in
+            (for_it, against)]
+    assert asks[0] == asks[1] and len(asks[0]) < sequential.MAX_ADDED
