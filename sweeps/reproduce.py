@@ -255,15 +255,17 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
         raise spec.SpecError(f"table {table.name} states no claim: --decide has nothing to decide")
     out = results / table.name / table.folder(extra)
     tabled = records.read(out)
-    if sequential.read(out) is not None:
-        print(f"{out} already has its stage 2 ({sequential.ADDED_FILE}): the design has two "
-              f"stages, and its verdict is final")
-        return render_from_records(table, out)
+    before = sequential.read(out)
     runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
     rows = collect(table, runs, list(tabled.runs))
-    planned = sequential.plan(table, rows, budget_min)
+    planned = sequential.plan(table, rows, budget_min,
+                              done=frozenset(before.seeds) if before else frozenset())
     for line in planned.lines:
         print(f"stage 1: {line}")
+    if before is not None and not planned.seeds:
+        print(f"{out} already has its stage 2 ({sequential.ADDED_FILE}) for every comparison "
+              f"the budget can fund: the design has two stages, and its verdict is final")
+        return render_from_records(table, out)
     if not planned.eligible:
         raise ValueError(f"table {table.name}: no comparison of its claim has a difference to "
                          f"test (a row did not finish): --decide has nothing to add seeds to")
@@ -294,8 +296,12 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
         return 2
     else:
         print("stage 2: nothing to add: every comparison was decided at stage 1")
-    sequential.write(out, sequential.Added(planned.seeds, tuple(made), budget_min, command,
-                                           grid=planned.grid))
+    added = sequential.Added(planned.seeds, tuple(made), budget_min, command, grid=planned.grid)
+    if before is not None:  # the comparisons that had no stage 2 get theirs beside the others'
+        added = sequential.Added({**before.seeds, **planned.seeds}, (*before.runs, *made),
+                                 before.budget_min + budget_min, f"{before.command}; {command}",
+                                 before.design, (*before.grid, *planned.grid))
+    sequential.write(out, added)
     render_from_records(table, out)
     index.write(results, tables)
     print(f"wrote {out}/table.md with the two-stage verdict and {sequential.ADDED_FILE}")

@@ -175,13 +175,18 @@ def cells_read(row: Row, whole_grid: bool) -> list:
     return list(first_at.values())
 
 
-def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Design()) -> Plan:
+def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Design(),
+         done: frozenset[str] = frozenset()) -> Plan:
     """Stage 2 from stage 1's rows: each comparison not decided at stage 1 asks for the seeds
     that give its combination test 80% conditional power at the difference it must detect
     (`size`); a row gets the most its comparisons ask. The budget (each row's mean run time at
     its chosen setting) funds the cheapest requests first; the first that does not fit gets
     what is left if that is at least MIN_ADDED seeds a row, and a request that cannot get
-    MIN_ADDED is not run."""
+    MIN_ADDED is not run.
+
+    `done`: rows that already have their stage-2 seeds. A comparison touching one has had its
+    stage 2; one whose rows have none (a budget left it unfunded, or the claim grew after
+    stage 2) may still get its own, sized from stage 1 alone, on seeds no one has seen."""
     wanted: dict[str, int] = {}
     requests: list[tuple[str, tuple[str, ...], int]] = []
     lines, eligible, asked, grid = [], 0, 0, set()
@@ -199,12 +204,15 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
             if min(tests.values()) < design.spent / _m(part):
                 lines.append(f"{name}: decided at stage 1 (a p-value below α₁/m)")
                 continue
-            asked += 1
-            ask, why = size(part, c, tests, design)
             if part.kind == "average_rank":  # a seed's ranks are among every ranked row
                 labels = ranked
             else:
                 labels = (by_base[c.claimed].label, by_base[c.other].label)
+            if done & set(labels):
+                lines.append(f"{name}: has had its stage 2")
+                continue
+            asked += 1
+            ask, why = size(part, c, tests, design)
             if part.kind == "sensitivity":
                 grid.update(labels)
             where = {"average_rank": f", at each of the {len(labels)} ranked rows' chosen "

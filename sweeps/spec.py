@@ -68,7 +68,8 @@ SPEC_KEYS = ("name", "title", "claim", "scales", "optimizers", "seeds", "metric"
 SCALE_KEYS = ("label", "overrides", "sources", "regime", "seeds", "extend_edges", "optimizers",
               "variants", "per_optimizer", "drop", "paper", "metric", "verdict", "untested",
               "aux_lr")
-CLAIM_KEYS = ("kind", "row", "than", "binomial", "margin", "effect", "metric", "label")
+CLAIM_KEYS = ("kind", "row", "than", "pairs", "binomial", "margin", "effect", "metric",
+              "label")
 AMOUNT_KEYS = ("value", "source", "relative")
 METRIC_KEYS = ("key", "mode", "label", "ceiling", "resolution")
 
@@ -570,17 +571,33 @@ def _claim_part(name: str, table: Table, raw: dict, drop: tuple[str, ...]) -> Cl
         raise SpecError(f"table {name}: verdict.{key} must name rows of the table (one of "
                         f"{sorted(rows)}) or its optimizers, got {label!r}")
 
-    than = raw.get("than")
-    claimed = resolve("row", raw.get("row"))
-    others = [resolve("than", label) for label in (than if isinstance(than, list) else [than])]
+    pairs = []
+    if "pairs" in raw:  # several claimed rows, each against its own: one Holm family
+        listed = raw["pairs"]
+        if "row" in raw or "than" in raw or kind == "average_rank" or not isinstance(
+                listed, list) or not listed or not all(
+                isinstance(p, list) and len(p) == 2 for p in listed):
+            raise SpecError(f"{where}.pairs: a list of [claimed row, other row] pairs, in place "
+                            f"of row and than (not for average_rank), got {listed!r}")
+        for claimed_label, other_label in listed:
+            mine, theirs = resolve("pairs", claimed_label), resolve("pairs", other_label)
+            if len(mine) != 1 or len(theirs) != 1:
+                raise SpecError(f"{where}.pairs: name one row each, got {claimed_label!r} vs "
+                                f"{other_label!r}")
+            pairs.append((mine[0], (theirs[0],)))
+    else:
+        than = raw.get("than")
+        claimed = resolve("row", raw.get("row"))
+        others = [resolve("than", label) for label in (than if isinstance(than, list)
+                                                         else [than])]
+        for row in claimed:  # within a variant: the others' rows of the same variant
+            pairs.append((row, tuple(next((k for k in keys if k.variant == row.variant),
+                                          keys[0]) if len(keys) > 1 else keys[0]
+                                     for keys in others)))
     if needed & set(drop):
         raise SpecError(f"table {name}: scales.{table.scale}.drop removes "
                         f"{sorted(needed & set(drop))}, which the verdict or a ratio compares "
                         f"against; keep them")
-    pairs = []
-    for row in claimed:  # within a variant: the others' rows of the same variant
-        pairs.append((row, tuple(next((k for k in keys if k.variant == row.variant), keys[0])
-                                 if len(keys) > 1 else keys[0] for keys in others)))
     metric = _metric(f"{where}.metric", raw["metric"]) if raw.get("metric") else None
     return ClaimPart(kind, tuple(pairs), raw.get("binomial"), margin, effect, metric,
                      str(raw.get("label") or ""))

@@ -254,3 +254,18 @@ def test_a_claim_with_no_effect_sizes_stage_two_for_the_way_its_difference_point
     asks = [sequential.plan(claim, rows, budget_min=1000).seeds["s3"] for rows in
             (for_it, against)]
     assert asks[0] == asks[1] and len(asks[0]) < sequential.MAX_ADDED
+
+
+def test_a_comparison_without_a_stage_two_gets_its_own_on_unseen_seeds():
+    """A comparison whose rows had no stage-2 seeds (the budget left it out, or the claim
+    grew) is planned from stage 1 alone; one touching a row that had its stage 2 is not."""
+    claim = table_for(part("better", effect=0.05, than=["adamw", "sgd"]))
+    timed = {"wall_time_s": 6.0}
+    rows = [row("s3", [1.0, 1.3, 0.8], summary=timed),
+            row("adamw", [1.02, 1.25, 0.85], summary=timed),
+            row("sgd", [1.02, 1.25, 0.85], summary=timed)]
+    assert set(sequential.plan(claim, rows, 1000).seeds) == {"s3", "adamw", "sgd"}
+    later = sequential.plan(claim, rows, 1000, done=frozenset({"sgd"}))
+    assert set(later.seeds) == {"s3", "adamw"} and later.seeds["s3"][0] == 3
+    assert "s3 vs sgd: has had its stage 2" in later.lines
+    assert sequential.plan(claim, rows, 1000, done=frozenset({"s3"})).seeds == {}

@@ -527,3 +527,26 @@ def test_coverage_lists_every_spec_and_every_paper_scale():
         scales = [s for s in spec.load(name).scales if s not in ("tiny", "paper")]
         unnamed = [s for s in scales if s not in coverage]
         assert not unnamed, f"COVERAGE.md does not name {name}'s scales {unnamed}"
+
+
+def test_a_claim_of_several_pairs_is_one_holm_family(tmp_path):
+    """`pairs`: each claimed row against its own (a conversion against the deterministic sign
+    of its own base), the comparisons Holm-adjusted together; bad shapes are refused."""
+    tiny = {**MINI["scales"]["tiny"], "overrides": [*MINI["scales"]["tiny"]["overrides"],
+                                                    "optim.weight_decay=0"]}
+    raw = dict(MINI, name="t", scales={**MINI["scales"], "tiny": tiny},
+               optimizers={**MINI["optimizers"], "signum": {"lr": [1e-4, 3e-4]},
+                                           "signsgd": {"lr": [1e-2, 3e-2]}},
+               verdict={"kind": "better", "pairs": [["s3", "adamw"], ["signum", "signsgd"]]})
+    _write_t(tmp_path, raw)
+    part = spec.load("t", tmp_path).at("tiny").claim_parts[0]
+    assert [(row.optim, [o.optim for o in than]) for row, than in part.pairs] == [
+        ("s3", ["adamw"]), ("signum", ["signsgd"])]
+    for bad in ([["s3", "adamw", "signum"]], [], "s3", [["s3", "nadam"]]):
+        _write_t(tmp_path, dict(raw, verdict={"kind": "better", "pairs": bad}))
+        with pytest.raises(ValueError, match=r"verdict\.pairs"):
+            spec.load("t", tmp_path)
+    _write_t(tmp_path, dict(raw, verdict={"kind": "better", "row": "s3",
+                                          "pairs": [["s3", "adamw"]]}))
+    with pytest.raises(ValueError, match="in place of row and than"):
+        spec.load("t", tmp_path)
