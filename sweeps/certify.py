@@ -93,7 +93,7 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
             again, basis = at_records_code(record, summary_now, metrics_now, runs_root,
                                            runs_root_overrides)
             if again:
-                failed.append(f"{where}: {why}; {again}")
+                failed.append(f"{where}: {why}; {again}{threads_differ(record, summary_now)}")
                 continue
             basis = f"{basis}; the record (made elsewhere) differs here: {why}"
         certificates[pair] = records.Certificate(
@@ -123,6 +123,17 @@ def certify(folder: Path, results: Path, runs_root_overrides: list[str], poll_s:
     index.write(results, tables)
     print(freshness.check(folder, tables=tables).describe())
     return 0
+
+
+def threads_differ(record: records.RunRecord, summary_now: dict) -> str:
+    """A note where the record and the re-run used other CPU thread counts: CPU kernels reduce
+    in another order at another count, so the two cannot agree bit for bit whatever the code."""
+    made, now = record.get("environment.cpu_threads"), records.summary_value(
+        summary_now, "environment.cpu_threads")
+    if made is None or now is None or made == now or record.get("environment.device_count"):
+        return ""  # a GPU run's numbers are the GPU's
+    return (f" (the record was made at {made} CPU thread(s), the re-run at {now}: another "
+            f"reduction order; certify again with OMP_NUM_THREADS={made})")
 
 
 def at_records_code(record: records.RunRecord, summary_now: dict, metrics_now: list[dict],

@@ -314,3 +314,18 @@ def test_a_record_made_on_another_machine_is_certified_by_its_own_code_run_here(
     assert certified.state == freshness.CERTIFIED, certified.describe()
     assert len(tabled.certificates) == 2
     assert "bit-identical to its records' own code" in (folder / "table.md").read_text()
+
+
+def test_a_failed_certification_names_a_thread_count_that_differs():
+    """A CPU run at another thread count reduces in another order: a certification that fails
+    says so, with the count to certify at; a GPU run's or an equal count says nothing."""
+    from sweeps.certify import threads_differ
+
+    def made(threads, gpus=0):
+        return records.RunRecord("s3", (), {"environment": {"cpu_threads": threads,
+                                                    "device_count": gpus}}, ())
+    now = {"environment": {"cpu_threads": 1}}
+    assert "made at 2 CPU thread(s), the re-run at 1" in threads_differ(made(2), now)
+    assert "OMP_NUM_THREADS=2" in threads_differ(made(2), now)
+    assert threads_differ(made(1), now) == "" and threads_differ(made(2, gpus=1), now) == ""
+    assert threads_differ(records.RunRecord("s3", (), {}, ()), now) == ""  # made before the field
