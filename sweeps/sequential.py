@@ -34,6 +34,7 @@ fix the seed count; the combination test is a few lines of scipy.
 from __future__ import annotations
 
 import copy
+import functools
 import gzip
 import json
 import math
@@ -73,7 +74,7 @@ class Design:
         value, _ = integrate.quad(integrand, -40.0, self.c1, epsabs=1e-13, epsrel=1e-12)
         return value
 
-    @property
+    @functools.cached_property  # a root-find over a quadrature: once per design
     def c2(self) -> float:
         return self.z_for(self.alpha)
 
@@ -193,7 +194,7 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
     by_base = {r.key.base: r for r in rows if not r.key.ablation}
     ranked = tuple(r.label for r in rows if not r.key.ablation and r.chosen is not None)
     for part in table.claim_parts:
-        for c in verdict._compare_part(table, part, rows, {}):
+        for c in verdict.compare_part(table, part, rows, {}):
             name = f"{c.claimed} vs {c.other}"
             if c.difference is None:
                 lines.append(f"{name}: stays as stage 1 decides it (no difference to test: "
@@ -381,8 +382,8 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
     second, both = merged(rows, added, table)
 
     def stages(part: ClaimPart, comparisons: list[verdict.Comparison]) -> None:
-        first = {(c.claimed, c.other): c for c in verdict._compare_part(table, part, rows, {})}
-        later = {(c.claimed, c.other): c for c in verdict._compare_part(table, part, second,
+        first = {(c.claimed, c.other): c for c in verdict.compare_part(table, part, rows, {})}
+        later = {(c.claimed, c.other): c for c in verdict.compare_part(table, part, second,
                                                                         {})}
         for c in comparisons:
             one, two = first.get((c.claimed, c.other)), later.get((c.claimed, c.other))

@@ -171,7 +171,7 @@ def decide(table: Table, rows: list[Row], grids: dict | None = None,
                                    "test): its rows are reported, not judged")
     comparisons = []
     for part in table.claim_parts:
-        mine = _compare_part(table, part, rows, grids or {})
+        mine = compare_part(table, part, rows, grids or {})
         if stages is not None:
             stages(part, mine)
         for test in ("for", "against", "short"):
@@ -203,7 +203,9 @@ def combine(outcomes: list[str]) -> str:
 # ---------------------------------------------------------------- the comparisons of a part
 
 
-def _compare_part(table: Table, part: ClaimPart, rows: list[Row], grids: dict) -> list:
+def compare_part(table: Table, part: ClaimPart, rows: list[Row], grids: dict) -> list:
+    """The comparisons of one part of the claim, each with its difference and raw one-sided
+    p-values, before Holm and before an outcome (sweeps/sequential.py reads them per stage)."""
     by_key = {r.key: r for r in rows if not r.key.ablation}
     metric = part.metric or table.metric
     out = []
