@@ -39,18 +39,18 @@ def the_run(table_name: str, row_label: str, scale: str, seed: int | None):
                    list(tabled.runs))
     by_label = {r.label: r for r in rows}
     if row_label not in by_label:
-        raise SystemExit(f"error: table {table.name} has no row {row_label!r}; its rows: "
+        raise ValueError(f"table {table.name} has no row {row_label!r}; its rows: "
                          f"{', '.join(sorted(by_label))}")
     row = by_label[row_label]
     if not row.key.optim.startswith("soft"):
-        raise SystemExit(f"error: row {row_label!r} runs {row.key.optim}, not SoftSignum or "
+        raise ValueError(f"row {row_label!r} runs {row.key.optim}, not SoftSignum or "
                          f"SoftMuon: it has no soft phase")
     if row.chosen is None:
-        raise SystemExit(f"error: row {row_label!r} diverged at every setting: no chosen run")
+        raise ValueError(f"row {row_label!r} diverged at every setting: no chosen run")
     cell = row.chosen
     seed = cell.seeds[0] if seed is None else seed
     if seed not in cell.seeds:
-        raise SystemExit(f"error: seed {seed} is not among the chosen setting's seeds "
+        raise ValueError(f"seed {seed} is not among the chosen setting's seeds "
                          f"{cell.seeds}")
     return table, out, cell.runs[cell.seeds.index(seed)], seed
 

@@ -2,6 +2,8 @@
 and SoftMuon's soft sign did, and agrees with the soft sign computed from the optimizer's own
 inputs; scripts/soft_phase.py names a bad table row before it trains anything."""
 
+import sys
+
 import pytest
 import torch
 
@@ -129,13 +131,17 @@ def _script():
 @pytest.mark.parametrize("row,named", [
     ("softsignum α=2", "has no row 'softsignum α=2'; its rows: "),
 ])
-def test_the_script_names_a_row_the_table_lacks_before_training(row, named):
-    with pytest.raises(SystemExit, match=named):
+def test_the_script_names_a_row_the_table_lacks_before_training(row, named, monkeypatch,
+                                                                 capsys):
+    with pytest.raises(ValueError, match=named):
         _script().the_run("softsign_alpha", row, "tiny", None)
+    monkeypatch.setattr(sys, "argv", ["soft_phase.py", "softsign_alpha", row])
+    assert _script().main() == 2  # the project's code for bad input, as argparse's
+    assert named in capsys.readouterr().err
 
 
 def test_the_script_refuses_a_row_without_a_soft_phase():
-    with pytest.raises(SystemExit, match="runs signum, not SoftSignum or SoftMuon"):
+    with pytest.raises(ValueError, match="runs signum, not SoftSignum or SoftMuon"):
         _script().the_run("softsign_graph", "signum graph8", "tiny", None)
 
 
