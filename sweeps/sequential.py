@@ -395,6 +395,7 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
             combined = {test: [design.p_value(a, p2[test][i] if p2 else None)
                                for i, a in enumerate(ps)] for test, ps in p1.items()}
             c.p_for, c.p_against, c.p_short = _aggregate(combined).values()
+            c.unfunded = p2 is None
             n2 = two.difference.n if p2 else 0
             c.stages = (f"stage 1 {one.difference.n} seeds d {one.difference.mean:+.3g}, "
                         f"stage 2 {n2} seeds" + (f" d {two.difference.mean:+.3g}" if p2 else "")

@@ -81,6 +81,7 @@ class Comparison:
     level_short: float = ALPHA
     needed: int | None = None  # seeds a row for 80% power (underpowered)
     stages: str = ""  # a two-stage design's account (sweeps/sequential.py), in place of a CI
+    unfunded: bool = False  # went on past stage 1, but its stage 2 ran no seeds
     minutes_a_seed: float | None = None  # one more seed of both rows: their mean run time
     outcome: str = "inconclusive"
     reason: str = ""
@@ -383,6 +384,9 @@ def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
             f"{c.size[0]:.3g}: an effect as large as the paper's is excluded")
     else:
         _undecided(part, c)
+        if c.unfunded:  # its interval is stage 1's; the design cannot decide it from there
+            c.reason = (f"its stage 2 ran no seeds (the budget went to other comparisons), and "
+                        f"stage 1 alone decides only below α₁; {c.reason}")
         return
     if part.kind in ("sensitivity", "average_rank"):
         return  # over the whole grid: no chosen lr to sit on an edge

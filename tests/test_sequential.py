@@ -269,3 +269,19 @@ def test_a_comparison_without_a_stage_two_gets_its_own_on_unseen_seeds():
     assert set(later.seeds) == {"s3", "adamw"} and later.seeds["s3"][0] == 3
     assert "s3 vs sgd: has had its stage 2" in later.lines
     assert sequential.plan(claim, rows, 1000, done=frozenset({"s3"})).seeds == {}
+
+
+def test_a_comparison_its_stage_two_left_out_says_why_it_cannot_decide():
+    claim = table_for(part("better", effect=0.02, than=["adamw", "sgd"]))
+    rows = [row("s3", [1.0, 1.1, 0.9]), row("adamw", [1.01, 1.13, 0.91]),
+            row("sgd", [1.02, 1.12, 0.93])]
+    later = [(label, seed, 1.0 + (0.03 if label == "adamw" else 0.0))
+             for label in ("s3", "adamw") for seed in (3, 4, 5)]
+    added = Added({"s3": [3, 4, 5], "adamw": [3, 4, 5]},
+                  tuple(RunRecord(label, (f"seed={seed}",), {"status": "completed",
+                                                             "final": {"val_loss": v}}, ())
+                        for label, seed, v in later), 5.0, "test")
+    v = sequential.decide(claim, rows, added, {})
+    funded, left_out = v.details[1], v.details[2]
+    assert "s3 vs adamw" not in left_out and "adamw" in funded
+    assert "its stage 2 ran no seeds" in left_out and "its stage 2 ran no seeds" not in funded
