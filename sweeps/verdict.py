@@ -385,7 +385,7 @@ def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
     else:
         _undecided(part, c)
         if c.unfunded:  # its interval is stage 1's; the design cannot decide it from there
-            c.reason = (f"its stage 2 ran no seeds (the budget went to other comparisons), and "
+            c.reason = (f"its stage 2 ran no seeds (the plan gave them to other comparisons), and "
                         f"stage 1 alone decides only below α₁; {c.reason}")
         return
     if part.kind in ("sensitivity", "average_rank"):
