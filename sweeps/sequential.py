@@ -375,6 +375,16 @@ def _cell_of(row: Row, record: records.RunRecord) -> tuple:
                  if cell.runs and _optim_overrides(cell.runs[0]) == mine), None)
 
 
+def _where(added: Added) -> str:
+    """Where stage 2's seeds ran: the chosen settings, every lr (LR sensitivity), or both."""
+    grid = f"every lr of {' and '.join(added.grid)} (their LR sensitivity is compared)"
+    if not added.grid:
+        return "at each compared row's chosen setting"
+    if set(added.seeds) <= set(added.grid):
+        return f"at {grid}"
+    return f"at each compared row's chosen setting, and at {grid}"
+
+
 def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.Verdict:
     """The table's verdict under the two-stage design its stage 2 ran under: `rows` are stage
     1's."""
@@ -411,9 +421,7 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
     head = (f"Two stages (sweeps/sequential.py, `{added.command}`): stage 1 the table's seeds "
             f"({', '.join(map(str, table.seeds))}); stage 2 seeds "
             f"{added_seeds[0] if added_seeds else '-'}–{added_seeds[-1] if added_seeds else '-'} "
-            f"at each compared row's chosen setting"
-            + (f", and at every lr of {' and '.join(added.grid)} (their LR sensitivity is "
-               f"compared)" if added.grid else "") + " ("
+            + _where(added) + " ("
             + "; ".join(f"{k}: {len(v)}" for k, v in added.seeds.items())
             + f"), {len(added.runs)} runs made at commit {commits or '-'}, {minutes:.1f} min "
               f"of run time within a budget of "

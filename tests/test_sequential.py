@@ -218,7 +218,7 @@ def test_lr_sensitivity_adds_seeds_at_every_lr_of_both_rows():
     assert [len(cell.seeds) for cell in both[0].cells.values()] == [3 + n] * 3
     v = sequential.decide(claim, [a, b], added, {})
     assert f"stage 2 {n} seeds d +0.667" in v.text and v.result == "reproduced", v.text
-    assert "at every lr of s3 and adamw" in v.details[0]
+    assert f"seeds 3–{2 + n} at every lr of s3 and adamw (their LR" in v.details[0]
 
 
 def test_an_average_rank_adds_seeds_to_every_ranked_row():
