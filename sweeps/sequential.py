@@ -341,6 +341,10 @@ def merged(rows: list[Row], added: Added, table: Table) -> tuple[list[Row], list
             continue
         second, union = Row(row.key, best=row.best), copy.copy(row)
         union.cells = dict(row.cells)
+        stray = [r.where for r in extra if _cell_of(row, r) is None]
+        if stray:  # counted nowhere, it would vanish from the verdict unsaid
+            raise records.RecordsError(f"{stray[0]}: a stage-2 run of {row.label} that repeats "
+                                       f"none of its settings ({len(stray)} such runs)")
         for setting, cell in row.cells.items():
             mine = [r for r in extra if _cell_of(row, r) == setting]
             if not mine:

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import norm
 
 from sweeps import sequential, verdict
-from sweeps.records import RunRecord
+from sweeps.records import RecordsError, RunRecord
 from sweeps.sequential import Added, Design
 from tests.conftest import load_script
 from tests.test_verdicts import part, row, table_for
@@ -219,6 +219,10 @@ def test_lr_sensitivity_adds_seeds_at_every_lr_of_both_rows():
     v = sequential.decide(claim, [a, b], added, {})
     assert f"stage 2 {n} seeds d +0.667" in v.text and v.result == "reproduced", v.text
     assert f"seeds 3–{2 + n} at every lr of s3 and adamw (their LR" in v.details[0]
+    stray = Added(asked.seeds, (*runs, _record("s3", 0.5, 3, 2.0)), 1000, "test",
+                  grid=asked.grid)  # an lr the row never ran: refused, not dropped unsaid
+    with pytest.raises(RecordsError, match="repeats none of its settings"):
+        sequential.merged([a, b], stray, claim)
 
 
 def test_an_average_rank_adds_seeds_to_every_ranked_row():
