@@ -296,8 +296,10 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
         return 2
     else:
         print("stage 2: nothing to add: every comparison was decided at stage 1")
-    added = sequential.Added(planned.seeds, tuple(made), budget_min, command, grid=planned.grid)
-    if before is not None:  # the comparisons that had no stage 2 get theirs beside the others'
+    if before is None:
+        added = sequential.Added(planned.seeds, tuple(made), budget_min, command,
+                                 grid=planned.grid)
+    else:  # the comparisons that had no stage 2 get theirs beside the others'
         added = sequential.Added({**before.seeds, **planned.seeds}, (*before.runs, *made),
                                  before.budget_min + budget_min, f"{before.command}; {command}",
                                  before.design, (*before.grid, *planned.grid))

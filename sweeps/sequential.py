@@ -341,12 +341,15 @@ def merged(rows: list[Row], added: Added, table: Table) -> tuple[list[Row], list
             continue
         second, union = Row(row.key, best=row.best), copy.copy(row)
         union.cells = dict(row.cells)
-        stray = [r.where for r in extra if _cell_of(row, r) is None]
-        if stray:  # counted nowhere, it would vanish from the verdict unsaid
-            raise records.RecordsError(f"{stray[0]}: a stage-2 run of {row.label} that repeats "
-                                       f"none of its settings ({len(stray)} such runs)")
+        by_cell: dict[tuple | None, list[records.RunRecord]] = {}
+        for record in extra:
+            by_cell.setdefault(_cell_of(row, record), []).append(record)
+        if None in by_cell:  # counted nowhere, it would vanish from the verdict unsaid
+            stray = by_cell[None]
+            raise records.RecordsError(f"{stray[0].where}: a stage-2 run of {row.label} that "
+                                       f"repeats none of its settings ({len(stray)} such runs)")
         for setting, cell in row.cells.items():
-            mine = [r for r in extra if _cell_of(row, r) == setting]
+            mine = by_cell.get(setting)
             if not mine:
                 continue
             values = [v if (v := r.metric(table.metric.key)) is not None else worst
