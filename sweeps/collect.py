@@ -2,9 +2,11 @@
 
 Fair tuning: per row (an optimizer in a variant, lr multiple and ablation), the setting (lr, and
 the `tune` keys) with the best mean metric over seeds; a setting where any seed diverged or
-failed has no mean and is never chosen. A row shows mean ± std over seeds at its setting; the
-best of each set of comparable rows (same variant, lr multiple and ablation) is marked, with
-whether its lead over the runner-up exceeds the seed noise (the sum of the two stds).
+failed has no mean and is never chosen (unless the metric counts a divergence as one more event:
+`Metric.count_divergence`, for an instability count). A row shows mean ± std over seeds at its
+setting; the best of each set of comparable rows (same variant, lr multiple and ablation) is
+marked, with whether its lead over the runner-up exceeds the seed noise (the sum of the two
+stds).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Cell:
     tuned: tuple  # ((optim key, value), ...)
     seeds: list[int]
     runs: list[RunRecord]
-    values: list[float]  # the metric per seed; ±inf where the run diverged or failed
+    values: list[float]  # the metric per seed; ±inf where the run diverged (uncounted) or failed
 
     @property
     def setting(self) -> tuple:
@@ -132,7 +134,7 @@ def collect(table: Table, runs: list[Run], records: list[RunRecord]) -> list[Row
     """The table's rows from its runs (`records[i]` is the record of `runs[i]`)."""
     if len(runs) != len(records):
         raise ValueError(f"{len(records)} records for {len(runs)} runs")
-    metric, mode = table.metric.key, table.metric.mode
+    mode = table.metric.mode
     worst = math.inf if mode == "min" else -math.inf
     rows: dict[RowKey, Row] = {}
     for run, record in zip(runs, records):
@@ -140,7 +142,7 @@ def collect(table: Table, runs: list[Run], records: list[RunRecord]) -> list[Row
         cell = row.cells.get(run.setting)
         if cell is None:
             cell = row.cells[run.setting] = Cell(run.lr, run.tuned, [], [], [])
-        value = record.metric(metric)
+        value = table.metric.of(record)
         cell.seeds.append(run.seed)
         cell.runs.append(record)
         cell.values.append(value if value is not None else worst)

@@ -70,6 +70,15 @@ class RunRecord:
                                  f"{value!r}); was it made by another task or an older version?")
         return value
 
+    def divergence_count(self, key: str) -> float:
+        """A diverged run's count of events (`key`, e.g. spikes.spike_count) plus one, the
+        divergence itself: the run recorded its count up to the step it diverged at."""
+        value = self.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise RecordsError(f"{self.where} ({self.row}): a diverged run without its count "
+                               f"{key!r} so far (got {value!r})")
+        return value + 1
+
     def loss_curve(self) -> tuple[list[int], list[float]]:
         rows = [x for x in self.metrics if "loss" in x]
         return [x["step"] for x in rows], [x["loss"] for x in rows]

@@ -352,7 +352,7 @@ def merged(rows: list[Row], added: Added, table: Table) -> tuple[list[Row], list
             mine = by_cell.get(setting)
             if not mine:
                 continue
-            values = [v if (v := r.metric(table.metric.key)) is not None else worst
+            values = [v if (v := table.metric.of(r)) is not None else worst
                       for r in mine]
             later = copy.copy(cell)
             later.seeds, later.runs, later.values = [seed_of(r) for r in mine], mine, values

@@ -21,7 +21,8 @@ Spec keys (the YAML file):
                                   fair-tuning rule): its lr grid times its `tune` grids
     lr_multipliers: [1, 3, 10]    rows per multiple of each optimizer's first lr (untuned)
     variants: {<label>: [overrides]}   an extra axis (model sizes, p, α_sign, datasets)
-    seeds: [...]; metric: {key, mode, label, ceiling}; report: [summary keys]
+    seeds: [...]; metric: {key, mode, label, ceiling, resolution, count_divergence}
+    report: [summary keys]
     ratios: [{key, versus: [optim...], label, speedup}]   derived columns (sweeps/collect.py)
     paper: {<row>: value}         the paper's numbers, shown beside ours, never mixed in
     figures: [name]               further figures (sweeps/figures.py FIGURES)
@@ -49,12 +50,16 @@ import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from sweeps import fairness, sources, yamlfile
 from sweeps.compose import option_file
 from tasks.train import identity
+
+if TYPE_CHECKING:
+    from sweeps.records import RunRecord
 
 TABLE_DIR = Path(__file__).resolve().parent.parent / "conf" / "table"
 OPTIM_DIR = TABLE_DIR.parent / "optim"
@@ -71,7 +76,7 @@ SCALE_KEYS = ("label", "overrides", "sources", "regime", "seeds", "extend_edges"
 CLAIM_KEYS = ("kind", "row", "than", "pairs", "binomial", "margin", "effect", "metric",
               "label")
 AMOUNT_KEYS = ("value", "source", "relative")
-METRIC_KEYS = ("key", "mode", "label", "ceiling", "resolution")
+METRIC_KEYS = ("key", "mode", "label", "ceiling", "resolution", "count_divergence")
 
 
 class SpecError(ValueError):
@@ -117,6 +122,16 @@ class Metric:
     label: str = ""
     ceiling: float | None = None  # the best value the metric can take (1 for an accuracy)
     resolution: float | None = None  # its step (1/N for an accuracy over N items)
+    # An instability count (loss spikes): a diverged run scores its count so far plus one, the
+    # divergence being an event it did not survive, so the seed stays in the test rather than
+    # taking the whole setting (and with a one-point grid the row) out of it
+    count_divergence: bool = False
+
+    def of(self, record: RunRecord) -> float | None:
+        """A run's value of this metric; None for a run that has none (diverged, failed)."""
+        if self.count_divergence and record.status == "diverged":
+            return record.divergence_count(self.key)
+        return record.metric(self.key)
 
     @property
     def name(self) -> str:
@@ -518,8 +533,12 @@ def _metric(where: str, raw: dict) -> Metric:
     if resolution is not None and (not isinstance(resolution, (int, float)) or resolution <= 0):
         raise SpecError(f"{where}.resolution must be the metric's step, a number > 0 (1/N for "
                         f"an accuracy over N items), got {resolution!r}")
+    count_divergence = raw.get("count_divergence", False)
+    if not isinstance(count_divergence, bool):
+        raise SpecError(f"{where}.count_divergence must be true or false, got "
+                        f"{count_divergence!r}")
     return Metric(raw["key"], raw.get("mode", "min"), raw.get("label", ""), raw.get("ceiling"),
-                  resolution)
+                  resolution, count_divergence)
 
 
 def _amount(where: str, raw) -> Amount | None:

@@ -453,6 +453,36 @@ def test_a_tuning_search_space_expands_and_collect_picks_the_best_setting(tmp_pa
         spec.load(_write(tmp_path, no_key), tmp_path)
 
 
+def test_an_instability_count_keeps_a_diverged_seed_as_one_more_event(tmp_path):
+    """With `count_divergence` a diverged run scores its spikes so far plus one, so one diverged
+    seed stays in the paired test; without it the setting has no mean and, alone in its grid,
+    takes the row out of the verdict."""
+    spikes = {"key": "spikes.spike_count", "mode": "min", "resolution": 1}
+    raw = dict(MINI, optimizers={"adamw": {"lr": [1e-3]}, "s3": {"lr": [1e-3]}}, seeds=[0, 1],
+               metric=dict(spikes, count_divergence=True))
+    table = spec.load(_write(tmp_path, raw), tmp_path).at("tiny")
+    runs = table.expand()
+
+    def record(r):
+        diverged = r.optim == "s3" and r.seed == 1
+        return RunRecord(r.row.label, r.overrides, {
+            "status": "diverged" if diverged else "completed",
+            "spikes": {"spike_count": 2 if diverged else 1}}, ())
+
+    recorded = [record(r) for r in runs]
+    rows = {r.label: r for r in collect(table, runs, recorded)}
+    assert rows["s3"].chosen.values == [1, 3]  # 2 spikes, then the divergence
+    assert rows["s3"].mean == pytest.approx(2.0)
+    uncounted = spec.load(_write(tmp_path, dict(raw, metric=spikes)), tmp_path).at("tiny")
+    assert {r.label: r.best for r in collect(uncounted, runs, recorded)}["s3"] is None
+    with pytest.raises(ValueError, match=r"count_divergence must be true or false, got 'yes'"):
+        spec.load(_write(tmp_path, dict(raw, metric=dict(spikes, count_divergence="yes"))),
+                  tmp_path)
+    no_count = [RunRecord(r.row, r.overrides, {"status": "diverged"}, ()) for r in recorded]
+    with pytest.raises(ValueError, match="a diverged run without its count"):
+        collect(table, runs, no_count)
+
+
 def test_ratios_compare_rows_of_the_same_variant():
     rows = [_row(o, v, t=t) for o, v, t in [("adamw", "small", 100.0), ("sto", "small", 50.0),
                                              ("adamw", "big", 400.0), ("sto", "big", 100.0)]]
