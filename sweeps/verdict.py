@@ -241,7 +241,7 @@ def _values(row: Row, metric: Metric, table: Table) -> list[float]:
     """The row's per-seed values at its chosen setting, of the table's metric or another key."""
     if metric.key == table.metric.key:
         return list(row.values)
-    return [float(r.get(metric.key)) for r in row.best_runs]
+    return [float(metric.of(r)) for r in row.best_runs]
 
 
 def _difference(c: Comparison, table: Table, part: ClaimPart, metric: Metric, a: Row,
