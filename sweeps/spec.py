@@ -537,6 +537,9 @@ def _metric(where: str, raw: dict) -> Metric:
     if not isinstance(count_divergence, bool):
         raise SpecError(f"{where}.count_divergence must be true or false, got "
                         f"{count_divergence!r}")
+    if count_divergence and raw.get("mode", "min") != "min":
+        raise SpecError(f"{where}.count_divergence is for a count of events, which is minimized "
+                        f"(mode: min); got mode {raw.get('mode')!r}")
     return Metric(raw["key"], raw.get("mode", "min"), raw.get("label", ""), raw.get("ceiling"),
                   resolution, count_divergence)
 

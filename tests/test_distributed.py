@@ -266,11 +266,17 @@ def test_a_run_dir_leased_elsewhere_stops_every_rank_before_ddp_setup(tiny_cfg, 
 
 
 def _compiled_steps(rank: int, init: str, out: str, data_root: str) -> None:
+    import functools
+
     from torch._dynamo.utils import counters
 
     from tasks.train.assemble import build_run
     from tests.conftest import compose_cfg
 
+    # what is checked is that the DDP wrapper is what dynamo captures and trains through, not
+    # inductor's code: its AOT-autograd graphs without codegen (a cold inductor compile in two
+    # ranks at once cost a minute of the suite)
+    torch.compile = functools.partial(torch.compile, backend="aot_eager")
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
         cfg = compose_cfg([*TINY, "task.compile=true", "grad_accum=2", "steps=2"],

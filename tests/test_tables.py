@@ -478,6 +478,10 @@ def test_an_instability_count_keeps_a_diverged_seed_as_one_more_event(tmp_path):
     with pytest.raises(ValueError, match=r"count_divergence must be true or false, got 'yes'"):
         spec.load(_write(tmp_path, dict(raw, metric=dict(spikes, count_divergence="yes"))),
                   tmp_path)
+    with pytest.raises(ValueError, match=r"count_divergence is for a count of events, which is "
+                                         r"minimized \(mode: min\); got mode 'max'"):
+        spec.load(_write(tmp_path, dict(raw, metric=dict(spikes, mode="max",
+                                                             count_divergence=True))), tmp_path)
     no_count = [RunRecord(r.row, r.overrides, {"status": "diverged"}, ()) for r in recorded]
     with pytest.raises(ValueError, match="a diverged run without its count"):
         collect(table, runs, no_count)
