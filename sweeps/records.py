@@ -61,23 +61,22 @@ class RunRecord:
         diverged seed."""
         if self.status != "completed":
             return None
+        return self._number(key, f"a completed run without the table's metric {key!r}",
+                            "; was it made by another task or an older version?")
+
+    def divergence_count(self, key: str) -> float:
+        """A diverged run's count of events (`key`, e.g. spikes.spike_count) plus one, the
+        divergence itself: the run recorded its count up to the step it diverged at."""
+        return self._number(key, f"a diverged run without its count {key!r} so far") + 1
+
+    def _number(self, key: str, missing: str, hint: str = "") -> float:
         value = self.get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise RecordsError(f"{self.where} ({self.row}, "
                                + " ".join(o for o in self.overrides
                                           if o.startswith(("optim.lr=", "seed=")))
-                               + f"): a completed run without the table's metric {key!r} (got "
-                                 f"{value!r}); was it made by another task or an older version?")
+                               + f"): {missing} (got {value!r}){hint}")
         return value
-
-    def divergence_count(self, key: str) -> float:
-        """A diverged run's count of events (`key`, e.g. spikes.spike_count) plus one, the
-        divergence itself: the run recorded its count up to the step it diverged at."""
-        value = self.get(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise RecordsError(f"{self.where} ({self.row}): a diverged run without its count "
-                               f"{key!r} so far (got {value!r})")
-        return value + 1
 
     def loss_curve(self) -> tuple[list[int], list[float]]:
         rows = [x for x in self.metrics if "loss" in x]
