@@ -48,7 +48,8 @@ def check_launcher(cfg: DictConfig) -> None:
         f"`python scripts/reproduce.py TABLE launcher={launcher.get('name')}`")
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base=None)
+# An absolute config path: cli() also runs where this file is imported (tests), not only run.
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
 def main(cfg: DictConfig) -> None:
     try:
         check_launcher(cfg)
@@ -87,13 +88,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (sys.argv): --help, then the overrides checked before Hydra sees them
+    (it reports a bad group choice or key with exit code 1, ours is 2), then the run."""
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(usage())
         sys.exit(0)
-    try:  # before Hydra: it reports a bad group choice or key with exit code 1, ours is 2
+    try:
         check_run_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
