@@ -413,6 +413,10 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
                                for i, a in enumerate(ps)] for test, ps in p1.items()}
             c.p_for, c.p_against, c.p_short = _aggregate(combined).values()
             c.unfunded = p2 is None
+            if c.unfunded:  # stage 1 alone decides it: its d is stage 1's, paired by seed, not
+                # one row's stage-2 seeds (another comparison's) against the other's stage 1
+                c.difference, c.means, c.size = one.difference, one.means, one.size
+                c.minutes_a_seed = one.minutes_a_seed
             n2 = two.difference.n if p2 else 0
             c.stages = (f"stage 1 {one.difference.n} seeds d {one.difference.mean:+.3g}, "
                         f"stage 2 {n2} seeds" + (f" d {two.difference.mean:+.3g}" if p2 else "")

@@ -289,3 +289,7 @@ def test_a_comparison_its_stage_two_left_out_says_why_it_cannot_decide():
     funded, left_out = v.details[1], v.details[2]
     assert "s3 vs adamw" not in left_out and "adamw" in funded
     assert "its stage 2 ran no seeds" in left_out and "its stage 2 ran no seeds" not in funded
+    # s3 has six seeds over both stages (its stage 2 was adamw's), sgd three: the left-out
+    # comparison is stage 1's, paired on the seeds both rows ran, not Welch over 6 against 3
+    assert "per seed +0.02, +0.02, +0.03" in left_out and "paired by seed (0, 1, 2)" in left_out
+    assert "Welch" not in left_out, left_out
