@@ -31,6 +31,12 @@ undecided gets stage 2 of a two-stage design with stated error (sweeps/sequentia
 80% power needs at the stage-1 spread, added to the compared rows at their chosen settings within
 M minutes of run time (default 30), then the table is rendered with the design's verdict.
 
+`--confirm [--budget-min M]`: a committed table gets a confirmatory experiment
+(sweeps/confirm.py): fresh seeds for the rows its claim compares, at their chosen settings, as
+many as give each comparison 90% power at Holm's strictest level from the table's spread, run
+within M minutes (default 30) or not at all; the table's verdict is then the experiment's,
+decided on those seeds alone, and the header counts every look the claim has had.
+
 `--plan` composes and validates every run and trains nothing: per run its key, status, the data
 it needs (and the command that prepares what is missing), memory per GPU and GPU-hours, then
 totals. It exits 2 if any run is invalid.
@@ -45,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sweeps import spec  # noqa: E402
 from sweeps.contender import parse as parse_contender  # noqa: E402
 from sweeps.plan import DEFAULT_GPU, GPUS, Hardware  # noqa: E402
-from sweeps.reproduce import decide_more, reproduce  # noqa: E402
+from sweeps.reproduce import confirm_more, decide_more, reproduce  # noqa: E402
 from tasks.train.errors import ConfigError, Preempted  # noqa: E402
 from tasks.train.lease import LeaseHeld  # noqa: E402
 
@@ -72,8 +78,12 @@ def main() -> int:
     parser.add_argument("--decide", action="store_true",
                         help="add seeds to the committed table's undecided comparisons by a "
                              "two-stage design with stated error (sweeps/sequential.py)")
+    parser.add_argument("--confirm", action="store_true",
+                        help="a confirmatory experiment on fresh seeds for the committed "
+                             "table's compared rows, decided on its own (sweeps/confirm.py)")
     parser.add_argument("--budget-min", type=float, default=None,
-                        help="--decide: the minutes of run time stage 2 may take (default 30)")
+                        help="--decide or --confirm: the minutes of run time it may take "
+                             "(default 30)")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="render runs made by different optimizer/task code together "
                              "(the table lists the versions)")
@@ -96,16 +106,20 @@ def main() -> int:
             parser.error("--results goes with --contender (tables are written to results/)")
         if contender:
             command += f" --contender {args.contender}"
-        if args.budget_min is not None and not args.decide:
-            parser.error("--budget-min goes with --decide")
-        if args.decide:
-            if contender or args.plan or args.render_only or args.certify:
-                parser.error("--decide runs alone: not with --contender, --plan, "
-                             "--render-only or --certify")
+        if args.budget_min is not None and not (args.decide or args.confirm):
+            parser.error("--budget-min goes with --decide or --confirm")
+        if args.decide or args.confirm:
+            flag = "--decide" if args.decide else "--confirm"
+            if contender or args.plan or args.render_only or args.certify or \
+                    (args.decide and args.confirm):
+                parser.error(f"{flag} runs alone: not with --contender, --plan, "
+                             f"--render-only, --certify" + (" or --confirm" if args.decide
+                                                            else " or --decide"))
             budget = 30.0 if args.budget_min is None else args.budget_min
-            return decide_more(args.table, args.overrides,
-                               f"{command} --decide --budget-min {budget:g}", budget,
-                               poll_s=args.poll)
+            run_more = decide_more if args.decide else confirm_more
+            return run_more(args.table, args.overrides,
+                            f"{command} {flag} --budget-min {budget:g}", budget,
+                            poll_s=args.poll)
         return reproduce(args.table, args.overrides, command, wait=args.wait,
                          poll_s=args.poll, plan=hardware, render_only=args.render_only,
                          allow_mixed=args.allow_mixed, contender=contender,

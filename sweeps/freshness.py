@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import records, sequential, spec
+from sweeps import confirm, records, sequential, spec
 from sweeps.compose import compose_runs
 from tasks.train import identity
 
@@ -110,9 +110,10 @@ def check(folder: Path, root: Path = identity.PROJECT_ROOT,
     expanded = [tuple(r.overrides) for r in runs]
     if expanded == [r.overrides for r in tabled.runs]:
         problem = ""
-        # stage 2 of a two-stage table (sweeps/sequential.py) is checked as its other runs are
-        stage2 = sequential.read(folder)
-        recorded = list(enumerate([*tabled.runs, *(stage2.runs if stage2 is not None else ())]))
+        # stage 2 of a two-stage table (sweeps/sequential.py) and a confirmatory experiment
+        # (sweeps/confirm.py) are checked as its other runs are
+        later = [x for x in (sequential.read(folder), confirm.read(folder)) if x is not None]
+        recorded = list(enumerate([*tabled.runs, *(r for x in later for r in x.runs)]))
     else:
         # a spec that expands otherwise (a row added) makes the table stale; the records' runs
         # it still expands are checked one by one, so that a re-run takes the fresh ones and

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps import freshness, sequential, spec
+from sweeps import confirm, freshness, sequential, spec
 from sweeps.records import RECORDS_FILE
 from sweeps.verdict import OUTCOMES
 from tasks.train import store
@@ -44,7 +44,10 @@ tests/test_freshness.py; `python scripts/freshness.py` says what fixes it).
 
 The seeds column says how the verdict's seeds were chosen: `fixed`, the spec's seeds; `two
 stages`, the spec's seeds then those `reproduce.py TABLE --decide` added to the compared rows by
-a design with stated error (`sweeps/sequential.py`; its runs and their time are counted here).
+a design with stated error (`sweeps/sequential.py`); `+ confirmatory`, a new experiment on fresh
+seeds that `reproduce.py TABLE --confirm` sized from the table and decided the verdict on alone
+(`sweeps/confirm.py`). Runs read `table + stage 2 + confirmation`; all of them, and their time,
+are counted here.
 
 | table | scale | verdict | seeds | code | runs | compute (run wall time, summed) |
 |---|---|---|---|---|---|---|
@@ -60,6 +63,7 @@ class Entry:
     runs: int
     seconds: float  # run wall time, summed
     added: int = -1  # runs stage 2 added (sweeps/sequential.py); -1: a fixed design
+    confirmed: int = -1  # runs of a confirmatory experiment (sweeps/confirm.py); -1: none
 
 
 def entries(results: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
@@ -71,12 +75,14 @@ def entries(results: Path, tables: Path = spec.TABLE_DIR) -> list[Entry]:
         md = (folder / "table.md").read_text() if (folder / "table.md").exists() else ""
         verdict = next((line.strip("* ").removeprefix("Verdict: ") for line in md.splitlines()
                         if line.startswith("**Verdict:")), "no table rendered")
-        stage2 = sequential.read(folder)
-        if stage2 is not None:
-            seconds += sum((r.get("wall_time_s") or 0.0) for r in stage2.runs)
+        stage2, confirmation = sequential.read(folder), confirm.read(folder)
+        for later in (stage2, confirmation):
+            if later is not None:
+                seconds += sum((r.get("wall_time_s") or 0.0) for r in later.runs)
         out.append(Entry(folder.parent.name, folder.name, verdict.split(" — ")[0],
                          freshness.check(folder, tables=tables).state, len(data["runs"]),
-                         seconds, len(stage2.runs) if stage2 is not None else -1))
+                         seconds, len(stage2.runs) if stage2 is not None else -1,
+                         len(confirmation.runs) if confirmation is not None else -1))
     return out
 
 
@@ -84,8 +90,9 @@ def text(results: Path, tables: Path = spec.TABLE_DIR) -> str:
     lines = [HEADER.format(records=RECORDS_FILE)]
     found = entries(results, tables)
     for e in found:
-        seeds = "fixed" if e.added < 0 else "two stages"
-        runs = f"{e.runs}" if e.added < 0 else f"{e.runs} + {e.added}"
+        seeds = ("fixed" if e.added < 0 else "two stages") + \
+            (" + confirmatory" if e.confirmed >= 0 else "")
+        runs = " + ".join(str(n) for n in (e.runs, e.added, e.confirmed) if n >= 0)
         lines.append(f"| [{e.table}]({e.table}/{e.scale}/table.md) | {e.scale} | {e.verdict} | "
                      f"{seeds} | {e.code} | {runs} | {e.seconds / 60:.1f} min |\n")
     outcomes = [e.verdict for e in found]

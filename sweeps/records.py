@@ -159,11 +159,26 @@ def from_run_dirs(runs, run_dirs: dict[int, Path]) -> list[RunRecord]:
 
 
 def write(out: Path, records: TableRecords) -> Path:
-    path = Path(out) / RECORDS_FILE
+    return write_json_gz(Path(out) / RECORDS_FILE, records.to_json())
+
+
+def write_json_gz(path: Path, data: dict) -> Path:
+    """`data` as gzipped JSON with no timestamp (the same data, the same bytes), atomically."""
     # Python's JSON: a NaN loss a run logged stays NaN, so the figures redraw it the same way
-    blob = json.dumps(records.to_json(), separators=(",", ":")).encode()  # key order is shown
+    blob = json.dumps(data, separators=(",", ":")).encode()  # key order is shown
     store.atomic_write(path, lambda f: f.write(gzip.compress(blob, compresslevel=9, mtime=0)))
     return path
+
+
+def read_json_gz(path: Path):
+    """What `write_json_gz` wrote; a damaged file is an error naming it."""
+    try:
+        return json.loads(gzip.decompress(Path(path).read_bytes()))
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise RecordsError(f"{path} is not a whole gzip file ({e}): truncated or damaged; "
+                           f"restore it from git") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordsError(f"{path} does not hold JSON ({e}); restore it from git") from None
 
 
 def read(out: Path) -> TableRecords:
@@ -173,13 +188,7 @@ def read(out: Path) -> TableRecords:
     if not path.exists():
         raise RecordsError(f"no run records at {path}: render-only needs a table rendered by "
                            f"this version of reproduce.py (it writes {RECORDS_FILE})")
-    try:
-        data = json.loads(gzip.decompress(path.read_bytes()))
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise RecordsError(f"{path} is not a whole gzip file ({e}): truncated or damaged; "
-                           f"restore it from git") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RecordsError(f"{path} does not hold JSON ({e}); restore it from git") from None
+    data = read_json_gz(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise RecordsError(f"{path}: records format {found!r}, this code reads {FORMAT}")
@@ -190,7 +199,7 @@ def read(out: Path) -> TableRecords:
     aux = data.get("aux_lr") or {}
     if not isinstance(aux, dict) or not all(isinstance(v, (int, float)) for v in aux.values()):
         raise RecordsError(f"{path}: field 'aux_lr' must map each variant to an lr, got {aux!r}")
-    runs = tuple(_run(path, i, entry) for i, entry in enumerate(data["runs"]))
+    runs = tuple(checked_run(path, i, entry) for i, entry in enumerate(data["runs"]))
     certificates = data.get("certificates") or []
     if not isinstance(certificates, list):
         raise RecordsError(f"{path}: field 'certificates' must be a list")
@@ -200,7 +209,8 @@ def read(out: Path) -> TableRecords:
                               for i, c in enumerate(certificates)))
 
 
-def _run(path: Path, i: int, entry) -> RunRecord:
+def checked_run(path: Path, i: int, entry) -> RunRecord:
+    """Run `i` of the records file `path`, checked field by field."""
     def bad(field: str, why: str):
         row = entry.get("row") if isinstance(entry, dict) else None
         return RecordsError(f"{path}: run {i} ({row or 'no row'}): {field} {why}")

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeps import edges, fairness, index, leaderboard, records, reuse, sequential, spec
+from sweeps import confirm, edges, fairness, index, leaderboard, records, reuse, sequential, spec
 from sweeps.certify import certify as certify_table
 from sweeps.collect import code_versions, collect, ranking
 from sweeps.compose import compose_runs
@@ -213,6 +213,9 @@ def _render(table: spec.Table, runs: list[spec.Run], tabled: records.TableRecord
     added = sequential.read(out)
     verdict = (sequential.decide(table, rows, added, tabled.grids) if added is not None
                else decide(table, rows, tabled.grids))
+    confirmation = confirm.read(out)
+    if confirmation is not None:  # the pilot's reading is superseded by the experiment's
+        verdict = confirm.decide(table, rows, confirmation, tabled.grids, verdict, added)
     rules = fairness.describe(table, runs, tabled.aux or {})
     prov = {**tabled.provenance, "code_versions": versions}
     if tabled.certificates:
@@ -239,6 +242,21 @@ def render_from_records(table: spec.Table, out: Path) -> int:
     return 0
 
 
+def _committed(table_name: str, overrides: list[str], flag: str, budget_min: float,
+               results: Path, tables: Path):
+    """(table, launcher overrides, results folder, records) of the committed table that
+    `flag` (--decide, --confirm) adds runs to, checked before anything runs."""
+    if not budget_min > 0:
+        raise ValueError(f"--budget-min must be a number of minutes > 0, got {budget_min!r}")
+    scale = _scale(overrides)
+    extra, _ = spec.launcher_overrides(scale, [o for o in overrides if not o.startswith("scale=")])
+    table = spec.load(table_name, tables).at(scale)
+    if not table.claim_parts:
+        raise spec.SpecError(f"table {table.name} states no claim: {flag} has nothing to decide")
+    out = results / table.name / table.folder(extra)
+    return table, extra, out, records.read(out)
+
+
 def decide_more(table_name: str, overrides: list[str], command: str, budget_min: float,
                 poll_s: float = 5.0, results: Path = RESULTS,
                 tables: Path = spec.TABLE_DIR) -> int:
@@ -246,15 +264,8 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     on the committed table: plan the seeds its undecided comparisons need within
     `budget_min` minutes of run time, run them at each row's chosen setting, wait, and render
     the table with the design's verdict. Exit 0 decided or rendered, 1 a run failed."""
-    if not budget_min > 0:
-        raise ValueError(f"--budget-min must be a number of minutes > 0, got {budget_min!r}")
-    scale = _scale(overrides)
-    extra, _ = spec.launcher_overrides(scale, [o for o in overrides if not o.startswith("scale=")])
-    table = spec.load(table_name, tables).at(scale)
-    if not table.claim_parts:
-        raise spec.SpecError(f"table {table.name} states no claim: --decide has nothing to decide")
-    out = results / table.name / table.folder(extra)
-    tabled = records.read(out)
+    table, extra, out, tabled = _committed(table_name, overrides, "--decide", budget_min,
+                                           results, tables)
     before = sequential.read(out)
     runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
     rows = collect(table, runs, list(tabled.runs))
@@ -269,27 +280,16 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     if not planned.eligible:
         raise ValueError(f"table {table.name}: no comparison of its claim has a difference to "
                          f"test (a row did not finish): --decide has nothing to add seeds to")
-    by_label = {r.label: r for r in rows}
-    stage2 = [spec.Run(by_label[label].key, cell.lr, seed,
-                       (*[o for o in cell.runs[0].overrides
-                          if o not in tabled.extra and not o.startswith("seed=")],
-                        f"seed={seed}", *extra), cell.tuned)
-              for label, seeds in planned.seeds.items()
-              for cell in sequential.cells_read(by_label[label], label in planned.grid)
-              for seed in seeds]
     made, failed = [], False
-    if stage2:
-        name = f"{table.sweep_name(extra)[0]}-decide"
+    if planned.seeds:
+        by_label = {r.label: r for r in rows}
+        count = sum(len(v) * len(sequential.cells_read(by_label[k], k in planned.grid))
+                    for k, v in planned.seeds.items())
         rows_added = ", ".join(f"{k} +{len(v)}" for k, v in planned.seeds.items())
-        print(f"stage 2: {len(stage2)} runs ({rows_added}), about {planned.minutes:.1f} min "
+        print(f"stage 2: {count} runs ({rows_added}), about {planned.minutes:.1f} min "
               f"of run time")
-        result = launch(name, runs=[list(r.overrides) for r in stage2],
-                        extra_conf=table.extra_conf)
-        runs_root = Path(result.runs[0][1]["runs_root"])
-        states = wait_for_sweep(runs_root, name, poll_s, until_done=True, progress=False)
-        made = records.from_run_dirs(stage2, {j: Path(st.run_dir) for j, st in
-                                              enumerate(states)})
-        failed = any(st.state.name == RunState.FAILED for st in states)
+        made, failed = _run_seeds(table, tabled, rows, planned.seeds, planned.grid, extra,
+                                  "decide", poll_s)
     elif planned.asked:
         print(f"stage 2: the budget covers no row's {sequential.MIN_ADDED} seeds; nothing ran "
               f"and nothing was written (give a larger --budget-min)")
@@ -307,4 +307,55 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     render_from_records(table, out)
     index.write(results, tables)
     print(f"wrote {out}/table.md with the two-stage verdict and {sequential.ADDED_FILE}")
+    return 1 if failed else 0
+
+
+def _run_seeds(table: spec.Table, tabled: records.TableRecords, rows: list, seeds: dict,
+               grid: tuple[str, ...], extra: list[str], suffix: str, poll_s: float):
+    """Run `seeds` (row label → seeds) at each row's chosen setting (at every lr for the rows
+    in `grid`) as one job array, wait for it: (the runs' records, whether any failed)."""
+    by_label = {r.label: r for r in rows}
+    runs = [spec.Run(by_label[label].key, cell.lr, seed,
+                     (*[o for o in cell.runs[0].overrides
+                        if o not in tabled.extra and not o.startswith("seed=")],
+                      f"seed={seed}", *extra), cell.tuned)
+            for label, row_seeds in seeds.items()
+            for cell in sequential.cells_read(by_label[label], label in grid)
+            for seed in row_seeds]
+    name = f"{table.sweep_name(extra)[0]}-{suffix}"
+    result = launch(name, runs=[list(r.overrides) for r in runs], extra_conf=table.extra_conf)
+    runs_root = Path(result.runs[0][1]["runs_root"])
+    states = wait_for_sweep(runs_root, name, poll_s, until_done=True, progress=False)
+    made = records.from_run_dirs(runs, {j: Path(st.run_dir) for j, st in enumerate(states)})
+    return made, any(st.state.name == RunState.FAILED for st in states)
+
+
+def confirm_more(table_name: str, overrides: list[str], command: str, budget_min: float,
+                 poll_s: float = 5.0, results: Path = RESULTS,
+                 tables: Path = spec.TABLE_DIR) -> int:
+    """`reproduce.py TABLE --confirm`: the confirmatory experiment of a committed table
+    (sweeps/confirm.py): fresh seeds for its compared rows at their chosen settings, sized for
+    90% power from the table's spread, run within `budget_min` minutes or not at all; the
+    table is rendered with the experiment's verdict. Exit 0 rendered, 1 a run failed."""
+    table, extra, out, tabled = _committed(table_name, overrides, "--confirm", budget_min,
+                                           results, tables)
+    if confirm.read(out) is not None:
+        print(f"{out} already has its confirmation ({confirm.CONFIRM_FILE}): its verdict is "
+              f"final; another would be one more look at the claim")
+        return render_from_records(table, out)
+    added = sequential.read(out)
+    runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
+    rows = collect(table, runs, list(tabled.runs))
+    planned = confirm.plan(table, confirm.pilot(table, rows, added),
+                           confirm.used_seeds(tabled, added), budget_min)
+    for line in planned.sizing:
+        print(f"confirm: {line}")
+    print(f"confirm: {sum(len(v) for v in planned.seeds.values())} runs, about "
+          f"{planned.minutes:.1f} min of run time")
+    made, failed = _run_seeds(table, tabled, rows, planned.seeds, (), extra, "confirm", poll_s)
+    confirm.write(out, confirm.Confirmation(planned.seeds, tuple(made), budget_min, command,
+                                            tuple(planned.sizing)))
+    render_from_records(table, out)
+    index.write(results, tables)
+    print(f"wrote {out}/table.md with the confirmation's verdict and {confirm.CONFIRM_FILE}")
     return 1 if failed else 0

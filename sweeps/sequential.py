@@ -222,7 +222,7 @@ def plan(table: Table, rows: list[Row], budget_min: float, design: Design = Desi
             lines.append(f"{name}: asks {ask} seeds a row{where} ({why})")
             requests.append((name, labels, ask))
     by_label = {r.label: r for r in rows}
-    cost = {label: _minutes_a_run(cells_read(by_label[label], label in grid))
+    cost = {label: minutes_a_run(cells_read(by_label[label], label in grid))
             for _, labels, _ in requests for label in labels}
     left = budget_min
     # the cheapest requests first: within a budget, as many comparisons decided as it allows
@@ -299,7 +299,7 @@ def _m(part: ClaimPart) -> int:
     return max(1, sum(len(than) for _, than in part.pairs))
 
 
-def _minutes_a_run(cells: list) -> float:
+def minutes_a_run(cells: list) -> float:
     """Minutes for one seed at `cells`: each cell's mean run time, summed."""
     total = 0.0
     for cell in cells:
@@ -392,6 +392,12 @@ def _where(added: Added) -> str:
     return f"at each compared row's chosen setting, and at {grid}"
 
 
+def commits_of(runs) -> str:
+    """The commits `runs` were made at, in order, short (a dirty tree's marked)."""
+    return ", ".join(dict.fromkeys(str(r.get("git_commit"))[:12] + (
+        "-dirty" if str(r.get("git_commit")).endswith("-dirty") else "") for r in runs))
+
+
 def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.Verdict:
     """The table's verdict under the two-stage design its stage 2 ran under: `rows` are stage
     1's."""
@@ -427,8 +433,7 @@ def decide(table: Table, rows: list[Row], added: Added, grids: dict) -> verdict.
     fixed = verdict.decide(table, rows, grids)
     added_seeds = sorted({s for seeds in added.seeds.values() for s in seeds})
     minutes = sum((r.get("wall_time_s") or 0.0) for r in added.runs) / 60.0
-    commits = ", ".join(dict.fromkeys(str(r.get("git_commit"))[:12] + (
-        "-dirty" if str(r.get("git_commit")).endswith("-dirty") else "") for r in added.runs))
+    commits = commits_of(added.runs)
     head = (f"Two stages (sweeps/sequential.py, `{added.command}`): stage 1 the table's seeds "
             f"({', '.join(map(str, table.seeds))}); stage 2 seeds "
             f"{added_seeds[0] if added_seeds else '-'}–{added_seeds[-1] if added_seeds else '-'} "

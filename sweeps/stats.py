@@ -105,8 +105,11 @@ class Difference:
             return 1.0 if (alternative > boundary if upper else alternative < boundary) else 0.0
         # ttest_power takes a standardized effect and nobs: noncentrality = effect·√nobs
         effect = (alternative - boundary) / (se * math.sqrt(n))
-        return float(ttest_power(effect, n, level, df=df,
-                                 alternative="larger" if upper else "smaller"))
+        value = float(ttest_power(effect, n, level, df=df,
+                                  alternative="larger" if upper else "smaller"))
+        if math.isnan(value):  # a spread of rounding error: the noncentral t's tail underflows
+            return 1.0 if (effect > 0 if upper else effect < 0) else 0.0
+        return value
 
     def power_inside(self, alternative: float, margin: float, level: float = ALPHA,
                      n: int | None = None) -> float:
@@ -118,13 +121,13 @@ class Difference:
                 + self.power(alternative, margin, False, level, n) - 1.0)
         return max(0.0, both)
 
-    def seeds_needed(self, power_at, limit: int = 200) -> int | None:
-        """The fewest seeds a row at which `power_at(n)` reaches POWER (None: more than
+    def seeds_needed(self, power_at, limit: int = 200, power: float = POWER) -> int | None:
+        """The fewest seeds a row at which `power_at(n)` reaches `power` (None: more than
         `limit`, or no spread measured)."""
         if self.df <= 0 or not math.isfinite(self.se):
             return None
         for n in range(2, limit + 1):
-            if power_at(n) >= POWER:
+            if power_at(n) >= power:
                 return n
         return None
 

@@ -412,17 +412,50 @@ def _outcome(table: Table, part: ClaimPart, c: Comparison, rows: list[Row],
             f"may be under-tuned, so losing is not a result")
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a comparison's test must detect, and that test's power with n seeds a row at the
+    spread observed (`power(None)`: with the seeds it has)."""
+
+    what: str
+    power: Callable[[int | None], float]
+
+
+def target(part: ClaimPart, c: Comparison, level_for: float, level_against: float) -> Target:
+    """The difference a comparison's test must detect, by the test that difference would pass
+    at the given one-sided levels. For `better` with an effect, the claimed effect (the test of
+    d > 0). For a margin, the difference observed: the claim's test (above −δ; inside ±δ by
+    TOST) or, observed beyond the margin, the test against it. With no effect stated, the
+    difference observed, by the test it points to (for the claim, or against it)."""
+    d = c.difference
+    if c.size is None:
+        upper = d.mean > 0
+        return Target(f"the difference observed ({d.mean:+.3g})",
+                      lambda n=None: d.power(d.mean, 0.0, upper,
+                                             level_for if upper else level_against, n))
+    size, observed = c.size[0], d.mean
+    if part.kind == "matches" and abs(observed) < size:
+        return Target(f"the difference observed ({observed:+.3g}), by TOST within "
+                      f"±{size:.3g}", lambda n=None: d.power_inside(observed, size, level_for, n))
+    if part.kind in ("matches", "matches_or_beats"):
+        beyond = part.kind == "matches" and observed >= size  # else the test of −δ
+        boundary = size if beyond else -size
+        upper = beyond or observed > -size
+        level = level_for if (upper and observed > -size and not beyond) else level_against
+        side = "above" if upper else "below"
+        return Target(f"the difference observed ({observed:+.3g}), {side} {boundary:+.3g}",
+                      lambda n=None: d.power(observed, boundary, upper, level, n))
+    return Target(f"the claimed effect {size:.3g}",
+                  lambda n=None: d.power(size, 0.0, True, level_for, n))
+
+
 def _undecided(part: ClaimPart, c: Comparison) -> None:
     """Underpowered or inconclusive, by the power of the test made at the difference it must
-    detect, with the seeds a row that would give it 80%. For `better`, the claimed effect (the
-    test of d > 0). For a margin, the difference observed, by the test that difference would
-    pass: the claim's (above −δ; inside ±δ by TOST) or, observed beyond the margin, the test
-    against it."""
-    d, level = c.difference, c.level_for
+    detect (`target`), with the seeds a row that would give it 80%."""
+    d = c.difference
+    aim = target(part, c, c.level_for, c.level_against)
     if c.size is None:  # no effect to lack power for: what the difference observed would take
-        upper = d.mean > 0
-        needed = d.seeds_needed(lambda n: d.power(d.mean, 0.0, upper, level, n)) \
-            if d.mean != 0 else None
+        needed = d.seeds_needed(aim.power) if d.mean != 0 else None
         whole = " over the whole lr grid" if part.kind in ("sensitivity", "average_rank") else ""
         cost = (f" (about {needed * c.minutes_a_seed:.0f} min of run time)"
                 if needed and c.minutes_a_seed else "")
@@ -431,37 +464,15 @@ def _undecided(part: ClaimPart, c: Comparison) -> None:
             f"({d.mean:+.3g}) " + (f"{needed} seeds a row{whole} would give 80% power{cost}"
                                    if needed else "more than 200 seeds a row would be needed"))
         return
-    size, observed = c.size[0], d.mean
-    if part.kind == "matches" and abs(observed) < size:
-        what = f"the difference observed ({observed:+.3g}), by TOST within ±{size:.3g}"
-
-        def power(n=None):
-            return d.power_inside(observed, size, level, n)
-    elif part.kind in ("matches", "matches_or_beats"):
-        beyond = part.kind == "matches" and observed >= size  # else the test of −δ
-        boundary = size if beyond else -size
-        upper = beyond or observed > -size
-        if not (upper and observed > -size and not beyond):
-            level = c.level_against
-        side = "above" if upper else "below"
-        what = f"the difference observed ({observed:+.3g}), {side} {boundary:+.3g}"
-
-        def power(n=None):
-            return d.power(observed, boundary, upper, level, n)
-    else:
-        what = f"the claimed effect {size:.3g}"
-
-        def power(n=None):
-            return d.power(size, 0.0, True, level, n)
-    now = power()
+    now = aim.power(None)
     if now >= POWER:
         c.outcome, c.reason = "inconclusive", (
-            f"{INSIDE}; the test had {100 * now:.0f}% power at {what}")
+            f"{INSIDE}; the test had {100 * now:.0f}% power at {aim.what}")
         return
-    c.outcome, c.needed = "underpowered", d.seeds_needed(lambda n: power(n))
+    c.outcome, c.needed = "underpowered", d.seeds_needed(aim.power)
     cost = (f" (about {c.needed * c.minutes_a_seed:.0f} min of run time for the two rows at "
             f"this scale)" if c.needed and c.minutes_a_seed else "")
-    c.reason = (f"the test has {100 * now:.0f}% power at {what} with {d.n} seeds; "
+    c.reason = (f"the test has {100 * now:.0f}% power at {aim.what} with {d.n} seeds; "
                 + (f"{c.needed} seeds a row would give it {100 * POWER:.0f}% at the spread "
                    f"observed{cost}" if c.needed else "no number of seeds up to 200 would give "
                    f"it {100 * POWER:.0f}% at the spread observed"))

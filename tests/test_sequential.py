@@ -78,15 +78,16 @@ def test_the_verdict_combines_each_stages_own_p_value():
 
 
 @pytest.mark.slow
-def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_path):
-    """A two-seed miniature cannot decide at stage 1 (t with 1 df); --decide adds seeds to the
-    two rows at their chosen lrs within its budget, and the table's verdict is the design's.
-    A second call adds nothing: the design has two stages."""
+def committed_mini(tmp_path):
+    """A two-seed miniature (StoSignSGD against Signum on the nonsmooth problem, one lr each)
+    reproduced and committed under tmp_path: (its specs folder, its results, the overrides
+    that keep its runs and data there)."""
     import copy
 
     import yaml
 
     from sweeps import sources
+    from sweeps.reproduce import reproduce
     from tests.test_contender import NONSMOOTH_MINI
 
     raw = copy.deepcopy(NONSMOOTH_MINI)
@@ -99,9 +100,17 @@ def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_pa
     (tables / "mini.yaml").write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
     where = [f"runs_root={tmp_path / 'runs'}", f"data_root={tmp_path / 'data'}"]
-    from sweeps.reproduce import decide_more, reproduce
-
     assert reproduce("mini", where, "test", results=results, tables=tables) == 0
+    return tables, results, where
+
+
+def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_path):
+    """A two-seed miniature cannot decide at stage 1 (t with 1 df); --decide adds seeds to the
+    two rows at their chosen lrs within its budget, and the table's verdict is the design's.
+    A second call adds nothing: the design has two stages."""
+    from sweeps.reproduce import decide_more
+
+    tables, results, where = committed_mini(tmp_path)
     out = results / "mini" / "tiny"
     assert "**Verdict: inconclusive" in (out / "table.md").read_text()
     assert decide_more("mini", where, "test --decide", budget_min=2.0, results=results,

@@ -344,3 +344,15 @@ def test_a_margin_observed_beyond_is_powered_for_the_test_against_the_claim():
     rows = [row("s3", [1.0 - w for w in worse]), row("adamw", [1.0] * 3)]
     v = verdict.decide(table_for(part("matches", margin=0.01)), rows)
     assert v.result == "underpowered" and "above +0.01" in v.details[0]
+
+
+def test_a_spread_of_rounding_error_has_the_power_of_a_certain_test():
+    """Seed-wise differences equal up to float rounding (se ~1e-17): statsmodels' noncentral t
+    underflows to nan there, and nan would read as no power at all."""
+    from sweeps.stats import difference
+
+    d = difference([1.0, 1.3, 0.8], [1.1, 1.4, 0.9], [0, 1, 2], [0, 1, 2], "min")
+    assert 0 < d.se < 1e-15
+    assert d.power(0.05, 0.0, True, 0.0125, 3) == 1.0
+    assert d.power(0.05, 0.0, False, 0.0125, 3) == 0.0
+    assert d.seeds_needed(lambda n: d.power(0.05, 0.0, True, 0.0125, n)) == 2
