@@ -163,7 +163,7 @@ def decide(table: Table, rows: list[Row], confirmation: Confirmation, grids: dic
             f"{seeds[0]}–{seeds[-1]} at each compared row's chosen setting ("
             + "; ".join(f"{k}: {len(v)}" for k, v in confirmation.seeds.items())
             + f"), {len(confirmation.runs)} runs made at commit {commits or '-'}, "
-              f"{minutes:.1f} min of run time within a budget of {confirmation.budget_min:g} "
+              f"{minutes:.1f} min of run time against a budget of {confirmation.budget_min:g} "
               f"min; sized from the pilot (" + "; ".join(confirmation.sizing) + "); decided "
               "on these seeds alone, as a fixed design. Pilot: the table's seeds"
             + (" and its stage 2" if added is not None else "")
