@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sweeps import edges
-from sweeps.collect import Row
+from sweeps.collect import Cell, Row
 from sweeps.spec import ClaimPart, Metric, Table
 from sweeps.stats import ALPHA, POWER, Difference, difference, holm, holm_levels, one_sample
 
@@ -292,6 +292,17 @@ def _sensitivity(c: Comparison, a: Row, b: Row) -> None:
     d = one_sample([sb[s] - sa[s] for s in seeds], seeds)
     c.metric = f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g})"
     c.difference = d
+    # one more seed runs every lr of both rows (the cells `lr_sensitivity` reads): their mean
+    # run times, summed
+    read: dict[tuple, Cell] = {}
+    for row in (a, b):
+        for cell in row.cells.values():
+            if cell.lr in lrs:
+                read.setdefault((row.label, cell.lr), cell)
+    times = [[x for r in cell.runs if isinstance(x := r.get("wall_time_s"), (int, float))]
+             for cell in read.values()]
+    if times and all(times):
+        c.minutes_a_seed = sum(statistics.mean(t) for t in times) / 60.0
     c.means = (statistics.mean(sa[s] for s in seeds), statistics.mean(sb[s] for s in seeds))
     _against_zero(c)
 

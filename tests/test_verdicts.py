@@ -290,6 +290,14 @@ def test_lr_sensitivity_as_wortsman_et_al_define_it():
     assert verdict.lr_sensitivity(b, lrs)[0] == pytest.approx((0.2 + 0.0 + 3.2) / 3)
     v = verdict.decide(table_for(part("sensitivity")), [a, b])
     assert v.result == "reproduced" and "LR sensitivity over 3 lrs (0.001–0.1)" in v.details[0]
+    # undecided, it says what a seed more costs: every lr of both rows (30 s a run here)
+    close = {lr: [v + 0.05, v + 0.3, v - 0.2] for lr, v in zip(lrs, (2.0, 1.8, 2.2))}
+    timed = {"wall_time_s": 30.0}
+    c = row("adamw", best_lr=1e-2, cells=close, initial=initial, summary=timed)
+    [comparison] = verdict.compare_part(table_for(part("sensitivity")), part("sensitivity"),
+                                        [row("s3", best_lr=1e-2, cells=stable,
+                                             initial=initial, summary=timed), c], {})
+    assert comparison.minutes_a_seed == pytest.approx(6 * 0.5)
 
 
 def test_figures_mark_the_spike_events_the_table_counts():
