@@ -266,6 +266,9 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     the table with the design's verdict. Exit 0 decided or rendered, 1 a run failed."""
     table, extra, out, tabled = _committed(table_name, overrides, "--decide", budget_min,
                                            results, tables)
+    if confirm.read(out) is not None:
+        raise ValueError(f"{out} has a confirmatory experiment ({confirm.CONFIRM_FILE}) and its "
+                         f"verdict is final: a stage 2 now would be one more look at the claim")
     before = sequential.read(out)
     runs = table.expand(list(tabled.extra), tabled.grids, tabled.aux or None)
     rows = collect(table, runs, list(tabled.runs))

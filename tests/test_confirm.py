@@ -107,7 +107,7 @@ def test_confirm_runs_a_committed_tables_experiment_and_renders_its_verdict(tmp_
     fresh seeds at the chosen lrs, the table's verdict the experiment's, the index and
     freshness counting its runs; a second call runs nothing."""
     from sweeps import freshness, index, records
-    from sweeps.reproduce import confirm_more, render_from_records
+    from sweeps.reproduce import confirm_more, decide_more, render_from_records
     from sweeps.spec import load
     from tests.test_sequential import committed_mini
 
@@ -130,6 +130,9 @@ def test_confirm_runs_a_committed_tables_experiment_and_renders_its_verdict(tmp_
     assert confirm_more("mini", where, "again", budget_min=5.0, results=results,
                         tables=tables) == 0
     assert confirm.read(out).runs == done.runs
+    with pytest.raises(ValueError, match="has a confirmatory experiment .* one more look"):
+        decide_more("mini", where, "test --decide", budget_min=2.0, results=results,
+                    tables=tables)
     before = (out / "table.md").read_bytes()
     render_from_records(load("mini", tables).at("tiny"), out)
     assert (out / "table.md").read_bytes() == before
