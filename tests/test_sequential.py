@@ -133,6 +133,9 @@ def test_decide_adds_seeds_to_a_committed_table_and_stops_with_a_decision(tmp_pa
     (["--budget-min", "3"], "--budget-min goes with --decide"),
     (["--decide", "--budget-min", "0"], "--budget-min must be a number of minutes > 0"),
     (["--decide", "--render-only"], "--decide runs alone"),
+    (["--confirm", "--decide"], "--certify or --confirm"),
+    (["--confirm", "--plan"], "--confirm runs alone"),
+    (["--confirm", "--budget-min", "-2"], "--budget-min must be a number of minutes > 0"),
 ])
 def test_decide_refuses_bad_input_before_anything_runs(args, named, tmp_path, capsys,
                                                       monkeypatch):
