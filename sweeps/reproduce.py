@@ -285,14 +285,11 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
                          f"test (a row did not finish): --decide has nothing to add seeds to")
     made, failed = [], False
     if planned.seeds:
-        by_label = {r.label: r for r in rows}
-        count = sum(len(v) * len(sequential.cells_read(by_label[k], k in planned.grid))
-                    for k, v in planned.seeds.items())
+        stage2 = _seed_runs(tabled, rows, planned.seeds, planned.grid, extra)
         rows_added = ", ".join(f"{k} +{len(v)}" for k, v in planned.seeds.items())
-        print(f"stage 2: {count} runs ({rows_added}), about {planned.minutes:.1f} min "
+        print(f"stage 2: {len(stage2)} runs ({rows_added}), about {planned.minutes:.1f} min "
               f"of run time")
-        made, failed = _run_seeds(table, tabled, rows, planned.seeds, planned.grid, extra,
-                                  "decide", poll_s)
+        made, failed = _run_and_wait(table, stage2, extra, "decide", poll_s)
     elif planned.asked:
         print(f"stage 2: the budget covers no row's {sequential.MIN_ADDED} seeds; nothing ran "
               f"and nothing was written (give a larger --budget-min)")
@@ -313,18 +310,23 @@ def decide_more(table_name: str, overrides: list[str], command: str, budget_min:
     return 1 if failed else 0
 
 
-def _run_seeds(table: spec.Table, tabled: records.TableRecords, rows: list, seeds: dict,
-               grid: tuple[str, ...], extra: list[str], suffix: str, poll_s: float):
-    """Run `seeds` (row label → seeds) at each row's chosen setting (at every lr for the rows
-    in `grid`) as one job array, wait for it: (the runs' records, whether any failed)."""
+def _seed_runs(tabled: records.TableRecords, rows: list, seeds: dict, grid: tuple[str, ...],
+               extra: list[str]) -> list[spec.Run]:
+    """The runs of `seeds` (row label → seeds) at each row's chosen setting (at every lr for
+    the rows in `grid`)."""
     by_label = {r.label: r for r in rows}
-    runs = [spec.Run(by_label[label].key, cell.lr, seed,
+    return [spec.Run(by_label[label].key, cell.lr, seed,
                      (*[o for o in cell.runs[0].overrides
                         if o not in tabled.extra and not o.startswith("seed=")],
                       f"seed={seed}", *extra), cell.tuned)
             for label, row_seeds in seeds.items()
             for cell in sequential.cells_read(by_label[label], label in grid)
             for seed in row_seeds]
+
+
+def _run_and_wait(table: spec.Table, runs: list[spec.Run], extra: list[str], suffix: str,
+                  poll_s: float):
+    """`runs` as one job array, waited for: (their records, whether any failed)."""
     name = f"{table.sweep_name(extra)[0]}-{suffix}"
     result = launch(name, runs=[list(r.overrides) for r in runs], extra_conf=table.extra_conf)
     runs_root = Path(result.runs[0][1]["runs_root"])
@@ -353,9 +355,9 @@ def confirm_more(table_name: str, overrides: list[str], command: str, budget_min
                            confirm.used_seeds(tabled, added), budget_min)
     for line in planned.sizing:
         print(f"confirm: {line}")
-    print(f"confirm: {sum(len(v) for v in planned.seeds.values())} runs, about "
-          f"{planned.minutes:.1f} min of run time")
-    made, failed = _run_seeds(table, tabled, rows, planned.seeds, (), extra, "confirm", poll_s)
+    fresh = _seed_runs(tabled, rows, planned.seeds, (), extra)
+    print(f"confirm: {len(fresh)} runs, about {planned.minutes:.1f} min of run time")
+    made, failed = _run_and_wait(table, fresh, extra, "confirm", poll_s)
     confirm.write(out, confirm.Confirmation(planned.seeds, tuple(made), budget_min, command,
                                             tuple(planned.sizing)))
     render_from_records(table, out)

@@ -256,10 +256,7 @@ def _difference(c: Comparison, table: Table, part: ClaimPart, metric: Metric, a:
                 extra += p * (1.0 - p) / (questions * len(values))
     d = difference(va, vb, a.chosen.seeds, b.chosen.seeds, metric.mode, extra,
                    metric.resolution or 0.0)
-    times = [[x for r in row.best_runs if isinstance(x := r.get("wall_time_s"), (int, float))]
-             for row in (a, b)]
-    if all(times):
-        c.minutes_a_seed = sum(statistics.mean(t) for t in times) / 60.0
+    c.minutes_a_seed = _minutes_a_seed([row.best_runs for row in (a, b)])
     c.difference, c.means = d, (statistics.mean(va), statistics.mean(vb))
     if part.margin is not None:
         delta = part.margin.of(c.means[1])
@@ -292,17 +289,9 @@ def _sensitivity(c: Comparison, a: Row, b: Row) -> None:
     d = one_sample([sb[s] - sa[s] for s in seeds], seeds)
     c.metric = f"LR sensitivity over {len(lrs)} lrs ({lrs[0]:g}–{lrs[-1]:g})"
     c.difference = d
-    # one more seed runs every lr of both rows (the cells `lr_sensitivity` reads): their mean
-    # run times, summed
-    read: dict[tuple, Cell] = {}
-    for row in (a, b):
-        for cell in row.cells.values():
-            if cell.lr in lrs:
-                read.setdefault((row.label, cell.lr), cell)
-    times = [[x for r in cell.runs if isinstance(x := r.get("wall_time_s"), (int, float))]
-             for cell in read.values()]
-    if times and all(times):
-        c.minutes_a_seed = sum(statistics.mean(t) for t in times) / 60.0
+    # one more seed runs every lr of both rows, at the cells `lr_sensitivity` reads
+    c.minutes_a_seed = _minutes_a_seed([cell.runs for row in (a, b)
+                                        for cell in _cells_at(row, lrs)])
     c.means = (statistics.mean(sa[s] for s in seeds), statistics.mean(sb[s] for s in seeds))
     _against_zero(c)
 
@@ -311,7 +300,7 @@ def lr_sensitivity(row: Row, lrs: list[float]) -> dict[int, float]:
     """{seed: mean over `lrs` of min(ℓ(η), ℓ₀) − min_η ℓ(η)}, at the untuned setting of each lr
     (the first `tune` setting), for a metric that is minimized; a seed that diverged at some lr
     counts as its initial loss ℓ₀ there."""
-    cells = [next(c for c in row.cells.values() if c.lr == lr) for lr in lrs]
+    cells = _cells_at(row, lrs)
     out = {}
     for k, seed in enumerate(cells[0].seeds):
         capped = []
@@ -322,6 +311,19 @@ def lr_sensitivity(row: Row, lrs: list[float]) -> dict[int, float]:
         if all(math.isfinite(x) for x in capped):
             out[seed] = statistics.mean(x - min(capped) for x in capped)
     return out
+
+
+def _cells_at(row: Row, lrs: list[float]) -> list[Cell]:
+    """The row's untuned setting (its first `tune` setting) at each of `lrs`."""
+    return [next(c for c in row.cells.values() if c.lr == lr) for lr in lrs]
+
+
+def _minutes_a_seed(run_lists: list) -> float | None:
+    """Minutes one more seed costs: each list's mean run time, summed (None: a list without
+    run times)."""
+    times = [[x for r in runs if isinstance(x := r.get("wall_time_s"), (int, float))]
+             for runs in run_lists]
+    return sum(statistics.mean(t) for t in times) / 60.0 if times and all(times) else None
 
 
 def ranks(values: dict[str, float], mode: str) -> dict[str, float]:
